@@ -1,0 +1,43 @@
+"""`tfsctl`: kubectl-style verbs over specs, runtimes, clients and rollouts.
+
+Each topic lives in its own module and registers its commands here. Heavy imports
+(TensorFlow, docker) happen inside commands, so `tfsctl --help` and `tfsctl predict` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from orchestrator import __version__
+from orchestrator.cli._common import run_cli
+
+# Modules that define click commands in a module-level list named COMMANDS.
+_COMMAND_MODULES = (
+    "orchestrator.cli.model",
+    "orchestrator.cli.deploy",
+    "orchestrator.cli.predict",
+    "orchestrator.cli.convert",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tfsctl")
+def cli() -> None:
+    """Deploy TensorFlow models to TF Serving, locally or in Docker, and roll them out safely."""
+
+
+for _name in _COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(_name)
+    except ModuleNotFoundError as exc:  # a topic not written yet
+        if exc.name != _name:
+            raise
+        continue
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)
+
+
+def main() -> None:
+    run_cli(cli)
