@@ -7,11 +7,15 @@ Each topic lives in its own module and registers its commands here. Heavy import
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
 from orchestrator import __version__
 from orchestrator.cli._common import run_cli
+
+# TensorFlow's C++ logging is noise for CLI users; TF_CPP_MIN_LOG_LEVEL=0 brings it back.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # Modules that define click commands in a module-level list named COMMANDS.
 _COMMAND_MODULES = (

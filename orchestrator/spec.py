@@ -1,0 +1,438 @@
+"""Deployment specs: `serving_configs/<name>.yaml` validated into frozen, typed objects.
+
+The smallest valid spec is one line (`base_path: ../models/demo`). Every error names the
+file, the field, the line and the fix, because a spec is the thing users edit by hand.
+Relative paths are resolved against the spec file's folder, as Docker Compose does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.errors import SpecError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
+"""TF Serving's rule for model and label names; it also rules out path tricks."""
+
+DEFAULT_CONFIGS_DIR = Path("serving_configs")
+DEFAULT_IMAGE = "tensorflow/serving"
+DEFAULT_TAG = "2.19.0"
+DEFAULT_MONITORING_PATH = "/monitoring/prometheus/metrics"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class VersionPolicy(_Frozen):
+    """Which version folders TF Serving loads: `latest` N, `all`, or `specific` versions."""
+
+    kind: Literal["latest", "all", "specific"] = "latest"
+    num_versions: int = Field(default=1, ge=1)
+    versions: tuple[int, ...] = ()
+
+    def select(self, found: Sequence[int]) -> list[int]:
+        """The versions TF Serving will try to load, given the folders on disk."""
+        ordered = sorted(found)
+        if self.kind == "latest":
+            return ordered[-self.num_versions :]
+        if self.kind == "all":
+            return ordered
+        return sorted(self.versions)
+
+
+class Batching(_Frozen):
+    enabled: bool = False
+    max_batch_size: int = Field(default=32, ge=1)
+    batch_timeout_micros: int = Field(default=1000, ge=0)
+    max_enqueued_batches: int = Field(default=100, ge=1)
+    num_batch_threads: int = Field(default=4, ge=1)
+    allowed_batch_sizes: tuple[int, ...] = ()
+    pad_variable_length_inputs: bool = False
+
+    @model_validator(mode="after")
+    def _allowed_sizes(self) -> Batching:
+        sizes = self.allowed_batch_sizes
+        if sizes:
+            if any(b <= a for a, b in zip(sizes, sizes[1:], strict=False)) or sizes[0] < 1:
+                raise ValueError("allowed_batch_sizes must be positive and strictly increasing")
+            if sizes[-1] != self.max_batch_size:
+                raise ValueError(
+                    f"the last of allowed_batch_sizes ({sizes[-1]}) must equal max_batch_size "
+                    f"({self.max_batch_size}), as TF Serving requires"
+                )
+        return self
+
+
+class Monitoring(_Frozen):
+    prometheus: bool = True
+    path: str = DEFAULT_MONITORING_PATH
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or " " in value:
+            raise ValueError("must be a URL path starting with '/', e.g. /monitoring/prometheus/metrics")
+        return value
+
+
+class Ports(_Frozen):
+    """Host ports of the first replica; further replicas take the next free ones."""
+
+    grpc: int = Field(default=8500, ge=1, le=65535)
+    rest: int = Field(default=8501, ge=1, le=65535)
+    host: str = "127.0.0.1"
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Ports:
+        if self.grpc == self.rest:
+            raise ValueError(f"grpc and rest must differ (both are {self.grpc})")
+        return self
+
+
+class Gpu(_Frozen):
+    count: int | Literal["all"] = "all"
+    memory_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @field_validator("count")
+    @classmethod
+    def _count(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be 'all' or a whole number of GPUs ≥ 1")
+        return value
+
+
+class Threads(_Frozen):
+    intra_op: int = Field(default=0, ge=0)
+    inter_op: int = Field(default=0, ge=0)
+
+
+class Health(_Frozen):
+    deadline_s: float = Field(default=120.0, gt=0)
+    poll_interval_s: float = Field(default=0.25, gt=0)
+
+
+class Resources(_Frozen):
+    cpus: float | None = Field(default=None, gt=0)
+    memory: str | None = None
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9]+[bkmgBKMG]?", value):
+            raise ValueError("must look like 512m or 2g")
+        return value
+
+
+class Spec(_Frozen):
+    """One model's deployment: what TF Serving loads and how it runs."""
+
+    name: str
+    base_path: Path
+    version_policy: VersionPolicy = VersionPolicy()
+    version_labels: dict[str, int] = Field(default_factory=dict)
+    batching: Batching = Batching()
+    monitoring: Monitoring = Monitoring()
+    ports: Ports = Ports()
+    runtime: Literal["auto", "local", "docker"] = "auto"
+    device: Literal["cpu", "gpu"] = "cpu"
+    gpu: Gpu = Gpu()
+    image: str = DEFAULT_IMAGE
+    tag: str = DEFAULT_TAG
+    replicas: int = Field(default=1, ge=1, le=64)
+    threads: Threads = Threads()
+    health: Health = Health()
+    resources: Resources = Resources()
+    file_system_poll_wait_seconds: int = Field(default=1, ge=0)
+    rest_api_timeout_ms: int = Field(default=30000, ge=1)
+    enable_model_warmup: bool = True
+    source: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_PATTERN.fullmatch(value):
+            raise ValueError(f"{value!r} is not a valid model name: use letters, digits and _ only")
+        return value
+
+    @field_validator("version_policy", mode="before")
+    @classmethod
+    def _policy(cls, value: Any) -> Any:
+        return _parse_policy(value)
+
+    @field_validator("version_labels")
+    @classmethod
+    def _labels(cls, value: dict[str, int]) -> dict[str, int]:
+        for label, version in value.items():
+            if not NAME_PATTERN.fullmatch(label):
+                raise ValueError(f"label {label!r} is not valid: use letters, digits and _ only")
+            if version < 1:
+                raise ValueError(f"label {label!r} points at version {version}; versions are ≥ 1")
+        return value
+
+    @property
+    def image_ref(self) -> str:
+        """The image the Docker runtime runs: `<tag>-gpu` for GPU specs, as TF Serving tags them."""
+        tag = self.tag
+        if self.device == "gpu" and not tag.endswith("-gpu"):
+            tag = f"{tag}-gpu" if tag != "latest" else "latest-gpu"
+        return f"{self.image}:{tag}"
+
+    def wanted_versions(self) -> list[int]:
+        from orchestrator.savedmodel import list_versions
+
+        return self.version_policy.select(list_versions(self.base_path))
+
+
+def _parse_policy(value: Any) -> Any:
+    """Accept the YAML short forms: `latest`, `all`, `{latest: N}`, `{specific: [..]}`."""
+    if isinstance(value, VersionPolicy) or value is None:
+        return value if value is not None else VersionPolicy()
+    if value == "latest":
+        return {"kind": "latest", "num_versions": 1}
+    if value == "all":
+        return {"kind": "all"}
+    if isinstance(value, Mapping) and "kind" not in value:
+        if len(value) != 1:
+            raise ValueError("give exactly one of latest: N, all, specific: [versions]")
+        (key, arg), = value.items()
+        if key == "latest":
+            return {"kind": "latest", "num_versions": arg}
+        if key == "all":
+            return {"kind": "all"}
+        if key == "specific":
+            if not isinstance(arg, list) or not arg:
+                raise ValueError("specific needs a non-empty list of versions, e.g. [1, 2]")
+            return {"kind": "specific", "versions": arg}
+        raise ValueError(f"unknown policy {key!r}: use latest: N, all, or specific: [versions]")
+    raise ValueError("use latest, all, {latest: N} or {specific: [versions]}")
+
+
+_FIXES: dict[str, str] = {
+    "base_path": "point base_path at the folder holding numbered version folders (models/NAME), "
+    "e.g. create one with `tfsctl export model.keras --name NAME`",
+    "name": "model names match [A-Za-z0-9_]+ (TF Serving's rule); rename the spec file to match",
+    "version_policy": "write `version_policy: latest`, `{latest: 2}`, `all` or `{specific: [1, 2]}`",
+    "version_labels": "map label names to versions the policy loads, e.g. `version_labels: {stable: 1}`",
+    "runtime": "use auto, local or docker",
+    "device": "use cpu or gpu",
+    "ports": "choose two different ports between 1 and 65535",
+}
+
+
+def _fix_for(field: str) -> str | None:
+    return _FIXES.get(field.split(".")[0])
+
+
+class _LineIndex:
+    """Maps a field path in the YAML document to its line number (1-based)."""
+
+    def __init__(self, text: str) -> None:
+        self._lines: dict[tuple[str, ...], int] = {}
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError:
+            return
+        if node is not None:
+            self._walk(node, ())
+
+    def _walk(self, node: yaml.Node, path: tuple[str, ...]) -> None:
+        self._lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = (*path, str(key.value))
+                self._lines[sub] = key.start_mark.line + 1
+                self._walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._walk(item, (*path, str(i)))
+
+    def line(self, path: Sequence[Any]) -> int | None:
+        keys = tuple(str(p) for p in path)
+        while keys:
+            if keys in self._lines:
+                return self._lines[keys]
+            keys = keys[:-1]
+        return None
+
+
+def parse_spec(text: str, *, file: Path, check_files: bool = True) -> Spec:
+    """Validate spec text; `file` names the source in errors and anchors relative paths."""
+    label = str(file)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise SpecError(
+            f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
+            file=label,
+            line=mark.line + 1 if mark else None,
+            fix="check indentation and quoting on that line",
+        ) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(
+            "a spec is a mapping of fields, e.g. `base_path: ../models/NAME`",
+            file=label,
+            line=1,
+            fix="start the file with `base_path:`",
+        )
+    lines = _LineIndex(text)
+    stem = file.stem
+    data.setdefault("name", stem)
+    if "base_path" not in data:
+        raise SpecError(
+            "base_path is required",
+            file=label,
+            field="base_path",
+            line=1,
+            fix=_FIXES["base_path"],
+        )
+    raw_base = data["base_path"]
+    if isinstance(raw_base, str):
+        base = Path(raw_base).expanduser()
+        data["base_path"] = base if base.is_absolute() else (file.parent / base)
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise _spec_error_from(exc, label, lines) from None
+    if spec.name != stem and file.suffix in (".yaml", ".yml"):
+        raise SpecError(
+            f"name {spec.name!r} differs from the file name {file.name!r}",
+            file=label,
+            field="name",
+            line=lines.line(["name"]),
+            fix=f"rename the file to {spec.name}.yaml or drop the name field",
+        )
+    spec = spec.model_copy(update={"base_path": Path(_normalise(spec.base_path)), "source": file})
+    if check_files:
+        check_model_files(spec, lines=lines)
+    return spec
+
+
+def _normalise(path: Path) -> str:
+    import os.path
+
+    return os.path.abspath(path)
+
+
+def _spec_error_from(exc: ValidationError, label: str, lines: _LineIndex) -> SpecError:
+    problems = []
+    first_field, first_line = None, None
+    for err in exc.errors():
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        field = ".".join(str(p) for p in loc) or "<root>"
+        line = lines.line(loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown field {loc[-1]!r}"
+            if len(loc) == 1:
+                msg += f" (known: {', '.join(sorted(Spec.model_fields) )})".replace(", source", "")
+        elif "input" in err and err["type"] not in ("missing",):
+            msg += f" (got {err['input']!r})"
+        problems.append((field, line, msg))
+        if first_field is None:
+            first_field, first_line = field, line
+    if len(problems) == 1:
+        field, line, msg = problems[0]
+        return SpecError(msg, file=label, field=field, line=line, fix=_fix_for(field))
+    detail = "; ".join(f"{f} (line {ln}): {m}" for f, ln, m in problems)
+    return SpecError(
+        f"{len(problems)} problems: {detail}",
+        file=label,
+        field=first_field,
+        line=first_line,
+        fix=_fix_for(first_field or ""),
+    )
+
+
+def check_model_files(spec: Spec, *, lines: _LineIndex | None = None) -> None:
+    """Check what needs the disk: the base path, its versions, and labels against the policy."""
+    from orchestrator.savedmodel import list_versions
+
+    label = str(spec.source) if spec.source else "<spec>"
+
+    def line(*path: str) -> int | None:
+        return lines.line(list(path)) if lines else None
+
+    base = spec.base_path
+    if not base.is_dir():
+        raise SpecError(
+            f"base_path {str(base)!r} does not exist or is not a folder",
+            file=label,
+            field="base_path",
+            line=line("base_path"),
+            fix=_FIXES["base_path"] + (" (or run `make demo-model`)" if spec.name == "demo" else ""),
+        )
+    found = list_versions(base)
+    if not found:
+        raise SpecError(
+            f"base_path {str(base)!r} has no numbered version folder (expected e.g. "
+            f"{base}/1/saved_model.pb)",
+            file=label,
+            field="base_path",
+            line=line("base_path"),
+            fix="TF Serving loads <base_path>/<version>/; export one with "
+            f"`tfsctl export SOURCE --name {spec.name}`",
+        )
+    policy = spec.version_policy
+    if policy.kind == "specific":
+        missing = sorted(set(policy.versions) - set(found))
+        if missing:
+            raise SpecError(
+                f"version(s) {missing} have no folder under {base} (found {found})",
+                file=label,
+                field="version_policy.specific",
+                line=line("version_policy"),
+                fix="list only versions that exist, or export the missing ones",
+            )
+    wanted = policy.select(found)
+    for name, version in spec.version_labels.items():
+        if version not in wanted:
+            why = "has no folder" if version not in found else "is not loaded by version_policy"
+            raise SpecError(
+                f"label {name!r} points at version {version}, which {why} "
+                f"(policy loads {wanted}; on disk {found})",
+                file=label,
+                field=f"version_labels.{name}",
+                line=line("version_labels", name),
+                fix="TF Serving only labels AVAILABLE versions: point the label at one of "
+                f"{wanted}, or widen version_policy (e.g. `{{specific: "
+                f"{sorted(set(wanted) | {version})}}}`)",
+            )
+
+
+def spec_path(name_or_path: str, configs_dir: Path = DEFAULT_CONFIGS_DIR) -> Path:
+    """Resolve NAME to serving_configs/NAME.yaml; a path to a .yaml file is taken as is."""
+    if name_or_path.endswith((".yaml", ".yml")):
+        return Path(name_or_path)
+    if not NAME_PATTERN.fullmatch(name_or_path):
+        raise SpecError(
+            f"{name_or_path!r} is not a valid model name (letters, digits and _ only)",
+            field="name",
+            fix="pass a model name like `demo` or a path to a .yaml spec",
+        )
+    return configs_dir / f"{name_or_path}.yaml"
+
+
+def load_spec(
+    name_or_path: str, *, configs_dir: Path = DEFAULT_CONFIGS_DIR, check_files: bool = True
+) -> Spec:
+    """Read and validate one spec by model name or path."""
+    path = spec_path(name_or_path, configs_dir)
+    if not path.is_file():
+        known = sorted(p.stem for p in configs_dir.glob("*.yaml")) if configs_dir.is_dir() else []
+        raise SpecError(
+            "no such spec file",
+            file=str(path),
+            fix=f"create {path} with at least `base_path: ...`"
+            + (f"; known specs: {', '.join(known)}" if known else ""),
+        )
+    return parse_spec(path.read_text(encoding="utf-8"), file=path, check_files=check_files)
