@@ -60,7 +60,7 @@ class ModelError(OrchestratorError):
     exit_code = 3
 
 
-class RuntimeError_(OrchestratorError):  # noqa: N801 - avoid shadowing the builtin
+class RuntimeError_(OrchestratorError):
     """A runtime failed to start, reach or stop replicas."""
 
     exit_code = 4

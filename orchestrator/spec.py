@@ -7,6 +7,7 @@ Relative paths are resolved against the spec file's folder, as Docker Compose do
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -60,7 +61,7 @@ class Batching(_Frozen):
     def _allowed_sizes(self) -> Batching:
         sizes = self.allowed_batch_sizes
         if sizes:
-            if any(b <= a for a, b in zip(sizes, sizes[1:], strict=False)) or sizes[0] < 1:
+            if any(b <= a for a, b in itertools.pairwise(sizes)) or sizes[0] < 1:
                 raise ValueError("allowed_batch_sizes must be positive and strictly increasing")
             if sizes[-1] != self.max_batch_size:
                 raise ValueError(
@@ -223,11 +224,22 @@ _FIXES: dict[str, str] = {
     "runtime": "use auto, local or docker",
     "device": "use cpu or gpu",
     "ports": "choose two different ports between 1 and 65535",
+    "replicas": "replicas is a whole number from 1 to 64",
+    "batching": "see TF Serving's batching guide: allowed_batch_sizes increase and end at max_batch_size",
+    "monitoring": "e.g. `monitoring: {prometheus: true, path: /monitoring/prometheus/metrics}`",
+    "gpu": "e.g. `gpu: {count: all, memory_fraction: 0.5}` (fraction between 0 and 1)",
+    "resources": "e.g. `resources: {cpus: 2, memory: 4g}`",
+    "threads": "0 lets TensorFlow choose; otherwise a whole number of threads",
+    "health": "e.g. `health: {deadline_s: 120}`",
 }
 
 
-def _fix_for(field: str) -> str | None:
-    return _FIXES.get(field.split(".")[0])
+def _fix_for(field: str, *, unknown: bool = False) -> str:
+    if unknown:
+        return "remove it or fix its spelling; the fields are listed in README.md (Spec reference)"
+    return _FIXES.get(field.split(".")[0]) or (
+        f"set {field} to a value of the type shown; see README.md (Spec reference)"
+    )
 
 
 class _LineIndex:
@@ -337,19 +349,19 @@ def _spec_error_from(exc: ValidationError, label: str, lines: _LineIndex) -> Spe
                 msg += f" (known: {', '.join(sorted(Spec.model_fields) )})".replace(", source", "")
         elif "input" in err and err["type"] not in ("missing",):
             msg += f" (got {err['input']!r})"
-        problems.append((field, line, msg))
+        problems.append((field, line, msg, err["type"] == "extra_forbidden"))
         if first_field is None:
             first_field, first_line = field, line
     if len(problems) == 1:
-        field, line, msg = problems[0]
-        return SpecError(msg, file=label, field=field, line=line, fix=_fix_for(field))
-    detail = "; ".join(f"{f} (line {ln}): {m}" for f, ln, m in problems)
+        field, line, msg, unknown = problems[0]
+        return SpecError(msg, file=label, field=field, line=line, fix=_fix_for(field, unknown=unknown))
+    detail = "; ".join(f"{f} (line {ln}): {m}" for f, ln, m, _ in problems)
     return SpecError(
         f"{len(problems)} problems: {detail}",
         file=label,
         field=first_field,
         line=first_line,
-        fix=_fix_for(first_field or ""),
+        fix=_fix_for(first_field or "", unknown=problems[0][3]),
     )
 
 

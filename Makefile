@@ -1,0 +1,53 @@
+# tfserving-orchestrator — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MODEL ?= demo
+RUNTIME ?=
+PYTEST_ARGS ?=
+
+help: ## Show this help.
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[serve,dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the project with all extras (fast when done).
+
+demo-model: $(STAMP) ## Build the demo Keras model (versions 1 and 2) under models/demo.
+	$(VENV)/bin/tfsctl demo-model
+
+deploy: $(STAMP) ## Deploy MODEL (default demo) on RUNTIME (auto|local|docker).
+	@if [ "$(MODEL)" = "demo" ] && [ ! -d models/demo/1 ]; then $(VENV)/bin/tfsctl demo-model; fi
+	$(VENV)/bin/tfsctl deploy $(MODEL) $(if $(RUNTIME),--runtime $(RUNTIME),)
+
+stop: $(STAMP) ## Stop MODEL's deployment.
+	$(VENV)/bin/tfsctl stop $(MODEL)
+
+test: $(STAMP) ## Run every test (unit and integration) against real servers.
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: $(STAMP) ## Run the fast unit tests only.
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff and mypy.
+	$(VENV)/bin/ruff check orchestrator tests bench
+	$(VENV)/bin/mypy orchestrator
+
+protos: $(STAMP) ## Regenerate orchestrator/protos/*_pb2.py from the .proto sources.
+	bash scripts/gen_protos.sh
+
+bench: $(STAMP) ## Run the benchmarks (side-by-side ratios; slow).
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean: ## Remove caches (keeps .venv and models).
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+
+.PHONY: help install demo-model deploy stop test unit lint protos bench clean
