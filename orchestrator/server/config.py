@@ -1,0 +1,186 @@
+"""Where the server's configuration comes from: flags, --model_config_file and the side files.
+
+`--model_config_file` is parsed with TF Serving's own `ModelServerConfig` message (text format);
+batching, monitoring and SSL files with our copies of TF Serving's messages
+(`orchestrator.protos.config_pb2`), so a file TF Serving accepts is accepted here and vice versa.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from google.protobuf import text_format
+
+from orchestrator.protos import config_pb2
+
+LABEL_RE = re.compile(r"^[a-zA-Z0-9_]+$")
+
+
+class ConfigError(ValueError):
+    """A config file or flag value the server cannot use."""
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    kind: str = "latest"  # latest | all | specific
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+
+    def select(self, found: list[int]) -> set[int]:
+        """The versions to serve among those found on disk."""
+        if self.kind == "all":
+            return set(found)
+        if self.kind == "specific":
+            return set(self.versions) & set(found)
+        return set(sorted(found)[-max(self.num_versions, 1) :])
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    base_path: str
+    policy: VersionPolicy = VersionPolicy()
+    labels: dict[str, int] = field(default_factory=dict)
+
+
+def single_model(name: str, base_path: str) -> list[ModelConfig]:
+    return [ModelConfig(name=name, base_path=base_path)]
+
+
+def parse_model_server_config(text: str, *, source: str = "<config>") -> list[ModelConfig]:
+    """Parse a ModelServerConfig text proto into ModelConfigs; ConfigError on anything invalid."""
+    from tensorflow_serving.config import model_server_config_pb2
+
+    msg = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(text, msg)
+    except text_format.ParseError as e:
+        raise ConfigError(f"{source}: cannot parse ModelServerConfig: {e}") from e
+    if msg.WhichOneof("config") == "custom_model_config":
+        raise ConfigError(f"{source}: custom_model_config is not supported")
+    out: list[ModelConfig] = []
+    seen: set[str] = set()
+    for c in msg.model_config_list.config:
+        if not c.name:
+            raise ConfigError(f"{source}: a model config has no name")
+        if c.name in seen:
+            raise ConfigError(f"{source}: Illegal to list model {c.name} multiple times in config list")
+        seen.add(c.name)
+        if not c.base_path:
+            raise ConfigError(f"{source}: model {c.name} has no base_path")
+        if c.model_platform and c.model_platform != "tensorflow":
+            raise ConfigError(
+                f"{source}: model {c.name}: model_platform {c.model_platform!r} is not supported"
+            )
+        out.append(
+            ModelConfig(
+                name=c.name,
+                base_path=c.base_path,
+                policy=_policy(c.model_version_policy),
+                labels=_labels(c.name, dict(c.version_labels), source),
+            )
+        )
+    return out
+
+
+def _policy(p) -> VersionPolicy:  # type: ignore[no-untyped-def]
+    which = p.WhichOneof("policy_choice")
+    if which == "all":
+        return VersionPolicy("all")
+    if which == "specific":
+        return VersionPolicy("specific", versions=tuple(sorted(p.specific.versions)))
+    if which == "latest":
+        return VersionPolicy("latest", num_versions=p.latest.num_versions or 1)
+    return VersionPolicy()
+
+
+def _labels(model: str, labels: dict[str, int], source: str) -> dict[str, int]:
+    for label in labels:
+        if not LABEL_RE.match(label):
+            raise ConfigError(
+                f"{source}: model {model}: Invalid label: {label!r}; "
+                "labels may only contain letters, digits and underscores"
+            )
+    return labels
+
+
+def read_model_config_file(path: str) -> list[ModelConfig]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read --model_config_file {path}: {e.strerror}") from e
+    return parse_model_server_config(text, source=path)
+
+
+def _read_text_proto(path: str, msg, what: str):  # type: ignore[no-untyped-def]
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text_format.Parse(fh.read(), msg)
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
+    except text_format.ParseError as e:
+        raise ConfigError(f"{path}: cannot parse {type(msg).__name__}: {e}") from e
+    return msg
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    """BatchingParameters with TF Serving's defaults for unset fields."""
+
+    max_batch_size: int = 1000
+    batch_timeout_micros: int = 0
+    max_enqueued_batches: int = 10
+    num_batch_threads: int = 1
+    allowed_batch_sizes: tuple[int, ...] = ()
+    pad_variable_length_inputs: bool = False
+
+
+def read_batching_parameters(path: str, *, cpus: int) -> BatchingOptions:
+    if not path:
+        return BatchingOptions(num_batch_threads=max(cpus, 1))
+    msg = _read_text_proto(path, config_pb2.BatchingParameters(), "--batching_parameters_file")
+
+    def get(name: str, default: int) -> int:
+        return getattr(msg, name).value if msg.HasField(name) else default
+
+    opts = BatchingOptions(
+        max_batch_size=get("max_batch_size", 1000),
+        batch_timeout_micros=get("batch_timeout_micros", 0),
+        max_enqueued_batches=get("max_enqueued_batches", 10),
+        num_batch_threads=get("num_batch_threads", max(cpus, 1)),
+        allowed_batch_sizes=tuple(msg.allowed_batch_sizes),
+        pad_variable_length_inputs=msg.pad_variable_length_inputs,
+    )
+    if opts.max_batch_size <= 0:
+        raise ConfigError(f"{path}: max_batch_size must be positive")
+    if opts.allowed_batch_sizes:
+        sizes = list(opts.allowed_batch_sizes)
+        if sizes != sorted(set(sizes)):
+            raise ConfigError(f"{path}: allowed_batch_sizes must be increasing")
+        if sizes[-1] != opts.max_batch_size:
+            raise ConfigError(
+                f"{path}: the last entry in allowed_batch_sizes must equal max_batch_size"
+            )
+    return opts
+
+
+@dataclass(frozen=True)
+class MonitoringOptions:
+    enable: bool = False
+    path: str = "/monitoring/prometheus/metrics"
+
+
+def read_monitoring_config(path: str) -> MonitoringOptions:
+    if not path:
+        return MonitoringOptions()
+    msg = _read_text_proto(path, config_pb2.MonitoringConfig(), "--monitoring_config_file")
+    p = msg.prometheus_config
+    return MonitoringOptions(enable=p.enable, path=p.path or "/monitoring/prometheus/metrics")
+
+
+def read_ssl_config(path: str) -> config_pb2.SSLConfig | None:
+    if not path:
+        return None
+    return _read_text_proto(path, config_pb2.SSLConfig(), "--ssl_config_file")

@@ -1,0 +1,157 @@
+"""`tensorflow_model_server` command-line flags: same names, syntax and defaults.
+
+TF Serving parses flags with TensorFlow's own parser: `--name=value` for every type and a bare
+`--name` for booleans (`--name=true|false|1|0` too). An unknown flag stops the server with a message
+that lists the flags we accept. Flags that exist upstream but change nothing here (TPU, TFLite,
+profiler...) are accepted so that command lines written for TF Serving keep working.
+"""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+from dataclasses import dataclass
+from typing import Any
+
+_CPUS = os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Flag:
+    name: str
+    type: type
+    default: Any
+    help: str
+
+
+FLAGS: tuple[Flag, ...] = (
+    Flag("port", int, 8500, "Port to listen on for gRPC API (0 disables gRPC over TCP)"),
+    Flag("grpc_socket_path", str, "", "UNIX socket path for the gRPC API (optional)"),
+    Flag("rest_api_port", int, 0, "Port to listen on for HTTP/REST API (0 = no REST API)"),
+    Flag("rest_api_num_threads", int, 4 * _CPUS, "Number of threads for HTTP/REST API processing"),
+    Flag("rest_api_timeout_in_ms", int, 30000, "Timeout for HTTP/REST API calls"),
+    Flag("rest_api_enable_cors_support", bool, False, "Enable CORS headers in REST responses"),
+    Flag("enable_batching", bool, False, "Enable batching"),
+    Flag(
+        "allow_version_labels_for_unavailable_models",
+        bool,
+        False,
+        "Allow assigning a NEW label to a version that is not yet available",
+    ),
+    Flag("batching_parameters_file", str, "", "BatchingParameters text proto (optional)"),
+    Flag("enable_per_model_batching_parameters", bool, False, "Read batching_params.pbtxt per model"),
+    Flag("model_config_file", str, "", "ModelServerConfig text proto; overrides --model_name/--model_base_path"),
+    Flag(
+        "model_config_file_poll_wait_seconds",
+        int,
+        0,
+        "Interval in seconds between re-reads of --model_config_file (0 = read once)",
+    ),
+    Flag("model_name", str, "default", "Name of model (ignored if --model_config_file is set)"),
+    Flag("model_base_path", str, "", "Path to export (ignored if --model_config_file is set)"),
+    Flag("num_load_threads", int, 0, "Threads for loading models (0 = one per model)"),
+    Flag("num_unload_threads", int, 0, "Threads for unloading models"),
+    Flag("max_num_load_retries", int, 5, "Retries of a failed model load (transient errors only)"),
+    Flag("load_retry_interval_micros", int, 60_000_000, "Wait between load retries"),
+    Flag("file_system_poll_wait_seconds", int, 1, "Interval in seconds between version folder scans"),
+    Flag("flush_filesystem_caches", bool, True, "Accepted for compatibility"),
+    Flag("tensorflow_session_parallelism", int, 0, "Threads for a TensorFlow session (0 = auto)"),
+    Flag("tensorflow_session_config_file", str, "", "Accepted for compatibility"),
+    Flag("tensorflow_intra_op_parallelism", int, 0, "Intra-op threads (0 = auto)"),
+    Flag("tensorflow_inter_op_parallelism", int, 0, "Inter-op threads (0 = auto)"),
+    Flag("use_alts_credentials", bool, False, "Not supported here; must stay false"),
+    Flag("ssl_config_file", str, "", "SSLConfig text proto for gRPC TLS"),
+    Flag("platform_config_file", str, "", "Accepted for compatibility"),
+    Flag("per_process_gpu_memory_fraction", float, 0.0, "Fraction of GPU memory per process"),
+    Flag("saved_model_tags", str, "serve", "Comma-separated MetaGraphDef tags to load"),
+    Flag("grpc_channel_arguments", str, "", "Comma-separated key=value gRPC server arguments"),
+    Flag("grpc_max_threads", int, 4 * _CPUS, "Max gRPC handler concurrency"),
+    Flag("enable_model_warmup", bool, True, "Replay assets.extra/tf_serving_warmup_requests"),
+    Flag("num_request_iterations_for_warmup", int, 1, "Times each warmup request is replayed"),
+    Flag("version", bool, False, "Print the version and exit"),
+    Flag("monitoring_config_file", str, "", "MonitoringConfig text proto (Prometheus)"),
+    Flag("remove_unused_fields_from_bundle_metagraph", bool, True, "Accepted for compatibility"),
+    Flag("prefer_tflite_model", bool, False, "Accepted for compatibility"),
+    Flag("num_tflite_pools", int, _CPUS, "Accepted for compatibility"),
+    Flag("num_tflite_interpreters_per_pool", int, 1, "Accepted for compatibility"),
+    Flag("enable_signature_method_name_check", bool, False, "Check signature method names"),
+    Flag("xla_cpu_compilation_enabled", bool, False, "Accepted for compatibility"),
+    Flag("xla_gpu_compilation_enabled", bool, False, "Accepted for compatibility"),
+    Flag("enable_profiler", bool, True, "Accepted for compatibility"),
+    Flag("thread_pool_factory_config_file", str, "", "Accepted for compatibility"),
+    Flag("mixed_precision", str, "", "Accepted for compatibility"),
+    Flag("skip_initialize_tpu", bool, False, "Accepted for compatibility"),
+    Flag("enable_grpc_healthcheck_service", bool, False, "Accepted; the health service is always on"),
+    Flag("enable_serialization_as_tensor_content", bool, False, "Predict outputs as tensor_content"),
+)
+
+_BY_NAME = {f.name: f for f in FLAGS}
+
+
+class FlagError(ValueError):
+    """A command line that tensorflow_model_server would reject."""
+
+
+class Options(SimpleNamespace):
+    """Parsed flags; attribute names are the flag names."""
+
+
+def _convert(flag: Flag, raw: str) -> Any:
+    if flag.type is bool:
+        low = raw.lower()
+        if low in ("true", "1"):
+            return True
+        if low in ("false", "0"):
+            return False
+        raise FlagError(f"Illegal value '{raw}' for flag --{flag.name}: expected true or false")
+    try:
+        return flag.type(raw)
+    except ValueError:
+        kind = {int: "an integer", float: "a number"}.get(flag.type, flag.type.__name__)
+        raise FlagError(f"Illegal value '{raw}' for flag --{flag.name}: expected {kind}") from None
+
+
+def usage() -> str:
+    lines = ["usage: tfs-model-server --flag=value ...", "Flags:"]
+    for f in FLAGS:
+        default = str(f.default).lower() if f.type is bool else repr(f.default)
+        lines.append(f"  --{f.name}={default}  {f.type.__name__}  {f.help}")
+    return "\n".join(lines)
+
+
+def parse(argv: list[str]) -> Options:
+    """Parse argv (without the program name) into Options; raise FlagError on bad input."""
+    values = {f.name: f.default for f in FLAGS}
+    for arg in argv:
+        if not arg.startswith("-") or arg in ("-", "--"):
+            raise FlagError(f"Unexpected argument '{arg}': flags take the form --name=value")
+        body = arg.lstrip("-")
+        name, eq, raw = body.partition("=")
+        flag = _BY_NAME.get(name)
+        if flag is None:
+            known = ", ".join("--" + f.name for f in FLAGS)
+            raise FlagError(f"Unknown flag --{name}. Supported flags: {known}")
+        if not eq:
+            if flag.type is not bool:
+                raise FlagError(f"Flag --{name} needs a value: --{name}=VALUE")
+            values[name] = True
+        else:
+            values[name] = _convert(flag, raw)
+    return Options(**values)
+
+
+def validate(opts: Options) -> None:
+    """Checks TF Serving makes before starting (server.cc)."""
+    if opts.use_alts_credentials and opts.ssl_config_file:
+        raise FlagError("Either use_alts_credentials must be false or ssl_config_file must be empty.")
+    if opts.use_alts_credentials:
+        raise FlagError("--use_alts_credentials is not supported by this server")
+    if not opts.model_base_path and not opts.model_config_file:
+        raise FlagError(
+            "Both server_options.model_base_path and server_options.model_config_file are empty!"
+        )
+    if opts.port == 0 and opts.rest_api_port == 0 and not opts.grpc_socket_path:
+        raise FlagError("Nothing to serve: --port=0 and --rest_api_port=0")
+    for name in ("port", "rest_api_port"):
+        if not 0 <= getattr(opts, name) <= 65535:
+            raise FlagError(f"--{name}={getattr(opts, name)} is not a valid port (0-65535)")
