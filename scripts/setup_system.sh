@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the system packages the tests use (Docker engine, HAProxy, busybox for the stand-in
+# image, wrk for benchmarks) when missing, and starts dockerd when no daemon answers.
+# Idempotent and quick when everything is there. Needs root (as CI and the dev machines are).
+set -euo pipefail
+
+missing=()
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+[ -x /bin/busybox ] || missing+=(busybox-static)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  echo "setup: starting dockerd"
+  (dockerd >/tmp/dockerd.log 2>&1 &)
+  deadline=$((SECONDS + 60))
+  until docker info >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then
+      echo "setup: dockerd did not answer within 60 s; its log:" >&2
+      tail -n 30 /tmp/dockerd.log >&2 || true
+      exit 1
+    fi
+    sleep 0.5
+  done
+fi
+echo "setup: docker $(docker version --format '{{.Server.Version}}') ready"
