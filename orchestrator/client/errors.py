@@ -210,7 +210,9 @@ def error_for_code(
     """The error for a canonical code (name, number or grpc.StatusCode)."""
     name = code_name(code)
     cls = _BY_CODE.get(name, ServerError)
-    return cls(message, model=model, address=address, code=name, http_status=http_status_for_code(name))
+    return cls(
+        message, model=model, address=address, code=name, http_status=http_status_for_code(name)
+    )
 
 
 def error_for_http(

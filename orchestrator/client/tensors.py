@@ -175,6 +175,7 @@ def to_tensor_proto(value: Any, dtype: Any = None) -> TensorProto:
     arr = as_array(value, dtype)
     enum = numpy_dtype_to_enum(arr.dtype)
     proto = TensorProto(dtype=enum)
+    proto.tensor_shape.SetInParent()  # present even for scalars, as TF writes it
     dims = proto.tensor_shape.dim
     for size in arr.shape:
         dims.add(size=size)
