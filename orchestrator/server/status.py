@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from orchestrator.client.errors import CODE_TO_HTTP
+
 # Canonical codes (google.rpc.Code / grpc.StatusCode), by name and number.
 CODES = {
     "OK": 0,
@@ -24,26 +26,8 @@ CODES = {
 }
 CODE_NAMES = {v: k for k, v in CODES.items()}
 
-# http_server.cc ToHTTPStatusCode.
-HTTP_STATUS = {
-    "OK": 200,
-    "CANCELLED": 499,
-    "UNKNOWN": 500,
-    "INVALID_ARGUMENT": 400,
-    "DEADLINE_EXCEEDED": 504,
-    "NOT_FOUND": 404,
-    "ALREADY_EXISTS": 409,
-    "PERMISSION_DENIED": 403,
-    "RESOURCE_EXHAUSTED": 429,
-    "FAILED_PRECONDITION": 400,
-    "ABORTED": 409,
-    "OUT_OF_RANGE": 400,
-    "UNIMPLEMENTED": 501,
-    "INTERNAL": 500,
-    "UNAVAILABLE": 503,
-    "DATA_LOSS": 500,
-    "UNAUTHENTICATED": 401,
-}
+# TF Serving's code -> HTTP status table (http_server.cc), kept by the client.
+HTTP_STATUS = CODE_TO_HTTP
 
 
 class ServingStatus(Exception):
@@ -57,7 +41,7 @@ class ServingStatus(Exception):
 
     @property
     def http_status(self) -> int:
-        return HTTP_STATUS[self.code]
+        return HTTP_STATUS.get(self.code, 500)
 
 
 def invalid(message: str) -> ServingStatus:
