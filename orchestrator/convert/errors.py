@@ -1,0 +1,44 @@
+"""Errors of model packaging: a conversion that fails, and an artifact that drifts.
+
+    OrchestratorError
+     └── ConvertError          a format could not be produced or run (tool, model, arguments)
+          └── VerificationError  the artifact was produced but answers too unlike the SavedModel
+"""
+
+from __future__ import annotations
+
+from orchestrator.errors import OrchestratorError
+
+
+class ConvertError(OrchestratorError):
+    """A conversion, or running its artifact, failed; names the format and the tool's words."""
+
+    exit_code = 8
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        fix: str | None = None,
+        format: str | None = None,  # noqa: A002 - the user-facing word
+        logs: str | None = None,
+    ) -> None:
+        self.format = format
+        self.logs = logs
+        super().__init__(f"{format}: {message}" if format else message, fix=fix)
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.logs:
+            tail = "\n".join("    " + line for line in self.logs.rstrip().splitlines()[-20:])
+            text += f"\n  last log lines:\n{tail}"
+        return text
+
+
+class VerificationError(ConvertError):
+    """An artifact's outputs differ from the SavedModel's beyond the thresholds asked for."""
+
+    exit_code = 9
+
+
+__all__ = ["ConvertError", "VerificationError"]
