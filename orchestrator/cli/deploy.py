@@ -1,13 +1,13 @@
-"""Deployment commands: render a plan (the dry run), deploy, status, reload, logs, stop."""
+"""Deployment commands: render (the dry run), deploy, status, reload, logs, stop."""
 
 from __future__ import annotations
 
-import os
+import time
 from pathlib import Path
 
 import click
 
-from orchestrator.cli._common import console
+from orchestrator.cli._common import console, output_option, print_json, print_table
 
 configs_option = click.option(
     "--configs-dir",
@@ -16,14 +16,12 @@ configs_option = click.option(
     show_default=True,
     help="Folder of deployment specs.",
 )
-
-
-def write_files_atomically(out: Path, files: dict[str, str]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out / name)
+runtime_option = click.option(
+    "--runtime",
+    type=click.Choice(["auto", "local", "docker"]),
+    default=None,
+    help="Override the spec's runtime.",
+)
 
 
 @click.command()
@@ -37,15 +35,123 @@ def render(names: tuple[str, ...], out: Path, configs_dir: Path) -> None:
     """
     from orchestrator.plan import build_plan
     from orchestrator.spec import load_spec
+    from orchestrator.state import write_files_atomic
 
     specs = [load_spec(n, configs_dir=configs_dir) for n in names]
     plan = build_plan(specs, config_dir=str(out.resolve()))
     files = dict(plan.files)
     files["args.txt"] = "\n".join(plan.args) + "\n"
-    write_files_atomically(out, files)
+    write_files_atomic(out, files)
     for name in sorted(files):
         console.print(f"wrote {out / name}")
     console.print("tensorflow_model_server " + " ".join(plan.args), highlight=False, soft_wrap=True)
 
 
-COMMANDS = [render]
+def _apply(names: tuple[str, ...], configs_dir: Path, runtime_name: str | None, output: str, verb: str) -> None:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from orchestrator.runtime.select import choose_runtime, runtime_of_deployment
+    from orchestrator.spec import load_spec
+
+    specs = [load_spec(n, configs_dir=configs_dir) for n in names]
+    if verb == "reload":
+        runtime, why = runtime_of_deployment(specs[0].name), "the deployment's runtime"
+    else:
+        runtime, why = choose_runtime(specs[0], runtime_name)
+    if output != "json":
+        console.print(f"{verb} {specs[0].name}: {why}")
+    started = time.monotonic()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=True, disable=output == "json") as progress:
+        task = progress.add_task(f"starting {specs[0].name}…", total=None)
+
+        def on_poll(readiness) -> None:
+            progress.update(task, description=f"waiting for AVAILABLE: {readiness.detail}")
+
+        result = runtime.reload(specs, on_poll=on_poll) if verb == "reload" else runtime.deploy(specs, on_poll=on_poll)
+    elapsed = time.monotonic() - started
+    if output == "json":
+        print_json({"name": result.name, "runtime": result.runtime, "action": result.action,
+                    "rest_url": result.rest_url, "grpc_address": result.grpc_address,
+                    "replicas": list(result.replicas), "note": result.note, "seconds": round(elapsed, 2)})
+        return
+    if result.note:
+        console.print(f"note: {result.note}")
+    console.print(f"[bold green]{result.name} {result.action}[/] on {result.runtime} in {elapsed:.1f} s")
+    console.print(f"  REST  {result.rest_url}/v1/models/{result.name}")
+    console.print(f"  gRPC  {result.grpc_address}")
+    console.print(f"  try   curl -s {result.rest_url}/v1/models/{result.name}", highlight=False)
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@configs_option
+@runtime_option
+@output_option
+def deploy(names: tuple[str, ...], configs_dir: Path, runtime: str | None, output: str) -> None:
+    """Serve NAME (several NAMEs: one server with all of them) and wait until AVAILABLE.
+
+    Idempotent: the same spec changes nothing; changed versions or labels hot-reload.
+    """
+    _apply(names, configs_dir, runtime, output, "deploy")
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@configs_option
+@output_option
+def reload(names: tuple[str, ...], configs_dir: Path, output: str) -> None:
+    """Re-read NAME's spec and hot-reload its config (no restart)."""
+    _apply(names, configs_dir, None, output, "reload")
+
+
+@click.command()
+@click.argument("name")
+@output_option
+def status(name: str, output: str) -> None:
+    """Per replica, model and version: state and error."""
+    from orchestrator.runtime.select import runtime_of_deployment
+
+    replicas = runtime_of_deployment(name).status(name)
+    if output == "json":
+        print_json({"name": name, "replicas": [r.to_json() for r in replicas]})
+    else:
+        rows = []
+        for r in replicas:
+            if not r.running:
+                rows.append((r.index, r.id, "EXITED", "-", "-", "-", r.detail))
+                continue
+            for m in r.models:
+                if not m.reachable or m.error or not m.versions:
+                    rows.append((r.index, r.id, "RUNNING", m.model, "-", "NOT READY", m.error or "no versions"))
+                for v in m.versions:
+                    rows.append((r.index, r.id, "RUNNING", m.model, v.version, v.state,
+                                 "" if v.error_code == "OK" else f"{v.error_code}: {v.error_message}"))
+        print_table(name, ["REPLICA", "ID", "PROCESS", "MODEL", "VERSION", "STATE", "ERROR"], rows)
+    healthy = all(r.running and all(m.reachable and m.available() for m in r.models) for r in replicas)
+    raise SystemExit(0 if healthy else 1)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--tail", "-n", default=100, show_default=True, help="Lines per replica.")
+def logs(name: str, tail: int) -> None:
+    """Last log lines of every replica."""
+    from orchestrator.runtime.select import runtime_of_deployment
+
+    for index, text in runtime_of_deployment(name).logs(name, tail=tail).items():
+        click.echo(f"==> replica {index} <==")
+        click.echo(text)
+
+
+@click.command()
+@click.argument("name")
+def stop(name: str) -> None:
+    """Stop NAME's replicas and forget the deployment."""
+    from orchestrator.runtime.select import runtime_of_deployment
+
+    stopped = runtime_of_deployment(name).stop(name)
+    console.print(f"stopped {name} ({len(stopped)} replica(s): {', '.join(stopped)})")
+
+
+COMMANDS = [render, deploy, reload, status, logs, stop]

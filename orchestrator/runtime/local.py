@@ -1,0 +1,289 @@
+"""The local runtime: our TF Serving-compatible server as background processes (no Docker).
+
+Each replica is `tfs-model-server` with exactly the flags the Docker runtime passes to
+`tensorflow_model_server`, its own session (it outlives the CLI), its log in the state folder,
+and REST/gRPC bound to the spec's host (127.0.0.1 by default). A pid is trusted only while
+/proc shows the same process (command line and start time), so a crash or a reused pid is
+detected as stale instead of being signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import HealthTimeout, RuntimeError_
+from orchestrator.health import model_status, wait_until_available
+from orchestrator.plan import MODELS_CONFIG, build_plan
+from orchestrator.runtime.base import (
+    Deployment,
+    OnPoll,
+    ReplicaStatus,
+    Runtime,
+    check_ports_free,
+    digest,
+    free_port,
+    reload_config,
+    wanted_versions,
+)
+from orchestrator.spec import Spec
+from orchestrator.state import StateStore, write_files_atomic
+
+SERVER_MARKERS = ("tfs-model-server", "orchestrator.server")
+STOP_GRACE_S = 10.0
+
+
+def server_command() -> list[str]:
+    script = Path(sys.executable).parent / "tfs-model-server"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from orchestrator.server.main import main; main()"]
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def process_alive(pid: int, start_ticks: int | None) -> bool:
+    """Our server still runs as `pid` (not a zombie, not a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[1].split()[0] == "Z":
+        return False
+    if not any(marker in cmdline for marker in SERVER_MARKERS):
+        return False
+    return start_ticks is None or _start_ticks(pid) == start_ticks
+
+
+class LocalRuntime(Runtime):
+    name = "local"
+
+    def __init__(self, store: StateStore | None = None) -> None:
+        self.store = store or StateStore()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _tail(self, name: str, replica: int, lines: int = 30) -> str:
+        path = self.store.log_path(name, replica)
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def _start_replica(self, name: str, index: int, args: Sequence[str], host: str) -> dict[str, Any]:
+        log_path = self.store.log_path(name, index)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "TFS_BIND_HOST": host}
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        with open(log_path, "ab") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting replica {index}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                [*server_command(), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        return {"index": index, "pid": proc.pid, "start_ticks": _start_ticks(proc.pid), "_proc": proc}
+
+    def _alive(self, replica: dict[str, Any]) -> bool:
+        proc = replica.get("_proc")
+        if proc is not None and proc.poll() is not None:
+            return False
+        return process_alive(replica["pid"], replica.get("start_ticks"))
+
+    def _terminate(self, replicas: Sequence[dict[str, Any]]) -> None:
+        for r in replicas:
+            if self._alive(r):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(r["pid"], signal.SIGTERM)
+        end = time.monotonic() + STOP_GRACE_S
+        for r in replicas:
+            while self._alive(r) and time.monotonic() < end:
+                self._reap(r, 0.1)
+            if self._alive(r):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(r["pid"], signal.SIGKILL)
+                self._reap(r, 2.0)
+
+    @staticmethod
+    def _reap(replica: dict[str, Any], timeout_s: float) -> None:
+        proc = replica.get("_proc")
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=timeout_s)
+        else:
+            time.sleep(timeout_s)  # not our child: nothing to wait on but time
+
+    def _wait(self, name: str, replica: dict[str, Any], wanted: dict[str, list[int]], spec: Spec,
+              on_poll: OnPoll | None) -> None:
+        def exited() -> str | None:
+            if not self._alive(replica):
+                proc = replica.get("_proc")
+                code = proc.poll() if proc is not None else None
+                return f"replica {replica['index']} exited" + (f" with code {code}" if code is not None else "")
+            return None
+
+        result = wait_until_available(
+            f"http://127.0.0.1:{replica['rest_port']}",
+            wanted,
+            deadline_s=spec.health.deadline_s,
+            poll_interval_s=spec.health.poll_interval_s,
+            on_poll=on_poll,
+            should_abort=exited,
+        )
+        if result.ready:
+            return
+        logs = self._tail(name, replica["index"])
+        if exited():
+            raise RuntimeError_(
+                f"{name}: {result.detail} before every wanted version was AVAILABLE",
+                fix=f"read the log ({self.store.log_path(name, replica['index'])}); fix the model or spec",
+                logs=logs,
+            )
+        raise HealthTimeout(
+            f"{name}: not AVAILABLE after {spec.health.deadline_s:g} s ({result.detail})",
+            fix="raise health.deadline_s for big models, or read the log with `tfsctl logs "
+            f"{name}`",
+            logs=logs,
+        )
+
+    # -- the interface ---------------------------------------------------------------------
+
+    def deploy(self, specs: Sequence[Spec], *, on_poll: OnPoll | None = None) -> Deployment:
+        main = specs[0]
+        name = main.name
+        config_dir = self.store.config_dir(name)
+        base_plan = build_plan(specs, config_dir=str(config_dir))
+        wanted = wanted_versions(specs)
+        flags_hash = digest([a for a in base_plan.args if not a.startswith(("--port=", "--rest_api_port="))]
+                            + [main.replicas, main.ports.model_dump()])
+        state = self.store.load(name)
+        note = ""
+        if state is not None:
+            replicas = state["replicas"]
+            if all(self._alive(r) for r in replicas):
+                if state.get("flags_hash") == flags_hash:
+                    return self._apply_config(name, state, base_plan.files, wanted, main, on_poll)
+                note = "server flags changed: replicas replaced"
+                self._terminate(replicas)
+            else:
+                dead = [str(r["pid"]) for r in replicas if not self._alive(r)]
+                note = f"previous deployment had exited (stale pid {', '.join(dead)}); started again"
+                self._terminate([r for r in replicas if self._alive(r)])
+            self.store.delete(name)
+
+        host = main.ports.host
+        check_ports_free(name, host, {"gRPC": main.ports.grpc, "REST": main.ports.rest})
+        old_files = {p.name: p.read_text() for p in config_dir.glob("*")} if config_dir.is_dir() else {}
+        for stale in set(old_files) - set(base_plan.files):
+            (config_dir / stale).unlink()
+        write_files_atomic(config_dir, base_plan.files)
+        started: list[dict[str, Any]] = []
+        try:
+            for index in range(main.replicas):
+                grpc_port = main.ports.grpc if index == 0 else free_port(host)
+                rest_port = main.ports.rest if index == 0 else free_port(host)
+                plan = build_plan(specs, config_dir=str(config_dir), grpc_port=grpc_port, rest_port=rest_port)
+                replica = self._start_replica(name, index, plan.args, host)
+                replica.update(grpc_port=grpc_port, rest_port=rest_port)
+                started.append(replica)
+            for replica in started:
+                self._wait(name, replica, wanted, main, on_poll)
+        except BaseException:
+            self._terminate(started)
+            raise
+        endpoint_host = "127.0.0.1" if host in ("0.0.0.0", "127.0.0.1") else host
+        state = {
+            "name": name,
+            "runtime": self.name,
+            "models": [s.name for s in specs],
+            "specs": [str(s.source) for s in specs if s.source],
+            "flags_hash": flags_hash,
+            "config_hash": digest(base_plan.files),
+            "config_dir": str(config_dir),
+            "rest_url": f"http://{endpoint_host}:{main.ports.rest}",
+            "grpc_address": f"{endpoint_host}:{main.ports.grpc}",
+            "created_at": time.time(),
+            "replicas": [{k: v for k, v in r.items() if not k.startswith("_")} for r in started],
+        }
+        self.store.save(name, state)
+        return Deployment(name, self.name, "created", state["rest_url"], state["grpc_address"],
+                          state["replicas"], note)
+
+    def _apply_config(self, name: str, state: dict[str, Any], files: dict[str, str],
+                      wanted: dict[str, list[int]], spec: Spec, on_poll: OnPoll | None) -> Deployment:
+        """Same flags: hot-reload a changed models.config; on failure put the old one back."""
+        def outcome(action: str, note: str = "") -> Deployment:
+            return Deployment(name, self.name, action, state["rest_url"], state["grpc_address"],
+                              state["replicas"], note)
+
+        if state.get("config_hash") == digest(files):
+            return outcome("unchanged")
+        config_dir = Path(state["config_dir"])
+        previous = {p.name: p.read_text() for p in config_dir.glob("*") if not p.name.startswith(".")}
+        write_files_atomic(config_dir, files)
+        reloaded: list[dict[str, Any]] = []
+        try:
+            for replica in state["replicas"]:
+                reload_config(f"127.0.0.1:{replica['grpc_port']}", files[MODELS_CONFIG])
+                reloaded.append(replica)
+                self._wait(name, replica, wanted, spec, on_poll)
+        except BaseException:
+            write_files_atomic(config_dir, previous)
+            for replica in reloaded:
+                with contextlib.suppress(RuntimeError_):
+                    reload_config(f"127.0.0.1:{replica['grpc_port']}", previous[MODELS_CONFIG])
+            raise
+        state["config_hash"] = digest(files)
+        self.store.save(name, state)
+        return outcome("reloaded")
+
+    def status(self, name: str) -> list[ReplicaStatus]:
+        state = self._state(name)
+        result = []
+        for r in state["replicas"]:
+            alive = process_alive(r["pid"], r.get("start_ticks"))
+            if not alive:
+                result.append(ReplicaStatus(r["index"], str(r["pid"]), False, r["grpc_port"], r["rest_port"],
+                                            detail="process exited; `tfsctl logs` shows why"))
+                continue
+            models = tuple(model_status(f"http://127.0.0.1:{r['rest_port']}", m) for m in state["models"])
+            result.append(ReplicaStatus(r["index"], str(r["pid"]), True, r["grpc_port"], r["rest_port"], models))
+        return result
+
+    def logs(self, name: str, *, tail: int = 100) -> dict[int, str]:
+        state = self._state(name)
+        return {r["index"]: self._tail(name, r["index"], tail) for r in state["replicas"]}
+
+    def stop(self, name: str) -> list[str]:
+        state = self._state(name)
+        self._terminate(state["replicas"])
+        self.store.delete(name)
+        return [str(r["pid"]) for r in state["replicas"]]
+
+    def _state(self, name: str) -> dict[str, Any]:
+        state = self.store.load(name)
+        if state is None or state.get("runtime") != self.name:
+            known = ", ".join(self.store.names()) or "none"
+            raise RuntimeError_(
+                f"no local deployment named {name!r} (deployments: {known})",
+                fix=f"deploy it with `tfsctl deploy {name}`",
+            )
+        return state

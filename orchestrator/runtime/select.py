@@ -1,0 +1,51 @@
+"""Which runtime serves a spec: the one asked for, or for `auto` the best one available."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from orchestrator.errors import RuntimeError_
+from orchestrator.runtime.base import Runtime
+from orchestrator.spec import Spec
+from orchestrator.state import StateStore
+
+
+def runtime_by_name(name: str, store: StateStore | None = None) -> Runtime:
+    if name == "local":
+        from orchestrator.runtime.local import LocalRuntime
+
+        return LocalRuntime(store)
+    if name == "docker":
+        if importlib.util.find_spec("orchestrator.runtime.docker") is None:
+            raise RuntimeError_("the docker runtime is not available in this build",
+                                fix="use --runtime local")
+        from orchestrator.runtime.docker import DockerRuntime  # type: ignore[import-not-found]
+
+        return DockerRuntime(store)  # type: ignore[no-any-return]
+    raise RuntimeError_(f"unknown runtime {name!r}", fix="use auto, local or docker")
+
+
+def choose_runtime(spec: Spec, requested: str | None, store: StateStore | None = None) -> tuple[Runtime, str]:
+    """The runtime and a sentence saying why it was chosen."""
+    wanted = requested or spec.runtime
+    if wanted != "auto":
+        return runtime_by_name(wanted, store), f"runtime {wanted} (as asked)"
+    if importlib.util.find_spec("orchestrator.runtime.docker") is not None:
+        from orchestrator.runtime.docker import docker_usable  # type: ignore[import-not-found]
+
+        usable, why = docker_usable(spec)
+        if usable:
+            return runtime_by_name("docker", store), f"runtime docker (auto: {why})"
+        return runtime_by_name("local", store), f"runtime local (auto: {why})"
+    return runtime_by_name("local", store), "runtime local (auto: the embedded server)"
+
+
+def runtime_of_deployment(name: str, store: StateStore | None = None) -> Runtime:
+    """The runtime that made an existing deployment (from the state folder)."""
+    store = store or StateStore()
+    state = store.load(name)
+    if state is None:
+        known = ", ".join(store.names()) or "none"
+        raise RuntimeError_(f"no deployment named {name!r} (deployments: {known})",
+                            fix=f"deploy it first: `tfsctl deploy {name}`")
+    return runtime_by_name(state["runtime"], store)

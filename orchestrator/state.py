@@ -1,0 +1,80 @@
+"""The state folder: what the orchestrator started, so later commands find it.
+
+Layout (under `.tfso/` in the working directory, or `$TFSO_STATE_DIR`):
+
+    deployments/NAME.json          runtime, replicas (pid or container id, ports), endpoints, hashes
+    deployments/NAME/config/       the rendered models.config, batching and monitoring files
+    deployments/NAME/logs/         replica-<i>.log (local runtime)
+
+Every file is written atomically (temp file + rename), so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STATE_DIR = Path(".tfso")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_files_atomic(folder: Path, files: Mapping[str, str]) -> bool:
+    """Write each file atomically; returns True when any content changed."""
+    changed = False
+    for name, text in files.items():
+        path = folder / name
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            write_atomic(path, text)
+            changed = True
+    return changed
+
+
+class StateStore:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root or os.environ.get("TFSO_STATE_DIR") or DEFAULT_STATE_DIR).absolute()
+
+    def _file(self, name: str) -> Path:
+        return self.root / "deployments" / f"{name}.json"
+
+    def folder(self, name: str) -> Path:
+        return self.root / "deployments" / name
+
+    def config_dir(self, name: str) -> Path:
+        return self.folder(name) / "config"
+
+    def log_path(self, name: str, replica: int) -> Path:
+        return self.folder(name) / "logs" / f"replica-{replica}.log"
+
+    def load(self, name: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self._file(name).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+
+    def save(self, name: str, data: Mapping[str, Any]) -> None:
+        write_atomic(self._file(name), json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    def delete(self, name: str) -> None:
+        self._file(name).unlink(missing_ok=True)
+
+    def names(self) -> list[str]:
+        folder = self.root / "deployments"
+        return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
