@@ -158,9 +158,9 @@ def _fill(message, depth: int = 0, choice: int = 0) -> None:
     """Give every field a non-default value; `choice` picks the branch of each oneof."""
     for field in message.DESCRIPTOR.fields:
         oneof = field.containing_oneof
-        if oneof is not None and not oneof.name.startswith("_"):
-            if oneof.fields[choice % len(oneof.fields)] is not field:
-                continue
+        real_oneof = oneof is not None and not oneof.name.startswith("_")
+        if real_oneof and oneof.fields[choice % len(oneof.fields)] is not field:
+            continue
         _set(message, field, depth, choice)
 
 
