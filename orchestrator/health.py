@@ -68,23 +68,27 @@ class Readiness:
     ready: bool = False
     missing: dict[str, list[int]] = field(default_factory=dict)
     detail: str = "no answer yet"
+    failed: bool = False  # a wanted version ended with a load error: waiting longer won't help
 
 
 def check_ready(rest_url: str, wanted: Mapping[str, Sequence[int]], *,
                 session: requests.Session | None = None) -> Readiness:
     missing: dict[str, list[int]] = {}
     details = []
+    failed = False
     for model, versions in wanted.items():
         health = model_status(rest_url, model, session=session)
         if not health.reachable:
             return Readiness(False, {m: list(v) for m, v in wanted.items()}, f"no answer from {rest_url} ({health.error})")
         lacking = sorted(set(versions) - health.available())
+        failed = failed or any(v.version in lacking and v.state == "END" and v.error_code != "OK"
+                               for v in health.versions)
         if lacking or health.error:
             missing[model] = lacking
             states = ", ".join(f"v{v.version} {v.state}" + (f" ({v.error_message})" if v.error_message else "")
                                for v in health.versions) or health.error or "no versions yet"
             details.append(f"{model}: {states}")
-    return Readiness(not missing, missing, "; ".join(details) or "all AVAILABLE")
+    return Readiness(not missing, missing, "; ".join(details) or "all AVAILABLE", failed)
 
 
 def wait_until_available(
@@ -110,7 +114,7 @@ def wait_until_available(
             last = check_ready(rest_url, wanted, session=session)
             if on_poll:
                 on_poll(last)
-            if last.ready:
+            if last.ready or last.failed:
                 return last
             if should_abort and (reason := should_abort()):
                 last.detail = reason

@@ -65,36 +65,53 @@ class VersionInfo:
 
 
 def _tensor_meta(info: Any) -> TensorMeta:
-    from tensorflow.core.framework import types_pb2
+    from orchestrator.protos import tensor_pb2
 
     shape = info.tensor_shape
     dims = None if shape.unknown_rank else [int(d.size) for d in shape.dim]
-    return TensorMeta(dtype=types_pb2.DataType.Name(info.dtype), shape=dims)
+    return TensorMeta(dtype=tensor_pb2.DataType.Name(info.dtype), shape=dims)
 
 
 def read_saved_model(version_dir: Path) -> Any:
-    """Parse saved_model.pb (or .pbtxt) into the SavedModel proto; ModelError says why not."""
-    from google.protobuf import message, text_format
-    from tensorflow.core.protobuf import saved_model_pb2
+    """Parse tags, saver and signatures of saved_model.pb (or .pbtxt); ModelError says why not.
+
+    Reads our header message (TF's field numbers, the graph left as bytes), so inspecting
+    costs milliseconds and never imports TensorFlow; only the rare .pbtxt form needs TF.
+    """
+    from google.protobuf import message
+
+    from orchestrator.protos import saved_model_pb2
 
     pb, pbtxt = version_dir / "saved_model.pb", version_dir / "saved_model.pbtxt"
-    proto = saved_model_pb2.SavedModel()
+    proto = saved_model_pb2.SavedModelHeader()
     try:
         if pb.is_file():
             proto.ParseFromString(pb.read_bytes())
         elif pbtxt.is_file():
-            text_format.Parse(pbtxt.read_text(), proto)
+            from google.protobuf import text_format
+            from tensorflow.core.protobuf import saved_model_pb2 as tf_saved_model_pb2
+
+            full = text_format.Parse(pbtxt.read_text(), tf_saved_model_pb2.SavedModel())
+            proto.ParseFromString(full.SerializeToString())
         else:
             present = sorted(p.name for p in version_dir.iterdir())[:8] if version_dir.is_dir() else []
             raise ModelError(
                 f"{version_dir}: no saved_model.pb or saved_model.pbtxt (found: {present or 'nothing'})",
                 fix="export a SavedModel into this folder (tfsctl export), or remove the folder",
             )
-    except (message.DecodeError, text_format.ParseError, UnicodeDecodeError) as exc:
+    except (message.DecodeError, UnicodeDecodeError) as exc:
         raise ModelError(
             f"{version_dir}: saved_model file is corrupt ({type(exc).__name__}: {exc})",
             fix="re-export this version; a truncated copy is the usual cause",
         ) from exc
+    except Exception as exc:  # text_format.ParseError, without importing it up front
+        if type(exc).__name__ != "ParseError":
+            raise
+        raise ModelError(f"{version_dir}: saved_model.pbtxt is corrupt ({exc})",
+                         fix="re-export this version") from exc
+    if not proto.meta_graphs:
+        raise ModelError(f"{version_dir}: saved_model file holds no MetaGraph (corrupt or empty)",
+                         fix="re-export this version")
     return proto
 
 

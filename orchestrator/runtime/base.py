@@ -55,7 +55,28 @@ def digest(value: Any) -> str:
 
 
 def wanted_versions(specs: Sequence[Spec]) -> dict[str, list[int]]:
-    return {s.name: s.wanted_versions() for s in specs}
+    """Every version each model must have AVAILABLE, after checking each one can be served.
+
+    Checked before anything starts or reloads, so a corrupt folder is refused up front and
+    whatever serves now keeps serving.
+    """
+    from orchestrator.errors import ModelError
+    from orchestrator.savedmodel import inspect_version, version_dirs
+
+    wanted = {}
+    for spec in specs:
+        dirs = version_dirs(spec.base_path)
+        versions = spec.version_policy.select(list(dirs))
+        for version in versions:
+            info = inspect_version(dirs[version], version)
+            if info.error:
+                raise ModelError(
+                    f"{spec.name} version {version} cannot be served: {info.error}",
+                    fix=f"re-export {dirs[version]}, or leave it out with "
+                    f"`version_policy: {{specific: [...]}}` in the spec",
+                )
+        wanted[spec.name] = versions
+    return wanted
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -151,6 +151,12 @@ class LocalRuntime(Runtime):
         if result.ready:
             return
         logs = self._tail(name, replica["index"])
+        if result.failed:
+            raise RuntimeError_(
+                f"{name}: a version failed to load ({result.detail})",
+                fix="fix or re-export that version; the previous config was put back",
+                logs=logs,
+            )
         if exited():
             raise RuntimeError_(
                 f"{name}: {result.detail} before every wanted version was AVAILABLE",

@@ -1,0 +1,146 @@
+"""The local runtime end to end through `tfsctl`: real server processes on loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from orchestrator.runtime.base import free_port
+from tests.helpers.models import half_plus_two_tf1
+
+pytestmark = pytest.mark.integration
+
+
+def tfsctl(workdir: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=workdir,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory):
+    """A project folder: models/hpt/{1,2} (TF1 half_plus_two, then half_plus_three) and a spec."""
+    root = tmp_path_factory.mktemp("project")
+    half_plus_two_tf1(root / "models" / "hpt" / "1")
+    half_plus_two_tf1(root / "models" / "hpt" / "2", b=3.0)
+    (root / "serving_configs").mkdir()
+    yield root
+    for state in (root / ".tfso" / "deployments").glob("*.json"):
+        tfsctl(root, "stop", state.stem, timeout=60)
+
+
+def write_spec(root: Path, name: str, text: str) -> None:
+    (root / "serving_configs" / f"{name}.yaml").write_text(text)
+
+
+def predict(rest: str, model: str, body: dict, suffix: str = "") -> requests.Response:
+    return requests.post(f"{rest}/v1/models/{model}{suffix}:predict", json=body, timeout=30)
+
+
+def test_deploy_predict_reload_status_stop(workdir: Path) -> None:
+    grpc, rest = free_port(), free_port()
+    write_spec(workdir, "hpt", f"base_path: ../models/hpt\nversion_policy: {{specific: [1]}}\n"
+                               f"ports: {{grpc: {grpc}, rest: {rest}}}\n")
+    run = tfsctl(workdir, "deploy", "hpt", "--runtime", "local", "-o", "json")
+    assert run.returncode == 0, run.stderr
+    info = json.loads(run.stdout)
+    assert info["action"] == "created" and info["rest_url"] == f"http://127.0.0.1:{rest}"
+    url = info["rest_url"]
+    assert predict(url, "hpt", {"instances": [1.0, 2.0, 5.0]}).json() == {"predictions": [2.5, 3.0, 4.5]}
+    pid = info["replicas"][0]["pid"]
+
+    # Same spec again: nothing changes.
+    again = json.loads(tfsctl(workdir, "deploy", "hpt", "--runtime", "local", "-o", "json").stdout)
+    assert again["action"] == "unchanged" and again["replicas"][0]["pid"] == pid
+
+    # New versions and a label: hot-reloaded into the same process.
+    write_spec(workdir, "hpt", f"base_path: ../models/hpt\nversion_policy: all\nversion_labels: {{stable: 1}}\n"
+                               f"ports: {{grpc: {grpc}, rest: {rest}}}\n")
+    run = tfsctl(workdir, "reload", "hpt", "-o", "json")
+    assert run.returncode == 0, run.stderr
+    reloaded = json.loads(run.stdout)
+    assert reloaded["action"] == "reloaded" and reloaded["replicas"][0]["pid"] == pid
+    assert predict(url, "hpt", {"instances": [1.0]}, "/versions/2").json() == {"predictions": [3.5]}
+    assert predict(url, "hpt", {"instances": [1.0]}, "/labels/stable").json() == {"predictions": [2.5]}
+
+    run = tfsctl(workdir, "status", "hpt", "-o", "json")
+    assert run.returncode == 0, run.stderr
+    states = {(m["model"], v["version"]): v["state"]
+              for r in json.loads(run.stdout)["replicas"] for m in r["models"] for v in m["versions"]}
+    assert states == {("hpt", 1): "AVAILABLE", ("hpt", 2): "AVAILABLE"}
+    table = tfsctl(workdir, "status", "hpt")
+    assert "AVAILABLE" in table.stdout
+
+    assert "replica 0" in tfsctl(workdir, "logs", "hpt").stdout
+
+    run = tfsctl(workdir, "stop", "hpt")
+    assert run.returncode == 0, run.stderr
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/v1/models/hpt", timeout=5)
+    assert not (workdir / ".tfso" / "deployments" / "hpt.json").exists()
+
+
+def test_bad_reload_keeps_previous_version_serving(workdir: Path) -> None:
+    grpc, rest = free_port(), free_port()
+    write_spec(workdir, "keep", f"base_path: ../models/hpt\nversion_policy: {{specific: [1]}}\n"
+                                f"ports: {{grpc: {grpc}, rest: {rest}}}\nhealth: {{deadline_s: 20}}\n")
+    assert tfsctl(workdir, "deploy", "keep", "--runtime", "local").returncode == 0
+    # A label on a version that is loaded by the policy but whose folder is then made unloadable.
+    broken = workdir / "models" / "broken"
+    (broken / "1").mkdir(parents=True)
+    (broken / "1" / "saved_model.pb").write_bytes(b"garbage")
+    write_spec(workdir, "keep", f"base_path: ../models/broken\nports: {{grpc: {grpc}, rest: {rest}}}\n"
+                                "health: {deadline_s: 20}\n")
+    run = tfsctl(workdir, "reload", "keep")
+    assert run.returncode != 0
+    assert "error:" in run.stderr and "Traceback" not in run.stderr
+    url = f"http://127.0.0.1:{rest}"
+    assert predict(url, "keep", {"instances": [1.0]}).json() == {"predictions": [2.5]}
+    tfsctl(workdir, "stop", "keep")
+
+
+def test_port_in_use_is_a_clear_error(workdir: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        write_spec(workdir, "busy", f"base_path: ../models/hpt\nports: {{grpc: {free_port()}, rest: {port}}}\n")
+        run = tfsctl(workdir, "deploy", "busy", "--runtime", "local")
+    assert run.returncode == 4
+    assert f"REST port {port}" in run.stderr and "already in use" in run.stderr and "fix:" in run.stderr
+
+
+def test_missing_model_path_fails_before_starting(workdir: Path) -> None:
+    write_spec(workdir, "ghost", "base_path: ../models/ghost\n")
+    run = tfsctl(workdir, "deploy", "ghost", "--runtime", "local")
+    assert run.returncode == 2 and "does not exist" in run.stderr
+
+
+def test_killed_server_is_reported_and_redeploy_recovers(workdir: Path) -> None:
+    grpc, rest = free_port(), free_port()
+    write_spec(workdir, "crash", f"base_path: ../models/hpt\nports: {{grpc: {grpc}, rest: {rest}}}\n")
+    info = json.loads(tfsctl(workdir, "deploy", "crash", "--runtime", "local", "-o", "json").stdout)
+    pid = info["replicas"][0]["pid"]
+    os.killpg(pid, signal.SIGKILL)
+    run = tfsctl(workdir, "status", "crash", "-o", "json")
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert json.loads(run.stdout)["replicas"][0]["running"] is False
+    run = tfsctl(workdir, "deploy", "crash", "--runtime", "local", "-o", "json")
+    assert run.returncode == 0, run.stderr
+    again = json.loads(run.stdout)
+    assert "stale pid" in again["note"] and again["replicas"][0]["pid"] != pid
+    assert predict(again["rest_url"], "crash", {"instances": [1.0]}).json() == {"predictions": [3.5]}
+    tfsctl(workdir, "stop", "crash")
+
+
+def test_unknown_deployment(workdir: Path) -> None:
+    run = tfsctl(workdir, "status", "nothing")
+    assert run.returncode == 4 and "no deployment named 'nothing'" in run.stderr
