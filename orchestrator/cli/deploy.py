@@ -116,7 +116,7 @@ def status(name: str, output: str) -> None:
     if output == "json":
         print_json({"name": name, "replicas": [r.to_json() for r in replicas]})
     else:
-        rows = []
+        rows: list[tuple[object, ...]] = []
         for r in replicas:
             if not r.running:
                 rows.append((r.index, r.id, "EXITED", "-", "-", "-", r.detail))

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +233,7 @@ class LocalRuntime(Runtime):
         return Deployment(name, self.name, "created", state["rest_url"], state["grpc_address"],
                           state["replicas"], note)
 
-    def _apply_config(self, name: str, state: dict[str, Any], files: dict[str, str],
+    def _apply_config(self, name: str, state: dict[str, Any], files: Mapping[str, str],
                       wanted: dict[str, list[int]], spec: Spec, on_poll: OnPoll | None) -> Deployment:
         """Same flags: hot-reload a changed models.config; on failure put the old one back."""
         def outcome(action: str, note: str = "") -> Deployment:
