@@ -20,7 +20,7 @@ class ConvertError(OrchestratorError):
         message: str,
         *,
         fix: str | None = None,
-        format: str | None = None,  # noqa: A002 - the user-facing word
+        format: str | None = None,
         logs: str | None = None,
     ) -> None:
         self.format = format

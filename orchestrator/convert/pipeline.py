@@ -131,7 +131,8 @@ def convert_version(
             result = fmt.runner(artifact, job).run(samples, latency_runs)
             comparison = compare_outputs(reference.outputs, result.outputs)
         except ConvertError as exc:
-            report.error = str(exc)
+            report.error = exc.message + (f"\n{exc.logs.rstrip()}" if exc.logs else "")
+            report.fix = exc.fix
         except Exception as exc:  # a tool's unexpected failure must not hide the other formats
             report.error = f"{type(exc).__name__}: {exc}"
         else:
@@ -153,19 +154,27 @@ def convert_version(
             report.failures = thresholds.failures(comparison)
             report.status = "drift" if report.failures else "ok"
         report.write(out_dir)
-        say(name, report.status if not report.error else f"error: {report.error.splitlines()[0]}")
+        say(name, f"error: {_with_format(name, report.error)}" if report.error else report.status)
         reports.append(report)
     return reports
+
+
+def _with_format(fmt: str, message: str | None) -> str:
+    first = (message or "").splitlines()[0] if message else "failed"
+    return first if first.startswith(f"{fmt}:") else f"{fmt}: {first}"
 
 
 def raise_for_reports(reports: Sequence[Report]) -> None:
     """ConvertError if a format failed; VerificationError if an artifact drifted too far."""
     errors = [r for r in reports if r.status == "error"]
     if errors:
-        details = "\n".join(f"  {r.format}: {r.error}" for r in errors)
+        details = "\n".join(
+            f"  {_with_format(r.format, r.error)}" + (f"\n    fix: {r.fix}" if r.fix else "")
+            for r in errors
+        )
         raise ConvertError(
             f"{len(errors)} of {len(reports)} formats failed:\n{details}",
-            fix="see each format's message; the other formats' artifacts and reports are written",
+            fix="see each format's fix above; the other formats' artifacts and reports are written",
         )
     drifted = [r for r in reports if r.status == "drift"]
     if drifted:

@@ -49,6 +49,7 @@ class Report:
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    fix: str | None = None
     convert_seconds: float | None = None
 
     @property
@@ -69,15 +70,7 @@ class Report:
         return path
 
 
-TABLE_COLUMNS = (
-    "format",
-    "status",
-    "size",
-    "vs SavedModel",
-    "max abs diff",
-    "top-1 agreement",
-    "latency ms (artifact / SavedModel)",
-)
+TABLE_COLUMNS = ("format", "status", "size", "x SM", "max|diff|", "top-1 agree", "ms", "ms SM")
 
 
 def human_size(n: int | None) -> str:
@@ -99,15 +92,15 @@ def table_row(report: Report) -> list[str]:
     )
     art = report.latency_ms.get("artifact")
     ref = report.latency_ms.get("savedmodel")
-    latency = f"{art:.3f} / {ref:.3f}" if art is not None and ref is not None else "-"
     return [
         report.format,
-        report.status if report.status != "error" else "error",
+        report.status,
         human_size(report.size_bytes),
         ratio,
         "-" if report.max_abs_diff is None else f"{report.max_abs_diff:.3g}",
         "-" if report.top1_agreement is None else f"{report.top1_agreement:.2%}",
-        latency,
+        "-" if art is None else f"{art:.3f}",
+        "-" if ref is None else f"{ref:.3f}",
     ]
 
 
