@@ -57,6 +57,23 @@ def parse_model_server_config(text: str, *, source: str = "<config>") -> list[Mo
         text_format.Parse(text, msg)
     except text_format.ParseError as e:
         raise ConfigError(f"{source}: cannot parse ModelServerConfig: {e}") from e
+    return models_from_proto(msg, source=source)
+
+
+def models_from_bytes(data: bytes, *, source: str) -> list[ModelConfig]:
+    """A serialized ModelServerConfig (any wire-compatible copy, e.g. a ReloadConfigRequest's)."""
+    from google.protobuf.message import DecodeError
+    from tensorflow_serving.config import model_server_config_pb2
+
+    msg = model_server_config_pb2.ModelServerConfig()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError as e:
+        raise ConfigError(f"{source}: cannot parse ModelServerConfig: {e}") from e
+    return models_from_proto(msg, source=source)
+
+
+def models_from_proto(msg, *, source: str) -> list[ModelConfig]:  # type: ignore[no-untyped-def]
     if msg.WhichOneof("config") == "custom_model_config":
         raise ConfigError(f"{source}: custom_model_config is not supported")
     out: list[ModelConfig] = []
@@ -65,7 +82,9 @@ def parse_model_server_config(text: str, *, source: str = "<config>") -> list[Mo
         if not c.name:
             raise ConfigError(f"{source}: a model config has no name")
         if c.name in seen:
-            raise ConfigError(f"{source}: Illegal to list model {c.name} multiple times in config list")
+            raise ConfigError(
+                f"{source}: Illegal to list model {c.name} multiple times in config list"
+            )
         seen.add(c.name)
         if not c.base_path:
             raise ConfigError(f"{source}: model {c.name} has no base_path")

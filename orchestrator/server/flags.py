@@ -9,8 +9,8 @@ profiler...) are accepted so that command lines written for TF Serving keep work
 from __future__ import annotations
 
 import os
-from types import SimpleNamespace
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 _CPUS = os.cpu_count() or 1
@@ -39,8 +39,15 @@ FLAGS: tuple[Flag, ...] = (
         "Allow assigning a NEW label to a version that is not yet available",
     ),
     Flag("batching_parameters_file", str, "", "BatchingParameters text proto (optional)"),
-    Flag("enable_per_model_batching_parameters", bool, False, "Read batching_params.pbtxt per model"),
-    Flag("model_config_file", str, "", "ModelServerConfig text proto; overrides --model_name/--model_base_path"),
+    Flag(
+        "enable_per_model_batching_parameters", bool, False, "Read batching_params.pbtxt per model"
+    ),
+    Flag(
+        "model_config_file",
+        str,
+        "",
+        "ModelServerConfig text proto; overrides --model_name/--model_base_path",
+    ),
     Flag(
         "model_config_file_poll_wait_seconds",
         int,
@@ -53,7 +60,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("num_unload_threads", int, 0, "Threads for unloading models"),
     Flag("max_num_load_retries", int, 5, "Retries of a failed model load (transient errors only)"),
     Flag("load_retry_interval_micros", int, 60_000_000, "Wait between load retries"),
-    Flag("file_system_poll_wait_seconds", int, 1, "Interval in seconds between version folder scans"),
+    Flag(
+        "file_system_poll_wait_seconds", int, 1, "Interval in seconds between version folder scans"
+    ),
     Flag("flush_filesystem_caches", bool, True, "Accepted for compatibility"),
     Flag("tensorflow_session_parallelism", int, 0, "Threads for a TensorFlow session (0 = auto)"),
     Flag("tensorflow_session_config_file", str, "", "Accepted for compatibility"),
@@ -81,8 +90,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("thread_pool_factory_config_file", str, "", "Accepted for compatibility"),
     Flag("mixed_precision", str, "", "Accepted for compatibility"),
     Flag("skip_initialize_tpu", bool, False, "Accepted for compatibility"),
-    Flag("enable_grpc_healthcheck_service", bool, False, "Accepted; the health service is always on"),
-    Flag("enable_serialization_as_tensor_content", bool, False, "Predict outputs as tensor_content"),
+    Flag(
+        "enable_grpc_healthcheck_service", bool, False, "Accepted; the health service is always on"
+    ),
+    Flag(
+        "enable_serialization_as_tensor_content", bool, False, "Predict outputs as tensor_content"
+    ),
 )
 
 _BY_NAME = {f.name: f for f in FLAGS}
@@ -143,7 +156,9 @@ def parse(argv: list[str]) -> Options:
 def validate(opts: Options) -> None:
     """Checks TF Serving makes before starting (server.cc)."""
     if opts.use_alts_credentials and opts.ssl_config_file:
-        raise FlagError("Either use_alts_credentials must be false or ssl_config_file must be empty.")
+        raise FlagError(
+            "Either use_alts_credentials must be false or ssl_config_file must be empty."
+        )
     if opts.use_alts_credentials:
         raise FlagError("--use_alts_credentials is not supported by this server")
     if not opts.model_base_path and not opts.model_config_file:

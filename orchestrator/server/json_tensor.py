@@ -113,7 +113,9 @@ def _type_error(val: Any, dt: int) -> Exception:
 
 def _b64decode(val: Any) -> bytes:
     if not _is_b64(val):
-        return _raise(invalid(f"JSON Value: {debug_string(val)} not formatted correctly for base64 data"))
+        return _raise(
+            invalid(f"JSON Value: {debug_string(val)} not formatted correctly for base64 data")
+        )
     text = val["b64"]
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=False)
@@ -189,7 +191,9 @@ def _np_dtype(dt: int) -> np.dtype:
     try:
         return enum_to_numpy_dtype(dt)
     except (ValueError, KeyError, TypeError):
-        raise invalid(f"Conversion of JSON to type: {_TF_NAMES.get(dt, dt)} is not supported") from None
+        raise invalid(
+            f"Conversion of JSON to type: {_TF_NAMES.get(dt, dt)} is not supported"
+        ) from None
 
 
 def _slow_array(val: Any, dt: int) -> np.ndarray:
@@ -250,7 +254,7 @@ def instances_to_arrays(instances: list[Any], inputs: dict[str, int]) -> dict[st
         )
     objects = isinstance(first, dict) and not _is_b64(first)
     if not objects:
-        (name, dt), = inputs.items()
+        ((name, dt),) = inputs.items()
         fast = _fast_array(instances, dt)
         if fast is not None and not any(isinstance(i, dict) for i in instances[:1]):
             return {name: fast}
@@ -324,7 +328,7 @@ def inputs_to_arrays(val: Any, inputs: dict[str, int]) -> dict[str, np.ndarray]:
                 "inputs is a plain value/list, but expecting an object as multiple input tensors "
                 "required as per tensorinfo_map"
             )
-        (name, dt), = inputs.items()
+        ((name, dt),) = inputs.items()
         return {name: json_to_array(val, dt)}
     out = {}
     for name in sorted(inputs):
@@ -353,7 +357,9 @@ def parse_predict(doc: dict[str, Any], get_inputs) -> tuple[str, dict[str, np.nd
             )
         inst = doc["instances"]
         if not isinstance(inst, list):
-            raise invalid(f"JSON Value: {debug_string(doc)} Expecting 'instances' to be an list/array")
+            raise invalid(
+                f"JSON Value: {debug_string(doc)} Expecting 'instances' to be an list/array"
+            )
         if not inst:
             raise invalid(f"JSON Value: {debug_string(doc)} No values in 'instances' array")
         return sig, instances_to_arrays(inst, inputs), True
@@ -429,7 +435,9 @@ def parse_examples(doc: dict[str, Any], method: str) -> tuple[str, list[bytes]]:
         )
     examples = doc["examples"]
     if not isinstance(examples, list):
-        raise invalid(f"JSON Value: {debug_string(doc)} Expecting 'examples' value to be an list/array")
+        raise invalid(
+            f"JSON Value: {debug_string(doc)} Expecting 'examples' value to be an list/array"
+        )
     if not examples:
         raise invalid(f"JSON Value: {debug_string(doc)} 'examples' value is an empty array")
     # Concatenated serializations merge: context features first, the example's own win.
@@ -444,6 +452,7 @@ def _finite(a: np.ndarray) -> bool:
 def _jsonable(a: np.ndarray, as_bytes: bool) -> Any:
     """An array orjson can write, or nested lists for strings / non-finite floats."""
     if a.dtype == object or a.dtype.kind in "SU":
+
         def conv(v: Any) -> Any:
             b = v if isinstance(v, bytes) else str(v).encode()
             if as_bytes:
@@ -464,7 +473,11 @@ def _nest(flat: list[Any], shape: tuple[int, ...]) -> Any:
     if not shape:
         return flat[0]
     for d in reversed(shape[1:]):
-        flat = [flat[i : i + d] for i in range(0, len(flat), d)] if d else [[] for _ in range(len(flat))]
+        flat = (
+            [flat[i : i + d] for i in range(0, len(flat), d)]
+            if d
+            else [[] for _ in range(len(flat))]
+        )
     if shape[0] == 0:
         return []
     return flat
@@ -526,7 +539,9 @@ def predict_response(outputs: dict[str, np.ndarray], row: bool) -> bytes:
         if a.ndim == 0:
             raise invalid(f"Tensor name: {name} has no shape information ")
         if batch >= 0 and a.shape[0] != batch:
-            raise invalid(f"Tensor name: {name} has inconsistent batch size: {a.shape[0]} expecting: {batch}")
+            raise invalid(
+                f"Tensor name: {name} has inconsistent batch size: {a.shape[0]} expecting: {batch}"
+            )
         batch = a.shape[0]
     if len(conv) == 1:
         return dumps({"predictions": next(iter(conv.values()))})

@@ -11,6 +11,7 @@ TF Serving's predict_util.cc, classifier.cc and regressor.cc, messages included.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ class Servable:
         self.version = version
         self.path = path
         self._callables: dict[RunKey, Any] = {}
+        self.inflight = 0  # runs in progress (the manager waits for 0 before closing)
+        self.batch_queues: dict[RunKey, Any] = {}  # owned by batching.BatchingRunner
         self._lock = threading.Lock()
         self._tf, self.graph, self.session, meta = _load(path, options)
         self.signatures: dict[str, Any] = dict(meta.signature_def)
@@ -101,10 +104,8 @@ class Servable:
             return fn
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # closing a broken session
             self.session.close()
-        except Exception:  # pragma: no cover - closing a broken session
-            pass
         self._callables.clear()
 
     # -- metadata -------------------------------------------------------------------------------
@@ -341,9 +342,7 @@ def classify_result(
         if what == "scores" and t.dtype != np.float32:
             raise invalid(f"Expected scores Tensor of DT_FLOAT. Got: {_dtype_name(t)}")
         if t.shape[0] != num_examples:
-            raise invalid(
-                f"Expected {what} output batch size of {num_examples}. Got: {t.shape[0]}"
-            )
+            raise invalid(f"Expected {what} output batch size of {num_examples}. Got: {t.shape[0]}")
     if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
         raise invalid(
             "Tensors class and score should match in dim_size(1). "
@@ -361,7 +360,9 @@ def classify_result(
     return result
 
 
-def regress_result(plan: ExamplePlan, num_examples: int, outputs: dict[str, np.ndarray]) -> np.ndarray:
+def regress_result(
+    plan: ExamplePlan, num_examples: int, outputs: dict[str, np.ndarray]
+) -> np.ndarray:
     t = outputs[plan.outputs_name]
     if not (t.ndim == 1 or (t.ndim == 2 and t.shape[1] == 1)):
         raise invalid(

@@ -1,0 +1,226 @@
+"""Running session calls off the event loop, one by one or batched.
+
+`DirectRunner` hands each call to the thread pool. `BatchingRunner` (--enable_batching) queues
+calls per (servable, feeds, fetches); a batch closes when it holds `max_batch_size` rows or
+`batch_timeout_micros` have passed since its first task, and runs as ONE session call on the
+inputs concatenated along dimension 0; outputs are split back by rows. Up to `num_batch_threads`
+batches of one queue run at once; when `max_enqueued_batches` batches are waiting, new tasks fail
+with RESOURCE_EXHAUSTED, as TF Serving's shared batch scheduler does. A batch may be padded up to
+the next `allowed_batch_sizes` entry by repeating its first row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+
+from orchestrator.server.config import BatchingOptions
+from orchestrator.server.runner import RunKey, Servable
+from orchestrator.server.status import ServingStatus, invalid
+
+
+class DirectRunner:
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+
+    async def run(
+        self, servable: Servable, key: RunKey, arrays: list[np.ndarray]
+    ) -> list[np.ndarray]:
+        loop = asyncio.get_running_loop()
+        servable.inflight += 1
+        try:
+            return await loop.run_in_executor(self._executor, servable.run, key, arrays)
+        finally:
+            servable.inflight -= 1
+
+    async def close(self) -> None:
+        pass
+
+
+class _Task:
+    __slots__ = ("arrays", "future", "rows")
+
+    def __init__(self, arrays: list[np.ndarray], rows: int, future: asyncio.Future) -> None:
+        self.arrays = arrays
+        self.rows = rows
+        self.future = future
+
+
+class _Queue:
+    """One batching queue (per servable and signature call)."""
+
+    def __init__(self, runner: BatchingRunner, servable: Servable, key: RunKey) -> None:
+        self.runner = runner
+        self.servable = servable
+        self.key = key
+        self.open: list[_Task] = []
+        self.open_rows = 0
+        self.waiting: list[list[_Task]] = []  # closed batches not yet running
+        self.running = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+    def submit(self, task: _Task) -> None:
+        opts = self.runner.options
+        if task.rows > opts.max_batch_size:
+            raise invalid(
+                f"Task size {task.rows} is larger than maximum input batch size "
+                f"{opts.max_batch_size}"
+            )
+        if self.open_rows + task.rows > opts.max_batch_size:
+            self._close_open()
+        if not self.open and len(self.waiting) >= opts.max_enqueued_batches:
+            raise ServingStatus(
+                "RESOURCE_EXHAUSTED",
+                "The batch scheduling queue to which this task was submitted is full",
+            )
+        self.open.append(task)
+        self.open_rows += task.rows
+        if self.open_rows >= opts.max_batch_size or (
+            opts.batch_timeout_micros <= 0 and self.running < opts.num_batch_threads
+        ):
+            self._close_open()
+        elif self.timer is None:
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(opts.batch_timeout_micros / 1e6, self._on_timeout)
+        self._dispatch()
+
+    def _on_timeout(self) -> None:
+        self.timer = None
+        if self.open:
+            self._close_open()
+            self._dispatch()
+
+    def _close_open(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.open:
+            self.waiting.append(self.open)
+            self.open = []
+            self.open_rows = 0
+
+    def _dispatch(self) -> None:
+        opts = self.runner.options
+        while self.waiting and self.running < opts.num_batch_threads:
+            batch = self.waiting.pop(0)
+            self.running += 1
+            asyncio.get_running_loop().create_task(self._run(batch))
+        # With no timeout, whatever gathered while all threads were busy goes next.
+        if self.open and opts.batch_timeout_micros <= 0 and self.running < opts.num_batch_threads:
+            self._close_open()
+            self._dispatch()
+
+    async def _run(self, batch: list[_Task]) -> None:
+        try:
+            await self._execute(batch)
+        finally:
+            self.running -= 1
+            if self.open and self.runner.options.batch_timeout_micros <= 0:
+                self._close_open()
+            self._dispatch()
+
+    async def _execute(self, batch: list[_Task]) -> None:
+        loop = asyncio.get_running_loop()
+        servable = self.servable
+        started = time.monotonic()
+        servable.inflight += 1
+        try:
+            groups = [batch] if len(batch) == 1 else _compatible_groups(batch)
+            for group in groups:
+                try:
+                    inputs, total = _concat(group, self.runner.options)
+                    outs = await loop.run_in_executor(
+                        self.runner.executor, servable.run, self.key, inputs
+                    )
+                    self.runner.record(servable.name, len(group), total)
+                    _split(group, outs, total)
+                except Exception as e:
+                    for t in group:
+                        if not t.future.done():
+                            t.future.set_exception(e)
+        finally:
+            servable.inflight -= 1
+            self.runner.queuing_latency_us = (time.monotonic() - started) * 1e6
+
+
+def _compatible_groups(batch: list[_Task]) -> list[list[_Task]]:
+    groups: dict[tuple, list[_Task]] = {}
+    for t in batch:
+        sig = tuple((a.shape[1:], a.dtype.str) for a in t.arrays)
+        groups.setdefault(sig, []).append(t)
+    return list(groups.values())
+
+
+def _concat(group: list[_Task], opts: BatchingOptions) -> tuple[list[np.ndarray], int]:
+    total = sum(t.rows for t in group)
+    padded = total
+    for size in opts.allowed_batch_sizes:
+        if size >= total:
+            padded = size
+            break
+    n = len(group[0].arrays)
+    inputs = []
+    for i in range(n):
+        parts = [t.arrays[i] for t in group]
+        if padded > total:
+            first = parts[0][:1]
+            parts.append(np.repeat(first, padded - total, axis=0))
+        inputs.append(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0))
+    return inputs, total
+
+
+def _split(group: list[_Task], outs: list[np.ndarray], total: int) -> None:
+    if len(group) == 1 and all(o.ndim > 0 for o in outs):
+        t = group[0]
+        t.future.set_result([o[: t.rows] if o.shape[0] != t.rows else o for o in outs])
+        return
+    for o in outs:
+        if o.ndim == 0 or o.shape[0] < total:
+            raise ServingStatus(
+                "FAILED_PRECONDITION",
+                "Batched output tensor has 0 dimensions or its first dimension does not match "
+                "the batch size",
+            )
+    start = 0
+    for t in group:
+        t.future.set_result([o[start : start + t.rows] for o in outs])
+        start += t.rows
+
+
+class BatchingRunner:
+    def __init__(self, executor: Executor, options: BatchingOptions) -> None:
+        self.executor = executor
+        self.options = options
+        self._direct = DirectRunner(executor)
+        self.on_batch = None  # callable(model_name, batch_size) for metrics
+        self.queuing_latency_us = 0.0
+
+    def record(self, model: str, tasks: int, rows: int) -> None:
+        if self.on_batch is not None:
+            self.on_batch(model, rows)
+
+    async def run(
+        self, servable: Servable, key: RunKey, arrays: list[np.ndarray]
+    ) -> list[np.ndarray]:
+        # Inputs without a batch dimension (scalars) or of differing rows cannot be batched.
+        if not arrays or any(a.ndim == 0 for a in arrays):
+            return await self._direct.run(servable, key, arrays)
+        rows = arrays[0].shape[0]
+        if any(a.shape[0] != rows for a in arrays):
+            return await self._direct.run(servable, key, arrays)
+        q = servable.batch_queues.get(key)
+        if q is None:
+            q = servable.batch_queues[key] = _Queue(self, servable, key)
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        q.submit(_Task(arrays, rows, fut))
+        return await fut
+
+    async def close(self) -> None:
+        pass
+
+
+Runner = Any  # DirectRunner | BatchingRunner

@@ -1,0 +1,163 @@
+"""The request core both front ends share: find the servable, check the request, run, post-process.
+
+REST (`rest.py`) and gRPC (`grpc_service.py`) only translate their wire format to the calls here
+and the results back, so both answer the same way to the same request.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from orchestrator.server import runner as r
+from orchestrator.server.manager import Manager
+from orchestrator.server.metrics import Metrics
+from orchestrator.server.status import ServingStatus, invalid
+
+_DT_NAMES = {
+    1: "float",
+    2: "double",
+    3: "int32",
+    4: "uint8",
+    5: "int16",
+    6: "int8",
+    7: "string",
+    9: "int64",
+    10: "bool",
+    14: "bfloat16",
+    17: "uint16",
+    19: "half",
+    22: "uint32",
+    23: "uint64",
+}
+
+
+def _dtype_enum(a: np.ndarray) -> int:
+    from orchestrator.client.tensors import numpy_dtype_to_enum
+
+    if a.dtype == object or a.dtype.kind in "SU":
+        return 7
+    try:
+        return numpy_dtype_to_enum(a.dtype)
+    except (ValueError, KeyError, TypeError):
+        return 0
+
+
+@dataclass
+class PredictResult:
+    servable: r.Servable
+    signature_name: str
+    outputs: dict[str, np.ndarray]
+
+
+class Core:
+    def __init__(self, manager: Manager, runner: Any, metrics: Metrics) -> None:
+        self.manager = manager
+        self.runner = runner
+        self.metrics = metrics
+
+    def servable(self, name: str, version: int | None, label: str | None) -> r.Servable:
+        if not name:
+            raise invalid("Missing model name in request.")
+        return self.manager.resolve(name, version, label)
+
+    async def _run(self, servable: r.Servable, key: r.RunKey, arrays: list[np.ndarray], api: str):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        outs = await self.runner.run(servable, key, arrays)
+        self.metrics.record_runtime(servable.name, api, (time.perf_counter() - t0) * 1e6)
+        return outs
+
+    # -- predict --------------------------------------------------------------------------------
+    def predict_inputs(self, servable: r.Servable, signature_name: str) -> dict[str, int]:
+        return r.signature_input_info(servable, signature_name)
+
+    async def predict(
+        self,
+        servable: r.Servable,
+        signature_name: str,
+        inputs: dict[str, np.ndarray],
+        output_filter: list[str] | None = None,
+    ) -> PredictResult:
+        plan = r.plan_predict(servable, signature_name, list(inputs), output_filter or [])
+        arrays = []
+        for i, (alias, want) in enumerate(zip(plan.input_aliases, plan.input_dtypes, strict=False)):
+            a = inputs[alias]
+            got = _dtype_enum(a)
+            if got != want:
+                raise invalid(
+                    f"Expects arg[{i}] to be {_DT_NAMES.get(want, want)} but "
+                    f"{_DT_NAMES.get(got, a.dtype.name)} is provided"
+                )
+            arrays.append(a)
+        outs = await self._run(servable, plan.key, arrays, "Predict")
+        return PredictResult(
+            servable, plan.signature_name, dict(zip(plan.output_aliases, outs, strict=False))
+        )
+
+    # -- classify / regress ---------------------------------------------------------------------
+    async def _examples_run(
+        self, servable: r.Servable, plan: r.ExamplePlan, examples: list[bytes], api: str
+    ):  # type: ignore[no-untyped-def]
+        if not examples:
+            raise invalid("Input is empty.")
+        self.metrics.record_examples(servable.name, len(examples))
+        arr = np.empty(len(examples), dtype=object)
+        arr[:] = examples
+        key = r.RunKey((plan.input_name,), plan.output_names)
+        outs = await self._run(servable, key, [arr], api)
+        return dict(zip(plan.output_names, outs, strict=False))
+
+    async def classify(
+        self, servable: r.Servable, signature_name: str, examples: list[bytes]
+    ) -> tuple[str, list[list[tuple[Any, float]]]]:
+        plan = r.plan_classify(servable, signature_name)
+        outs = await self._examples_run(servable, plan, examples, "Classify")
+        return plan.signature_name, r.classify_result(plan, len(examples), outs)
+
+    async def regress(
+        self, servable: r.Servable, signature_name: str, examples: list[bytes]
+    ) -> tuple[str, np.ndarray]:
+        plan = r.plan_regress(servable, signature_name)
+        outs = await self._examples_run(servable, plan, examples, "Regress")
+        return plan.signature_name, r.regress_result(plan, len(examples), outs)
+
+    async def multi_inference(
+        self, servable: r.Servable, tasks: list[tuple[str, str]], examples: list[bytes]
+    ) -> list[tuple[str, str, Any]]:
+        """tasks: (signature_name, method_name) -> [(signature_name, method, result)]."""
+        seen: set[str] = set()
+        plans: list[r.ExamplePlan] = []
+        for sig_name, method in tasks:
+            name = sig_name or r.DEFAULT_SIGNATURE
+            if name in seen:
+                raise invalid(f"Duplicate evaluation of signature: {name}")
+            seen.add(name)
+            if method == r.CLASSIFY_METHOD:
+                plans.append(r.plan_classify(servable, sig_name, multi=True))
+            elif method == r.REGRESS_METHOD:
+                plans.append(r.plan_regress(servable, sig_name, multi=True))
+            else:
+                raise ServingStatus("UNIMPLEMENTED", f"Unsupported signature method_name: {method}")
+        inputs = {p.input_name for p in plans}
+        if len(inputs) != 1:
+            raise invalid("Input tensor must be the same for all Signatures.")
+        fetches = tuple(sorted({n for p in plans for n in p.output_names}))
+        if not examples:
+            raise invalid("Input is empty.")
+        self.metrics.record_examples(servable.name, len(examples))
+        arr = np.empty(len(examples), dtype=object)
+        arr[:] = examples
+        outs = await self._run(
+            servable, r.RunKey((plans[0].input_name,), fetches), [arr], "MultiInference"
+        )
+        by_name = dict(zip(fetches, outs, strict=False))
+        results = []
+        for (sig_name, method), plan in zip(tasks, plans, strict=False):
+            if method == r.CLASSIFY_METHOD:
+                results.append((sig_name, method, r.classify_result(plan, len(examples), by_name)))
+            else:
+                results.append((sig_name, method, r.regress_result(plan, len(examples), by_name)))
+        return results

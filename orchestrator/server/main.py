@@ -1,0 +1,356 @@
+"""`tfs-model-server`: a drop-in for `tensorflow_model_server`, gRPC and REST on one event loop.
+
+    tfs-model-server --port=8500 --rest_api_port=8501 --model_name=m --model_base_path=/models/m
+
+Flags are tensorflow_model_server's (see `orchestrator.server.flags`). Start-up follows TF Serving:
+parse flags and config files, load the initial models (waiting until each initial version is
+AVAILABLE or has failed), then open the ports and log
+
+    Running gRPC ModelServer at 0.0.0.0:8500 ...
+    Exporting HTTP/REST API at:localhost:8501 ...
+
+Ports bind to the address in the environment variable TFS_BIND_HOST (default 0.0.0.0, what a
+container needs; the local runtime sets 127.0.0.1). A port already in use is reported before any
+model loads, and the process exits non-zero. Logs go to stderr, one line per event
+(`time level logger: message`); TensorFlow's own C++ logs are quietened unless
+TF_CPP_MIN_LOG_LEVEL is set. SIGTERM / SIGINT stop the server cleanly (exit 0).
+
+Environment: TFS_BIND_HOST, TFS_MAX_REQUEST_BYTES (REST body limit, default 256 MiB),
+TFS_LOG_LEVEL (default INFO).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from orchestrator.server import flags as flagmod
+from orchestrator.server.config import (
+    ConfigError,
+    ModelConfig,
+    read_batching_parameters,
+    read_model_config_file,
+    read_monitoring_config,
+    read_ssl_config,
+    single_model,
+)
+from orchestrator.server.status import ServingStatus
+
+log = logging.getLogger("tfs.server")
+INT32_MAX = 2**31 - 1
+VERSION = "2.21.0"
+
+
+class StartupError(Exception):
+    """The server cannot start; the message says why."""
+
+
+def _setup_logging() -> None:
+    level = os.environ.get("TFS_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _check_port_free(host: str, port: int, what: str) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"{what} port {port} on {host} is already in use; choose another with --"
+                    f"{'port' if what == 'gRPC' else 'rest_api_port'}=N"
+                ) from None
+            raise StartupError(f"cannot bind {what} port {port} on {host}: {e.strerror}") from None
+
+
+def _channel_args(text: str) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise StartupError(f"--grpc_channel_arguments: expected key=value, got {item!r}")
+        out.append((key, int(value) if value.lstrip("-").isdigit() else value))
+    return out
+
+
+class ModelServer:
+    """Owns everything one server process runs; `start()` then `wait()`, `stop()` to end."""
+
+    def __init__(self, opts: Any) -> None:
+        self.opts = opts
+        self.host = os.environ.get("TFS_BIND_HOST", "0.0.0.0")
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._grpc: Any = None
+        self._rest_runner: Any = None
+        self._config_text: str | None = None
+
+    def initial_configs(self) -> list[ModelConfig]:
+        o = self.opts
+        if o.model_config_file:
+            with open(o.model_config_file, encoding="utf-8") as fh:
+                self._config_text = fh.read()
+            return read_model_config_file(o.model_config_file)
+        return single_model(o.model_name, o.model_base_path)
+
+    async def start(self) -> None:
+        o = self.opts
+        if o.rest_api_port and o.rest_api_port == o.port:
+            raise StartupError(
+                "server_options.http_port cannot be same as grpc_port. Please use a different "
+                "port for HTTP/REST API."
+            )
+        if o.port:
+            _check_port_free(self.host, o.port, "gRPC")
+        if o.rest_api_port:
+            _check_port_free(self.host, o.rest_api_port, "REST")
+        configs = self.initial_configs()
+        cpus = os.cpu_count() or 1
+        batching = (
+            read_batching_parameters(o.batching_parameters_file, cpus=cpus)
+            if o.enable_batching
+            else None
+        )
+        monitoring = read_monitoring_config(o.monitoring_config_file)
+        ssl = read_ssl_config(o.ssl_config_file)
+
+        from orchestrator.server import runner as r
+        from orchestrator.server.batching import BatchingRunner, DirectRunner
+        from orchestrator.server.core import Core
+        from orchestrator.server.grpc_service import GrpcApi, Health
+        from orchestrator.server.manager import Manager
+        from orchestrator.server.metrics import Metrics
+        from orchestrator.server.rest import RestApi
+        from orchestrator.server.warmup import warmup
+
+        r.METHOD_NAME_CHECK = bool(o.enable_signature_method_name_check)
+        session_options = r.SessionOptions(
+            tags=tuple(t for t in o.saved_model_tags.split(",") if t) or ("serve",),
+            intra_op_threads=o.tensorflow_intra_op_parallelism or o.tensorflow_session_parallelism,
+            inter_op_threads=o.tensorflow_inter_op_parallelism or o.tensorflow_session_parallelism,
+            gpu_memory_fraction=o.per_process_gpu_memory_fraction,
+        )
+        self.executor = ThreadPoolExecutor(
+            max_workers=max(8, 4 * cpus), thread_name_prefix="tfs-run"
+        )
+        load_executor = ThreadPoolExecutor(
+            max_workers=max(1, o.num_load_threads or 2), thread_name_prefix="tfs-load"
+        )
+        metrics = Metrics()
+
+        def load(name: str, version: int, path: str) -> Any:
+            try:
+                servable = r.Servable(name, version, path, session_options)
+            except r.LoadError:
+                metrics.load_attempts.inc(path, "error")
+                raise
+            if o.enable_model_warmup:
+                warmup(servable, max(1, o.num_request_iterations_for_warmup))
+            metrics.load_attempts.inc(path, "success")
+            return servable
+
+        health = Health()
+        loop = asyncio.get_running_loop()
+        pending_health: list[bool] = []
+
+        def on_change() -> None:
+            if pending_health:
+                return
+            pending_health.append(True)
+
+            async def push() -> None:
+                pending_health.clear()
+                await health.update(self.manager.availability())
+
+            task = loop.create_task(push())
+            self._tasks.append(task)
+            task.add_done_callback(self._forget)
+
+        self.manager = Manager(
+            load=load,
+            executor=load_executor,
+            poll_wait_s=o.file_system_poll_wait_seconds,
+            max_load_retries=o.max_num_load_retries,
+            load_retry_interval_s=o.load_retry_interval_micros / 1e6,
+            allow_labels_for_unavailable=o.allow_version_labels_for_unavailable_models,
+            on_change=on_change,
+        )
+        if batching is not None:
+            run = BatchingRunner(self.executor, batching)
+            run.on_batch = lambda model, size: metrics.batch_size.observe(size, model)
+        else:
+            run = DirectRunner(self.executor)
+        self.core = Core(self.manager, run, metrics)
+
+        try:
+            await self.manager.apply_config(configs)
+        except ServingStatus as e:
+            raise StartupError(f"Error in model config: {e.message}") from None
+
+        if o.port:
+            self._grpc = await self._start_grpc(GrpcApi(self.core, self.reload), health, ssl)
+            log.info("Running gRPC ModelServer at %s:%d ...", self.host, o.port)
+        if o.rest_api_port:
+            from aiohttp import web
+
+            api = RestApi(
+                self.core,
+                timeout_ms=o.rest_api_timeout_in_ms,
+                monitoring=monitoring,
+                cors=o.rest_api_enable_cors_support,
+            )
+            self._rest_runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+            await self._rest_runner.setup()
+            site = web.TCPSite(self._rest_runner, self.host, o.rest_api_port, reuse_address=True)
+            try:
+                await site.start()
+            except OSError as e:
+                raise StartupError(
+                    f"cannot start REST API on port {o.rest_api_port}: {e.strerror}"
+                ) from None
+            log.info("Exporting HTTP/REST API at:localhost:%d ...", o.rest_api_port)
+        await health.update(self.manager.availability())
+        self.manager.start_polling()
+        if o.model_config_file and o.model_config_file_poll_wait_seconds > 0:
+            self._tasks.append(loop.create_task(self._poll_config_file()))
+
+    def _forget(self, task: asyncio.Task) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+
+    async def _start_grpc(self, api: Any, health: Any, ssl: Any) -> Any:
+        import grpc
+
+        options = [
+            ("grpc.max_receive_message_length", INT32_MAX),
+            ("grpc.max_send_message_length", INT32_MAX),
+            ("grpc.so_reuseport", 0),
+            *_channel_args(self.opts.grpc_channel_arguments),
+        ]
+        server = grpc.aio.server(options=options, maximum_concurrent_rpcs=None)
+        server.add_generic_rpc_handlers(api.handlers())
+        health.register(server)
+        address = (
+            f"[{self.host}]:{self.opts.port}"
+            if ":" in self.host
+            else f"{self.host}:{self.opts.port}"
+        )
+        try:
+            if ssl is not None:
+                creds = grpc.ssl_server_credentials(
+                    [(ssl.server_key.encode(), ssl.server_cert.encode())],
+                    root_certificates=ssl.custom_ca.encode() or None,
+                    require_client_auth=ssl.client_verify,
+                )
+                bound = server.add_secure_port(address, creds)
+            else:
+                bound = server.add_insecure_port(address)
+        except RuntimeError as e:
+            raise StartupError(f"gRPC port {self.opts.port} on {self.host}: {e}") from None
+        if not bound:
+            raise StartupError(f"gRPC port {self.opts.port} on {self.host} is already in use")
+        await server.start()
+        return server
+
+    async def reload(self, configs: list[ModelConfig]) -> None:
+        """Replace the whole model config (gRPC HandleReloadConfigRequest, config file poll)."""
+        names = ", ".join(c.name for c in configs) or "(none)"
+        log.info("Reloading model config: %s", names)
+        await self.manager.apply_config(configs)
+
+    async def _poll_config_file(self) -> None:
+        path = self.opts.model_config_file
+        while True:
+            await asyncio.sleep(self.opts.model_config_file_poll_wait_seconds)
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    text = fh.read()
+                if text == self._config_text:
+                    continue
+                self._config_text = text
+                from orchestrator.server.config import parse_model_server_config
+
+                await self.reload(parse_model_server_config(text, source=path))
+            except (OSError, ConfigError, ServingStatus) as e:
+                log.error("Model config file %s not applied: %s", path, e)
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+        if self._rest_runner is not None:
+            await self._rest_runner.cleanup()
+        if hasattr(self, "manager"):
+            await self.manager.close()
+
+
+async def _serve(opts: Any) -> int:
+    server = ModelServer(opts)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, server.request_stop)
+    try:
+        await server.start()
+    except (StartupError, ConfigError, OSError) as e:
+        log.error("Failed to start server. Error: %s", e)
+        await server.stop()
+        return 1
+    await server.wait()
+    log.info("Shutting down")
+    await server.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        opts = flagmod.parse(args)
+    except flagmod.FlagError as e:
+        print(f"tfs-model-server: {e}", file=sys.stderr)
+        return 2
+    if opts.version:
+        print(f"TensorFlow ModelServer: {VERSION}-orchestrator\nTensorFlow Library: {VERSION}")
+        return 0
+    try:
+        flagmod.validate(opts)
+    except flagmod.FlagError as e:
+        print(f"tfs-model-server: {e}\n\n{flagmod.usage()}", file=sys.stderr)
+        return 2
+    _setup_logging()
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is optional on Windows
+        loop_factory = None
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(_serve(opts))
+    except KeyboardInterrupt:  # pragma: no cover
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""TF Serving's HTTP/REST API on aiohttp (model_servers/http_rest_api_handler.cc).
+
+    GET  /v1/models/{m}[/versions/{v}|/labels/{l}]            model status
+    GET  /v1/models/{m}[/versions/{v}|/labels/{l}]/metadata   signature defs
+    POST /v1/models/{m}[/versions/{v}|/labels/{l}]:(predict|classify|regress)
+    GET  <prometheus path>                                     metrics, when enabled
+
+Paths are case-insensitive, errors are `{"error": "..."}` with TF Serving's HTTP codes. Request
+bodies above TFS_MAX_REQUEST_BYTES (env, default 256 MiB) get 413.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from orchestrator.server import json_tensor as jt
+from orchestrator.server.config import MonitoringOptions
+from orchestrator.server.core import Core
+from orchestrator.server.status import ServingStatus, invalid
+
+log = logging.getLogger("tfs.rest")
+
+_PREDICT_RE = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    re.IGNORECASE,
+)
+_STATUS_RE = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    re.IGNORECASE,
+)
+DEFAULT_MAX_BODY = 256 * 1024 * 1024
+_JSON = "application/json"
+
+
+def max_body_bytes() -> int:
+    try:
+        return int(os.environ.get("TFS_MAX_REQUEST_BYTES", DEFAULT_MAX_BODY))
+    except ValueError:
+        return DEFAULT_MAX_BODY
+
+
+def _version(text: str | None) -> int | None:
+    if text is None:
+        return None
+    v = int(text)
+    if v >= 2**63:
+        raise invalid(f"Failed to convert version: {text} to numeric.")
+    return v
+
+
+class RestApi:
+    def __init__(
+        self,
+        core: Core,
+        *,
+        timeout_ms: int = 30000,
+        monitoring: MonitoringOptions | None = None,
+        cors: bool = False,
+    ) -> None:
+        self.core = core
+        self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
+        self.monitoring = monitoring or MonitoringOptions()
+        self.cors = cors
+        self.max_body = max_body_bytes()
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_body, handler_args={"access_log": None})
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    def _response(self, status: int, body: bytes, content_type: str = _JSON) -> web.Response:
+        resp = web.Response(status=status, body=body, content_type=content_type)
+        if self.cors:
+            resp.headers["Access-Control-Allow-Origin"] = "*"
+            resp.headers["Access-Control-Allow-Methods"] = "POST, GET"
+            resp.headers["Access-Control-Allow-Headers"] = "Content-Type"
+        return resp
+
+    async def handle(self, request: web.Request) -> web.Response:
+        path = request.path
+        method = request.method
+        if self.monitoring.enable and method == "GET" and path == self.monitoring.path:
+            return self._response(
+                200, self.core.metrics.render().encode(), content_type="text/plain"
+            )
+        start = time.perf_counter()
+        model = ""
+        api = ""
+        try:
+            m = _PREDICT_RE.fullmatch(path)
+            if m and method == "POST":
+                model, api = m.group(1), m.group(4).lower()
+                body = await self._body(request)
+                coro = self._predict_like(api, model, _version(m.group(2)), m.group(3), body)
+                out = await (asyncio.wait_for(coro, self.timeout_s) if self.timeout_s else coro)
+            else:
+                m = _STATUS_RE.fullmatch(path)
+                if m and method == "GET":
+                    model = m.group(1) or ""
+                    if not model:
+                        raise invalid("Missing model name in request.")
+                    version, label = _version(m.group(2)), m.group(3)
+                    if m.group(4):
+                        out = self._metadata(model, version, label)
+                    else:
+                        out = self._status(model, version, label)
+                elif method == "OPTIONS" and self.cors:
+                    return self._response(200, b"")
+                else:
+                    raise invalid(f"Malformed request: {method} {path}")
+        except ServingStatus as e:
+            if model:
+                self.core.metrics.record_request(model, api, "REST", e.code, 0)
+            return self._response(e.http_status, jt.error_body(e.message))
+        except asyncio.TimeoutError:
+            self.core.metrics.record_request(model, api, "REST", "DEADLINE_EXCEEDED", 0)
+            return self._response(504, jt.error_body("Deadline Exceeded"))
+        except _TooLarge as e:
+            return self._response(413, jt.error_body(str(e)))
+        except Exception as e:  # a bug: answer like TF Serving would for an internal error
+            log.exception("REST %s %s failed", method, path)
+            return self._response(500, jt.error_body(f"{type(e).__name__}: {e}"))
+        self.core.metrics.record_request(
+            model, api, "REST", "OK", (time.perf_counter() - start) * 1e6
+        )
+        return self._response(200, out)
+
+    async def _body(self, request: web.Request) -> bytes:
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            raise _TooLarge(
+                f"Request body of {length} bytes exceeds the limit of {self.max_body} bytes"
+            )
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise _TooLarge(f"Request body exceeds the limit of {self.max_body} bytes") from None
+
+    async def _predict_like(
+        self, api: str, model: str, version: int | None, label: str | None, body: bytes
+    ) -> bytes:
+        core = self.core
+        servable = core.servable(model, version, label)
+        doc = jt.loads(body)
+        if api == "predict":
+            sig, arrays, row = jt.parse_predict(doc, lambda s: core.predict_inputs(servable, s))
+            res = await core.predict(servable, sig, arrays)
+            return jt.predict_response(res.outputs, row)
+        sig, examples = jt.parse_examples(doc, api)
+        if api == "classify":
+            _, result = await core.classify(servable, sig, examples)
+            return jt.classify_response(result)
+        _, values = await core.regress(servable, sig, examples)
+        return jt.regress_response(values)
+
+    def _status(self, model: str, version: int | None, label: str | None) -> bytes:
+        states = self.core.manager.status(model, version, label)
+        return orjson.dumps(
+            {
+                "model_version_status": [
+                    {
+                        "version": str(vs.version),
+                        "state": vs.state,
+                        "status": {"error_code": vs.error_code, "error_message": vs.error_message},
+                    }
+                    for vs in states
+                ]
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+
+    def _metadata(self, model: str, version: int | None, label: str | None) -> bytes:
+        servable = self.core.servable(model, version, label)
+        doc: dict[str, Any] = {
+            "model_spec": {"name": model, "signature_name": "", "version": str(servable.version)},
+            "metadata": {"signature_def": {"signature_def": servable.signature_def_map_dict()}},
+        }
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+
+
+class _TooLarge(Exception):
+    pass
