@@ -131,6 +131,27 @@ class Resources(_Frozen):
         return value
 
 
+RESTART_PATTERN = re.compile(r"^(no|always|unless-stopped|on-failure(:[0-9]+)?)$")
+
+
+class ExtraMount(_Frozen):
+    """TEST-ONLY: a host folder bind-mounted read-only into every Docker replica.
+
+    The test suite uses it to run a stand-in image on the host's Python; real deployments
+    never need it, and no default adds one.
+    """
+
+    source: Path
+    target: str
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path inside the container")
+        return value
+
+
 class Spec(_Frozen):
     """One model's deployment: what TF Serving loads and how it runs."""
 
@@ -146,6 +167,9 @@ class Spec(_Frozen):
     gpu: Gpu = Gpu()
     image: str = DEFAULT_IMAGE
     tag: str = DEFAULT_TAG
+    pull: Literal["missing", "always", "never"] = "missing"
+    restart: str = "unless-stopped"
+    extra_mounts: tuple[ExtraMount, ...] = ()  # test-only, see ExtraMount
     replicas: int = Field(default=1, ge=1, le=64)
     threads: Threads = Threads()
     health: Health = Health()
@@ -160,6 +184,13 @@ class Spec(_Frozen):
     def _name(cls, value: str) -> str:
         if not NAME_PATTERN.fullmatch(value):
             raise ValueError(f"{value!r} is not a valid model name: use letters, digits and _ only")
+        return value
+
+    @field_validator("restart")
+    @classmethod
+    def _restart(cls, value: str) -> str:
+        if not RESTART_PATTERN.fullmatch(value):
+            raise ValueError("use no, always, unless-stopped or on-failure[:N] (Docker's policies)")
         return value
 
     @field_validator("version_policy", mode="before")
@@ -231,6 +262,9 @@ _FIXES: dict[str, str] = {
     "resources": "e.g. `resources: {cpus: 2, memory: 4g}`",
     "threads": "0 lets TensorFlow choose; otherwise a whole number of threads",
     "health": "e.g. `health: {deadline_s: 120}`",
+    "pull": "use missing (pull when absent), always or never, as Docker Compose's pull_policy",
+    "restart": "use no, always, unless-stopped or on-failure[:N]",
+    "extra_mounts": "test-only: a list of {source: /host/path, target: /container/path}",
 }
 
 
