@@ -56,7 +56,9 @@ def half_plus_two_tf1(version_dir: Path, *, a: float = 0.5, b: float = 2.0) -> P
     return version_dir
 
 
-def keras_classifier(version_dir: Path | None = None, *, seed: int = 0, features: int = 4, classes: int = 3):
+def keras_classifier(
+    version_dir: Path | None = None, *, seed: int = 0, features: int = 4, classes: int = 3
+):
     """A small Keras 3 softmax classifier; exported to `version_dir` when given. Returns the model."""
     import keras
 
