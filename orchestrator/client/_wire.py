@@ -115,7 +115,10 @@ def _tensor_map_parts(number: int, mapping: Mapping[str, Any]) -> list[_Part]:
     out: list[_Part] = []
     for name, value in mapping.items():
         key = name.encode()
-        parts, length = tensor_parts(value)
+        try:
+            parts, length = tensor_parts(value)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{name!r}: {e}") from e
         entry = _len_field(1, len(key)) + key + _len_field(2, length)
         out.append(_len_field(number, len(entry) + length) + entry)
         out.extend(parts)

@@ -21,11 +21,6 @@ import numpy as np
 
 from orchestrator.protos import tensor_pb2
 
-try:  # bfloat16 and float8 exist in numpy only through ml_dtypes
-    import ml_dtypes
-except ImportError:  # pragma: no cover - ml_dtypes ships with the dev extra
-    ml_dtypes = None
-
 TensorProto = tensor_pb2.TensorProto
 DataType = tensor_pb2.DataType
 
@@ -68,13 +63,33 @@ _FLOAT8: dict[int, str] = {
     tensor_pb2.DT_FLOAT8_E4M3B11FNUZ: "float8_e4m3b11fnuz",
     tensor_pb2.DT_FLOAT8_E5M2FNUZ: "float8_e5m2fnuz",
 }
-if ml_dtypes is not None:
-    _NUMERIC[DT_BFLOAT16] = np.dtype(ml_dtypes.bfloat16)
-    for _enum, _name in _FLOAT8.items():
-        _NUMERIC[_enum] = np.dtype(getattr(ml_dtypes, _name))
-
 _ENUM_OF: dict[np.dtype, int] = {dt.newbyteorder("="): enum for enum, dt in _NUMERIC.items()}
 _DECODE: dict[int, np.dtype] = {**_QUANTIZED, **_NUMERIC}
+_ml_dtypes_tried = False
+
+
+def _add_ml_dtypes() -> bool:
+    """Register bfloat16 and float8 from ml_dtypes, on first need (its import costs 60 ms).
+
+    Whoever holds a bfloat16 array has imported ml_dtypes already; decoding one from a server
+    imports it here. False when it is not installed or already registered.
+    """
+    global _ml_dtypes_tried
+    if _ml_dtypes_tried:
+        return False
+    _ml_dtypes_tried = True
+    try:
+        import ml_dtypes
+    except ImportError:
+        return False
+    extra = {DT_BFLOAT16: np.dtype(ml_dtypes.bfloat16)}
+    for enum, name in _FLOAT8.items():
+        extra[enum] = np.dtype(getattr(ml_dtypes, name))
+    _NUMERIC.update(extra)
+    _DECODE.update(extra)
+    _ENUM_OF.update({dt: enum for enum, dt in extra.items()})
+    return True
+
 
 _LITTLE = sys.byteorder == "little"
 _INT32 = np.iinfo(np.int32)
@@ -85,22 +100,26 @@ def numpy_dtype_to_enum(dtype: Any) -> int:
     dt = np.dtype(dtype)
     if dt.kind in "OSU":
         return DT_STRING
-    try:
-        return _ENUM_OF[dt.newbyteorder("=")]
-    except KeyError:
-        raise TypeError(f"no TensorFlow dtype for numpy dtype {dt}") from None
+    enum = _ENUM_OF.get(dt.newbyteorder("="))
+    if enum is None and _add_ml_dtypes():
+        enum = _ENUM_OF.get(dt.newbyteorder("="))
+    if enum is None:
+        raise TypeError(f"no TensorFlow dtype for numpy dtype {dt}")
+    return enum
 
 
 def enum_to_numpy_dtype(enum: int) -> np.dtype:
     """numpy dtype for a TF DataType number; DT_STRING is object (elements are bytes)."""
     if enum == DT_STRING:
         return _OBJECT
-    try:
-        return _DECODE[enum].newbyteorder("=")
-    except KeyError:
-        name = DataType.Name(enum) if enum in DataType.values() else str(enum)
-        hint = " (pip install ml_dtypes)" if enum == DT_BFLOAT16 or enum in _FLOAT8 else ""
-        raise TypeError(f"cannot convert TensorFlow dtype {name} to numpy{hint}") from None
+    dt = _DECODE.get(enum)
+    if dt is None and _add_ml_dtypes():
+        dt = _DECODE.get(enum)
+    if dt is not None:
+        return dt.newbyteorder("=")
+    name = DataType.Name(enum) if enum in DataType.values() else str(enum)
+    hint = " (pip install ml_dtypes)" if enum == DT_BFLOAT16 or enum in _FLOAT8 else ""
+    raise TypeError(f"cannot convert TensorFlow dtype {name} to numpy{hint}")
 
 
 def as_array(value: Any, dtype: Any = None) -> np.ndarray:
@@ -212,8 +231,8 @@ def array_from_content(content: Any, enum: int, shape: Sequence[int]) -> np.ndar
     """A writable array from tensor_content bytes (or any buffer) of dtype `enum`."""
     wire = _DECODE.get(enum)
     if wire is None:
-        enum_to_numpy_dtype(enum)  # raises the explanatory TypeError
-        raise TypeError(f"dtype {enum} cannot use tensor_content")
+        enum_to_numpy_dtype(enum)  # loads ml_dtypes, or raises the explanatory TypeError
+        wire = _DECODE[enum]
     count = int(np.prod(shape, dtype=np.int64))
     if len(content) != count * wire.itemsize:
         raise ValueError(

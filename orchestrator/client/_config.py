@@ -1,0 +1,104 @@
+"""Value objects both clients take (retries, TLS) and the retry loop built from them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.client.errors import ServingUnavailable
+
+if TYPE_CHECKING:
+    import tenacity
+
+log = logging.getLogger("orchestrator.client")
+
+DEFAULT_TIMEOUT_S = 30.0  # TF Serving's own --rest_api_timeout_in_ms default
+# TF Serving accepts messages up to INT32_MAX; gRPC clients default to 4 MiB and fail on images.
+MAX_MESSAGE_BYTES = 2**31 - 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Retries of transient failures only: UNAVAILABLE, HTTP 502/503, connection refused.
+
+    `attempts` counts the first try; retries stop earlier when the call's deadline would pass
+    during the next backoff. Backoff is exponential with jitter, capped at `max_backoff_s`.
+    """
+
+    attempts: int = 4
+    initial_backoff_s: float = 0.1
+    max_backoff_s: float = 2.0
+    multiplier: float = 2.0
+    jitter_s: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("RetryPolicy.attempts counts the first try: it must be >= 1")
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tls:
+    """TLS for gRPC and HTTPS. Without `ca_file` the system's roots verify the server.
+
+    `cert_file` + `key_file` present a client certificate (TF Serving's `client_verify`).
+    `server_name` checks the server certificate against another name than the address's host
+    (gRPC only), e.g. when connecting by IP to a certificate issued for a DNS name.
+    """
+
+    ca_file: str | Path | None = None
+    cert_file: str | Path | None = None
+    key_file: str | Path | None = None
+    server_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("Tls: cert_file and key_file go together (mutual TLS)")
+
+    def read(self) -> tuple[bytes | None, bytes | None, bytes | None]:
+        """(root CA, client key, client cert chain) as bytes, for grpc.ssl_channel_credentials."""
+
+        def load(path: str | Path | None) -> bytes | None:
+            return None if path is None else Path(path).read_bytes()
+
+        return load(self.ca_file), load(self.key_file), load(self.cert_file)
+
+
+def _log_retry(state: Any) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    sleep = state.next_action.sleep if state.next_action else 0.0
+    log.info("retrying in %.2fs after attempt %d: %s", sleep, state.attempt_number, exc)
+
+
+def _kwargs(policy: RetryPolicy, timeout_s: float) -> dict:
+    import tenacity  # on first call: keeps `import orchestrator.client` lean
+
+    return {
+        "retry": tenacity.retry_if_exception_type(ServingUnavailable),
+        "stop": tenacity.stop_after_attempt(policy.attempts)
+        | tenacity.stop_before_delay(timeout_s),
+        "wait": tenacity.wait_exponential_jitter(
+            initial=policy.initial_backoff_s,
+            max=policy.max_backoff_s,
+            exp_base=policy.multiplier,
+            jitter=policy.jitter_s,
+        ),
+        "before_sleep": _log_retry,
+        "reraise": True,
+    }
+
+
+def retrying(policy: RetryPolicy, timeout_s: float) -> tenacity.Retrying:
+    import tenacity
+
+    return tenacity.Retrying(**_kwargs(policy, timeout_s))
+
+
+def async_retrying(policy: RetryPolicy, timeout_s: float) -> tenacity.AsyncRetrying:
+    import tenacity
+
+    return tenacity.AsyncRetrying(**_kwargs(policy, timeout_s))

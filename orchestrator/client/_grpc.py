@@ -1,0 +1,454 @@
+"""The gRPC client: TF Serving's PredictionService and ModelService, no TensorFlow needed.
+
+One channel per client, reused by every call (gRPC multiplexes calls over it). Predict goes
+through the hand-written codec in _wire; the other methods use our protobuf messages.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import text_format
+
+from orchestrator.client import _methods, _wire
+from orchestrator.client._common import (
+    Examples,
+    Inputs,
+    ModelMetadata,
+    VersionStatus,
+    classification_from_proto,
+    describe,
+    failed_load,
+    inference_result,
+    lone_name,
+    metadata_from_proto,
+    method_name,
+    model_spec,
+    regression_from_proto,
+    status_from_proto,
+    to_input,
+)
+from orchestrator.client._config import (
+    DEFAULT_TIMEOUT_S,
+    MAX_MESSAGE_BYTES,
+    NO_RETRY,
+    RetryPolicy,
+    Tls,
+    retrying,
+)
+from orchestrator.client.errors import (
+    ClientServingError,
+    DeadlineExceeded,
+    InvalidInput,
+    ModelNotFound,
+    ServingUnavailable,
+    error_for_code,
+)
+from orchestrator.protos import apis_pb2
+
+_NOT_READY = (ModelNotFound, ServingUnavailable, DeadlineExceeded)
+
+
+class _GrpcBase:
+    """Configuration, requests and answers shared by the blocking and the asyncio client."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        tls: Tls | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retry: RetryPolicy | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        keepalive_time_s: float = 60.0,
+        keepalive_timeout_s: float = 20.0,
+        headers: Mapping[str, str] | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+        self.address = address.removeprefix("grpc://").removeprefix("dns:///")
+        self.tls = tls
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self._headers = tuple((k.lower(), v) for k, v in (headers or {}).items()) or None
+        self._metadata_cache: dict[tuple, ModelMetadata] = {}
+        # Keepalive pings only while calls are in flight: idle pings more often than every 5
+        # minutes make gRPC servers (TF Serving included) answer GOAWAY "too_many_pings".
+        self._options: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", int(keepalive_time_s * 1000)),
+            ("grpc.keepalive_timeout_ms", int(keepalive_timeout_s * 1000)),
+            ("grpc.keepalive_permit_without_calls", 0),
+            ("grpc.http2.max_pings_without_data", 0),
+            # Reconnect quickly after the server (re)starts instead of gRPC's 1 s..120 s.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
+        if tls is not None and tls.server_name:
+            self._options.append(("grpc.ssl_target_name_override", tls.server_name))
+        self._options.extend(options)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.address!r}{', tls' if self.tls else ''})"
+
+    def _credentials(self) -> grpc.ChannelCredentials | None:
+        if self.tls is None:
+            return None
+        root, key, chain = self.tls.read()
+        return grpc.ssl_channel_credentials(
+            root_certificates=root, private_key=key, certificate_chain=chain
+        )
+
+    def _timeout(self, timeout_s: float | None) -> float:
+        return self.timeout_s if timeout_s is None else timeout_s
+
+    def _error(self, exc: grpc.RpcError, model: str | None) -> ClientServingError:
+        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
+        err = error_for_code(code, details, model=model, address=self.address)
+        if isinstance(err, ServingUnavailable):
+            err.fix = f"is a TF Serving gRPC port listening at {self.address}?"
+        return err
+
+    # -- requests ---------------------------------------------------------------------------
+    @staticmethod
+    def _predict_request(
+        model: str,
+        inputs: Mapping[str, Any],
+        version: int | str | None,
+        label: str | None,
+        signature: str | None,
+        output_filter: Sequence[str] | None,
+    ) -> bytes:
+        spec = model_spec(model, version, label, signature)
+        try:
+            return _wire.encode_predict_request(spec, inputs, output_filter or ())
+        except (TypeError, ValueError) as e:
+            raise InvalidInput(f"input {e}", model=describe(model, version, label)) from e
+
+    @staticmethod
+    def _example_request(cls, model, examples, context, version, label, signature):
+        return cls(
+            model_spec=model_spec(model, version, label, signature),
+            input=to_input(examples, context),
+        )
+
+    @staticmethod
+    def _multi_request(model, examples, tasks, context, version, label):
+        request = apis_pb2.MultiInferenceRequest(input=to_input(examples, context))
+        for signature, method in tasks:
+            request.tasks.add(
+                model_spec=model_spec(model, version, label, signature),
+                method_name=method_name(method),
+            )
+        return request
+
+    @staticmethod
+    def _reload_request(config: Any) -> apis_pb2.ReloadConfigRequest:
+        if isinstance(config, apis_pb2.ModelServerConfig):
+            ours = config
+        elif isinstance(config, str):
+            ours = text_format.Parse(config, apis_pb2.ModelServerConfig())
+        elif hasattr(config, "SerializeToString"):  # tensorflow_serving's own ModelServerConfig
+            ours = apis_pb2.ModelServerConfig.FromString(config.SerializeToString())
+        else:
+            raise TypeError("config is a ModelServerConfig message or its text form")
+        return apis_pb2.ReloadConfigRequest(config=ours)
+
+    def _reload_result(self, response: apis_pb2.ReloadConfigResponse) -> None:
+        if response.status.error_code:
+            raise error_for_code(
+                response.status.error_code, response.status.error_message, address=self.address
+            )
+
+    def _lone_input(self, meta: ModelMetadata, signature: str | None, inputs: Any, model: str):
+        sig = meta.signature(signature)
+        return {lone_name(list(sig.inputs), "inputs", signature, model): inputs}
+
+
+class GrpcClient(_GrpcBase):
+    """Blocking client for TF Serving's gRPC API (port 8500), safe to share between threads.
+
+    Every method takes the model name first; `version` or `label`, and `signature`, select
+    per call. `timeout_s` is the whole call's deadline, retries included.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        tls: Tls | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retry: RetryPolicy | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        keepalive_time_s: float = 60.0,
+        keepalive_timeout_s: float = 20.0,
+        headers: Mapping[str, str] | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        super().__init__(
+            address,
+            tls=tls,
+            timeout_s=timeout_s,
+            retry=retry,
+            max_message_bytes=max_message_bytes,
+            keepalive_time_s=keepalive_time_s,
+            keepalive_timeout_s=keepalive_timeout_s,
+            headers=headers,
+            options=options,
+        )
+        if channel is None:
+            creds = self._credentials()
+            if creds is None:
+                channel = grpc.insecure_channel(self.address, options=self._options)
+            else:
+                channel = grpc.secure_channel(self.address, creds, options=self._options)
+        self._channel = channel
+        self._closed = False
+        self._stubs = {
+            m.name: channel.unary_unary(
+                m.path,
+                request_serializer=m.request.SerializeToString,
+                response_deserializer=m.response.FromString,
+            )
+            for m in _methods.METHODS
+        }
+        # Predict travels as bytes: encoded and decoded by _wire without protobuf copies.
+        self._stubs[_methods.PREDICT.name] = channel.unary_unary(_methods.PREDICT.path)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._channel.close()
+
+    def __enter__(self) -> GrpcClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(
+        self,
+        method: _methods.Method,
+        request: Any,
+        *,
+        model: str | None,
+        timeout_s: float | None,
+        retry: RetryPolicy | None = None,
+    ) -> Any:
+        stub = self._stubs[method.name]
+        timeout = self._timeout(timeout_s)
+        deadline = time.monotonic() + timeout
+        for attempt in retrying(retry or self.retry, timeout):
+            with attempt:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeadlineExceeded(
+                        f"{method.name} ran out of its {timeout:g}s deadline",
+                        model=model,
+                        address=self.address,
+                    )
+                try:
+                    return stub(request, timeout=remaining, metadata=self._headers)
+                except grpc.RpcError as e:
+                    raise self._error(e, model) from e
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _model_metadata(self, model, version, label, timeout_s) -> ModelMetadata:
+        key = (model, version, label)
+        meta = self._metadata_cache.get(key)
+        if meta is None:
+            meta = self.metadata(model, version=version, label=label, timeout_s=timeout_s)
+            self._metadata_cache[key] = meta
+        return meta
+
+    # -- PredictionService ------------------------------------------------------------------
+    def predict(
+        self,
+        model: str,
+        inputs: Inputs,
+        *,
+        version: int | str | None = None,
+        label: str | None = None,
+        signature: str | None = None,
+        output_filter: Sequence[str] | None = None,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Run a predict signature; inputs are arrays/lists, or a dict of them by input name.
+
+        A lone array goes to the signature's only input (its name is read once from the
+        model's metadata). Returns {output name: ndarray}.
+        """
+        if not isinstance(inputs, Mapping):
+            meta = self._model_metadata(model, version, label, timeout_s)
+            inputs = self._lone_input(meta, signature, inputs, model)
+        raw = self._predict_request(model, inputs, version, label, signature, output_filter)
+        who = describe(model, version, label)
+        answer = self._call(_methods.PREDICT, raw, model=who, timeout_s=timeout_s)
+        return _wire.decode_predict_response(answer)[0]
+
+    def classify(
+        self,
+        model: str,
+        examples: Examples,
+        *,
+        context: Mapping[str, Any] | None = None,
+        version: int | str | None = None,
+        label: str | None = None,
+        signature: str | None = None,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Classify tf.Examples given as {feature: value} dicts: {"classes", "scores"} [n, k]."""
+        request = self._example_request(
+            apis_pb2.ClassificationRequest, model, examples, context, version, label, signature
+        )
+        who = describe(model, version, label)
+        response = self._call(_methods.CLASSIFY, request, model=who, timeout_s=timeout_s)
+        return classification_from_proto(response.result)
+
+    def regress(
+        self,
+        model: str,
+        examples: Examples,
+        *,
+        context: Mapping[str, Any] | None = None,
+        version: int | str | None = None,
+        label: str | None = None,
+        signature: str | None = None,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Regress tf.Examples given as {feature: value} dicts: {"outputs": float32 [n]}."""
+        request = self._example_request(
+            apis_pb2.RegressionRequest, model, examples, context, version, label, signature
+        )
+        who = describe(model, version, label)
+        response = self._call(_methods.REGRESS, request, model=who, timeout_s=timeout_s)
+        return regression_from_proto(response.result)
+
+    def multi_inference(
+        self,
+        model: str,
+        examples: Examples,
+        tasks: Sequence[tuple[str, str]],
+        *,
+        context: Mapping[str, Any] | None = None,
+        version: int | str | None = None,
+        label: str | None = None,
+        timeout_s: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Several classify/regress signatures over the same examples in one call.
+
+        `tasks` are (signature name, "classify" | "regress"); results come in task order.
+        """
+        request = self._multi_request(model, examples, tasks, context, version, label)
+        who = describe(model, version, label)
+        response = self._call(_methods.MULTI_INFERENCE, request, model=who, timeout_s=timeout_s)
+        return [inference_result(r) for r in response.results]
+
+    def metadata(
+        self,
+        model: str,
+        *,
+        version: int | str | None = None,
+        label: str | None = None,
+        timeout_s: float | None = None,
+    ) -> ModelMetadata:
+        request = apis_pb2.GetModelMetadataRequest(
+            model_spec=model_spec(model, version, label), metadata_field=["signature_def"]
+        )
+        who = describe(model, version, label)
+        response = self._call(_methods.GET_MODEL_METADATA, request, model=who, timeout_s=timeout_s)
+        return metadata_from_proto(response)
+
+    # -- ModelService -----------------------------------------------------------------------
+    def status(
+        self,
+        model: str,
+        *,
+        version: int | str | None = None,
+        label: str | None = None,
+        timeout_s: float | None = None,
+    ) -> list[VersionStatus]:
+        return self._status(model, version, label, timeout_s, None)
+
+    def _status(self, model, version, label, timeout_s, retry) -> list[VersionStatus]:
+        request = apis_pb2.GetModelStatusRequest(model_spec=model_spec(model, version, label))
+        who = describe(model, version, label)
+        response = self._call(
+            _methods.GET_MODEL_STATUS, request, model=who, timeout_s=timeout_s, retry=retry
+        )
+        return status_from_proto(response)
+
+    def is_model_ready(
+        self,
+        model: str,
+        *,
+        version: int | str | None = None,
+        label: str | None = None,
+        timeout_s: float | None = None,
+    ) -> bool:
+        """True when the version (any version if none given) is AVAILABLE. One try, no retry."""
+        try:
+            statuses = self._status(model, version, label, timeout_s, NO_RETRY)
+        except _NOT_READY:
+            return False
+        return any(s.is_available for s in statuses)
+
+    def wait_until_available(
+        self,
+        model: str,
+        *,
+        version: int | str | None = None,
+        label: str | None = None,
+        timeout_s: float = 60.0,
+        poll_interval_s: float = 0.25,
+    ) -> list[VersionStatus]:
+        """Block until the version (any version if none given) is AVAILABLE; return those.
+
+        Raises DeadlineExceeded naming the last state seen, or the load error of a version
+        that ended with one.
+        """
+        deadline = time.monotonic() + timeout_s
+        last = "no answer"
+        while True:
+            remaining = max(deadline - time.monotonic(), 0.001)
+            try:
+                statuses = self._status(
+                    model, version, label, min(remaining, self.timeout_s), NO_RETRY
+                )
+            except _NOT_READY as e:
+                last = str(e)
+            else:
+                ready = [s for s in statuses if s.is_available]
+                if ready:
+                    return ready
+                failed = failed_load(statuses, model, self.address)
+                if failed is not None:
+                    raise failed
+                last = ", ".join(f"version {s.version} {s.state}" for s in statuses) or "none"
+            if time.monotonic() + poll_interval_s >= deadline:
+                raise DeadlineExceeded(
+                    f"waited {timeout_s:g}s for {describe(model, version, label)} to be "
+                    f"AVAILABLE; last seen: {last}",
+                    address=self.address,
+                )
+            time.sleep(poll_interval_s)
+
+    def reload_config(self, config: Any, *, timeout_s: float | None = None) -> None:
+        """Replace the server's whole model config (models left out are unloaded).
+
+        `config` is our ModelServerConfig, tensorflow_serving's, or its text form.
+        """
+        request = self._reload_request(config)
+        response = self._call(
+            _methods.HANDLE_RELOAD_CONFIG, request, model=None, timeout_s=timeout_s
+        )
+        self._reload_result(response)
