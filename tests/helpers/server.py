@@ -216,7 +216,8 @@ class ServerProcess:
             "TF_CPP_MIN_LOG_LEVEL": "2",
             **(env or {}),
         }
-        self._log = tempfile.NamedTemporaryFile(prefix="tfs-server-", suffix=".log", delete=False)
+        fd, self._log_path = tempfile.mkstemp(prefix="tfs-server-", suffix=".log")
+        os.close(fd)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -228,13 +229,14 @@ class ServerProcess:
         return f"127.0.0.1:{self.grpc_port}"
 
     def logs(self) -> str:
-        with open(self._log.name, encoding="utf-8", errors="replace") as fh:
+        with open(self._log_path, encoding="utf-8", errors="replace") as fh:
             return fh.read()
 
     def start(self) -> ServerProcess:
-        self.proc = subprocess.Popen(
-            SERVER_CMD + self.args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env
-        )
+        with open(self._log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                SERVER_CMD + self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
         return self
 
     def __enter__(self) -> ServerProcess:
@@ -329,7 +331,7 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(timeout_s)
         with contextlib.suppress(OSError):
-            os.unlink(self._log.name)
+            os.unlink(self._log_path)
         return self.proc.returncode
 
 
