@@ -48,8 +48,12 @@ class Runner(Protocol):
 
 
 class Format(Protocol):
-    name: str
-    tool: str  # converter name and version, for the report
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def tool(self) -> str:  # converter name and version, for the report
+        ...
 
     def convert(self, job: ConvertJob) -> Path: ...
 

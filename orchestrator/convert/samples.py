@@ -173,7 +173,7 @@ def synthetic_samples(
         elif dtype is np.bool_:
             arrays[name] = rng.integers(0, 2, shape).astype(np.bool_)
         else:
-            info = np.iinfo(dtype)
+            info = np.iinfo(np.dtype(dtype))
             arrays[name] = rng.integers(max(info.min, 0), min(info.max, 10), shape, endpoint=True).astype(dtype)
     return Samples(arrays, "synthetic")
 

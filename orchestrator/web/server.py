@@ -51,7 +51,7 @@ def model_info(model_dir: Path) -> dict[str, Any]:
 
     signature = data.get("signature") or {}
     return {
-        "format": data.get("format"),
+        "model_format": data.get("format"),
         "converted_by": data.get("convertedBy"),
         "inputs": tensors(signature.get("inputs", {})),
         "outputs": tensors(signature.get("outputs", {})),
@@ -146,8 +146,9 @@ class WebApp:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("the web app is not started")
-        host, port = self._server.server_address[:2]
-        shown = host if ":" not in str(host) else f"[{host}]"
+        address = self._server.server_address
+        host, port = str(address[0]), int(address[1])
+        shown = host if ":" not in host else f"[{host}]"
         return f"http://{shown}:{port}/"
 
     def start(self) -> WebApp:
