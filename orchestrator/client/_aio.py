@@ -123,9 +123,9 @@ class AsyncGrpcClient(_GrpcBase):
         output_filter: Sequence[str] | None = None,
         timeout_s: float | None = None,
     ) -> dict[str, Any]:
-        if not isinstance(inputs, Mapping):
+        if self._needs_signature(inputs):
             meta = await self._model_metadata(model, version, label, timeout_s)
-            inputs = self._lone_input(meta, signature, inputs, model)
+            inputs = self._typed_inputs(meta, signature, inputs, model)
         raw = self._predict_request(model, inputs, version, label, signature, output_filter)
         who = describe(model, version, label)
         answer = await self._call(_methods.PREDICT, raw, model=who, timeout_s=timeout_s)

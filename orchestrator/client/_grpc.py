@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
+import numpy as np
 from google.protobuf import text_format
 
-from orchestrator.client import _methods, _wire
+from orchestrator.client import _methods, _wire, tensors
 from orchestrator.client._common import (
     Examples,
     Inputs,
@@ -167,9 +168,39 @@ class _GrpcBase:
                 response.status.error_code, response.status.error_message, address=self.address
             )
 
-    def _lone_input(self, meta: ModelMetadata, signature: str | None, inputs: Any, model: str):
+    @staticmethod
+    def _needs_signature(inputs: Inputs) -> bool:
+        """A lone value needs the input's name; Python values need the declared dtypes."""
+        if not isinstance(inputs, Mapping):
+            return True
+        return not all(isinstance(v, (np.ndarray, tensors.TensorProto)) for v in inputs.values())
+
+    @staticmethod
+    def _typed_inputs(
+        meta: ModelMetadata, signature: str | None, inputs: Inputs, model: str
+    ) -> dict[str, Any]:
+        """Name a lone value; cast lists and scalars to the signature's dtypes, as REST does.
+
+        numpy arrays keep their dtype: the caller chose it (a mismatch is the server's
+        INVALID_ARGUMENT, as with TF Serving).
+        """
         sig = meta.signature(signature)
-        return {lone_name(list(sig.inputs), "inputs", signature, model): inputs}
+        if not isinstance(inputs, Mapping):
+            inputs = {lone_name(list(sig.inputs), "inputs", signature, model): inputs}
+        out: dict[str, Any] = {}
+        for name, value in inputs.items():
+            spec = sig.inputs.get(name)
+            if (
+                spec is not None
+                and spec.dtype is not None
+                and not isinstance(value, (np.ndarray, tensors.TensorProto))
+            ):
+                try:
+                    value = tensors.as_array(value, spec.dtype)
+                except (TypeError, ValueError) as e:
+                    raise InvalidInput(f"input {name!r}: {e}", model=model) from e
+            out[name] = value
+        return out
 
 
 class GrpcClient(_GrpcBase):
@@ -284,12 +315,13 @@ class GrpcClient(_GrpcBase):
     ) -> dict[str, Any]:
         """Run a predict signature; inputs are arrays/lists, or a dict of them by input name.
 
-        A lone array goes to the signature's only input (its name is read once from the
-        model's metadata). Returns {output name: ndarray}.
+        A lone value goes to the signature's only input; lists and scalars take the
+        signature's dtypes (both read once from the model's metadata, then cached). numpy
+        arrays are sent as they are. Returns {output name: ndarray}.
         """
-        if not isinstance(inputs, Mapping):
+        if self._needs_signature(inputs):
             meta = self._model_metadata(model, version, label, timeout_s)
-            inputs = self._lone_input(meta, signature, inputs, model)
+            inputs = self._typed_inputs(meta, signature, inputs, model)
         raw = self._predict_request(model, inputs, version, label, signature, output_filter)
         who = describe(model, version, label)
         answer = self._call(_methods.PREDICT, raw, model=who, timeout_s=timeout_s)
