@@ -8,6 +8,7 @@ folder (`models/x/3`). TensorFlow and the converters load inside the commands.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,11 @@ def web(name: str, version: int | None, fmt: str, host: str, port: int, out_dir:
     app = WebApp(model_dir, model=model, version=version, fmt=fmt, host=host, port=port,
                  log_requests=True)
     app.start()
+
+    def _stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)  # `docker stop`/`kill` end it as cleanly as Ctrl-C
     console.print(f"serving {model} v{version} ({fmt}) at [bold]{app.url}[/]  (Ctrl-C stops)")
     try:
         app.serve_forever()
