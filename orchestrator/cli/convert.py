@@ -102,6 +102,8 @@ samples_option = click.option(
               help="Fail when top-1 agreement with the SavedModel is lower (0-1).")
 @click.option("--latency-runs", type=int, default=20, show_default=True,
               help="Single-example calls timed per runtime.")
+@click.option("--max-samples", type=click.IntRange(min=1), default=512, show_default=True,
+              help="Samples used for checking and INT8 calibration (the first N of the file).")
 @click.option("--out-dir", type=click.Path(path_type=Path), default=Path("exports"), show_default=True)
 @configs_option
 @output_option
@@ -116,6 +118,7 @@ def convert(
     max_abs_diff: float | None,
     min_agreement: float | None,
     latency_runs: int,
+    max_samples: int,
     out_dir: Path,
     configs_dir: Path,
     output: str,
@@ -157,6 +160,7 @@ def convert(
             options={"opset": opset, "trt_precision": trt_precision},
             thresholds=thresholds,
             latency_runs=latency_runs,
+            max_samples=max_samples,
             on_event=progress,
         )
     if output == "json":

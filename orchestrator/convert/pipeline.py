@@ -44,6 +44,7 @@ FORMATS: dict[str, Format] = {
     "tftrt-fp16": TftrtFormat("tftrt-fp16"),
 }
 
+DEFAULT_MAX_SAMPLES = 512  # what verification and INT8 calibration use at most
 Event = Callable[[str, str], None]  # (format, message) for progress lines
 
 
@@ -83,6 +84,7 @@ def convert_version(
     options: Mapping[str, Any] | None = None,
     thresholds: Thresholds | None = None,
     latency_runs: int = DEFAULT_LATENCY_RUNS,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
     registry: Mapping[str, Format] | None = None,
     on_event: Event | None = None,
 ) -> list[Report]:
@@ -96,6 +98,9 @@ def convert_version(
     if samples is None:
         samples = synthetic_samples(signature)
         warnings.append(SYNTHETIC_WARNING)
+    elif samples.count > max_samples:
+        warnings.append(f"using the first {max_samples} of {samples.count} samples (--max-samples)")
+        samples = samples.head(max_samples)
     say("savedmodel", f"running the SavedModel on {samples.count} samples ({samples.source})")
     reference = SavedModelRunner(saved_model_dir, signature_key).run(samples, latency_runs)
     base = export_dir(out_root, model, version)

@@ -159,6 +159,15 @@ def test_synthetic_samples_are_flagged(version_dir: Path, tmp_path: Path) -> Non
     assert any("NO SAMPLES GIVEN" in w for w in reports[0].warnings)
 
 
+def test_max_samples_caps_what_is_used(version_dir: Path, samples_npz: Path, tmp_path: Path) -> None:
+    need_module("ai_edge_litert")
+    samples = load_samples(samples_npz, read_signature(version_dir))
+    report = convert_version(version_dir, model="x", version=1, formats=["tflite"], out_root=tmp_path,
+                             samples=samples, max_samples=10, latency_runs=1)[0]
+    assert report.samples["count"] == 10
+    assert report.warnings == ["using the first 10 of 64 samples (--max-samples)"]
+
+
 def test_a_failing_format_does_not_stop_the_others(version_dir: Path, tmp_path: Path) -> None:
     need_module("ai_edge_litert")
     reports = convert_version(version_dir, model="x", version=1, formats=["tftrt", "tflite"],
