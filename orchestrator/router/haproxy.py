@@ -1,0 +1,323 @@
+"""HAProxy as the router: one REST and one gRPC (h2c) endpoint over a deployment's replicas.
+
+Stable and canary replicas sit in the same backends; the canary share is set by server
+weights through HAProxy's runtime API (no reload, no dropped connection). Canary servers are
+declared up front as disabled slots whose address is filled in at run time, so a rollout never
+needs a config reload. Health checks ask TF Serving's model status and expect AVAILABLE, so a
+replica counts only once its model can answer. Per-server counters (`show stat`) feed the
+canary analysis.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.errors import RuntimeError_
+
+REST_BACKEND = "rest_pool"
+GRPC_BACKEND = "grpc_pool"
+CANARY_SLOTS = 4
+MAX_WEIGHT = 256
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One TF Serving replica as the router reaches it."""
+
+    grpc_port: int
+    rest_port: int
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    name: str
+    model: str
+    rest_port: int
+    grpc_port: int
+    stable: tuple[Upstream, ...]
+    bind_host: str = "127.0.0.1"
+    check_interval_ms: int = 500
+    extra_global: tuple[str, ...] = field(default=())
+
+
+def group_weights(canary_percent: int, n_stable: int, n_canary: int) -> tuple[int, int]:
+    """Per-server weights so that canary servers together get `canary_percent` of requests."""
+    if not 0 <= canary_percent <= 100:
+        raise ValueError("canary_percent must be within 0..100")
+    if n_canary == 0 or canary_percent == 0:
+        return (1 if n_stable else 0, 0)
+    if canary_percent == 100 or n_stable == 0:
+        return (0, 1)
+    stable_w, canary_w = (100 - canary_percent) * n_canary, canary_percent * n_stable
+    scale = max(stable_w, canary_w) / MAX_WEIGHT
+    if scale > 1:
+        stable_w, canary_w = max(1, round(stable_w / scale)), max(1, round(canary_w / scale))
+    return stable_w, canary_w
+
+
+def render_config(config: RouterConfig, socket_path: str) -> str:
+    """The haproxy.cfg for a deployment; pure, so it is checked with `haproxy -c` in tests."""
+    check = (f"check inter {config.check_interval_ms} fastinter {config.check_interval_ms} "
+             "rise 1 fall 2")
+    lines = [
+        "global",
+        f"    stats socket {socket_path} mode 600 level admin",
+        "    maxconn 4096",
+        "    nbthread 2",
+        *(f"    {line}" for line in config.extra_global),
+        "",
+        "defaults",
+        "    mode http",
+        "    timeout connect 2s",
+        "    timeout client 5m",
+        "    timeout server 5m",
+        "    timeout http-keep-alive 60s",
+        "    option redispatch",
+        "    retries 3",
+        "    retry-on conn-failure empty-response",
+        "",
+        "frontend rest",
+        f"    bind {config.bind_host}:{config.rest_port}",
+        f"    default_backend {REST_BACKEND}",
+        "",
+        "frontend grpc",
+        f"    bind {config.bind_host}:{config.grpc_port} proto h2",
+        f"    default_backend {GRPC_BACKEND}",
+        "",
+    ]
+    for backend, is_grpc in ((REST_BACKEND, False), (GRPC_BACKEND, True)):
+        lines += [
+            f"backend {backend}",
+            "    balance roundrobin",
+            f"    option httpchk GET /v1/models/{config.model}",
+            '    http-check expect rstring "AVAILABLE"',
+        ]
+        for i, up in enumerate(config.stable):
+            port = up.grpc_port if is_grpc else up.rest_port
+            extra = f" proto h2 check-proto h1 port {up.rest_port}" if is_grpc else ""
+            lines.append(f"    server stable{i} {up.host}:{port} weight 1 {check}{extra}")
+        for i in range(CANARY_SLOTS):
+            extra = " proto h2 check-proto h1 port 1" if is_grpc else ""
+            lines.append(f"    server canary{i} 127.0.0.1:1 weight 0 disabled {check}{extra}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+class RuntimeApi:
+    """HAProxy's runtime API over its admin socket: one command per connection."""
+
+    def __init__(self, socket_path: str, timeout_s: float = 5.0) -> None:
+        self.socket_path = socket_path
+        self.timeout_s = timeout_s
+
+    def command(self, line: str) -> str:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(self.timeout_s)
+            try:
+                sock.connect(self.socket_path)
+            except OSError as exc:
+                raise RuntimeError_(f"router admin socket {self.socket_path} does not answer: {exc}",
+                                    fix="is the router running? `tfsctl status NAME` shows it") from exc
+            sock.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        answer = b"".join(chunks).decode(errors="replace")
+        if any(word in answer for word in ("Unknown command", "No such", "Require", "not found")):
+            raise RuntimeError_(f"router refused `{line}`: {answer.strip()}")
+        return answer
+
+    def stats(self) -> list[dict[str, str]]:
+        text = self.command("show stat")
+        return list(csv.DictReader(io.StringIO(text.lstrip("# "))))
+
+
+@dataclass(frozen=True)
+class ServerCounters:
+    requests: int
+    errors: int
+    responses_4xx: int
+    responses_5xx: int
+    avg_response_ms: float
+    status: str
+
+
+class HAProxyRouter:
+    """A local HAProxy process for one deployment, with its files in `folder`."""
+
+    def __init__(self, folder: Path, binary: str | None = None) -> None:
+        self.folder = Path(folder)
+        self.binary = binary or shutil.which("haproxy") or "/usr/sbin/haproxy"
+        self.config_path = self.folder / "haproxy.cfg"
+        self.socket_path = str(self.folder / "admin.sock")
+        self.pid_path = self.folder / "haproxy.pid"
+        self.log_path = self.folder / "haproxy.log"
+        self.api = RuntimeApi(self.socket_path)
+        self._canary: list[Upstream] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self, config: RouterConfig, *, deadline_s: float = 15.0) -> int:
+        if not Path(self.binary).exists():
+            raise RuntimeError_(f"HAProxy not found at {self.binary}",
+                                fix="install it: apt-get install -y haproxy")
+        from orchestrator.state import write_atomic
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.config_path, render_config(config, self.socket_path))
+        check = subprocess.run([self.binary, "-c", "-q", "-f", str(self.config_path)],
+                               capture_output=True, text=True, timeout=30)
+        if check.returncode != 0:
+            raise RuntimeError_(f"router config rejected by haproxy -c: {check.stderr.strip()}",
+                                logs=check.stderr)
+        Path(self.socket_path).unlink(missing_ok=True)
+        with open(self.log_path, "ab") as log:
+            proc = subprocess.Popen([self.binary, "-db", "-f", str(self.config_path)], stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid_path.write_text(str(proc.pid))
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if proc.poll() is not None:
+                raise RuntimeError_(f"router exited at start (code {proc.returncode})",
+                                    fix="a port may be in use; see the log", logs=self._log_tail())
+            try:
+                self.api.command("show info")
+                return proc.pid
+            except RuntimeError_:
+                time.sleep(0.05)
+        raise RuntimeError_(f"router did not open its admin socket within {deadline_s:g} s", logs=self._log_tail())
+
+    def _log_tail(self) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+        except FileNotFoundError:
+            return ""
+
+    def pid(self) -> int | None:
+        try:
+            return int(self.pid_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def running(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return b"haproxy" in cmd and state != "Z"
+
+    def stop(self, deadline_s: float = 10.0) -> None:
+        pid = self.pid()
+        if pid is None or not self.running():
+            self.pid_path.unlink(missing_ok=True)
+            return
+        os.killpg(pid, signal.SIGTERM)
+        end = time.monotonic() + deadline_s
+        while self.running() and time.monotonic() < end:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.05)
+        if self.running():
+            os.killpg(pid, signal.SIGKILL)
+        self.pid_path.unlink(missing_ok=True)
+
+    # -- canary ---------------------------------------------------------------------------
+
+    def set_canary(self, upstreams: Sequence[Upstream]) -> None:
+        """Point canary slots at these replicas (weight 0 until set_weight) and enable checks."""
+        if len(upstreams) > CANARY_SLOTS:
+            raise RuntimeError_(f"at most {CANARY_SLOTS} canary replicas", fix="use fewer canary replicas")
+        for i in range(CANARY_SLOTS):
+            for backend, is_grpc in ((REST_BACKEND, False), (GRPC_BACKEND, True)):
+                server = f"{backend}/canary{i}"
+                if i < len(upstreams):
+                    up = upstreams[i]
+                    port = up.grpc_port if is_grpc else up.rest_port
+                    self.api.command(f"set weight {server} 0")
+                    self.api.command(f"set server {server} addr {up.host} port {port}")
+                    if is_grpc:
+                        self.api.command(f"set server {server} check-port {up.rest_port}")
+                    self.api.command(f"set server {server} state ready")
+                    self.api.command(f"enable health {server}")
+                else:
+                    self.api.command(f"set weight {server} 0")
+                    self.api.command(f"set server {server} state maint")
+        self._canary = list(upstreams)
+
+    def set_weight(self, canary_percent: int) -> None:
+        stats = self.api.stats()
+        stable = sorted({r["svname"] for r in stats if r["pxname"] == REST_BACKEND and r["svname"].startswith("stable")})
+        n_canary = sum(1 for r in stats if r["pxname"] == REST_BACKEND and r["svname"].startswith("canary")
+                       and "MAINT" not in r["status"])
+        stable_w, canary_w = group_weights(canary_percent, len(stable), n_canary)
+        for backend in (REST_BACKEND, GRPC_BACKEND):
+            # Raise the side that grows first, so the total never reaches zero mid-change.
+            order = ["canary", "stable"] if canary_percent >= 50 else ["stable", "canary"]
+            for group in order:
+                for r in stats:
+                    if r["pxname"] == backend and r["svname"].startswith(group) and "MAINT" not in r["status"]:
+                        self.api.command(f"set weight {backend}/{r['svname']} "
+                                         f"{canary_w if group == 'canary' else stable_w}")
+
+    def drain_canary(self) -> None:
+        """Stable back to full weight, then weight 0 and maintenance for every canary slot."""
+        for r in self.api.stats():
+            if r["pxname"] in (REST_BACKEND, GRPC_BACKEND) and r["svname"].startswith("stable"):
+                self.api.command(f"set weight {r['pxname']}/{r['svname']} 1")
+        for i in range(CANARY_SLOTS):
+            for backend in (REST_BACKEND, GRPC_BACKEND):
+                self.api.command(f"set weight {backend}/canary{i} 0")
+                self.api.command(f"set server {backend}/canary{i} state maint")
+        self._canary = []
+
+    def counters(self) -> dict[str, ServerCounters]:
+        """Cumulative per-group counters (`stable`, `canary`) over both backends."""
+        groups: dict[str, list[dict[str, str]]] = {"stable": [], "canary": []}
+        for r in self.api.stats():
+            if r["pxname"] in (REST_BACKEND, GRPC_BACKEND):
+                for group in groups:
+                    if r["svname"].startswith(group):
+                        groups[group].append(r)
+        return {g: _sum_counters(rows) for g, rows in groups.items()}
+
+    def server_states(self) -> Mapping[str, str]:
+        return {f"{r['pxname']}/{r['svname']}": r["status"] for r in self.api.stats()
+                if r["pxname"] in (REST_BACKEND, GRPC_BACKEND) and r["svname"] not in ("BACKEND", "FRONTEND")}
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def _sum_counters(rows: Sequence[Mapping[str, str]]) -> ServerCounters:
+    requests = sum(_int(r.get("hrsp_1xx")) + _int(r.get("hrsp_2xx")) + _int(r.get("hrsp_3xx"))
+                   + _int(r.get("hrsp_4xx")) + _int(r.get("hrsp_5xx")) + _int(r.get("hrsp_other"))
+                   + _int(r.get("eresp")) for r in rows)
+    r4 = sum(_int(r.get("hrsp_4xx")) for r in rows)
+    r5 = sum(_int(r.get("hrsp_5xx")) for r in rows)
+    errors = r4 + r5 + sum(_int(r.get("eresp")) + _int(r.get("econ")) for r in rows)
+    weights = [(_int(r.get("stot")), _int(r.get("rtime"))) for r in rows]
+    total = sum(w for w, _ in weights)
+    avg = sum(w * t for w, t in weights) / total if total else 0.0
+    status = ",".join(sorted({r.get("status", "") for r in rows}))
+    return ServerCounters(requests, errors, r4, r5, avg, status)
