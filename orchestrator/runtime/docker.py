@@ -1,0 +1,637 @@
+"""The Docker runtime: one `tensorflow/serving` container per replica, driven by the Docker SDK.
+
+Each replica is created from a `ContainerRequest` that is a pure function of the specs (see
+`container_template`): image `<image>:<tag>` (`-gpu` and a GPU device request for `device: gpu`),
+the Plan's exact flags as the container command (after the official entrypoint's own), every
+model folder mounted read-only at `/models/<name>`, the rendered config folder read-only at
+`/config`, ports published on the spec's host (127.0.0.1), a restart policy, CPU and memory
+limits, and labels that mark the container as ours:
+
+    io.tfso.managed-by=tfsctl  io.tfso.deployment=NAME  io.tfso.replica=I  io.tfso.spec-hash=H
+
+The runtime only ever touches containers it finds by those labels, so a container it did not
+create (or one `tfsctl compose` made, labelled `managed-by=compose`) is never stopped.
+
+Deploy is idempotent, like the local runtime's: same spec, nothing happens; a changed
+models.config is rewritten atomically and hot-reloaded into the running containers (same id,
+same start time); a changed container (image, flags, mounts, resources, ports) replaces the
+replicas one at a time, stopping the old one only when its successor is about to start and
+starting it again if the successor does not become healthy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import HealthTimeout, RuntimeError_
+from orchestrator.health import model_status, wait_until_available
+from orchestrator.plan import MODELS_CONFIG, Plan, build_plan, container_model_path
+from orchestrator.runtime._docker_api import (
+    ContainerInfo,
+    ContainerRequest,
+    DockerApi,
+    DockerError,
+    DockerUnavailable,
+    GpuUnavailable,
+    ImageMissing,
+    Mount,
+)
+from orchestrator.runtime.base import (
+    Deployment,
+    OnPoll,
+    ReplicaStatus,
+    Runtime,
+    check_ports_free,
+    digest,
+    free_port,
+    reload_config,
+    wanted_versions,
+)
+from orchestrator.spec import Health, Spec
+from orchestrator.state import StateStore, write_files_atomic
+
+__all__ = [
+    "CONFIG_TARGET",
+    "LABEL_DEPLOYMENT",
+    "LABEL_MANAGED_BY",
+    "LABEL_REPLICA",
+    "LABEL_SPEC_HASH",
+    "DockerRuntime",
+    "DockerUnavailable",
+    "GpuUnavailable",
+    "ImageMissing",
+    "container_template",
+    "docker_usable",
+    "effective_specs",
+    "replica_request",
+]
+
+LABEL_MANAGED_BY = "io.tfso.managed-by"
+LABEL_DEPLOYMENT = "io.tfso.deployment"
+LABEL_REPLICA = "io.tfso.replica"
+LABEL_SPEC_HASH = "io.tfso.spec-hash"
+LABEL_MODELS = "io.tfso.models"
+MANAGER = "tfsctl"
+
+CONFIG_TARGET = "/config"
+GRPC_INSIDE, REST_INSIDE = 8500, 8501  # the official image's ports
+STOP_TIMEOUT_S = 10.0
+GPU_SHARE = 0.9  # of a GPU's memory split between replicas that share it
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure: specs -> container requests
+
+
+def effective_specs(specs: Sequence[Spec]) -> list[Spec]:
+    """Specs as the containers run them: replicas sharing GPUs split their memory.
+
+    With `device: gpu`, every replica gets the same GPUs (`count: all` or the first N), so
+    when there are several and the spec sets no `memory_fraction`, each gets an equal share
+    (`--per_process_gpu_memory_fraction`) instead of the first one taking it all.
+    """
+    main = specs[0]
+    if main.device != "gpu" or main.replicas < 2 or main.gpu.memory_fraction:
+        return list(specs)
+    share = int(GPU_SHARE / main.replicas * 100) / 100
+    gpu = main.gpu.model_copy(update={"memory_fraction": share})
+    return [s.model_copy(update={"gpu": gpu}) for s in specs]
+
+
+def container_plan(specs: Sequence[Spec]) -> Plan:
+    """The Plan as a container sees it: config in /config, models in /models/<name>, 8500/8501."""
+    return build_plan(specs, config_dir=CONFIG_TARGET, model_path=container_model_path,
+                      grpc_port=GRPC_INSIDE, rest_port=REST_INSIDE)
+
+
+def _host_path(spec: Spec, path: Path) -> str:
+    if not path.is_absolute() and spec.source is not None:
+        path = spec.source.parent / path
+    return str(path.expanduser().absolute())
+
+
+def container_template(specs: Sequence[Spec], config_dir: Path | str, *,
+                       plan: Plan | None = None, manager: str = MANAGER) -> ContainerRequest:
+    """The request every replica of `specs` is created from, without name, ports or replica label."""
+    main = specs[0]
+    plan = plan or container_plan(specs)
+    mounts = [Mount(str(s.base_path), container_model_path(s)) for s in specs]
+    mounts.append(Mount(str(config_dir), CONFIG_TARGET))
+    mounts += [Mount(_host_path(main, m.source), m.target) for m in main.extra_mounts]
+    return ContainerRequest(
+        image=main.image_ref,
+        command=tuple(plan.args),
+        labels={LABEL_MANAGED_BY: manager, LABEL_DEPLOYMENT: main.name,
+                LABEL_MODELS: ",".join(s.name for s in specs)},
+        environment={"MODEL_NAME": main.name},
+        mounts=tuple(mounts),
+        restart=main.restart,
+        nano_cpus=int(main.resources.cpus * 1e9) if main.resources.cpus else None,
+        mem_limit=main.resources.memory,
+        gpus=main.gpu.count if main.device == "gpu" else None,
+    )
+
+
+def template_hash(template: ContainerRequest, spec: Spec) -> str:
+    """What forces a replacement when it changes: the container itself and replica 0's ports."""
+    return digest([template.to_json(), spec.ports.model_dump()])
+
+
+def replica_request(template: ContainerRequest, *, name: str, index: int, host: str,
+                    grpc_port: int, rest_port: int, spec_hash: str) -> ContainerRequest:
+    labels = {**template.labels, LABEL_REPLICA: str(index), LABEL_SPEC_HASH: spec_hash}
+    return dataclasses.replace(template, name=name, labels=labels,
+                               ports={GRPC_INSIDE: (host, grpc_port), REST_INSIDE: (host, rest_port)})
+
+
+def container_name(deployment: str, index: int) -> str:
+    return f"tfso-{deployment}-{index}-{secrets.token_hex(3)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Probes
+
+
+def docker_usable(spec: Spec, *, api_factory: Any = None) -> tuple[bool, str]:
+    """For `runtime: auto`: docker when a daemon answers and the image is present, and why."""
+    ref = spec.image_ref
+    try:
+        api = (api_factory or (lambda: DockerApi(timeout_s=3.0)))()
+    except DockerError as exc:
+        return False, exc.message
+    try:
+        version = api.version()
+        if api.image_present(ref):
+            return True, f"Docker {version} answers and image {ref} is present"
+        return False, (f"Docker {version} answers but image {ref} is not present "
+                       f"(`docker pull {ref}`, or `--runtime docker` to pull it)")
+    except DockerError as exc:
+        return False, exc.message
+    finally:
+        with contextlib.suppress(Exception):
+            api.close()
+
+
+def _endpoint_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "127.0.0.1", "") else host
+
+
+# ---------------------------------------------------------------------------------------------
+# The runtime
+
+
+class DockerRuntime(Runtime):
+    name = "docker"
+
+    def __init__(self, store: StateStore | None = None, *, api: Any = None,
+                 stop_timeout_s: float = STOP_TIMEOUT_S) -> None:
+        self.store = store or StateStore()
+        self._api_given = api
+        self._api: Any = api
+        self.stop_timeout_s = stop_timeout_s
+
+    @property
+    def api(self) -> Any:
+        if self._api is None:
+            self._api = DockerApi()
+        return self._api
+
+    # -- finding our containers ------------------------------------------------------------
+
+    def containers(self, name: str) -> list[ContainerInfo]:
+        """Every container of deployment `name` that carries our labels (running or not)."""
+        found = self.api.list({LABEL_MANAGED_BY: MANAGER, LABEL_DEPLOYMENT: name})
+        return sorted((c for c in found if self._ours(c, name)),
+                      key=lambda c: (int(c.labels.get(LABEL_REPLICA, "0")), c.started_at))
+
+    @staticmethod
+    def _ours(container: ContainerInfo, name: str) -> bool:
+        labels = container.labels
+        return (labels.get(LABEL_MANAGED_BY) == MANAGER and labels.get(LABEL_DEPLOYMENT) == name
+                and labels.get(LABEL_REPLICA, "").isdigit())
+
+    def _by_index(self, name: str) -> tuple[dict[int, ContainerInfo], list[ContainerInfo]]:
+        """Replica index -> container; duplicates of an index (a crash mid-replace) come apart."""
+        by_index: dict[int, ContainerInfo] = {}
+        extra: list[ContainerInfo] = []
+        for c in self.containers(name):
+            index = int(c.labels[LABEL_REPLICA])
+            current = by_index.get(index)
+            if current is None or (c.running and not current.running):
+                if current is not None:
+                    extra.append(current)
+                by_index[index] = c
+            else:
+                extra.append(c)
+        return by_index, extra
+
+    # -- images ----------------------------------------------------------------------------
+
+    def _ensure_image(self, spec: Spec, ref: str) -> None:
+        """Compose's pull policies: `missing` pulls when absent, `always` pulls, `never` never."""
+        policy = spec.pull
+        present = self.api.image_present(ref)
+        if policy == "never" and not present:
+            raise ImageMissing(ref, why="and the pull policy is never")
+        if policy == "always" or not present:
+            try:
+                self.api.pull(ref)
+            except DockerError as exc:
+                raise ImageMissing(ref, why=f"pull policy {policy}, and the pull failed: "
+                                   f"{exc.message}") from exc
+
+    # -- one replica -----------------------------------------------------------------------
+
+    def _logs(self, container_id: str, tail: int = 30) -> str:
+        try:
+            return str(self.api.logs(container_id, tail=tail))
+        except DockerError as exc:
+            return f"(no logs: {exc.message})"
+
+    def _remove(self, container: ContainerInfo | str) -> None:
+        cid = container if isinstance(container, str) else container.id
+        with contextlib.suppress(DockerError):
+            self.api.remove(cid)
+
+    def _start_replica(self, template: ContainerRequest, *, deployment: str, index: int,
+                       host: str, grpc_port: int, rest_port: int, spec_hash: str) -> ContainerInfo:
+        request = replica_request(template, name=container_name(deployment, index), index=index,
+                                  host=host, grpc_port=grpc_port, rest_port=rest_port,
+                                  spec_hash=spec_hash)
+        cid = self.api.create(request)
+        try:
+            self.api.start(cid, name=request.name)
+        except GpuUnavailable as exc:
+            self._remove(cid)
+            raise GpuUnavailable(
+                f"cannot deploy {deployment} on GPU: {exc.message.split(': ', 1)[-1]}; "
+                f"requested image {template.image} with GPUs {template.gpus}", fix=exc.fix
+            ) from exc
+        except DockerError:
+            self._remove(cid)
+            raise
+        return self.api.inspect(cid)
+
+    def _wait(self, deployment: str, container: ContainerInfo, wanted: Mapping[str, list[int]],
+              health: Health, on_poll: OnPoll | None, host: str) -> None:
+        rest_port = container.ports[REST_INSIDE][1]
+        first_restarts = container.restart_count
+
+        def exited() -> str | None:
+            try:
+                now = self.api.inspect(container.id)
+            except DockerError as exc:
+                return f"container {container.name} vanished ({exc.message})"
+            if now.status in ("exited", "dead"):
+                return f"container {container.name} {now.describe()}"
+            if now.restart_count > first_restarts or now.status == "restarting":
+                return (f"container {container.name} keeps exiting (restarted "
+                        f"{now.restart_count - first_restarts} time(s), last exit code {now.exit_code})")
+            return None
+
+        result = wait_until_available(
+            f"http://{_endpoint_host(host)}:{rest_port}",
+            wanted,
+            deadline_s=health.deadline_s,
+            poll_interval_s=health.poll_interval_s,
+            on_poll=on_poll,
+            should_abort=exited,
+        )
+        if result.ready:
+            return
+        logs = self._logs(container.id)
+        if result.failed:
+            raise RuntimeError_(f"{deployment}: a version failed to load in {container.name} "
+                                f"({result.detail})",
+                                fix="fix or re-export that version; what served before still serves",
+                                logs=logs)
+        if reason := exited():
+            raise RuntimeError_(f"{deployment}: {reason} before every wanted version was AVAILABLE",
+                                fix=f"read its log (`tfsctl logs {deployment}`); fix the model, "
+                                "the spec or the image",
+                                logs=logs)
+        raise HealthTimeout(
+            f"{deployment}: {container.name} not AVAILABLE after {health.deadline_s:g} s "
+            f"({result.detail})",
+            fix=f"raise health.deadline_s for big models, or read `tfsctl logs {deployment}`",
+            logs=logs,
+        )
+
+    # -- deploy ----------------------------------------------------------------------------
+
+    def deploy(self, specs: Sequence[Spec], *, on_poll: OnPoll | None = None) -> Deployment:
+        specs = effective_specs(specs)
+        main = specs[0]
+        name = main.name
+        state = self.store.load(name)
+        if state is not None and state.get("runtime") != self.name:
+            raise RuntimeError_(
+                f"{name} is deployed with the {state.get('runtime')} runtime",
+                fix=f"stop it first (`tfsctl stop {name}`), then deploy with --runtime docker",
+            )
+        config_dir = self.store.config_dir(name)
+        plan = container_plan(specs)
+        wanted = wanted_versions(specs)
+        template = container_template(specs, config_dir, plan=plan)
+        spec_hash = template_hash(template, main)
+        self._ensure_image(main, template.image)
+        config_hash = digest(plan.files)
+
+        by_index, extra = self._by_index(name)
+        for c in extra:
+            self._remove(c)
+        if not by_index:
+            return self._create(specs, plan, template, spec_hash, config_hash, wanted, on_poll,
+                                note="" if state is None else "no container was left; created again")
+        return self._converge(specs, plan, template, spec_hash, config_hash, wanted, by_index,
+                              state or {}, on_poll)
+
+    def _save(self, specs: Sequence[Spec], template: ContainerRequest, spec_hash: str,
+              config_hash: str, wanted: Mapping[str, list[int]], replicas: Sequence[ContainerInfo],
+              created_at: float | None = None) -> dict[str, Any]:
+        main = specs[0]
+        host = _endpoint_host(main.ports.host)
+        first = min(replicas, key=lambda c: int(c.labels[LABEL_REPLICA]))
+        state = {
+            "name": main.name,
+            "runtime": self.name,
+            "models": [s.name for s in specs],
+            "specs": [str(s.source) for s in specs if s.source],
+            "image": template.image,
+            "spec_hash": spec_hash,
+            "config_hash": config_hash,
+            "config_dir": str(self.store.config_dir(main.name)),
+            "host": main.ports.host,
+            "rest_url": f"http://{host}:{first.ports[REST_INSIDE][1]}",
+            "grpc_address": f"{host}:{first.ports[GRPC_INSIDE][1]}",
+            "wanted": {k: list(v) for k, v in wanted.items()},
+            "health": main.health.model_dump(),
+            "template": template.to_json(),
+            "created_at": created_at or time.time(),
+            "replicas": [self._replica_json(c) for c in sorted(
+                replicas, key=lambda c: int(c.labels[LABEL_REPLICA]))],
+        }
+        self.store.save(main.name, state)
+        return state
+
+    @staticmethod
+    def _replica_json(c: ContainerInfo) -> dict[str, Any]:
+        return {"index": int(c.labels[LABEL_REPLICA]), "id": c.id, "name": c.name,
+                "grpc_port": c.ports[GRPC_INSIDE][1], "rest_port": c.ports[REST_INSIDE][1],
+                "spec_hash": c.labels.get(LABEL_SPEC_HASH, ""), "started_at": c.started_at}
+
+    def _outcome(self, state: Mapping[str, Any], action: str, note: str = "") -> Deployment:
+        return Deployment(state["name"], self.name, action, state["rest_url"], state["grpc_address"],
+                          state["replicas"], note)
+
+    def _write_config(self, config_dir: Path, files: Mapping[str, str]) -> dict[str, str]:
+        """Write the plan's files atomically; returns the previous ones (for a rollback)."""
+        previous = ({p.name: p.read_text() for p in config_dir.glob("*") if not p.name.startswith(".")}
+                    if config_dir.is_dir() else {})
+        write_files_atomic(config_dir, files)
+        for stale in set(previous) - set(files):
+            (config_dir / stale).unlink(missing_ok=True)
+        return previous
+
+    def _restore_config(self, config_dir: Path, previous: Mapping[str, str]) -> None:
+        if not previous:
+            return
+        write_files_atomic(config_dir, previous)
+        for p in config_dir.glob("*"):
+            if not p.name.startswith(".") and p.name not in previous:
+                p.unlink(missing_ok=True)
+
+    def _create(self, specs: Sequence[Spec], plan: Plan, template: ContainerRequest, spec_hash: str,
+                config_hash: str, wanted: Mapping[str, list[int]], on_poll: OnPoll | None,
+                note: str = "") -> Deployment:
+        main = specs[0]
+        name, host = main.name, main.ports.host
+        check_ports_free(name, host, {"gRPC": main.ports.grpc, "REST": main.ports.rest})
+        self._write_config(self.store.config_dir(name), plan.files)
+        started: list[ContainerInfo] = []
+        try:
+            for index in range(main.replicas):
+                grpc_port = main.ports.grpc if index == 0 else free_port(host)
+                rest_port = main.ports.rest if index == 0 else free_port(host)
+                started.append(self._start_replica(template, deployment=name, index=index, host=host,
+                                                   grpc_port=grpc_port, rest_port=rest_port,
+                                                   spec_hash=spec_hash))
+            for container in started:
+                self._wait(name, container, wanted, main.health, on_poll, host)
+        except BaseException:
+            for container in started:
+                self._remove(container)
+            raise
+        state = self._save(specs, template, spec_hash, config_hash, wanted, started)
+        return self._outcome(state, "created", note)
+
+    def _converge(self, specs: Sequence[Spec], plan: Plan, template: ContainerRequest,
+                  spec_hash: str, config_hash: str, wanted: Mapping[str, list[int]],
+                  by_index: dict[int, ContainerInfo], state: Mapping[str, Any],
+                  on_poll: OnPoll | None) -> Deployment:
+        """Bring existing replicas to the spec: reload, replace, restart, scale — in that order."""
+        main = specs[0]
+        name, host = main.name, main.ports.host
+        config_dir = self.store.config_dir(name)
+        notes: list[str] = []
+        actions: list[str] = []
+        keep = {i: c for i, c in by_index.items()
+                if i < main.replicas and c.running and c.labels.get(LABEL_SPEC_HASH) == spec_hash}
+        replace = {i: c for i, c in by_index.items() if i < main.replicas and i not in keep}
+        surplus = [c for i, c in by_index.items() if i >= main.replicas]
+        missing = [i for i in range(main.replicas) if i not in by_index]
+
+        config_changed = state.get("config_hash") != config_hash or not (config_dir / MODELS_CONFIG).is_file()
+        previous = self._write_config(config_dir, plan.files)
+        reloaded: list[ContainerInfo] = []
+        try:
+            if config_changed:
+                for container in keep.values():
+                    reload_config(f"{_endpoint_host(host)}:{container.ports[GRPC_INSIDE][1]}",
+                                  plan.files[MODELS_CONFIG])
+                    reloaded.append(container)
+                    self._wait(name, container, wanted, main.health, on_poll, host)
+                if keep:
+                    actions.append("reloaded")
+        except BaseException:
+            self._restore_config(config_dir, previous)
+            for container in reloaded:
+                with contextlib.suppress(RuntimeError_):
+                    reload_config(f"{_endpoint_host(host)}:{container.ports[GRPC_INSIDE][1]}",
+                                  previous.get(MODELS_CONFIG, ""))
+            raise
+
+        current = dict(keep)
+        for index, old in sorted(replace.items()):
+            why = ("container changed" if old.labels.get(LABEL_SPEC_HASH) != spec_hash
+                   else f"it had {old.describe()}")
+            new = self._replace(name, index, old, template, spec_hash, wanted, main, on_poll,
+                                restore_config=None if reloaded or "replaced" in actions
+                                else (config_dir, previous))
+            current[index] = new
+            notes.append(f"replica {index} replaced ({why})")
+            if "replaced" not in actions:
+                actions.append("replaced")
+
+        for container in sorted(surplus, key=lambda c: -int(c.labels[LABEL_REPLICA])):
+            self._stop_and_remove(container)
+            notes.append(f"replica {container.labels[LABEL_REPLICA]} removed (scaled down)")
+        created: list[ContainerInfo] = []
+        try:
+            for index in missing:
+                if index == 0:
+                    check_ports_free(name, host, {"gRPC": main.ports.grpc, "REST": main.ports.rest})
+                ports = ((main.ports.grpc, main.ports.rest) if index == 0
+                         else (free_port(host), free_port(host)))
+                created.append(self._start_replica(template, deployment=name, index=index, host=host,
+                                                   grpc_port=ports[0], rest_port=ports[1],
+                                                   spec_hash=spec_hash))
+            for container in created:
+                self._wait(name, container, wanted, main.health, on_poll, host)
+        except BaseException:
+            for container in created:
+                self._remove(container)
+            raise
+        for container in created:
+            current[int(container.labels[LABEL_REPLICA])] = container
+        if missing:
+            notes.append(f"replica(s) {', '.join(map(str, missing))} added")
+        if surplus or missing:
+            actions.append("scaled")
+
+        refreshed = [self.api.inspect(c.id) for _, c in sorted(current.items())]
+        saved = self._save(specs, template, spec_hash, config_hash, wanted, refreshed,
+                           created_at=state.get("created_at"))
+        return self._outcome(saved, "+".join(actions) or "unchanged", "; ".join(notes))
+
+    def _replace(self, name: str, index: int, old: ContainerInfo, template: ContainerRequest,
+                 spec_hash: str, wanted: Mapping[str, list[int]], spec: Spec, on_poll: OnPoll | None,
+                 restore_config: tuple[Path, Mapping[str, str]] | None) -> ContainerInfo:
+        """Stop `old`, start its successor on the same host ports; on failure start `old` again."""
+        host = spec.ports.host
+        if index == 0:
+            grpc_port, rest_port = spec.ports.grpc, spec.ports.rest
+        else:
+            grpc_port, rest_port = old.ports[GRPC_INSIDE][1], old.ports[REST_INSIDE][1]
+        was_running = old.running
+        if was_running:
+            self.api.stop(old.id, timeout_s=self.stop_timeout_s)
+        if (grpc_port, rest_port) != (old.ports.get(GRPC_INSIDE, ("", 0))[1],
+                                      old.ports.get(REST_INSIDE, ("", 0))[1]):
+            check_ports_free(name, host, {"gRPC": grpc_port, "REST": rest_port})
+        new: ContainerInfo | None = None
+        try:
+            new = self._start_replica(template, deployment=name, index=index, host=host,
+                                      grpc_port=grpc_port, rest_port=rest_port, spec_hash=spec_hash)
+            self._wait(name, new, wanted, spec.health, on_poll, host)
+        except BaseException:
+            if new is not None:
+                self._remove(new)
+            if was_running:
+                if restore_config is not None:
+                    self._restore_config(*restore_config)
+                with contextlib.suppress(DockerError):
+                    self.api.start(old.id, name=old.name)
+            raise
+        self._remove(old)
+        return new
+
+    def _stop_and_remove(self, container: ContainerInfo) -> None:
+        if container.running:
+            with contextlib.suppress(DockerError):
+                self.api.stop(container.id, timeout_s=self.stop_timeout_s)
+        self._remove(container)
+
+    # -- the other verbs -------------------------------------------------------------------
+
+    def _state(self, name: str) -> dict[str, Any]:
+        state = self.store.load(name)
+        if state is None or state.get("runtime") != self.name:
+            known = ", ".join(self.store.names()) or "none"
+            raise RuntimeError_(f"no docker deployment named {name!r} (deployments: {known})",
+                                fix=f"deploy it with `tfsctl deploy {name} --runtime docker`")
+        return state
+
+    def status(self, name: str) -> list[ReplicaStatus]:
+        state = self._state(name)
+        host = _endpoint_host(state.get("host", "127.0.0.1"))
+        result = []
+        for c in self.containers(name):
+            index = int(c.labels[LABEL_REPLICA])
+            grpc_port = c.ports.get(GRPC_INSIDE, ("", 0))[1]
+            rest_port = c.ports.get(REST_INSIDE, ("", 0))[1]
+            if not c.running:
+                detail = f"container {c.describe()}"
+                if c.restart_count:
+                    detail += f" (restarted {c.restart_count} time(s))"
+                result.append(ReplicaStatus(index, c.id[:12], False, grpc_port, rest_port,
+                                            detail=detail + "; `tfsctl logs` shows why"))
+                continue
+            models = tuple(model_status(f"http://{host}:{rest_port}", m) for m in state["models"])
+            detail = f"restarted {c.restart_count} time(s)" if c.restart_count else ""
+            result.append(ReplicaStatus(index, c.id[:12], True, grpc_port, rest_port, models, detail))
+        return result
+
+    def ps(self, name: str) -> list[dict[str, Any]]:
+        self._state(name)
+        return [{"replica": int(c.labels[LABEL_REPLICA]), "id": c.id[:12], "name": c.name,
+                 "image": c.image, "status": c.describe(), "restarts": c.restart_count,
+                 "started_at": c.started_at, "grpc_port": c.ports.get(GRPC_INSIDE, ("", 0))[1],
+                 "rest_port": c.ports.get(REST_INSIDE, ("", 0))[1],
+                 "spec_hash": c.labels.get(LABEL_SPEC_HASH, "")}
+                for c in self.containers(name)]
+
+    def logs(self, name: str, *, tail: int = 100) -> dict[int, str]:
+        self._state(name)
+        return {int(c.labels[LABEL_REPLICA]): self._logs(c.id, tail) for c in self.containers(name)}
+
+    def scale(self, name: str, replicas: int, *, on_poll: OnPoll | None = None) -> Deployment:
+        """Change only the number of replicas: new ones from the template the others run."""
+        if not 1 <= replicas <= 64:
+            raise RuntimeError_(f"cannot scale {name} to {replicas}", fix="use 1 to 64 replicas")
+        state = self._state(name)
+        template = ContainerRequest.from_json(state["template"])
+        by_index, extra = self._by_index(name)
+        for c in extra:
+            self._remove(c)
+        host = state.get("host", "127.0.0.1")
+        health = Health(**(state.get("health") or {}))
+        created: list[ContainerInfo] = []
+        try:
+            for index in range(replicas):
+                if index in by_index:
+                    continue
+                created.append(self._start_replica(
+                    template, deployment=name, index=index, host=host,
+                    grpc_port=free_port(host), rest_port=free_port(host), spec_hash=state["spec_hash"]))
+            for container in created:
+                self._wait(name, container, state["wanted"], health, on_poll, host)
+        except BaseException:
+            for container in created:
+                self._remove(container)
+            raise
+        removed = [c for i, c in by_index.items() if i >= replicas]
+        for container in sorted(removed, key=lambda c: -int(c.labels[LABEL_REPLICA])):
+            self._stop_and_remove(container)
+        current = [c for i, c in by_index.items() if i < replicas] + created
+        refreshed = [self.api.inspect(c.id) for c in current]
+        state = {**state, "replicas": [self._replica_json(c) for c in sorted(
+            refreshed, key=lambda c: int(c.labels[LABEL_REPLICA]))]}
+        self.store.save(name, state)
+        action = "scaled" if created or removed else "unchanged"
+        return self._outcome(state, action, f"{len(state['replicas'])} replica(s)")
+
+    def stop(self, name: str) -> list[str]:
+        """Stop and remove this deployment's containers (found by our labels), forget it."""
+        stopped = []
+        for container in self.containers(name):
+            self._stop_and_remove(container)
+            stopped.append(container.name)
+        self.store.delete(name)
+        return stopped
