@@ -22,15 +22,20 @@ DEFAULT_WEB_PORT = 8600
 
 
 def resolve_version(name: str, version: int | None, configs_dir: Path) -> tuple[str, int, Path]:
-    """(model name, version, version folder) for NAME; the newest version unless one is given."""
+    """(model name, version, version folder) for NAME; the newest version unless one is given.
+
+    NAME is a spec (CONFIGS_DIR/NAME.yaml, or a .yaml path) when one exists, else a folder: a
+    model base path or one version folder.
+    """
     from orchestrator.savedmodel import version_dirs
 
     path = Path(name)
-    if path.is_dir() and path.name.isdigit() and (path / "saved_model.pb").is_file():
+    is_spec = name.endswith((".yaml", ".yml")) or (configs_dir / f"{name}.yaml").is_file()
+    if not is_spec and path.is_dir() and path.name.isdigit() and (path / "saved_model.pb").is_file():
         if version is not None and version != int(path.name):
             raise ModelError(f"{path} is version {int(path.name)}, not {version}")
         return path.resolve().parent.name, int(path.name), path.resolve()
-    if path.is_dir():
+    if not is_spec and path.is_dir():
         base, model = path.resolve(), path.resolve().name
     else:
         from orchestrator.spec import load_spec

@@ -44,6 +44,19 @@ def test_spec_name(base: Path, tmp_path: Path) -> None:
     assert (model, version) == ("x", 10) and folder.samefile(base / "10")
 
 
+def test_a_spec_wins_over_a_folder_of_the_same_name(
+    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path / "elsewhere" / "x"
+    (other / "7").mkdir(parents=True)
+    configs = tmp_path / "serving_configs"
+    configs.mkdir()
+    (configs / "x.yaml").write_text(f"base_path: {other}\n")
+    monkeypatch.chdir(base.parent)  # ./x is the folder with versions 1, 2, 10
+    assert resolve_version("x", None, configs)[1] == 7
+    assert resolve_version("x", None, tmp_path / "no-configs")[1] == 10
+
+
 def test_empty_base_path(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="no numbered version folders"):
