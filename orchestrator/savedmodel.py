@@ -255,3 +255,20 @@ def _export_keras(source: Path, out: Path) -> None:
 def _export_keras_model(model: Any, out: Path) -> None:
     """Keras 3's export writes a SavedModel with a `serving_default` signature."""
     model.export(str(out), format="tf_saved_model", verbose=False)
+
+
+def example_instances(version_dir: Path, signature: str = "serving_default") -> list[Any] | None:
+    """A row-format `instances` list that fits the signature (for the curl line users copy)."""
+    info = inspect_version(version_dir, version=0)
+    sig = info.signatures.get(signature)
+    if info.error or sig is None or len(sig.inputs) != 1:
+        return None
+    meta = next(iter(sig.inputs.values()))
+    if meta.shape is None or meta.dtype not in ("DT_FLOAT", "DT_DOUBLE", "DT_INT32", "DT_INT64", "DT_HALF"):
+        return None
+    row: Any = 1.0 if meta.dtype in ("DT_FLOAT", "DT_DOUBLE", "DT_HALF") else 1
+    for dim in reversed(meta.shape[1:]):
+        if dim < 1 or dim > 16:
+            return None
+        row = [row] * dim
+    return [row]
