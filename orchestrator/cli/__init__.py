@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "orchestrator.cli.deploy",
     "orchestrator.cli.predict",
     "orchestrator.cli.convert",
+    "orchestrator.cli.docker",
 )
 
 

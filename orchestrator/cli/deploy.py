@@ -47,13 +47,31 @@ def render(names: tuple[str, ...], out: Path, configs_dir: Path) -> None:
     console.print("tensorflow_model_server " + " ".join(plan.args), highlight=False, soft_wrap=True)
 
 
-def _apply(names: tuple[str, ...], configs_dir: Path, runtime_name: str | None, output: str, verb: str) -> None:
+def _image_overrides(image: str | None, pull: str | None) -> dict[str, str]:
+    """`--image REPO[:TAG]` and `--pull` as spec fields (the tag keeps the `-gpu` rule)."""
+    from orchestrator.runtime._docker_api import split_ref
+
+    overrides = {}
+    if image:
+        repo, tag = split_ref(image)
+        overrides["image"] = repo
+        if ":" in image[image.rfind("/") + 1 :]:
+            overrides["tag"] = tag
+    if pull:
+        overrides["pull"] = pull
+    return overrides
+
+
+def _apply(names: tuple[str, ...], configs_dir: Path, runtime_name: str | None, output: str, verb: str,
+           overrides: dict[str, str] | None = None) -> None:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from orchestrator.runtime.select import choose_runtime, runtime_of_deployment
     from orchestrator.spec import load_spec
 
     specs = [load_spec(n, configs_dir=configs_dir) for n in names]
+    if overrides:
+        specs = [s.model_copy(update=overrides) for s in specs]
     if verb == "reload":
         runtime, why = runtime_of_deployment(specs[0].name), "the deployment's runtime"
     else:
@@ -80,20 +98,40 @@ def _apply(names: tuple[str, ...], configs_dir: Path, runtime_name: str | None, 
     console.print(f"[bold green]{result.name} {result.action}[/] on {result.runtime} in {elapsed:.1f} s")
     console.print(f"  REST  {result.rest_url}/v1/models/{result.name}")
     console.print(f"  gRPC  {result.grpc_address}")
-    console.print(f"  try   curl -s {result.rest_url}/v1/models/{result.name}", highlight=False)
+    console.print(f"  try   {_curl_line(specs[0], result.rest_url)}", highlight=False, soft_wrap=True)
+
+
+def _curl_line(spec, rest_url: str) -> str:
+    """A predict request that fits the served signature, or the status request when unknown."""
+    import json
+
+    from orchestrator.savedmodel import example_instances, version_dirs
+
+    dirs = version_dirs(spec.base_path)
+    wanted = spec.version_policy.select(list(dirs))
+    instances = example_instances(dirs[wanted[-1]]) if wanted else None
+    if instances is None:
+        return f"curl -s {rest_url}/v1/models/{spec.name}"
+    body = json.dumps({"instances": instances}, separators=(",", ":"))
+    return f"curl -s -X POST {rest_url}/v1/models/{spec.name}:predict -d '{body}'"
 
 
 @click.command()
 @click.argument("names", nargs=-1, required=True)
 @configs_option
 @runtime_option
+@click.option("--image", default=None, metavar="REPO[:TAG]",
+              help="Docker runtime: run this image instead of the spec's (GPU specs add -gpu to the tag).")
+@click.option("--pull", type=click.Choice(["missing", "always", "never"]), default=None,
+              help="Docker runtime: when to pull the image (as Compose's pull_policy).")
 @output_option
-def deploy(names: tuple[str, ...], configs_dir: Path, runtime: str | None, output: str) -> None:
+def deploy(names: tuple[str, ...], configs_dir: Path, runtime: str | None, image: str | None,
+           pull: str | None, output: str) -> None:
     """Serve NAME (several NAMEs: one server with all of them) and wait until AVAILABLE.
 
     Idempotent: the same spec changes nothing; changed versions or labels hot-reload.
     """
-    _apply(names, configs_dir, runtime, output, "deploy")
+    _apply(names, configs_dir, runtime, output, "deploy", _image_overrides(image, pull))
 
 
 @click.command()

@@ -157,3 +157,14 @@ class Runtime(ABC):
     def reload(self, specs: Sequence[Spec], *, on_poll: OnPoll | None = None) -> Deployment:
         """Re-apply the spec; deploy is idempotent, so this is deploy on an existing deployment."""
         return self.deploy(specs, on_poll=on_poll)
+
+    def scale(self, name: str, replicas: int, *, on_poll: OnPoll | None = None) -> Deployment:
+        """Change the number of replicas only (runtimes that can't say so)."""
+        raise RuntimeError_(f"the {self.name} runtime cannot scale {name} yet",
+                            fix="set `replicas:` in the spec and deploy again")
+
+    def ps(self, name: str) -> list[dict[str, Any]]:
+        """One row per replica (process or container); runtimes add what they know."""
+        return [{"replica": r.index, "id": r.id, "status": "running" if r.running else "exited",
+                 "grpc_port": r.grpc_port, "rest_port": r.rest_port, "detail": r.detail}
+                for r in self.status(name)]

@@ -364,6 +364,7 @@ class DockerRuntime(Runtime):
             "models": [s.name for s in specs],
             "specs": [str(s.source) for s in specs if s.source],
             "image": template.image,
+            "image_fields": {"image": main.image, "tag": main.tag, "pull": main.pull},
             "spec_hash": spec_hash,
             "config_hash": config_hash,
             "config_dir": str(self.store.config_dir(main.name)),
@@ -549,6 +550,12 @@ class DockerRuntime(Runtime):
         self._remove(container)
 
     # -- the other verbs -------------------------------------------------------------------
+
+    def reload(self, specs: Sequence[Spec], *, on_poll: OnPoll | None = None) -> Deployment:
+        """Re-apply the specs keeping the image the deployment runs (`deploy --image` stays)."""
+        state = self._state(specs[0].name)
+        keep = state.get("image_fields") or {}
+        return self.deploy([s.model_copy(update=keep) for s in specs], on_poll=on_poll)
 
     def _state(self, name: str) -> dict[str, Any]:
         state = self.store.load(name)
