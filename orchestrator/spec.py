@@ -177,6 +177,7 @@ class Spec(_Frozen):
     file_system_poll_wait_seconds: int = Field(default=1, ge=0)
     rest_api_timeout_ms: int = Field(default=30000, ge=1)
     enable_model_warmup: bool = True
+    router: bool = False  # HAProxy in front: spec ports are the router's, replicas get free ones
     source: Path | None = Field(default=None, exclude=True)
 
     @field_validator("name")

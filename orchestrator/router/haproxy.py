@@ -321,3 +321,17 @@ def _sum_counters(rows: Sequence[Mapping[str, str]]) -> ServerCounters:
     avg = sum(w * t for w, t in weights) / total if total else 0.0
     status = ",".join(sorted({r.get("status", "") for r in rows}))
     return ServerCounters(requests, errors, r4, r5, avg, status)
+
+
+def wait_until_routed(router: HAProxyRouter, n_stable: int, *, deadline_s: float) -> None:
+    """Wait until HAProxy's own checks see every stable replica UP in both backends."""
+    end = time.monotonic() + deadline_s
+    states: Mapping[str, str] = {}
+    while time.monotonic() < end:
+        states = router.server_states()
+        up = [k for k, v in states.items() if "/stable" in k and v.startswith("UP")]
+        if len(up) >= 2 * n_stable:
+            return
+        time.sleep(0.05)
+    raise RuntimeError_(f"router checks did not see the replicas UP within {deadline_s:g} s: {dict(states)}",
+                        fix="see the router log in the state folder", logs=router._log_tail())

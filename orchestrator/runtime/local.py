@@ -22,6 +22,7 @@ from typing import Any
 from orchestrator.errors import HealthTimeout, RuntimeError_
 from orchestrator.health import model_status, wait_until_available
 from orchestrator.plan import MODELS_CONFIG, build_plan
+from orchestrator.router.haproxy import HAProxyRouter, RouterConfig, Upstream, wait_until_routed
 from orchestrator.runtime.base import (
     Deployment,
     OnPoll,
@@ -189,14 +190,20 @@ class LocalRuntime(Runtime):
                     return self._apply_config(name, state, base_plan.files, wanted, main, on_poll)
                 note = "server flags changed: replicas replaced"
                 self._terminate(replicas)
+                if state.get("router"):
+                    self.router(name).stop()
             else:
                 dead = [str(r["pid"]) for r in replicas if not self._alive(r)]
                 note = f"previous deployment had exited (stale pid {', '.join(dead)}); started again"
                 self._terminate([r for r in replicas if self._alive(r)])
+                if state.get("router"):
+                    self.router(name).stop()
             self.store.delete(name)
 
         host = main.ports.host
         check_ports_free(name, host, {"gRPC": main.ports.grpc, "REST": main.ports.rest})
+        # With a router, the spec's ports are the router's and every replica gets free ones.
+        fixed_ports = not main.router
         old_files = {p.name: p.read_text() for p in config_dir.glob("*")} if config_dir.is_dir() else {}
         for stale in set(old_files) - set(base_plan.files):
             (config_dir / stale).unlink()
@@ -204,14 +211,16 @@ class LocalRuntime(Runtime):
         started: list[dict[str, Any]] = []
         try:
             for index in range(main.replicas):
-                grpc_port = main.ports.grpc if index == 0 else free_port(host)
-                rest_port = main.ports.rest if index == 0 else free_port(host)
+                replica_host = host if fixed_ports else "127.0.0.1"
+                grpc_port = main.ports.grpc if index == 0 and fixed_ports else free_port(replica_host)
+                rest_port = main.ports.rest if index == 0 and fixed_ports else free_port(replica_host)
                 plan = build_plan(specs, config_dir=str(config_dir), grpc_port=grpc_port, rest_port=rest_port)
-                replica = self._start_replica(name, index, plan.args, host)
+                replica = self._start_replica(name, index, plan.args, replica_host)
                 replica.update(grpc_port=grpc_port, rest_port=rest_port)
                 started.append(replica)
             for replica in started:
                 self._wait(name, replica, wanted, main, on_poll)
+            router = self._start_router(name, main, started) if main.router else None
         except BaseException:
             self._terminate(started)
             raise
@@ -228,10 +237,26 @@ class LocalRuntime(Runtime):
             "grpc_address": f"{endpoint_host}:{main.ports.grpc}",
             "created_at": time.time(),
             "replicas": [{k: v for k, v in r.items() if not k.startswith("_")} for r in started],
+            "router": router,
         }
         self.store.save(name, state)
         return Deployment(name, self.name, "created", state["rest_url"], state["grpc_address"],
                           state["replicas"], note)
+
+    def router(self, name: str) -> HAProxyRouter:
+        return HAProxyRouter(self.store.folder(name) / "router")
+
+    def _start_router(self, name: str, spec: Spec, replicas: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        router = self.router(name)
+        config = RouterConfig(
+            name=name, model=spec.name, rest_port=spec.ports.rest, grpc_port=spec.ports.grpc,
+            bind_host=spec.ports.host,
+            stable=tuple(Upstream(grpc_port=r["grpc_port"], rest_port=r["rest_port"]) for r in replicas),
+        )
+        pid = router.start(config)
+        wait_until_routed(router, len(replicas), deadline_s=spec.health.deadline_s)
+        return {"pid": pid, "folder": str(router.folder), "rest_port": spec.ports.rest,
+                "grpc_port": spec.ports.grpc}
 
     def _apply_config(self, name: str, state: dict[str, Any], files: Mapping[str, str],
                       wanted: dict[str, list[int]], spec: Spec, on_poll: OnPoll | None) -> Deployment:
@@ -280,6 +305,8 @@ class LocalRuntime(Runtime):
 
     def stop(self, name: str) -> list[str]:
         state = self._state(name)
+        if state.get("router"):
+            self.router(name).stop()
         self._terminate(state["replicas"])
         self.store.delete(name)
         return [str(r["pid"]) for r in state["replicas"]]
