@@ -82,7 +82,7 @@ def _kwargs(policy: RetryPolicy, timeout_s: float) -> dict:
         "stop": tenacity.stop_after_attempt(policy.attempts)
         | tenacity.stop_before_delay(timeout_s),
         "wait": tenacity.wait_exponential_jitter(
-            initial=policy.initial_backoff_s,
+            multiplier=policy.initial_backoff_s,
             max=policy.max_backoff_s,
             exp_base=policy.multiplier,
             jitter=policy.jitter_s,

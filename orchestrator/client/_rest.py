@@ -98,6 +98,8 @@ def from_json(obj: Any, dtype: np.dtype | None = None) -> np.ndarray:
     """An ndarray from JSON, cast to `dtype` when the signature declared one."""
     if (dtype is not None and dtype.kind == "O") or _has_strings(obj):
         return np.array(_strings(obj), dtype=object)
+    if dtype is not None and dtype.kind not in "biuc":  # floats, bfloat16: null reads as NaN
+        return np.asarray(obj, dtype=np.float64).astype(dtype)
     arr = np.asarray(obj)
     if dtype is not None and arr.dtype != dtype:
         arr = arr.astype(dtype)
@@ -288,6 +290,8 @@ class RestClient:
         """
         who = describe(model, version, label)
         sig = self._model_metadata(model, version, label, timeout_s).signature(signature)
+        if not isinstance(inputs, Mapping):
+            lone_name(list(sig.inputs), "inputs", signature, who)
         try:
             body = self._predict_body(inputs, signature)
         except (TypeError, ValueError) as e:
