@@ -1,0 +1,89 @@
+"""Compose files: the committed demo examples are what `tfsctl compose demo` writes, Compose
+accepts them, and they say what the Docker runtime would create."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.compose import render_compose
+from orchestrator.runtime._docker_api import ContainerRequest
+from orchestrator.runtime.docker import container_template, effective_specs
+from orchestrator.spec import load_spec, parse_spec
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLE = ROOT / "compose" / "demo"
+
+
+def demo_files() -> dict[str, str]:
+    spec = load_spec("demo", configs_dir=ROOT / "serving_configs", check_files=False)
+    return render_compose([spec], EXAMPLE)
+
+
+def test_committed_examples_are_current() -> None:
+    files = demo_files()
+    assert sorted(files) == ["compose.gpu.yaml", "compose.yaml", "config/models.config",
+                             "config/monitoring.config"]
+    for name, text in files.items():
+        assert (EXAMPLE / name).read_text() == text, f"compose/demo/{name} is stale: run `tfsctl compose demo`"
+
+
+def test_services_match_the_runtime_request(tmp_path: Path) -> None:
+    (tmp_path / "models" / "m" / "1").mkdir(parents=True)
+    (tmp_path / "serving_configs").mkdir()
+    path = tmp_path / "serving_configs" / "m.yaml"
+    path.write_text("base_path: ../models/m\nreplicas: 2\nresources: {cpus: 2, memory: 1g}\n"
+                    "ports: {grpc: 7000, rest: 7001}\n")
+    spec = parse_spec(path.read_text(), file=path)
+    out = tmp_path / "compose" / "m"
+    files = render_compose([spec], out)
+    cpu = yaml.safe_load(files["compose.yaml"])["services"]
+    gpu = yaml.safe_load(files["compose.gpu.yaml"])["services"]
+    request: ContainerRequest = container_template([spec], out / "config", manager="compose")
+    assert sorted(cpu) == ["m-0", "m-1"]
+    first = cpu["m-0"]
+    assert first["image"] == request.image == "tensorflow/serving:2.19.0"
+    assert first["command"] == list(request.command)
+    assert first["ports"] == ["127.0.0.1:7000:8500", "127.0.0.1:7001:8501"]
+    assert cpu["m-1"]["ports"] == ["127.0.0.1:7002:8500", "127.0.0.1:7003:8501"]
+    assert first["volumes"] == [
+        {"type": "bind", "source": "../../models/m", "target": "/models/m", "read_only": True},
+        {"type": "bind", "source": "./config", "target": "/config", "read_only": True},
+    ]
+    assert first["restart"] == "unless-stopped" and first["init"] is True
+    assert first["cpus"] == 2.0 and first["mem_limit"] == "1g"
+    assert first["labels"]["io.tfso.managed-by"] == "compose"  # never mistaken for tfsctl's
+    assert "deploy" not in first
+    gpu_request = container_template(effective_specs([spec.model_copy(update={"device": "gpu"})]),
+                                     out / "config", manager="compose")
+    assert gpu["m-0"]["image"] == "tensorflow/serving:2.19.0-gpu"
+    assert gpu["m-0"]["command"] == list(gpu_request.command)
+    assert "--per_process_gpu_memory_fraction=0.45" in gpu["m-0"]["command"]
+    assert gpu["m-0"]["deploy"] == {"resources": {"reservations": {"devices": [
+        {"capabilities": ["gpu"], "count": "all"}]}}}
+
+
+def _compose_command() -> list[str] | None:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True,
+                                                 timeout=30).returncode == 0:
+        return ["docker", "compose"]
+    return None
+
+
+@pytest.mark.parametrize("file", ["compose.yaml", "compose.gpu.yaml"])
+def test_compose_accepts_the_examples(file: str) -> None:
+    command = _compose_command()
+    if command is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed (apt-get install docker-compose)")
+    run = subprocess.run([*command, "-f", str(EXAMPLE / file), "config"], capture_output=True,
+                         text=True, timeout=60, cwd=EXAMPLE)
+    assert run.returncode == 0, run.stderr
+    service = yaml.safe_load(run.stdout)["services"]["demo-0"]
+    assert service["image"].startswith("tensorflow/serving:2.19.0")
+    assert ("deploy" in service) == (file == "compose.gpu.yaml")
