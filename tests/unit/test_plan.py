@@ -111,7 +111,7 @@ def test_conflicting_server_settings_are_refused(configs: Path) -> None:
 def test_label_move_is_two_reloads_keeping_other_models(configs: Path) -> None:
     a = spec(configs, "alpha", "base_path: ../models/alpha\nversion_policy: {specific: [2]}\nversion_labels: {stable: 2}\n")
     b = spec(configs, "beta", "base_path: ../models/beta\n")
-    steps = plan_label_move([a, b], "alpha", "stable", 3, current_versions=[2])
+    steps = plan_label_move([a, b], "alpha", "stable", 3, current_versions=[2], model_path=container_model_path)
     assert len(steps) == 2
     first, second = (text_format.Parse(s.models_config, model_server_config_pb2.ModelServerConfig()) for s in steps)
     # Step 1 loads the new version beside the old one; the label stays where it is.
