@@ -242,20 +242,35 @@ class Manager:
     async def _unload_after(
         self, entry: ModelEntry, versions: list[VersionState], pending: list[asyncio.Task]
     ) -> None:
+        """Unload versions no longer aspired once the aspired ones are done loading.
+
+        Availability preserving: while no aspired version is AVAILABLE (say the new one failed to
+        load), the newest of the old serving versions keeps serving.
+        """
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        for vs in versions:
-            if vs.state in (START, LOADING, AVAILABLE) and not self._is_aspired(entry, vs.version):
-                self._start_unload(entry, vs)
-
-    def _is_aspired(self, entry: ModelEntry, version: int) -> bool:
         if self.models.get(entry.config.name) is not entry:
-            return False
+            return
         try:
-            found = scan_versions(entry.config.base_path)
+            aspired = entry.config.policy.select(scan_versions(entry.config.base_path))
         except OSError:
-            return False
-        return version in entry.config.policy.select(found)
+            aspired = set()
+        candidates = [
+            vs
+            for vs in versions
+            if vs.state in (START, LOADING, AVAILABLE) and vs.version not in aspired
+        ]
+        aspired_serving = any(
+            entry.versions.get(v) is not None and entry.versions[v].state == AVAILABLE
+            for v in aspired
+        )
+        if aspired and not aspired_serving:
+            serving = [vs for vs in candidates if vs.state == AVAILABLE]
+            if serving:
+                keep = max(serving, key=lambda vs: vs.version)
+                candidates = [vs for vs in candidates if vs is not keep]
+        for vs in candidates:
+            self._start_unload(entry, vs)
 
     async def _load_version(self, entry: ModelEntry, vs: VersionState, path: str) -> None:
         name = entry.config.name

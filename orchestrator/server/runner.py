@@ -12,6 +12,7 @@ TF Serving's predict_util.cc, classifier.cc and regressor.cc, messages included.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 from dataclasses import dataclass
@@ -166,7 +167,10 @@ def _load(path: str, options: SessionOptions) -> tuple[Any, Any, Any, Any]:
         raise LoadError("NOT_FOUND", str(e)) from None
     except OSError as e:
         session.close()
-        raise LoadError("UNAVAILABLE", str(e), transient=True) from None
+        # Storage hiccups are worth a retry; a file that does not parse is not.
+        transient = e.errno in (errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE)
+        code = "UNAVAILABLE" if transient else "DATA_LOSS"
+        raise LoadError(code, str(e), transient=transient) from None
     except Exception as e:  # corrupt protos (DecodeError) and the like
         session.close()
         raise LoadError("DATA_LOSS", f"Failed to load SavedModel at {path}: {e}") from None
