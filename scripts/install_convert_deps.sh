@@ -61,6 +61,11 @@ if [[ "${SKIP_APT:-0}" != 1 ]]; then
   fi
 fi
 
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if ((node_major < 20)); then
+  say "node $(node --version 2>/dev/null || echo missing) is too old: playwright-core needs Node >= 20"; exit 1
+fi
+
 # --- pip ----------------------------------------------------------------------------------------
 if [[ ! -x "$PY" ]]; then
   say "no Python at $PY: run 'make install' first (or set PY=...)"; exit 1
