@@ -1,0 +1,78 @@
+"""--enable_batching: concurrent requests are merged into one model run, answers stay per request."""
+
+from __future__ import annotations
+
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.helpers.server import ServerProcess, export_half_plus_two_tf1
+
+pytestmark = pytest.mark.integration
+N = 16
+
+
+@pytest.fixture(scope="module")
+def batching_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("batching")
+    base = export_half_plus_two_tf1(root / "hpt", versions=(1,))
+    (root / "batching.config").write_text(
+        "max_batch_size { value: 8 }\n"
+        "batch_timeout_micros { value: 200000 }\n"
+        "max_enqueued_batches { value: 100 }\n"
+        "num_batch_threads { value: 1 }\n"
+        "allowed_batch_sizes: 4\nallowed_batch_sizes: 8\n"
+    )
+    (root / "monitoring.config").write_text("prometheus_config { enable: true }\n")
+    args = [
+        "--model_name=hpt",
+        f"--model_base_path={base}",
+        "--enable_batching",
+        f"--batching_parameters_file={root / 'batching.config'}",
+        f"--monitoring_config_file={root / 'monitoring.config'}",
+    ]
+    with ServerProcess(args) as srv:
+        srv.wait_until_available("hpt", [1])
+        yield srv
+
+
+def test_concurrent_requests_are_batched_and_answered_each(batching_server):
+    url = batching_server.rest_url + "/v1/models/hpt:predict"
+    barrier = threading.Barrier(N)
+
+    def one(i: int):
+        barrier.wait(timeout=30)
+        return requests.post(url, json={"instances": [[float(i)]]}, timeout=60)
+
+    with ThreadPoolExecutor(N) as pool:
+        responses = list(pool.map(one, range(N)))
+    for i, r in enumerate(responses):
+        assert r.status_code == 200, r.text
+        assert r.json() == {"predictions": [[0.5 * i + 2.0]]}
+    metrics = requests.get(
+        batching_server.rest_url + "/monitoring/prometheus/metrics", timeout=10
+    ).text
+    m = re.search(
+        r':tensorflow:serving:batching_session:input_batch_size_count\{model_name="hpt"\} (\d+)',
+        metrics,
+    )
+    assert m, metrics
+    assert int(m.group(1)) < N  # fewer model runs than requests
+
+
+def test_multi_row_and_unbatchable_requests(batching_server):
+    url = batching_server.rest_url + "/v1/models/hpt:predict"
+    r = requests.post(url, json={"instances": [1.0, 2.0, 5.0]}, timeout=60)
+    assert r.json() == {"predictions": [2.5, 3.0, 4.5]}
+    r = requests.post(url, json={"instances": [[1.0]] * 9}, timeout=60)  # over max_batch_size
+    assert r.status_code == 400
+    assert "larger than maximum input batch size 8" in r.json()["error"]
+    r = requests.post(
+        batching_server.rest_url + "/v1/models/hpt:regress",
+        json={"signature_name": "regress_x_to_y", "examples": [{"x": 4.0}]},
+        timeout=60,
+    )
+    assert r.json() == {"results": [4.0]}

@@ -1,0 +1,132 @@
+"""BatchingRunner against a fake servable: batches form, split back, and a full queue refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from orchestrator.server.batching import BatchingRunner, DirectRunner
+from orchestrator.server.config import BatchingOptions
+from orchestrator.server.runner import RunKey
+from orchestrator.server.status import ServingStatus
+
+KEY = RunKey(("x:0",), ("y:0",))
+
+
+class FakeServable:
+    name = "fake"
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.inflight = 0
+        self.batch_queues: dict = {}
+        self.calls: list[int] = []
+        self.gate = gate
+
+    def run(self, key, arrays):
+        if self.gate is not None:
+            assert self.gate.wait(10)
+        self.calls.append(arrays[0].shape[0])
+        return [arrays[0] * 2]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_concurrent_tasks_form_one_batch_and_split_back():
+    servable = FakeServable()
+    runner = BatchingRunner(
+        ThreadPoolExecutor(2),
+        BatchingOptions(max_batch_size=8, batch_timeout_micros=50_000, num_batch_threads=1),
+    )
+
+    async def main():
+        return await asyncio.gather(
+            *(runner.run(servable, KEY, [np.array([[float(i)]])]) for i in range(5))
+        )
+
+    outs = run(main())
+    assert [o[0].tolist() for o in outs] == [[[2.0 * i]] for i in range(5)]
+    assert servable.calls == [5]
+
+
+def test_full_batch_closes_without_waiting_for_the_timeout():
+    servable = FakeServable()
+    runner = BatchingRunner(
+        ThreadPoolExecutor(2),
+        BatchingOptions(max_batch_size=2, batch_timeout_micros=60_000_000, num_batch_threads=2),
+    )
+
+    async def main():
+        return await asyncio.wait_for(
+            asyncio.gather(*(runner.run(servable, KEY, [np.ones((1, 1))]) for _ in range(4))), 10
+        )
+
+    run(main())
+    assert servable.calls == [2, 2]
+
+
+def test_allowed_batch_sizes_pad_and_trim():
+    servable = FakeServable()
+    runner = BatchingRunner(
+        ThreadPoolExecutor(1),
+        BatchingOptions(
+            max_batch_size=4, batch_timeout_micros=0, num_batch_threads=1, allowed_batch_sizes=(4,)
+        ),
+    )
+    out = run(runner.run(servable, KEY, [np.array([[1.0], [2.0], [3.0]])]))
+    assert servable.calls == [4]
+    assert out[0].tolist() == [[2.0], [4.0], [6.0]]
+
+
+def test_full_queue_is_resource_exhausted():
+    gate = threading.Event()
+    servable = FakeServable(gate)
+    opts = BatchingOptions(
+        max_batch_size=1, batch_timeout_micros=0, max_enqueued_batches=1, num_batch_threads=1
+    )
+    runner = BatchingRunner(ThreadPoolExecutor(1), opts)
+
+    async def main():
+        first = asyncio.ensure_future(runner.run(servable, KEY, [np.ones((1, 1))]))  # running
+        await asyncio.sleep(0)
+        second = asyncio.ensure_future(runner.run(servable, KEY, [np.ones((1, 1))]))  # queued
+        await asyncio.sleep(0)
+        with pytest.raises(ServingStatus) as e:
+            await runner.run(servable, KEY, [np.ones((1, 1))])
+        gate.set()
+        await asyncio.gather(first, second)
+        return e.value
+
+    err = run(main())
+    assert err.code == "RESOURCE_EXHAUSTED"
+    assert err.message == "The batch scheduling queue to which this task was submitted is full"
+
+
+def test_errors_reach_every_task_of_the_batch():
+    class Broken(FakeServable):
+        def run(self, key, arrays):
+            raise ServingStatus("INVALID_ARGUMENT", "boom")
+
+    runner = BatchingRunner(
+        ThreadPoolExecutor(1), BatchingOptions(max_batch_size=4, batch_timeout_micros=20_000)
+    )
+
+    async def main():
+        return await asyncio.gather(
+            *(runner.run(Broken(), KEY, [np.ones((1, 1))]) for _ in range(2)),
+            return_exceptions=True,
+        )
+
+    results = run(main())
+    assert all(isinstance(r, ServingStatus) and r.message == "boom" for r in results)
+
+
+def test_direct_runner_counts_inflight():
+    servable = FakeServable()
+    out = run(DirectRunner(ThreadPoolExecutor(1)).run(servable, KEY, [np.ones((2, 1))]))
+    assert out[0].shape == (2, 1) and servable.inflight == 0
