@@ -21,9 +21,14 @@ def ps(name: str, output: str) -> None:
     if output == "json":
         print_json({"name": name, "replicas": rows})
         return
-    columns = [c for c in ("replica", "id", "name", "image", "status", "restarts", "grpc_port",
-                           "rest_port", "started_at", "detail") if any(c in r for r in rows)]
-    print_table(name, [c.upper() for c in columns], ([r.get(c, "") for c in columns] for r in rows))
+    table = []
+    for r in rows:
+        ports = f"gRPC {r.get('grpc_port')}  REST {r.get('rest_port')}"
+        started = str(r.get("started_at", ""))[:19].replace("T", " ")
+        status = r.get("status", "") + (f" ({r['restarts']} restarts)" if r.get("restarts") else "")
+        table.append((r.get("replica"), r.get("id"), r.get("name", ""), r.get("image", ""), status,
+                      ports, started or r.get("detail", "")))
+    print_table(name, ["REPLICA", "ID", "NAME", "IMAGE", "STATUS", "PORTS", "STARTED (UTC)"], table)
 
 
 @click.command()

@@ -31,7 +31,14 @@ from typing import Any
 
 from orchestrator.errors import HealthTimeout, RuntimeError_
 from orchestrator.health import model_status, wait_until_available
-from orchestrator.plan import MODELS_CONFIG, Plan, build_plan, container_model_path
+from orchestrator.plan import (
+    MODELS_CONFIG,
+    Plan,
+    build_plan,
+    container_model_path,
+    model_config,
+    models_config_text,
+)
 from orchestrator.runtime._docker_api import (
     ContainerInfo,
     ContainerRequest,
@@ -454,10 +461,8 @@ class DockerRuntime(Runtime):
         try:
             if config_changed:
                 for container in keep.values():
-                    reload_config(f"{_endpoint_host(host)}:{container.ports[GRPC_INSIDE][1]}",
-                                  plan.files[MODELS_CONFIG])
                     reloaded.append(container)
-                    self._wait(name, container, wanted, main.health, on_poll, host)
+                    self._hot_reload(name, specs, container, plan, wanted, main.health, on_poll, host)
                 if keep:
                     actions.append("reloaded")
         except BaseException:
@@ -510,6 +515,28 @@ class DockerRuntime(Runtime):
         saved = self._save(specs, template, spec_hash, config_hash, wanted, refreshed,
                            created_at=state.get("created_at"))
         return self._outcome(saved, "+".join(actions) or "unchanged", "; ".join(notes))
+
+    def _hot_reload(self, name: str, specs: Sequence[Spec], container: ContainerInfo, plan: Plan,
+                    wanted: Mapping[str, list[int]], health: Health, on_poll: OnPoll | None,
+                    host: str) -> None:
+        """Reload the new models.config; labels on versions not yet AVAILABLE wait for a 2nd reload.
+
+        TF Serving refuses a label on a version that is not AVAILABLE, so a config that loads a
+        version and labels it at once goes in two reloads: first without those labels, then,
+        once every wanted version is AVAILABLE, as written.
+        """
+        address = f"{_endpoint_host(host)}:{container.ports[GRPC_INSIDE][1]}"
+        rest = f"http://{_endpoint_host(host)}:{container.ports[REST_INSIDE][1]}"
+        available = {s.name: model_status(rest, s.name).available() for s in specs}
+        safe = [model_config(s, container_model_path, labels={
+                    label: v for label, v in s.version_labels.items() if v in available[s.name]})
+                for s in specs]
+        first = models_config_text(safe)
+        if first != plan.files[MODELS_CONFIG]:
+            reload_config(address, first)
+            self._wait(name, container, wanted, health, on_poll, host)
+        reload_config(address, plan.files[MODELS_CONFIG])
+        self._wait(name, container, wanted, health, on_poll, host)
 
     def _replace(self, name: str, index: int, old: ContainerInfo, template: ContainerRequest,
                  spec_hash: str, wanted: Mapping[str, list[int]], spec: Spec, on_poll: OnPoll | None,

@@ -1,0 +1,145 @@
+"""A local stand-in for `tensorflow/serving`, built without any registry (tests and bench only).
+
+No registry is reachable here, so the real image cannot be pulled. The stand-in keeps the
+official image's contract: entrypoint `/usr/bin/tf_serving_entrypoint.sh` running
+`tensorflow_model_server --port=8500 --rest_api_port=8501 --model_name=${MODEL_NAME}
+--model_base_path=${MODEL_BASE_PATH}/${MODEL_NAME} "$@"`, env `MODEL_BASE_PATH=/models`,
+`MODEL_NAME=model`, ports 8500/8501. Its `tensorflow_model_server` is our `tfs-model-server`.
+
+The image is a tiny rootfs (Debian's static busybox and two scripts) imported from a tar built
+here (`docker import`, no base image). The host's Python, libraries and this project's venv are
+not in it: a deployment adds them as read-only bind mounts through the spec's test-only
+`extra_mounts` (`standin_mounts()`). The image is labelled with a hash of its content and
+rebuilt only when that changes (a new checkout path, a new busybox).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sys
+import tarfile
+from pathlib import Path
+
+from orchestrator.runtime._docker_api import DockerApi
+
+STANDIN_REPO = "tfso-test/serving"
+STANDIN_TAG = "standin"
+STANDIN_REF = f"{STANDIN_REPO}:{STANDIN_TAG}"
+BROKEN_REF = f"{STANDIN_REPO}:broken"  # its server exits at once with an error, like a bad flag
+LABEL = "io.tfso.test-image"
+ROOT = Path(__file__).resolve().parents[2]
+
+ENTRYPOINT = """#!/bin/sh
+# Stand-in for tensorflow/serving's tools/docker/tf_serving_entrypoint.sh: the same contract.
+tensorflow_model_server --port=8500 --rest_api_port=8501 \\
+  --model_name=${MODEL_NAME} --model_base_path=${MODEL_BASE_PATH}/${MODEL_NAME} \\
+  "$@"
+"""
+
+BROKEN_SERVER = """#!/bin/sh
+echo "tensorflow_model_server (stand-in): refusing to start: unknown flag --bogus_flag_for_tests" >&2
+exit 1
+"""
+
+
+def server_script() -> Path:
+    """This venv's `tfs-model-server` console script (its shebang names the venv's python)."""
+    return Path(sys.prefix) / "bin" / "tfs-model-server"
+
+
+def standin_mounts() -> list[dict[str, str]]:
+    """Host folders the stand-in needs, as `extra_mounts` entries (same path inside)."""
+    wanted = ["/usr/lib", "/usr/lib64", "/lib", "/lib64", "/etc",
+              os.path.realpath(sys.base_prefix), str(ROOT), sys.prefix]
+    interpreter = os.path.realpath(sys.executable)
+    mounts: list[dict[str, str]] = []
+    for target in wanted:
+        if not os.path.exists(target):
+            continue
+        if any(target == m["target"] or target.startswith(m["target"] + "/") for m in mounts):
+            continue
+        mounts.append({"source": os.path.realpath(target), "target": target})
+    if not any(interpreter.startswith(m["target"] + "/") for m in mounts):
+        mounts.append({"source": interpreter, "target": interpreter})
+    return mounts
+
+
+def extra_mounts_yaml() -> str:
+    """The `extra_mounts:` line a test spec needs to run the stand-in."""
+    items = ", ".join(f"{{source: '{m['source']}', target: '{m['target']}'}}" for m in standin_mounts())
+    return f"extra_mounts: [{items}]\n"
+
+
+def _add(tar: tarfile.TarFile, name: str, *, data: bytes | None = None, mode: int = 0o755,
+         link: str | None = None, directory: bool = False) -> None:
+    info = tarfile.TarInfo(name)
+    info.mode = mode
+    info.mtime = 0
+    if directory:
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    elif link is not None:
+        info.type = tarfile.SYMTYPE
+        info.linkname = link
+        tar.addfile(info)
+    else:
+        assert data is not None
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+
+def rootfs_tar(server: str) -> bytes:
+    """The image's whole filesystem as a tar: busybox, the entrypoint and the server script."""
+    busybox = Path(os.path.realpath("/bin/busybox")).read_bytes()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for folder in ("usr", "usr/bin", "models", "config"):
+            _add(tar, folder, directory=True)
+        _add(tar, "tmp", directory=True, mode=0o1777)
+        _add(tar, "bin", link="usr/bin")
+        _add(tar, "usr/bin/busybox", data=busybox)
+        for applet in ("sh", "cat", "echo", "ls", "sleep", "env"):
+            _add(tar, f"usr/bin/{applet}", link="busybox")
+        _add(tar, "usr/bin/tf_serving_entrypoint.sh", data=ENTRYPOINT.encode())
+        _add(tar, "usr/bin/tensorflow_model_server", data=server.encode())
+    return buffer.getvalue()
+
+
+def _changes(content_hash: str) -> list[str]:
+    return [
+        'ENTRYPOINT ["/usr/bin/tf_serving_entrypoint.sh"]',
+        "ENV MODEL_BASE_PATH=/models",
+        "ENV MODEL_NAME=model",
+        "ENV PATH=/usr/bin:/bin",
+        "ENV HOME=/tmp",
+        "ENV PYTHONUNBUFFERED=1",
+        "ENV TF_CPP_MIN_LOG_LEVEL=2",
+        "EXPOSE 8500",
+        "EXPOSE 8501",
+        f"LABEL {LABEL}={content_hash}",
+    ]
+
+
+def _ensure(api: DockerApi, ref: str, server: str) -> str:
+    tar = rootfs_tar(server)
+    content_hash = hashlib.sha256(tar + "\n".join(_changes("")).encode()).hexdigest()[:16]
+    if api.image_present(ref) and api.image_labels(ref).get(LABEL) == content_hash:
+        return ref
+    api.import_image(tar, ref, _changes(content_hash))
+    return ref
+
+
+def ensure_standin_image(api: DockerApi | None = None) -> str:
+    """Build (or reuse) the stand-in image; returns its reference."""
+    api = api or DockerApi()
+    script = server_script()
+    if not script.exists():
+        raise FileNotFoundError(f"{script} is missing: install the project (`make install`)")
+    return _ensure(api, STANDIN_REF, f'#!/bin/sh\nexec {script} "$@"\n')
+
+
+def ensure_broken_image(api: DockerApi | None = None) -> str:
+    """Same contract, but its server exits at once with an error (a container that dies at start)."""
+    return _ensure(api or DockerApi(), BROKEN_REF, BROKEN_SERVER)
