@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "orchestrator.cli.predict",
     "orchestrator.cli.convert",
     "orchestrator.cli.docker",
+    "orchestrator.cli.rollout",
 )
 
 

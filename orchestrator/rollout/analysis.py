@@ -51,7 +51,9 @@ def analyse(canary: Window, stable: Window | None, *, max_error_rate: float,
         return result(Verdict.NO_DATA, f"{canary.requests} canary requests (< {min_requests})")
     rate = canary.error_rate or 0.0
     problems = []
-    if rate > max_error_rate:
+    stable_rate = stable.error_rate if stable is not None and stable.requests >= max(min_requests, 1) else None
+    # Errors that stable shows too (bad client requests) are not the canary's fault.
+    if rate > max_error_rate and (stable_rate is None or rate > stable_rate + max_error_rate):
         line = f"error rate {rate:.2%} > {max_error_rate:.2%}"
         if stable is not None and stable.error_rate is not None:
             line += f" (stable {stable.error_rate:.2%})"

@@ -140,3 +140,10 @@ def test_analysis() -> None:
     slow = analyse(Window(100, 0, 250.0), Window(900, 0, 10.0), **limits)
     assert slow.verdict is Verdict.FAIL and "p99 250.0 ms > 100 ms" in slow.reason
     assert analyse(Window(100, 0), None, canary_alive=False, **limits).verdict is Verdict.CRASHED
+
+
+def test_errors_stable_shares_are_not_the_canarys_fault() -> None:
+    limits = dict(max_error_rate=0.01, max_latency_p99_ms=None, min_requests=20)
+    # 5% bad client requests everywhere: canary is no worse than stable.
+    assert analyse(Window(100, 5), Window(900, 45), **limits).verdict is Verdict.PASS
+    assert analyse(Window(100, 20), Window(900, 45), **limits).verdict is Verdict.FAIL

@@ -1,0 +1,252 @@
+"""`tfsctl rollout`: start, status, pause, resume, promote, abort, report.
+
+`start` runs in the foreground and its exit code is the outcome (0 promoted, 1 rolled back or
+aborted), so a CI step is one command. Another shell can watch or steer it with the other verbs.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from orchestrator.cli._common import console, output_option, print_json, print_table
+from orchestrator.errors import RolloutError
+
+
+def parse_duration(text: str) -> float:
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*", text)
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a duration (e.g. 30s, 2m, 500ms)")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+def _steps(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give weights like 10,25,50,100") from None
+
+
+def _store():
+    from orchestrator.rollout.manager import RolloutStore
+
+    return RolloutStore()
+
+
+def _show(status, output: str) -> None:
+    from orchestrator.rollout.manager import owner_alive
+
+    if output == "json":
+        data = status.to_json()
+        data["controller_running"] = owner_alive(status)
+        print_json(data)
+        return
+    step = f"{status.step_index + 1}/{len(status.steps)}" if status.step_index >= 0 else "-"
+    alive = "running" if owner_alive(status) else "not running"
+    console.print(f"[bold]{status.name}[/] v{status.from_version} → v{status.to_version}: "
+                  f"[bold]{status.phase.value}[/] step {step}, canary weight {status.weight}%, "
+                  f"failed checks {status.failed_checks}/{status.thresholds.threshold} (controller {alive})")
+    if status.message:
+        console.print(f"  {status.message}")
+    rows = []
+    for r in status.history[-12:]:
+        rate = "-" if r.error_rate is None else f"{r.error_rate:.2%}"
+        p99 = "-" if r.p99_ms is None else f"{r.p99_ms:.1f}"
+        rows.append((time.strftime("%H:%M:%S", time.localtime(r.at)), r.phase, f"{r.weight}%", r.requests,
+                     rate, p99, r.decision, r.reason))
+    print_table(None, ["TIME", "PHASE", "WEIGHT", "REQUESTS", "ERRORS", "P99 MS", "DECISION", "REASON"], rows)
+
+
+def _run(status, target, webhooks, output: str) -> None:
+    from orchestrator.rollout.machine import Phase
+    from orchestrator.rollout.manager import RolloutManager
+
+    def on_step(s) -> None:
+        if output != "json" and s.history:
+            last = s.history[-1]
+            console.print(f"[{time.strftime('%H:%M:%S')}] {s.phase.value:<12} weight {s.weight:>3}%  "
+                          f"{last.decision}" + (f" — {last.reason}" if last.reason else ""), highlight=False)
+
+    manager = RolloutManager(target, _store(), webhooks=webhooks, on_step=on_step)
+    final = manager.run(status)
+    if output == "json":
+        _show(final, output)
+    else:
+        colour = "green" if final.phase is Phase.SUCCEEDED else "red"
+        console.print(f"[bold {colour}]rollout {final.phase.value}[/]: {final.message}")
+    sys.exit(0 if final.phase is Phase.SUCCEEDED else 1)
+
+
+def _target(name: str, canary_replicas: int = 1):
+    from orchestrator.rollout.target import LocalTarget
+    from orchestrator.spec import load_spec
+
+    return LocalTarget(load_spec(name), canary_replicas=canary_replicas)
+
+
+@click.group()
+def rollout() -> None:
+    """Canary rollouts that promote or roll back on measured error rate and latency."""
+
+
+@rollout.command()
+@click.argument("name")
+@click.option("--version", "version", type=int, required=True, help="Version to roll out.")
+@click.option("--steps", default="10,25,50,100", show_default=True, help="Canary weights, percent.")
+@click.option("--interval", default="30s", show_default=True, help="Analysis interval (30s, 2m, 500ms).")
+@click.option("--max-error-rate", type=float, default=0.01, show_default=True)
+@click.option("--max-latency-p99-ms", type=float, default=None)
+@click.option("--threshold", type=int, default=2, show_default=True, help="Failed checks before rollback.")
+@click.option("--min-requests", type=int, default=20, show_default=True, help="Fewer = no data (halts).")
+@click.option("--canary-replicas", type=int, default=1, show_default=True)
+@click.option("--webhook", "webhooks", multiple=True, help="KIND=URL (pre-rollout, step, promote, rollback).")
+@output_option
+def start(name: str, version: int, steps: str, interval: str, max_error_rate: float,
+          max_latency_p99_ms: float | None, threshold: int, min_requests: int, canary_replicas: int,
+          webhooks: tuple[str, ...], output: str) -> None:
+    """Roll NAME out to VERSION through canary steps; exit 0 when promoted, 1 when rolled back."""
+    from orchestrator.rollout.machine import Thresholds
+    from orchestrator.rollout.manager import new_status, owner_alive
+    from orchestrator.rollout.webhooks import Webhooks
+    from orchestrator.savedmodel import inspect_version, version_dirs
+    from orchestrator.spec import load_spec
+
+    thresholds = Thresholds(max_error_rate=max_error_rate, max_latency_p99_ms=max_latency_p99_ms,
+                            min_requests=min_requests, threshold=threshold)
+    hooks = Webhooks.parse(webhooks)
+    if not 1 <= canary_replicas <= 4:
+        raise RolloutError("--canary-replicas must be 1..4", fix="e.g. --canary-replicas 1")
+    previous = _store().load(name)
+    if previous is not None and not previous.terminal:
+        raise RolloutError(
+            f"a rollout of {name} is already {previous.phase.value} (v{previous.to_version}, weight {previous.weight}%)"
+            + (" and its controller is running" if owner_alive(previous) else ""),
+            fix=f"watch it with `tfsctl rollout status {name}`, or `tfsctl rollout abort {name}` / `resume {name}`")
+    spec = load_spec(name)
+    dirs = version_dirs(spec.base_path)
+    if version not in dirs:
+        raise RolloutError(f"{name} has no version {version} under {spec.base_path} (found {sorted(dirs)})",
+                           fix=f"export it first: `tfsctl export MODEL --name {name} --version {version}`")
+    info = inspect_version(dirs[version], version)
+    if info.error:
+        raise RolloutError(f"{name} version {version} cannot be served: {info.error}", fix="re-export it")
+    if spec.version_policy.kind != "specific":
+        raise RolloutError(
+            f"{name}'s spec loads versions by `{spec.version_policy.kind}`, so TF Serving would load "
+            f"version {version} on every replica at once — no canary possible",
+            fix=f"pin the stable version in {spec.source}: `version_policy: {{specific: [N]}}`")
+    current = spec.wanted_versions()
+    if version in current:
+        raise RolloutError(f"{name} already serves version {version}", fix="roll out a version it does not serve")
+    target = _target(name, canary_replicas)
+    status = new_status(name, name, max(current), version, steps=_steps(steps), interval_s=parse_duration(interval),
+                        thresholds=thresholds, webhooks=list(webhooks), canary_replicas=canary_replicas)
+    _run(status, target, hooks, output)
+
+
+@rollout.command()
+@click.argument("name")
+@output_option
+def status(name: str, output: str) -> None:
+    """Where a rollout is: phase, step, weight, and the last measurements."""
+    s = _load(name)
+    _show(s, output)
+
+
+def _load(name: str):
+    s = _store().load(name)
+    if s is None:
+        raise RolloutError(f"no rollout of {name!r}", fix=f"start one: `tfsctl rollout start {name} --version N`")
+    return s
+
+
+@rollout.command()
+@click.argument("name")
+@output_option
+def resume(name: str, output: str) -> None:
+    """Resume a paused rollout, or take over one whose controller died."""
+    from orchestrator.rollout import machine
+    from orchestrator.rollout.manager import owner_alive
+    from orchestrator.rollout.webhooks import Webhooks
+
+    s = _load(name)
+    if s.terminal:
+        console.print(f"rollout of {name} already {s.phase.value}")
+        return
+    if owner_alive(s):
+        _store().request(name, "resume")
+        console.print(f"asked the running controller (pid {s.extra.get('owner_pid')}) to resume")
+        return
+    if s.phase is machine.Phase.PAUSED:
+        s = machine.resume(s, time.time())
+    _run(s, _target(name, int(s.extra.get("canary_replicas", 1))), Webhooks.parse(s.extra.get("webhooks", [])), output)
+
+
+def _request_or_apply(name: str, what: str, wait_s: float = 300.0) -> None:
+    from orchestrator.rollout import machine
+    from orchestrator.rollout.manager import RolloutManager, owner_alive
+    from orchestrator.rollout.webhooks import Webhooks
+
+    s = _load(name)
+    if s.terminal:
+        raise RolloutError(f"the rollout of {name} already {s.phase.value}", fix="start a new one")
+    store = _store()
+    if owner_alive(s):
+        store.request(name, what)
+        end = time.monotonic() + wait_s
+        with console.status(f"asked the controller to {what}…"):
+            while time.monotonic() < end:
+                now = store.load(name)
+                if now is not None and (now.terminal or (what == "pause" and now.phase is machine.Phase.PAUSED)):
+                    console.print(f"rollout of {name}: {now.phase.value}")
+                    return
+                time.sleep(0.2)
+        raise RolloutError(f"the controller did not {what} within {wait_s:g} s", fix=f"`tfsctl rollout status {name}`")
+    # No controller: do it here.
+    manager = RolloutManager(_target(name, int(s.extra.get("canary_replicas", 1))), store,
+                             webhooks=Webhooks.parse(s.extra.get("webhooks", [])))
+    store.request(name, what)
+    s = manager._tick(s) if what == "pause" else manager.run(s)
+    console.print(f"rollout of {name}: {s.phase.value}")
+
+
+@rollout.command()
+@click.argument("name")
+def abort(name: str) -> None:
+    """Roll back now: canary weight 0, canary removed, stable untouched."""
+    _request_or_apply(name, "abort")
+
+
+@rollout.command()
+@click.argument("name")
+def pause(name: str) -> None:
+    """Hold the canary at its current weight."""
+    _request_or_apply(name, "pause")
+
+
+@rollout.command()
+@click.argument("name")
+def promote(name: str) -> None:
+    """Skip the remaining steps and promote the canary now."""
+    _request_or_apply(name, "promote")
+
+
+@rollout.command()
+@click.argument("name")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="PNG path (default NAME-rollout.png).")
+def report(name: str, out: Path | None) -> None:
+    """A PNG of weight, request rate, error rate and p99 per step, and the JSON behind it."""
+    from orchestrator.rollout.report import write_report
+
+    s = _load(name)
+    png = out or Path(f"{name}-rollout.png")
+    json_path = write_report(s, png)
+    console.print(f"wrote {png} and {json_path}")
+
+
+COMMANDS = [rollout]

@@ -1,0 +1,67 @@
+"""A rollout as a picture: weight, request rate, error rate and p99 per analysis, decisions marked.
+
+The JSON behind the PNG is written beside it, so the numbers can be checked or re-plotted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from orchestrator.rollout.machine import Status
+from orchestrator.state import write_atomic
+
+
+def report_rows(status: Status) -> list[dict[str, object]]:
+    rows = []
+    previous_at = status.started_at
+    for record in status.history:
+        span = max(record.at - previous_at, 1e-9)
+        rows.append({
+            "t_s": round(record.at - status.started_at, 3),
+            "phase": record.phase,
+            "weight": record.weight,
+            "requests": record.requests,
+            "request_rate": round(record.requests / span, 2) if record.requests else 0.0,
+            "error_rate": record.error_rate,
+            "p99_ms": record.p99_ms,
+            "decision": record.decision,
+            "reason": record.reason,
+        })
+        previous_at = record.at
+    return rows
+
+
+def write_report(status: Status, png: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report_rows(status)
+    json_path = png.with_suffix(".json")
+    write_atomic(json_path, json.dumps({"rollout": status.to_json(), "rows": rows}, indent=2) + "\n")
+    t = [r["t_s"] for r in rows]
+    fig, axes = plt.subplots(4, 1, figsize=(9, 9), sharex=True)
+    series = [("canary weight %", "weight"), ("canary req/s", "request_rate"),
+              ("canary error rate", "error_rate"), ("canary p99 ms", "p99_ms")]
+    for ax, (label, key) in zip(axes, series, strict=True):
+        values = [r[key] if r[key] is not None else float("nan") for r in rows]
+        ax.step(t, values, where="post", marker="o")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    for r in rows:
+        if r["decision"] in ("promote", "roll back", "succeeded", "failed", "aborted") or str(r["decision"]).startswith("check failed"):
+            colour = "green" if r["decision"] in ("promote", "succeeded") else "red"
+            for ax in axes:
+                ax.axvline(r["t_s"], color=colour, alpha=0.5, linestyle="--")
+            axes[0].annotate(str(r["decision"]), (r["t_s"], 100), fontsize=8, rotation=90, va="top", color=colour)
+    axes[-1].set_xlabel("seconds since start")
+    fig.suptitle(f"{status.name}: v{status.from_version} → v{status.to_version} — {status.phase.value}")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = png.with_name(f".{png.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(png)
+    return json_path

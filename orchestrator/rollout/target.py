@@ -1,0 +1,209 @@
+"""What a rollout drives: the stable deployment, its canary replicas and the router's weights.
+
+`RolloutTarget` is the narrow interface the manager sees (as Flagger sees routers and metric
+providers); `LocalTarget` realises it on the local runtime. Tests and other runtimes bring
+their own implementation through the constructor.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import RolloutError, RuntimeError_
+from orchestrator.rollout.analysis import Window
+from orchestrator.rollout.metrics import Snapshot, scrape, total
+from orchestrator.spec import Spec, VersionPolicy
+
+
+class RolloutTarget(ABC):
+    @abstractmethod
+    def start_canary(self, version: int) -> None: ...
+
+    @abstractmethod
+    def canary_alive(self) -> bool: ...
+
+    @abstractmethod
+    def set_weight(self, percent: int) -> None: ...
+
+    @abstractmethod
+    def sample(self) -> dict[str, Snapshot]:
+        """Cumulative counters for `stable` and `canary` right now."""
+
+    @abstractmethod
+    def promote(self, version: int) -> None:
+        """Stable replicas hot-reload `version` (label-safe), and the spec says so."""
+
+    @abstractmethod
+    def remove_canary(self) -> None: ...
+
+
+def window(after: Snapshot, before: Snapshot) -> Window:
+    diff = after - before
+    return Window(int(diff.requests), int(diff.errors), diff.quantile_ms(0.99))
+
+
+def pin_spec_file(spec_file: Path, version: int, labels: dict[str, int]) -> None:
+    """Rewrite version_policy (and labels) in the spec file, keeping every other line as written."""
+    import yaml
+
+    from orchestrator.state import write_atomic
+
+    text = spec_file.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    spans: dict[str, tuple[int, int]] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value in ("version_policy", "version_labels"):
+                end = value.end_mark.line + (1 if value.end_mark.column else 0)
+                spans[key.value] = (key.start_mark.line, max(end, key.start_mark.line + 1))
+    policy_line = f"version_policy: {{specific: [{version}]}}"
+    label_line = ("version_labels: {" + ", ".join(f"{k}: {v}" for k, v in sorted(labels.items())) + "}") if labels else None
+    replacements = {"version_policy": policy_line, "version_labels": label_line}
+    for key in sorted(spans, key=lambda k: spans[k][0], reverse=True):
+        start, end = spans[key]
+        new = replacements[key]
+        lines[start:end] = [new] if new else []
+    for key, new in replacements.items():
+        if key not in spans and new:
+            lines.append(new)
+    write_atomic(spec_file, "\n".join(lines) + "\n")
+
+
+class LocalTarget(RolloutTarget):
+    """Canary replicas as local server processes behind the deployment's HAProxy router."""
+
+    def __init__(self, spec: Spec, canary_replicas: int = 1) -> None:
+        from orchestrator.runtime.local import LocalRuntime
+
+        self.spec = spec
+        self.runtime = LocalRuntime()
+        self.name = spec.name
+        self.canary_key = f"{spec.name}.canary"
+        self.canary_replicas = canary_replicas
+        state = self.runtime.store.load(self.name)
+        if state is None or state.get("runtime") != "local":
+            raise RolloutError(f"no local deployment named {self.name!r}",
+                               fix=f"deploy it first: `tfsctl deploy {self.name}` (with `router: true`)")
+        if not state.get("router"):
+            raise RolloutError(f"{self.name} has no router, so traffic cannot be split",
+                               fix=f"add `router: true` to {spec.source or 'the spec'} and `tfsctl deploy {self.name}`")
+        self.state = state
+        self.router = self.runtime.router(self.name)
+
+    # -- canary processes -----------------------------------------------------------------
+
+    def _canary_state(self) -> dict[str, Any] | None:
+        return self.runtime.store.load(self.canary_key)
+
+    def start_canary(self, version: int) -> None:
+        from orchestrator.plan import build_plan
+        from orchestrator.runtime.base import free_port
+        from orchestrator.state import write_files_atomic
+
+        existing = self._canary_state()
+        if existing and all(self.runtime._alive(r) for r in existing["replicas"]):
+            self._route_canary(existing["replicas"])
+            return
+        self.remove_canary()
+        canary_spec = self.spec.model_copy(update={
+            "version_policy": VersionPolicy(kind="specific", versions=(version,)), "version_labels": {}})
+        config_dir = self.runtime.store.folder(self.canary_key) / "config"
+        started: list[dict[str, Any]] = []
+        try:
+            for index in range(self.canary_replicas):
+                grpc_port, rest_port = free_port(), free_port()
+                plan = build_plan([canary_spec], config_dir=str(config_dir), grpc_port=grpc_port, rest_port=rest_port)
+                write_files_atomic(config_dir, plan.files)
+                replica = self.runtime._start_replica(self.canary_key, index, plan.args, "127.0.0.1")
+                replica.update(grpc_port=grpc_port, rest_port=rest_port)
+                started.append(replica)
+            for replica in started:
+                self.runtime._wait(self.canary_key, replica, {self.name: [version]}, canary_spec, None)
+        except BaseException:
+            self.runtime._terminate(started)
+            raise
+        replicas = [{k: v for k, v in r.items() if not k.startswith("_")} for r in started]
+        self.runtime.store.save(self.canary_key, {"name": self.canary_key, "runtime": "local-canary",
+                                                   "version": version, "replicas": replicas})
+        self._route_canary(replicas)
+
+    def _route_canary(self, replicas: Sequence[dict[str, Any]]) -> None:
+        from orchestrator.router.haproxy import Upstream
+
+        self.router.set_canary([Upstream(grpc_port=r["grpc_port"], rest_port=r["rest_port"]) for r in replicas])
+        self._wait_canary_up(len(replicas))
+
+    def _wait_canary_up(self, n: int, deadline_s: float = 30.0) -> None:
+        import time
+
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            states = self.router.server_states()
+            if sum(1 for k, v in states.items() if "/canary" in k and v.startswith("UP")) >= 2 * n:
+                return
+            time.sleep(0.05)
+        raise RuntimeError_("the router's checks never saw the canary UP",
+                            fix="see the canary's log: `tfsctl logs NAME.canary`")
+
+    def canary_alive(self) -> bool:
+        state = self._canary_state()
+        return bool(state) and all(self.runtime._alive(r) for r in state["replicas"])  # type: ignore[index]
+
+    def set_weight(self, percent: int) -> None:
+        self.router.set_weight(percent)
+
+    def sample(self) -> dict[str, Snapshot]:
+        import requests
+
+        path = self.spec.monitoring.path
+        router = self.router.counters()
+        canary = self._canary_state()
+        with requests.Session() as session:
+            stable_prom = total(scrape(f"http://127.0.0.1:{r['rest_port']}", self.name, path, session=session)
+                                for r in self.state["replicas"])
+            canary_prom = total(scrape(f"http://127.0.0.1:{r['rest_port']}", self.name, path, session=session)
+                                for r in (canary or {}).get("replicas", []))
+        # The router sees every request (REST and gRPC); TF Serving's counters also see gRPC
+        # errors, which travel as HTTP 200. Take the larger of each, and latency from TF Serving.
+        return {
+            "stable": Snapshot(max(router["stable"].requests, stable_prom.requests),
+                               max(router["stable"].errors, stable_prom.errors), stable_prom.buckets),
+            "canary": Snapshot(max(router["canary"].requests, canary_prom.requests),
+                               max(router["canary"].errors, canary_prom.errors), canary_prom.buckets),
+        }
+
+    def promote(self, version: int) -> None:
+        from orchestrator.plan import model_config, models_config_text
+        from orchestrator.runtime.base import reload_config
+        from orchestrator.spec import load_spec
+
+        current = list(self.spec.version_policy.select(self.spec.wanted_versions()))
+        wanted = sorted(set(current) | {version})
+        # Step 1: load the new version beside the old one, labels untouched (TF Serving's rule:
+        # a label may only point at an AVAILABLE version). The router still sends traffic.
+        step1 = models_config_text([model_config(self.spec, versions=wanted)])
+        for replica in self.state["replicas"]:
+            reload_config(f"127.0.0.1:{replica['grpc_port']}", step1)
+            self.runtime._wait(self.name, replica, {self.name: [version]}, self.spec, None)
+        # Step 2: the spec pins the new version and labels follow it; deploy hot-reloads.
+        labels = {k: (version if v in current else v) for k, v in self.spec.version_labels.items()}
+        if self.spec.source is None:
+            raise RolloutError("the spec has no file to pin the promoted version in")
+        pin_spec_file(Path(self.spec.source), version, labels)
+        promoted = load_spec(str(self.spec.source))
+        self.runtime.deploy([promoted])
+        self.spec = promoted
+
+    def remove_canary(self) -> None:
+        try:
+            self.router.drain_canary()
+        except RuntimeError_:
+            pass  # no router answering: nothing to drain
+        state = self._canary_state()
+        if state:
+            self.runtime._terminate(state["replicas"])
+            self.runtime.store.delete(self.canary_key)
