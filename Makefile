@@ -16,10 +16,16 @@ help: ## Show this help.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[serve,dev]'
+	$(PY) -m pip install -q -e '.[serve,dev,convert]'
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the project with all extras (fast when done).
+
+convert-deps: $(STAMP) ## Install model-packaging tools (tensorflowjs, tfjs for Node, Chromium).
+	bash scripts/install_convert_deps.sh
+
+system: ## Install Docker, HAProxy, wrk, busybox when missing and start dockerd (needs root).
+	bash scripts/setup_system.sh
 
 demo-model: $(STAMP) ## Build the demo Keras model (versions 1 and 2) under models/demo.
 	$(VENV)/bin/tfsctl demo-model
@@ -31,7 +37,7 @@ deploy: $(STAMP) ## Deploy MODEL (default demo) on RUNTIME (auto|local|docker).
 stop: $(STAMP) ## Stop MODEL's deployment.
 	$(VENV)/bin/tfsctl stop $(MODEL)
 
-test: $(STAMP) ## Run every test (unit and integration) against real servers.
+test: $(STAMP) convert-deps system ## Run every test (unit and integration) against real servers.
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: $(STAMP) ## Run the fast unit tests only.
@@ -50,4 +56,4 @@ bench: $(STAMP) ## Run the benchmarks (side-by-side ratios; slow).
 clean: ## Remove caches (keeps .venv and models).
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
 
-.PHONY: help install demo-model deploy stop test unit lint protos bench clean
+.PHONY: help install convert-deps system demo-model deploy stop test unit lint protos bench clean
