@@ -198,6 +198,7 @@ class ContainerInfo:
     oom_killed: bool = False
     error: str = ""
     ports: Mapping[int, tuple[str, int]] = field(default_factory=dict)
+    pid: int = 0  # the container's main process on the host (0 when not running)
 
     @property
     def running(self) -> bool:
@@ -285,6 +286,7 @@ def _info_from_inspect(data: Mapping[str, Any]) -> ContainerInfo:
         oom_killed=bool(state.get("OOMKilled")),
         error=state.get("Error") or "",
         ports=ports,
+        pid=int(state.get("Pid") or 0),
     )
 
 

@@ -1,0 +1,95 @@
+"""Shared fixtures for the Docker runtime's integration tests (real dockerd, stand-in image).
+
+`docker_api` makes sure a daemon answers (running scripts/setup_system.sh once when none does),
+`standin` builds the stand-in image once per session, and every container a test deployment
+made (deployment names start with `t_`) or a test created by hand (label `io.tfso.test`) is
+removed at the end, whatever happened.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.runtime._docker_api import DockerApi, DockerError
+from orchestrator.runtime.docker import LABEL_DEPLOYMENT, LABEL_MANAGED_BY
+from tests.helpers.standin_image import (
+    STANDIN_REPO,
+    ensure_broken_image,
+    ensure_standin_image,
+    extra_mounts_yaml,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+TEST_LABEL = "io.tfso.test"
+
+
+def _connect() -> DockerApi:
+    api = DockerApi()
+    api.version()
+    return api
+
+
+def remove_test_containers(api: DockerApi) -> None:
+    for c in api.list({LABEL_MANAGED_BY: "tfsctl"}):
+        if c.labels.get(LABEL_DEPLOYMENT, "").startswith("t_"):
+            api.remove(c.id)
+    for c in api.list({TEST_LABEL: "1"}):
+        api.remove(c.id)
+
+
+@pytest.fixture(scope="session")
+def docker_api() -> Iterator[DockerApi]:
+    try:
+        api = _connect()
+    except DockerError:
+        subprocess.run(["bash", str(ROOT / "scripts" / "setup_system.sh")], check=False, timeout=900)
+        api = _connect()  # a clear DockerUnavailable if it still does not answer
+    remove_test_containers(api)
+    yield api
+    remove_test_containers(api)
+    api.close()
+
+
+@pytest.fixture(scope="session")
+def standin(docker_api: DockerApi) -> str:
+    return ensure_standin_image(docker_api)
+
+
+@pytest.fixture(scope="session")
+def broken_image(docker_api: DockerApi) -> str:
+    return ensure_broken_image(docker_api)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, docker_api: DockerApi, standin: str) -> Iterator[Path]:
+    """A project folder: models/hpt/{1,2} (half_plus_two, then half_plus_three) and specs."""
+    from tests.helpers.models import half_plus_two_tf1
+
+    root = tmp_path_factory.mktemp("docker-project")
+    half_plus_two_tf1(root / "models" / "hpt" / "1")
+    half_plus_two_tf1(root / "models" / "hpt" / "2", b=3.0)
+    (root / "serving_configs").mkdir()
+    yield root
+    for state in (root / ".tfso" / "deployments").glob("*.json"):
+        tfsctl(root, "stop", state.stem, timeout=120)
+
+
+def tfsctl(workdir: Path, *args: str, timeout: float = 240,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=workdir,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+
+
+def write_spec(root: Path, name: str, body: str, *, standin_image: bool = True) -> None:
+    """A spec for the stand-in: its image (never pulled) and the host mounts it runs on."""
+    text = body
+    if standin_image:
+        text += f"image: {STANDIN_REPO}\ntag: standin\npull: never\n" + extra_mounts_yaml()
+    (root / "serving_configs" / f"{name}.yaml").write_text(text)
