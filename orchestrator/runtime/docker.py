@@ -171,7 +171,7 @@ def docker_usable(spec: Spec, *, api_factory: Any = None) -> tuple[bool, str]:
     try:
         api = (api_factory or (lambda: DockerApi(timeout_s=3.0)))()
     except DockerError as exc:
-        return False, exc.message
+        return False, exc.message.split(" (", 1)[0]
     try:
         version = api.version()
         if api.image_present(ref):
@@ -179,7 +179,7 @@ def docker_usable(spec: Spec, *, api_factory: Any = None) -> tuple[bool, str]:
         return False, (f"Docker {version} answers but image {ref} is not present "
                        f"(`docker pull {ref}`, or `--runtime docker` to pull it)")
     except DockerError as exc:
-        return False, exc.message
+        return False, exc.message.split(" (", 1)[0]
     finally:
         with contextlib.suppress(Exception):
             api.close()
@@ -320,8 +320,8 @@ class DockerRuntime(Runtime):
                                 logs=logs)
         if reason := exited():
             raise RuntimeError_(f"{deployment}: {reason} before every wanted version was AVAILABLE",
-                                fix=f"read its log (`tfsctl logs {deployment}`); fix the model, "
-                                "the spec or the image",
+                                fix="its last log lines are below; fix the model, the spec or "
+                                "the image (`tfsctl render` shows the flags it was given)",
                                 logs=logs)
         raise HealthTimeout(
             f"{deployment}: {container.name} not AVAILABLE after {health.deadline_s:g} s "
