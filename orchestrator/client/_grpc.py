@@ -90,6 +90,9 @@ class _GrpcBase:
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 2000),
+            # gRPC shares connections between channels with equal arguments process-wide; one
+            # pool per client keeps a client with other TLS settings off another's connection.
+            ("grpc.use_local_subchannel_pool", 1),
         ]
         if tls is not None and tls.server_name:
             self._options.append(("grpc.ssl_target_name_override", tls.server_name))

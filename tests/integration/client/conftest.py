@@ -157,8 +157,9 @@ def make_certs(directory: Path) -> dict[str, Path]:
     def run(*args: str) -> None:
         subprocess.run([openssl, *args], cwd=directory, check=True, capture_output=True, timeout=60)
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-        "-keyout", "ca.key", "-out", "ca.pem")  # fmt: skip
+    for ca in ("ca", "other_ca"):  # other_ca signs nothing: a CA the server does not know
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={ca}",
+            "-keyout", f"{ca}.key", "-out", f"{ca}.pem")  # fmt: skip
     (directory / "server.ext").write_text(
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
     )
@@ -168,5 +169,5 @@ def make_certs(directory: Path) -> dict[str, Path]:
             "-keyout", f"{who}.key", "-out", f"{who}.csr")  # fmt: skip
         run("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
             "-CAcreateserial", "-days", "2", "-extfile", f"{who}.ext", "-out", f"{who}.pem")  # fmt: skip
-    return {name: directory / name for name in ("ca.pem", "server.pem", "server.key",
-                                                "client.pem", "client.key")}  # fmt: skip
+    return {name: directory / name for name in ("ca.pem", "other_ca.pem", "server.pem",
+                                                "server.key", "client.pem", "client.key")}  # fmt: skip

@@ -1,0 +1,190 @@
+"""TLS, retries, deadlines and a server that is down, with real sockets and processes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+from orchestrator.client import (
+    NO_RETRY,
+    AsyncGrpcClient,
+    ClientServingError,
+    DeadlineExceeded,
+    GrpcClient,
+    RestClient,
+    RetryPolicy,
+    ServingUnavailable,
+    Tls,
+)
+from orchestrator.protos import config_pb2
+
+from .conftest import Server, free_port, make_certs, start_server
+
+pytestmark = pytest.mark.integration
+
+X = np.ones((1, 3), np.float32)
+FAST_RETRY = RetryPolicy(attempts=3, initial_backoff_s=0.05, max_backoff_s=0.1, jitter_s=0.0)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def tls_server(model_root, certs, tmp_path_factory) -> Iterator[Server]:
+    """gRPC with TLS and client certificates required (TF Serving's --ssl_config_file)."""
+    ssl = config_pb2.SSLConfig(
+        server_key=certs["server.key"].read_text(),
+        server_cert=certs["server.pem"].read_text(),
+        custom_ca=certs["ca.pem"].read_text(),
+        client_verify=True,
+    )
+    directory = tmp_path_factory.mktemp("tls")
+    (directory / "ssl.config").write_text(text_format.MessageToString(ssl))
+    srv = start_server(
+        model_root, directory / "server.log", [f"--ssl_config_file={directory / 'ssl.config'}"]
+    )
+    yield srv
+    srv.stop()
+
+
+def test_tls_with_client_certificate(tls_server, certs) -> None:
+    tls = Tls(ca_file=certs["ca.pem"], cert_file=certs["client.pem"], key_file=certs["client.key"])
+    with GrpcClient(tls_server.grpc_address, tls=tls) as client:
+        client.wait_until_available("scale", timeout_s=60)
+        np.testing.assert_allclose(client.predict("scale", {"x": X}, version=1)["y"], 2 * X)
+    # The certificate names 127.0.0.1 and localhost; server_name checks another name.
+    named = Tls(
+        ca_file=certs["ca.pem"],
+        cert_file=certs["client.pem"],
+        key_file=certs["client.key"],
+        server_name="localhost",
+    )
+    with GrpcClient(f"localhost:{tls_server.grpc_port}", tls=named) as client:
+        assert client.is_model_ready("scale")
+
+
+async def _aio_tls_predict(address: str, tls: Tls) -> np.ndarray:
+    async with AsyncGrpcClient(address, tls=tls) as client:
+        return (await client.predict("scale", {"x": X}, version=1))["y"]
+
+
+def test_tls_asyncio(tls_server, certs) -> None:
+    tls = Tls(ca_file=certs["ca.pem"], cert_file=certs["client.pem"], key_file=certs["client.key"])
+    np.testing.assert_allclose(asyncio.run(_aio_tls_predict(tls_server.grpc_address, tls)), 2 * X)
+
+
+@pytest.mark.parametrize("case", ["no client cert", "plaintext", "unknown CA"])
+def test_tls_refusals_are_errors_not_hangs(tls_server, certs, case) -> None:
+    if case == "no client cert":
+        tls: Tls | None = Tls(ca_file=certs["ca.pem"])
+    elif case == "plaintext":
+        tls = None
+    else:
+        tls = Tls(
+            ca_file=certs["other_ca.pem"], cert_file=certs["client.pem"], key_file=certs["client.key"]
+        )
+    started = time.monotonic()
+    client = GrpcClient(tls_server.grpc_address, tls=tls, retry=NO_RETRY, timeout_s=10)
+    with client, pytest.raises(ClientServingError) as info:
+        client.predict("scale", {"x": X}, version=1)
+    assert isinstance(info.value, (ServingUnavailable, DeadlineExceeded)) or info.value.code in (
+        "UNAUTHENTICATED",
+        "UNAVAILABLE",
+    )
+    assert time.monotonic() - started < 10
+
+
+def test_retries_until_a_late_server_is_up(model_root, tmp_path, caplog) -> None:
+    """Both clients call before the server exists; retries carry them until it answers."""
+    caplog.set_level(logging.INFO, logger="orchestrator.client")
+    late = Server([f"--model_config_file={model_root / 'models.config'}"], tmp_path / "late.log")
+    patient = RetryPolicy(attempts=10_000, initial_backoff_s=0.05, max_backoff_s=0.5)
+    grpc_client = GrpcClient(late.grpc_address, retry=patient, timeout_s=120)
+    rest_client = RestClient(late.rest_url, retry=patient, timeout_s=120)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            calls = [
+                pool.submit(grpc_client.predict, "scale", {"x": X}, version=1),
+                pool.submit(rest_client.predict, "scale", {"x": X}, version=1),
+            ]
+            time.sleep(0.5)  # let both fail at least once against the closed ports
+            assert not any(c.done() for c in calls)
+            late.start()
+            for call in calls:
+                np.testing.assert_allclose(call.result(timeout=150)["y"], 2 * X)
+    finally:
+        grpc_client.close()
+        rest_client.close()
+        late.stop()
+    assert any("retrying" in r.getMessage() for r in caplog.records)
+
+
+@pytest.fixture
+def black_hole() -> Iterator[int]:
+    """A port that accepts TCP connections and never says a word."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        yield s.getsockname()[1]
+
+
+def test_deadline_against_a_silent_server(black_hole) -> None:
+    """The call ends near its deadline. gRPC gives up on the HTTP/2 handshake and says
+    UNAVAILABLE (retried until the deadline); REST times out reading the answer."""
+    for client, expected in (
+        (
+            GrpcClient(f"127.0.0.1:{black_hole}", timeout_s=1.0),
+            (DeadlineExceeded, ServingUnavailable),
+        ),
+        (RestClient(f"http://127.0.0.1:{black_hole}", timeout_s=1.0), DeadlineExceeded),
+    ):
+        started = time.monotonic()
+        with client, pytest.raises(expected):
+            client.status("scale")
+        assert time.monotonic() - started < 5, type(client).__name__
+
+
+def test_tiny_deadline_against_a_real_server(server) -> None:
+    with GrpcClient(server.grpc_address) as client:
+        client.predict("scale", {"x": X})  # the channel is connected
+        with pytest.raises(DeadlineExceeded):
+            client.predict("scale", {"x": np.ones((100_000, 3), np.float32)}, timeout_s=1e-4)
+
+
+def test_server_down() -> None:
+    port = free_port()
+    for client in (
+        GrpcClient(f"127.0.0.1:{port}", retry=FAST_RETRY, timeout_s=5),
+        RestClient(f"http://127.0.0.1:{port}", retry=FAST_RETRY, timeout_s=5),
+    ):
+        with client:
+            started = time.monotonic()
+            with pytest.raises(ServingUnavailable) as info:
+                client.predict("scale", {"x": X})
+            assert time.monotonic() - started < 4
+            assert info.value.address in (f"127.0.0.1:{port}", f"http://127.0.0.1:{port}")
+            assert info.value.fix and str(port) in info.value.fix
+            assert not client.is_model_ready("scale")
+            with pytest.raises(DeadlineExceeded, match="last seen"):
+                client.wait_until_available("scale", timeout_s=0.5, poll_interval_s=0.1)
+
+
+def test_server_down_asyncio() -> None:
+    async def main() -> None:
+        async with AsyncGrpcClient(f"127.0.0.1:{free_port()}", retry=FAST_RETRY) as client:
+            with pytest.raises(ServingUnavailable):
+                await client.status("scale")
+            assert not await client.is_model_ready("scale")
+
+    asyncio.run(main())
