@@ -15,7 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.client._common import ModelMetadata, Signature, TensorSpec, VersionStatus
-from orchestrator.client._config import NO_RETRY, RetryPolicy, Tls
+from orchestrator.client._config import RetryPolicy, Tls
 from orchestrator.client.errors import (
     Cancelled,
     ClientServingError,
@@ -61,7 +61,6 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "NO_RETRY",
     "AsyncGrpcClient",
     "Cancelled",
     "ClientServingError",

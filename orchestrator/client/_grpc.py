@@ -90,8 +90,8 @@ class _GrpcBase:
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 2000),
-            # gRPC shares connections between channels with equal arguments process-wide; one
-            # pool per client keeps a client with other TLS settings off another's connection.
+            # gRPC shares connections between equal channels process-wide; a pool per client
+            # gives each client its own connection (closing one never disturbs another).
             ("grpc.use_local_subchannel_pool", 1),
         ]
         if tls is not None and tls.server_name:

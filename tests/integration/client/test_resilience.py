@@ -15,7 +15,6 @@ import pytest
 from google.protobuf import text_format
 
 from orchestrator.client import (
-    NO_RETRY,
     AsyncGrpcClient,
     ClientServingError,
     DeadlineExceeded,
@@ -32,6 +31,7 @@ from .conftest import Server, free_port, make_certs, start_server
 pytestmark = pytest.mark.integration
 
 X = np.ones((1, 3), np.float32)
+NO_RETRY = RetryPolicy(attempts=1)
 FAST_RETRY = RetryPolicy(attempts=3, initial_backoff_s=0.05, max_backoff_s=0.1, jitter_s=0.0)
 
 
