@@ -92,7 +92,9 @@ def test_tls_refusals_are_errors_not_hangs(tls_server, certs, case) -> None:
         tls = None
     else:
         tls = Tls(
-            ca_file=certs["other_ca.pem"], cert_file=certs["client.pem"], key_file=certs["client.key"]
+            ca_file=certs["other_ca.pem"],
+            cert_file=certs["client.pem"],
+            key_file=certs["client.key"],
         )
     started = time.monotonic()
     client = GrpcClient(tls_server.grpc_address, tls=tls, retry=NO_RETRY, timeout_s=10)
