@@ -12,8 +12,9 @@ the next `allowed_batch_sizes` entry by repeating its first row.
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 import time
-from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
@@ -23,17 +24,66 @@ from orchestrator.server.runner import RunKey, Servable
 from orchestrator.server.status import ServingStatus, invalid
 
 
+class RunPool:
+    """Threads that run session calls; lighter than run_in_executor for tiny calls.
+
+    A task is queued with its event-loop future; the worker sets the result back on the loop with
+    one call_soon_threadsafe. TensorFlow releases the GIL while a session runs.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"tfs-run-{i}", daemon=True)
+            for i in range(max(1, threads))
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            loop, fut, fn, args = item
+            try:
+                result = fn(*args)
+            except BaseException as e:  # handed to the awaiting request
+                loop.call_soon_threadsafe(_set_exception, fut, e)
+            else:
+                loop.call_soon_threadsafe(_set_result, fut, result)
+
+    def submit(self, fn: Any, *args: Any) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._queue.put((loop, fut, fn, args))
+        return fut
+
+    def shutdown(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+
+
+def _set_result(fut: asyncio.Future, result: Any) -> None:
+    if not fut.done():
+        fut.set_result(result)
+
+
+def _set_exception(fut: asyncio.Future, exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
 class DirectRunner:
-    def __init__(self, executor: Executor) -> None:
-        self._executor = executor
+    def __init__(self, pool: RunPool) -> None:
+        self._pool = pool
 
     async def run(
         self, servable: Servable, key: RunKey, arrays: list[np.ndarray]
     ) -> list[np.ndarray]:
-        loop = asyncio.get_running_loop()
         servable.inflight += 1
         try:
-            return await loop.run_in_executor(self._executor, servable.run, key, arrays)
+            return await self._pool.submit(servable.run, key, arrays)
         finally:
             servable.inflight -= 1
 
@@ -124,7 +174,6 @@ class _Queue:
             self._dispatch()
 
     async def _execute(self, batch: list[_Task]) -> None:
-        loop = asyncio.get_running_loop()
         servable = self.servable
         started = time.monotonic()
         servable.inflight += 1
@@ -133,9 +182,7 @@ class _Queue:
             for group in groups:
                 try:
                     inputs, total = _concat(group, self.runner.options)
-                    outs = await loop.run_in_executor(
-                        self.runner.executor, servable.run, self.key, inputs
-                    )
+                    outs = await self.runner.pool.submit(servable.run, self.key, inputs)
                     self.runner.record(servable.name, len(group), total)
                     _split(group, outs, total)
                 except Exception as e:
@@ -192,10 +239,10 @@ def _split(group: list[_Task], outs: list[np.ndarray], total: int) -> None:
 
 
 class BatchingRunner:
-    def __init__(self, executor: Executor, options: BatchingOptions) -> None:
-        self.executor = executor
+    def __init__(self, pool: RunPool, options: BatchingOptions) -> None:
+        self.pool = pool
         self.options = options
-        self._direct = DirectRunner(executor)
+        self._direct = DirectRunner(pool)
         self.on_batch = None  # callable(model_name, batch_size) for metrics
         self.queuing_latency_us = 0.0
 

@@ -129,7 +129,7 @@ class ModelServer:
         ssl = read_ssl_config(o.ssl_config_file)
 
         from orchestrator.server import runner as r
-        from orchestrator.server.batching import BatchingRunner, DirectRunner
+        from orchestrator.server.batching import BatchingRunner, DirectRunner, RunPool
         from orchestrator.server.core import Core
         from orchestrator.server.grpc_service import GrpcApi, Health
         from orchestrator.server.manager import Manager
@@ -144,9 +144,8 @@ class ModelServer:
             inter_op_threads=o.tensorflow_inter_op_parallelism or o.tensorflow_session_parallelism,
             gpu_memory_fraction=o.per_process_gpu_memory_fraction,
         )
-        self.executor = ThreadPoolExecutor(
-            max_workers=max(8, 4 * cpus), thread_name_prefix="tfs-run"
-        )
+        run_threads = int(os.environ.get("TFS_RUN_THREADS", "0") or 0) or max(4, 2 * cpus)
+        self.pool = RunPool(run_threads)
         load_executor = ThreadPoolExecutor(
             max_workers=max(1, o.num_load_threads or 2), thread_name_prefix="tfs-load"
         )
@@ -190,10 +189,10 @@ class ModelServer:
             on_change=on_change,
         )
         if batching is not None:
-            run = BatchingRunner(self.executor, batching)
+            run = BatchingRunner(self.pool, batching)
             run.on_batch = lambda model, size: metrics.batch_size.observe(size, model)
         else:
-            run = DirectRunner(self.executor)
+            run = DirectRunner(self.pool)
         self.core = Core(self.manager, run, metrics)
 
         try:

@@ -99,8 +99,10 @@ class RestApi:
             if m and method == "POST":
                 model, api = m.group(1), m.group(4).lower()
                 body = await self._body(request)
-                coro = self._predict_like(api, model, _version(m.group(2)), m.group(3), body)
-                out = await (asyncio.wait_for(coro, self.timeout_s) if self.timeout_s else coro)
+                async with asyncio.timeout(self.timeout_s):
+                    out = await self._predict_like(
+                        api, model, _version(m.group(2)), m.group(3), body
+                    )
             else:
                 m = _STATUS_RE.fullmatch(path)
                 if m and method == "GET":

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from orchestrator.server.batching import BatchingRunner, DirectRunner
+from orchestrator.server.batching import BatchingRunner, DirectRunner, RunPool
 from orchestrator.server.config import BatchingOptions
 from orchestrator.server.runner import RunKey
 from orchestrator.server.status import ServingStatus
@@ -40,7 +39,7 @@ def run(coro):
 def test_concurrent_tasks_form_one_batch_and_split_back():
     servable = FakeServable()
     runner = BatchingRunner(
-        ThreadPoolExecutor(2),
+        RunPool(2),
         BatchingOptions(max_batch_size=8, batch_timeout_micros=50_000, num_batch_threads=1),
     )
 
@@ -57,7 +56,7 @@ def test_concurrent_tasks_form_one_batch_and_split_back():
 def test_full_batch_closes_without_waiting_for_the_timeout():
     servable = FakeServable()
     runner = BatchingRunner(
-        ThreadPoolExecutor(2),
+        RunPool(2),
         BatchingOptions(max_batch_size=2, batch_timeout_micros=60_000_000, num_batch_threads=2),
     )
 
@@ -73,7 +72,7 @@ def test_full_batch_closes_without_waiting_for_the_timeout():
 def test_allowed_batch_sizes_pad_and_trim():
     servable = FakeServable()
     runner = BatchingRunner(
-        ThreadPoolExecutor(1),
+        RunPool(1),
         BatchingOptions(
             max_batch_size=4, batch_timeout_micros=0, num_batch_threads=1, allowed_batch_sizes=(4,)
         ),
@@ -89,7 +88,7 @@ def test_full_queue_is_resource_exhausted():
     opts = BatchingOptions(
         max_batch_size=1, batch_timeout_micros=0, max_enqueued_batches=1, num_batch_threads=1
     )
-    runner = BatchingRunner(ThreadPoolExecutor(1), opts)
+    runner = BatchingRunner(RunPool(1), opts)
 
     async def main():
         first = asyncio.ensure_future(runner.run(servable, KEY, [np.ones((1, 1))]))  # running
@@ -113,7 +112,7 @@ def test_errors_reach_every_task_of_the_batch():
             raise ServingStatus("INVALID_ARGUMENT", "boom")
 
     runner = BatchingRunner(
-        ThreadPoolExecutor(1), BatchingOptions(max_batch_size=4, batch_timeout_micros=20_000)
+        RunPool(1), BatchingOptions(max_batch_size=4, batch_timeout_micros=20_000)
     )
 
     async def main():
@@ -128,5 +127,5 @@ def test_errors_reach_every_task_of_the_batch():
 
 def test_direct_runner_counts_inflight():
     servable = FakeServable()
-    out = run(DirectRunner(ThreadPoolExecutor(1)).run(servable, KEY, [np.ones((2, 1))]))
+    out = run(DirectRunner(RunPool(1)).run(servable, KEY, [np.ones((2, 1))]))
     assert out[0].shape == (2, 1) and servable.inflight == 0
