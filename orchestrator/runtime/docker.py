@@ -157,6 +157,15 @@ def replica_request(template: ContainerRequest, *, name: str, index: int, host: 
                                ports={GRPC_INSIDE: (host, grpc_port), REST_INSIDE: (host, rest_port)})
 
 
+def two_free_ports(host: str) -> tuple[int, int]:
+    """Host ports for a replica after the first (gRPC, REST), never the same twice."""
+    grpc = free_port(host)
+    rest = free_port(host)
+    while rest == grpc:
+        rest = free_port(host)
+    return grpc, rest
+
+
 def container_name(deployment: str, index: int) -> str:
     return f"tfso-{deployment}-{index}-{secrets.token_hex(3)}"
 
@@ -425,8 +434,8 @@ class DockerRuntime(Runtime):
         started: list[ContainerInfo] = []
         try:
             for index in range(main.replicas):
-                grpc_port = main.ports.grpc if index == 0 else free_port(host)
-                rest_port = main.ports.rest if index == 0 else free_port(host)
+                grpc_port, rest_port = ((main.ports.grpc, main.ports.rest) if index == 0
+                                        else two_free_ports(host))
                 started.append(self._start_replica(template, deployment=name, index=index, host=host,
                                                    grpc_port=grpc_port, rest_port=rest_port,
                                                    spec_hash=spec_hash))
@@ -494,7 +503,7 @@ class DockerRuntime(Runtime):
                 if index == 0:
                     check_ports_free(name, host, {"gRPC": main.ports.grpc, "REST": main.ports.rest})
                 ports = ((main.ports.grpc, main.ports.rest) if index == 0
-                         else (free_port(host), free_port(host)))
+                         else two_free_ports(host))
                 created.append(self._start_replica(template, deployment=name, index=index, host=host,
                                                    grpc_port=ports[0], rest_port=ports[1],
                                                    spec_hash=spec_hash))
@@ -596,7 +605,14 @@ class DockerRuntime(Runtime):
         state = self._state(name)
         host = _endpoint_host(state.get("host", "127.0.0.1"))
         result = []
-        for c in self.containers(name):
+        containers = self.containers(name)
+        present = {int(c.labels[LABEL_REPLICA]) for c in containers}
+        for r in state.get("replicas", []):
+            if r["index"] not in present:
+                result.append(ReplicaStatus(r["index"], r["id"][:12], False, r["grpc_port"], r["rest_port"],
+                                            detail="container is gone (removed outside tfsctl); "
+                                            f"`tfsctl deploy {name}` starts it again"))
+        for c in containers:
             index = int(c.labels[LABEL_REPLICA])
             grpc_port = c.ports.get(GRPC_INSIDE, ("", 0))[1]
             rest_port = c.ports.get(REST_INSIDE, ("", 0))[1]
@@ -610,7 +626,7 @@ class DockerRuntime(Runtime):
             models = tuple(model_status(f"http://{host}:{rest_port}", m) for m in state["models"])
             detail = f"restarted {c.restart_count} time(s)" if c.restart_count else ""
             result.append(ReplicaStatus(index, c.id[:12], True, grpc_port, rest_port, models, detail))
-        return result
+        return sorted(result, key=lambda r: r.index)
 
     def ps(self, name: str) -> list[dict[str, Any]]:
         self._state(name)
@@ -641,9 +657,10 @@ class DockerRuntime(Runtime):
             for index in range(replicas):
                 if index in by_index:
                     continue
+                grpc_port, rest_port = two_free_ports(host)
                 created.append(self._start_replica(
                     template, deployment=name, index=index, host=host,
-                    grpc_port=free_port(host), rest_port=free_port(host), spec_hash=state["spec_hash"]))
+                    grpc_port=grpc_port, rest_port=rest_port, spec_hash=state["spec_hash"]))
             for container in created:
                 self._wait(name, container, state["wanted"], health, on_poll, host)
         except BaseException:

@@ -184,4 +184,13 @@ def test_crash_is_restarted_by_policy_and_docker_kill_by_deploy(project: Path, d
     print(f"replica after `docker kill`: AVAILABLE again via deploy in {time.monotonic() - start:.1f} s")
     assert again["action"] == "replaced" and "exited with code 137" in again["note"]
     assert check_ready(url, {"t_crash": [2]}).ready
+
+    # Removed behind our back: status says so, deploy creates it again.
+    (gone,) = ours(docker_api, "t_crash")
+    docker_api.remove(gone.id)
+    status = tfsctl(project, "status", "t_crash")
+    assert status.returncode == 1 and "container is gone" in status.stdout
+    recreated = deploy(project, "t_crash")
+    assert recreated["action"] == "created" and "created again" in recreated["note"]
+    assert check_ready(url, {"t_crash": [2]}).ready
     assert tfsctl(project, "stop", "t_crash").returncode == 0
