@@ -1,0 +1,119 @@
+"""REST JSON <-> numpy with TF Serving's rules and messages (util/json_tensor.cc)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orchestrator.server import json_tensor as jt
+from orchestrator.server.status import ServingStatus
+
+FLOAT, INT32, STRING, INT64, BOOL = 1, 3, 7, 9, 10
+
+
+def err(fn, *args) -> str:
+    with pytest.raises(ServingStatus) as e:
+        fn(*args)
+    assert e.value.code == "INVALID_ARGUMENT"
+    return e.value.message
+
+
+def test_loads_accepts_nan_and_infinity():
+    doc = jt.loads(b'{"instances": [NaN, Infinity, -Infinity]}')
+    assert np.isnan(doc["instances"][0]) and doc["instances"][1:] == [float("inf"), float("-inf")]
+
+
+def test_loads_errors():
+    assert err(jt.loads, b"") == "JSON Parse error: The document is empty"
+    assert err(jt.loads, b"[1]") == "JSON Value: [1] Is not object"
+    assert err(jt.loads, b'{"a": ').startswith("JSON Parse error:")
+
+
+def test_row_format_single_input():
+    out = jt.instances_to_arrays([1.0, 2.0, 5.0], {"x": FLOAT})
+    assert out["x"].dtype == np.float32 and out["x"].tolist() == [1.0, 2.0, 5.0]
+
+
+def test_row_format_named_inputs_and_b64():
+    out = jt.instances_to_arrays(
+        [{"a": 1, "s": {"b64": "aGk="}}, {"a": 2, "s": "yo"}], {"a": INT64, "s": STRING}
+    )
+    assert out["a"].tolist() == [1, 2]
+    assert out["s"].tolist() == [b"hi", b"yo"]
+
+
+def test_row_format_errors():
+    assert "Expecting tensor size: 1 but got: 2" in err(
+        jt.instances_to_arrays, [[1.0], [1.0, 2.0]], {"x": FLOAT}
+    )
+    assert "is not of expected type: int32" in err(jt.instances_to_arrays, [1.5], {"x": INT32})
+    assert "is not of expected type: bool" in err(jt.instances_to_arrays, [1], {"x": BOOL})
+    assert err(jt.instances_to_arrays, [1.0], {"a": FLOAT, "b": FLOAT}).startswith(
+        "instances is a plain list"
+    )
+    assert "keys must be equal to: a,b" in err(
+        jt.instances_to_arrays, [{"a": 1.0}], {"a": FLOAT, "b": FLOAT}
+    )
+
+
+def test_columnar():
+    assert jt.inputs_to_arrays([[1, 2]], {"x": FLOAT})["x"].shape == (1, 2)
+    assert (
+        err(jt.inputs_to_arrays, {"a": 1.0}, {"a": FLOAT, "b": FLOAT})
+        == "Missing named input: b in 'inputs' object."
+    )
+
+
+def test_parse_predict_keys():
+    get = lambda sig: {"x": FLOAT}  # noqa: E731
+    assert jt.parse_predict({"instances": [1.0]}, get)[2] is True
+    assert jt.parse_predict({"inputs": [1.0]}, get)[2] is False
+    assert err(jt.parse_predict, {}, get) == "Missing 'inputs' or 'instances' key"
+    assert "No values in 'instances' array" in err(jt.parse_predict, {"instances": []}, get)
+    assert "'signature_name' key must be a string value." in err(
+        jt.parse_predict, {"signature_name": 1, "inputs": 1}, get
+    )
+
+
+def test_predict_response_formats():
+    y = np.array([[2.5], [3.0]], dtype=np.float32)
+    assert jt.predict_response({"y": y}, True) == b'{"predictions":[[2.5],[3.0]]}'
+    assert jt.predict_response({"y": y}, False) == b'{"outputs":[[2.5],[3.0]]}'
+    two = jt.predict_response(
+        {"b": np.array([1, 2]), "a": np.array([0.1, 0.2], dtype=np.float32)}, True
+    )
+    assert two == b'{"predictions":[{"a":0.1,"b":1},{"a":0.2,"b":2}]}'
+    assert "inconsistent batch size" in err(
+        jt.predict_response, {"a": np.zeros(2), "b": np.zeros(3)}, True
+    )
+
+
+def test_non_finite_and_bytes_outputs():
+    out = jt.predict_response(
+        {"y": np.array([np.nan, np.inf, -np.inf, 0.5], dtype=np.float32)}, True
+    )
+    assert out == b'{"predictions":[NaN,Infinity,-Infinity,0.5]}'
+    out = jt.predict_response({"img_bytes": np.array([b"\x00\x01"], dtype=object)}, False)
+    assert out == b'{"outputs":[{"b64":"AAE="}]}'
+
+
+def test_examples_and_context():
+    from tensorflow.core.example import example_pb2
+
+    sig, examples = jt.parse_examples(
+        {"context": {"c": "x"}, "examples": [{"f": 1.5, "i": [1, 2], "b": True}]}, "classify"
+    )
+    ex = example_pb2.Example.FromString(examples[0])
+    feats = ex.features.feature
+    assert feats["c"].bytes_list.value == [b"x"]
+    assert feats["f"].float_list.value == [1.5]
+    assert feats["i"].int64_list.value == [1, 2]
+    assert feats["b"].int64_list.value == [1]
+    assert (
+        err(jt.parse_examples, {"examples": [{"f": [1.0, "a"]}]}, "regress")
+        == "Unexpected element type in feature: f expecting type: float"
+    )
+    assert (
+        err(jt.parse_examples, {"examples": [[1]]}, "regress")
+        == "Example must be JSON object but got JSON Array"
+    )
