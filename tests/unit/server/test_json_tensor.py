@@ -100,7 +100,7 @@ def test_non_finite_and_bytes_outputs():
 def test_examples_and_context():
     from tensorflow.core.example import example_pb2
 
-    sig, examples = jt.parse_examples(
+    _sig, examples = jt.parse_examples(
         {"context": {"c": "x"}, "examples": [{"f": 1.5, "i": [1, 2], "b": True}]}, "classify"
     )
     ex = example_pb2.Example.FromString(examples[0])
