@@ -90,11 +90,14 @@ def snapshot_from_text(text: str, model: str) -> Snapshot:
     for s in parse_prometheus(text):
         if s.labels.get("model_name") != model:
             continue
+        # Model status and metadata calls (API "") are not inference traffic: leave them out,
+        # or a router's health checks would look like canary requests.
         if s.name == REQUEST_COUNT:
-            requests_total += s.value
             if s.labels.get("status", "OK") != "OK":
                 errors += s.value
-        elif s.name == REQUEST_LATENCY + "_bucket":
+        elif s.name == REQUEST_LATENCY + "_count" and s.labels.get("API"):
+            requests_total += s.value
+        elif s.name == REQUEST_LATENCY + "_bucket" and s.labels.get("API"):
             le = float("inf") if s.labels.get("le") in ("+Inf", "inf") else float(s.labels.get("le", "inf"))
             buckets[le] = buckets.get(le, 0.0) + s.value
     return Snapshot(requests_total, errors, buckets)

@@ -57,17 +57,31 @@ def _start_ticks(pid: int) -> int | None:
 
 
 def process_alive(pid: int, start_ticks: int | None) -> bool:
-    """Our server still runs as `pid` (not a zombie, not a reused pid)."""
+    """Our server still runs as `pid`: not gone, not a zombie, and not a reused pid.
+
+    The start time (from /proc/PID/stat) identifies the process; the command line is checked
+    only when no start time was recorded, since /proc/PID/cmdline can read empty while a busy
+    process holds its memory map lock.
+    """
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return False
-    if stat.rsplit(")", 1)[1].split()[0] == "Z":
+    if fields[0] in ("Z", "X"):
         return False
-    if not any(marker in cmdline for marker in SERVER_MARKERS):
+    if start_ticks is not None:
+        return int(fields[19]) == start_ticks
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
         return False
-    return start_ticks is None or _start_ticks(pid) == start_ticks
+    return any(marker in cmdline for marker in SERVER_MARKERS)
 
 
 class LocalRuntime(Runtime):
@@ -105,8 +119,8 @@ class LocalRuntime(Runtime):
 
     def _alive(self, replica: dict[str, Any]) -> bool:
         proc = replica.get("_proc")
-        if proc is not None and proc.poll() is not None:
-            return False
+        if proc is not None:  # our child: its exit status is the truth
+            return proc.poll() is None
         return process_alive(replica["pid"], replica.get("start_ticks"))
 
     def _terminate(self, replicas: Sequence[dict[str, Any]]) -> None:

@@ -10,8 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def half_plus_two_tf1(version_dir: Path, *, a: float = 0.5, b: float = 2.0) -> Path:
-    """y = a*x + b as a TF1 graph, with the signature keys TF Serving's example uses."""
+def half_plus_two_tf1(
+    version_dir: Path, *, a: float = 0.5, b: float = 2.0, fail: bool = False, slow_iters: int = 0
+) -> Path:
+    """y = a*x + b as a TF1 graph, with the signature keys TF Serving's example uses.
+
+    `fail`: every real input makes the graph raise ("assertion failed: [canary_bad]");
+    `slow_iters`: that many 256×256 matmuls run before answering (a slow version).
+    """
     import tensorflow as tf
 
     v1 = tf.compat.v1
@@ -20,7 +26,18 @@ def half_plus_two_tf1(version_dir: Path, *, a: float = 0.5, b: float = 2.0) -> P
         var_a = v1.Variable(a, name="a")
         var_b = v1.Variable(b, name="b")
         x = v1.placeholder(tf.float32, shape=[None, 1], name="x")
-        y = tf.add(tf.multiply(var_a, x), var_b, name="y")
+        y = tf.add(tf.multiply(var_a, x), var_b)
+        if fail:
+            check = v1.debugging.Assert(tf.reduce_all(x < -1e30), ["canary_bad"])
+            with tf.control_dependencies([check]):
+                y = tf.identity(y)
+        if slow_iters:
+            m = tf.ones([256, 256]) / 256.0
+            _, burn = tf.while_loop(
+                lambda i, acc: i < slow_iters, lambda i, acc: (i + 1, tf.matmul(acc, m)), [0, m]
+            )
+            y = y + 0.0 * tf.reduce_sum(burn)
+        y = tf.identity(y, name="y")
         serialized = v1.placeholder(tf.string, shape=[None], name="tf_example")
         parsed = v1.io.parse_example(serialized, {"x": v1.io.FixedLenFeature([1], tf.float32)})
         y_from_example = tf.add(tf.multiply(var_a, parsed["x"]), var_b, name="y_from_example")

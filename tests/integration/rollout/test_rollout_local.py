@@ -1,0 +1,428 @@
+"""Canary rollouts on the local runtime: real server processes, real HAProxy, real load.
+
+Versions: 1 = half_plus_two (stable), 2 = half_plus_three (good canary), 3 = raises on every
+real input, 4 = slow. For x = 1.0, version 1 answers 2.5 and version 2 answers 3.5, so the
+load generator knows which version served each request (REST and gRPC alike).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from orchestrator.runtime.base import free_port
+from tests.helpers.models import half_plus_two_tf1
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        shutil.which("haproxy") is None, reason="haproxy missing (scripts/setup_system.sh)"
+    ),
+]
+
+ANSWERS = {2.5: 1, 3.5: 2}
+
+
+def tfsctl(root: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def tfsctl_bg(root: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def wait_for(condition, deadline_s: float, what: str):
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
+
+
+@dataclass
+class Load:
+    """REST and gRPC requests through the router, each recorded as (time, api, version|None, error)."""
+
+    rest_url: str
+    grpc_address: str
+    records: list[tuple[float, str, int | None, str]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def _rest(self) -> None:
+        with requests.Session() as session:
+            while not self._stop.is_set():
+                t = time.time()
+                try:
+                    r = session.post(
+                        f"{self.rest_url}/v1/models/hpt:predict",
+                        json={"instances": [[1.0]]},
+                        timeout=10,
+                    )
+                    if r.status_code == 200:
+                        self.records.append(
+                            (t, "rest", ANSWERS.get(r.json()["predictions"][0][0]), "")
+                        )
+                    else:
+                        self.records.append((t, "rest", None, f"{r.status_code} {r.text[:200]}"))
+                except requests.RequestException as exc:
+                    self.records.append((t, "rest", None, f"{type(exc).__name__}: {exc}"))
+
+    def _grpc(self) -> None:
+        from orchestrator.client import GrpcClient
+        from orchestrator.client.errors import ClientServingError
+
+        with GrpcClient(self.grpc_address) as client:
+            while not self._stop.is_set():
+                t = time.time()
+                try:
+                    out = client.predict("hpt", {"x": [[1.0]]}, timeout_s=10)
+                    self.records.append((t, "grpc", ANSWERS.get(float(out["y"][0][0])), ""))
+                except ClientServingError as exc:
+                    self.records.append((t, "grpc", None, str(exc)[:300]))
+
+    def __enter__(self) -> Load:
+        for target in (self._rest, self._rest, self._grpc):
+            thread = threading.Thread(target=target, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+
+    def failures(self) -> list[tuple[float, str, int | None, str]]:
+        return [r for r in self.records if r[3]]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("rollout")
+    base = root / "models" / "hpt"
+    half_plus_two_tf1(base / "1")
+    half_plus_two_tf1(base / "2", b=3.0)
+    half_plus_two_tf1(base / "3", fail=True)
+    half_plus_two_tf1(base / "4", slow_iters=150)
+    (root / "serving_configs").mkdir()
+    return root
+
+
+@pytest.fixture
+def deployed(project: Path) -> Iterator[tuple[Path, str, str]]:
+    grpc, rest = free_port(), free_port()
+    (project / "serving_configs" / "hpt.yaml").write_text(
+        "base_path: ../models/hpt\nversion_policy: {specific: [1]}\nversion_labels: {stable: 1}\n"
+        f"router: true\nreplicas: 2\nports: {{grpc: {grpc}, rest: {rest}}}\n"
+    )
+    shutil.rmtree(project / ".tfso" / "rollouts", ignore_errors=True)
+    run = tfsctl(project, "deploy", "hpt", "--runtime", "local")
+    assert run.returncode == 0, run.stderr
+    try:
+        yield project, f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc}"
+    finally:
+        tfsctl(project, "rollout", "abort", "hpt", timeout=120)
+        tfsctl(project, "stop", "hpt", timeout=60)
+        canary = project / ".tfso" / "deployments" / "hpt.canary.json"
+        if canary.exists():
+            for r in json.loads(canary.read_text())["replicas"]:
+                try:
+                    os.killpg(r["pid"], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def wait_weight(
+    root: Path, proc: subprocess.Popen[str], weight: int, version: int, deadline_s: float = 120
+) -> None:
+    """Wait until the rollout to `version` holds at least `weight`; fail with its output if it ends."""
+    path = root / ".tfso" / "rollouts" / "hpt.json"
+
+    def reached() -> bool:
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"rollout ended early ({proc.returncode}): {out}{err}")
+        if not path.exists():
+            return False
+        data = json.loads(path.read_text())
+        return data["to_version"] == version and data["weight"] >= weight
+
+    wait_for(reached, deadline_s, f"weight {weight}")
+
+
+def rollout_status(root: Path) -> dict:
+    run = tfsctl(root, "rollout", "status", "hpt", "-o", "json")
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def canary_running(root: Path) -> bool:
+    return (root / ".tfso" / "deployments" / "hpt.canary.json").exists()
+
+
+def stable_pids(root: Path) -> list[int]:
+    return [
+        r["pid"]
+        for r in json.loads((root / ".tfso" / "deployments" / "hpt.json").read_text())["replicas"]
+    ]
+
+
+def test_good_canary_ramps_with_zero_failed_requests_then_promotes(deployed) -> None:
+    root, rest, grpc = deployed
+    with Load(rest, grpc) as load:
+        wait_for(lambda: len(load.records) > 50, 30, "load to start")
+        run = tfsctl(
+            root,
+            "rollout",
+            "start",
+            "hpt",
+            "--version",
+            "2",
+            "--steps",
+            "10,25,50,100",
+            "--interval",
+            "4s",
+            "--min-requests",
+            "20",
+        )
+        time.sleep(1.0)  # requests keep flowing after promotion, through the router
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert load.failures() == [], load.failures()[:5]
+    assert len(load.records) / (load.records[-1][0] - load.records[0][0]) >= 100, "load ≥ 100 req/s"
+
+    status = rollout_status(root)
+    assert status["phase"] == "succeeded"
+    # Observed canary share per step: requests sent while each weight held (edges trimmed).
+    history = status["history"]
+    holds = [
+        (h["at"], history[i + 1]["at"], h["weight"])
+        for i, h in enumerate(history[:-1])
+        if h["phase"] == "progressing" and h["decision"].startswith("weight")
+    ]
+    assert [w for _, _, w in holds] == [10, 25, 50, 100]
+    for start, end, weight in holds:
+        window = [r for r in load.records if start + 0.3 <= r[0] <= end - 0.3]
+        assert len(window) > 100
+        share = 100 * sum(1 for r in window if r[2] == 2) / len(window)
+        assert abs(share - weight) <= 5, (weight, share, len(window))
+    # Afterwards every replica serves version 2 (label moved with it) and the spec says so.
+    answers = {
+        requests.post(
+            f"{rest}/v1/models/hpt:predict", json={"instances": [[1.0]]}, timeout=5
+        ).json()["predictions"][0][0]
+        for _ in range(20)
+    }
+    assert answers == {3.5}
+    labelled = requests.post(
+        f"{rest}/v1/models/hpt/labels/stable:predict", json={"instances": [[1.0]]}, timeout=5
+    )
+    assert labelled.json() == {"predictions": [[3.5]]}
+    assert "specific: [2]" in (root / "serving_configs" / "hpt.yaml").read_text()
+    assert not canary_running(root)
+    report = tfsctl(root, "rollout", "report", "hpt", "--out", str(root / "report.png"))
+    assert report.returncode == 0, report.stderr
+    assert (root / "report.png").stat().st_size > 1000
+    assert json.loads((root / "report.json").read_text())["rows"]
+
+
+@pytest.mark.parametrize(
+    ("version", "extra", "why"),
+    [
+        ("3", [], "error rate"),
+        ("4", ["--max-latency-p99-ms", "25"], "p99"),
+    ],
+)
+def test_bad_canary_rolls_back_and_stable_never_fails(
+    deployed, version: str, extra: list[str], why: str
+) -> None:
+    root, rest, grpc = deployed
+    pids = stable_pids(root)
+    with Load(rest, grpc) as load:
+        wait_for(lambda: len(load.records) > 50, 30, "load to start")
+        run = tfsctl(
+            root,
+            "rollout",
+            "start",
+            "hpt",
+            "--version",
+            version,
+            "--steps",
+            "25,50,100",
+            "--interval",
+            "3s",
+            "--min-requests",
+            "10",
+            "--threshold",
+            "2",
+            *extra,
+        )
+    assert run.returncode == 1, run.stdout + run.stderr
+    status = rollout_status(root)
+    assert status["phase"] == "failed" and why in status["message"]
+    checks = [h for h in status["history"] if h["decision"] in ("check failed", "roll back")]
+    assert len(checks) == 2, "rolled back after exactly `threshold` failed intervals"
+    assert [h["weight"] for h in status["history"] if h["decision"].startswith("weight")] == [25]
+    # Stable never failed: every failure is the canary's own error.
+    assert all("canary_bad" in r[3] for r in load.failures()), load.failures()[:5]
+    assert stable_pids(root) == pids and not canary_running(root)
+    assert requests.post(
+        f"{rest}/v1/models/hpt:predict", json={"instances": [[1.0]]}, timeout=5
+    ).json() == {"predictions": [[2.5]]}
+
+
+def test_killed_controller_resume_and_abort(deployed) -> None:
+    root, rest, grpc = deployed
+    with Load(rest, grpc) as load:
+        wait_for(lambda: len(load.records) > 50, 30, "load to start")
+        proc = tfsctl_bg(
+            root,
+            "rollout",
+            "start",
+            "hpt",
+            "--version",
+            "2",
+            "--steps",
+            "10,25,50,100",
+            "--interval",
+            "3s",
+            "--min-requests",
+            "10",
+        )
+        wait_weight(root, proc, 25, 2)
+        proc.kill()
+        proc.wait(timeout=10)
+        status = rollout_status(root)
+        assert (
+            status["phase"] == "progressing"
+            and status["weight"] >= 25
+            and status["controller_running"] is False
+        )
+        shown = tfsctl(root, "rollout", "status", "hpt")
+        assert "progressing" in shown.stdout and "not running" in shown.stdout
+        # A second start is refused while this one is unfinished.
+        again = tfsctl(root, "rollout", "start", "hpt", "--version", "2")
+        assert again.returncode == 7 and "already progressing" in again.stderr
+        run = tfsctl(root, "rollout", "resume", "hpt")
+        assert run.returncode == 0, run.stdout + run.stderr
+    assert rollout_status(root)["phase"] == "succeeded"
+    assert load.failures() == [], load.failures()[:5]
+
+    # Roll back to version 1 with another rollout, kill it mid-ramp, then abort from "another shell".
+    proc = tfsctl_bg(
+        root,
+        "rollout",
+        "start",
+        "hpt",
+        "--version",
+        "1",
+        "--steps",
+        "10,50,100",
+        "--interval",
+        "3s",
+        "--min-requests",
+        "0",
+    )
+    wait_weight(root, proc, 10, 1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    run = tfsctl(root, "rollout", "abort", "hpt")
+    assert run.returncode == 0, run.stderr
+    assert rollout_status(root)["phase"] == "aborted"
+    assert not canary_running(root)
+    states = json.loads(tfsctl(root, "status", "hpt", "-o", "json").stdout)
+    assert all(
+        v["version"] == 2
+        for r in states["replicas"]
+        for m in r["models"]
+        for v in m["versions"]
+        if v["state"] == "AVAILABLE"
+    )
+
+
+def test_canary_crash_rolls_back_with_stable_untouched(deployed) -> None:
+    root, rest, grpc = deployed
+    pids = stable_pids(root)
+    with Load(rest, grpc) as load:
+        wait_for(lambda: len(load.records) > 50, 30, "load to start")
+        proc = tfsctl_bg(
+            root,
+            "rollout",
+            "start",
+            "hpt",
+            "--version",
+            "2",
+            "--steps",
+            "10,25,50,100",
+            "--interval",
+            "3s",
+            "--min-requests",
+            "10",
+        )
+        canary_file = root / ".tfso" / "deployments" / "hpt.canary.json"
+        wait_weight(root, proc, 25, 2)
+        os.killpg(json.loads(canary_file.read_text())["replicas"][0]["pid"], signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    status = rollout_status(root)
+    assert status["phase"] == "failed" and "crashed" in status["message"]
+    assert stable_pids(root) == pids and not canary_running(root)
+    stable_failures = [r for r in load.failures() if r[0] > status["updated_at"]]
+    assert stable_failures == [], stable_failures[:5]
+
+
+def test_bad_input_changes_nothing(deployed) -> None:
+    root, _, _ = deployed
+    cases = [
+        (["rollout", "start", "nope", "--version", "2"], 2, "no such spec file"),
+        (["rollout", "start", "hpt", "--version", "9"], 7, "has no version 9"),
+        (["rollout", "start", "hpt", "--version", "1"], 7, "already serves version 1"),
+        (["rollout", "start", "hpt", "--version", "2", "--max-error-rate", "2"], 7, "out of range"),
+        (["rollout", "start", "hpt", "--version", "2", "--steps", "50,25"], 7, "rise strictly"),
+        (
+            ["rollout", "start", "hpt", "--version", "2", "--threshold", "0"],
+            7,
+            "--threshold must be",
+        ),
+        (
+            ["rollout", "start", "hpt", "--version", "2", "--webhook", "later=http://x"],
+            7,
+            "KIND=URL",
+        ),
+        (["rollout", "status", "nope"], 7, "no rollout of 'nope'"),
+    ]
+    before = (root / "serving_configs" / "hpt.yaml").read_text()
+    for args, code, words in cases:
+        run = tfsctl(root, *args)
+        assert run.returncode == code, (args, run.stderr)
+        assert words in run.stderr and "Traceback" not in run.stderr, (args, run.stderr)
+    assert (root / "serving_configs" / "hpt.yaml").read_text() == before
+    assert not canary_running(root) and not (root / ".tfso" / "rollouts" / "hpt.json").exists()
