@@ -179,3 +179,37 @@ def test_auto_runtime_says_which_and_why(workdir: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("DOCKER_HOST", f"unix://{workdir}/no-daemon.sock")
     runtime, why = choose_runtime(spec, None)
     assert runtime.name == "local" and "no Docker daemon answers" in why, why
+
+
+def test_gpu_request_as_the_engine_received_it(workdir: Path, docker_api: DockerApi, standin: str,
+                                               tmp_path: Path) -> None:
+    """What dockerd stored for the GPU container (read back before its start fails): the GPU is
+    the only simulated part (a `-gpu` tag on the stand-in; no GPU runtime on this engine)."""
+    from orchestrator.runtime.docker import DockerRuntime, GpuUnavailable
+    from orchestrator.state import StateStore
+
+    class Recording(DockerApi):
+        def __init__(self) -> None:
+            super().__init__()
+            self.created: list[dict] = []
+
+        def start(self, container: str, *, name: str = "") -> None:
+            self.created.append(self._client.inspect_container(container))
+            super().start(container, name=name)
+
+    docker_api.tag_image(standin, f"{STANDIN_REPO}:standin-gpu")
+    write_spec(workdir, "t_gpu2", "base_path: ../models/hpt\n" + ports() + "device: gpu\nreplicas: 2\n")
+    spec = load_spec("t_gpu2", configs_dir=workdir / "serving_configs")
+    api = Recording()
+    try:
+        with pytest.raises(GpuUnavailable):
+            DockerRuntime(StateStore(tmp_path / "state"), api=api).deploy([spec])
+    finally:
+        docker_api.remove_image(f"{STANDIN_REPO}:standin-gpu")
+        api.close()
+    (raw,) = api.created
+    assert raw["Config"]["Image"] == f"{STANDIN_REPO}:standin-gpu"
+    assert raw["HostConfig"]["DeviceRequests"] == [
+        {"Driver": "", "Count": -1, "DeviceIDs": None, "Capabilities": [["gpu"]], "Options": {}}]
+    assert "--per_process_gpu_memory_fraction=0.45" in raw["Config"]["Cmd"]  # two replicas share
+    assert no_containers_of(docker_api, "t_gpu2")
