@@ -30,7 +30,7 @@ from orchestrator.client._common import (
     regression_from_proto,
     status_from_proto,
 )
-from orchestrator.client._config import NO_RETRY, RetryPolicy, async_retrying
+from orchestrator.client._config import NO_RETRY, RetryPolicy, call_async
 from orchestrator.client._grpc import _NOT_READY, _GrpcBase
 from orchestrator.client.errors import DeadlineExceeded
 from orchestrator.protos import apis_pb2
@@ -87,22 +87,22 @@ class AsyncGrpcClient(_GrpcBase):
         retry: RetryPolicy | None = None,
     ) -> Any:
         stub = self._open()[method.name]
-        timeout = self._timeout(timeout_s)
-        deadline = time.monotonic() + timeout
-        async for attempt in async_retrying(retry or self.retry, timeout):
-            with attempt:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise DeadlineExceeded(
-                        f"{method.name} ran out of its {timeout:g}s deadline",
-                        model=model,
-                        address=self.address,
-                    )
-                try:
-                    return await stub(request, timeout=remaining, metadata=self._headers)
-                except grpc.RpcError as e:
-                    raise self._error(e, model) from e
-        raise AssertionError("unreachable")  # pragma: no cover
+        headers = self._headers
+
+        async def attempt(remaining: float) -> Any:
+            try:
+                return await stub(request, timeout=remaining, metadata=headers)
+            except grpc.RpcError as e:
+                raise self._error(e, model) from e
+
+        return await call_async(
+            attempt,
+            retry or self.retry,
+            self._timeout(timeout_s),
+            what=method.name,
+            model=model,
+            address=self.address,
+        )
 
     async def _model_metadata(self, model, version, label, timeout_s) -> ModelMetadata:
         key = (model, version, label)

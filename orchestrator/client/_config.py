@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from orchestrator.client.errors import ServingUnavailable
+from orchestrator.client.errors import DeadlineExceeded, ServingUnavailable
 
 if TYPE_CHECKING:
     import tenacity
 
 log = logging.getLogger("orchestrator.client")
+T = TypeVar("T")
 
 DEFAULT_TIMEOUT_S = 30.0  # TF Serving's own --rest_api_timeout_in_ms default
 # TF Serving accepts messages up to INT32_MAX; gRPC clients default to 4 MiB and fail on images.
@@ -102,3 +105,69 @@ def async_retrying(policy: RetryPolicy, timeout_s: float) -> tenacity.AsyncRetry
     import tenacity
 
     return tenacity.AsyncRetrying(**_kwargs(policy, timeout_s))
+
+
+def _out_of_time(what: str, timeout_s: float, model: str | None, address: str):
+    return DeadlineExceeded(
+        f"{what} ran out of its {timeout_s:g}s deadline", model=model, address=address
+    )
+
+
+def call(
+    attempt: Callable[[float], T],
+    policy: RetryPolicy,
+    timeout_s: float,
+    *,
+    what: str,
+    model: str | None,
+    address: str,
+) -> T:
+    """attempt(remaining seconds) once; on ServingUnavailable, retry it with tenacity.
+
+    The first try runs without tenacity (it costs ~10 us a call); a retry loop starts only
+    after a transient failure, counting that failure as its first attempt.
+    """
+    deadline = time.monotonic() + timeout_s
+    try:
+        return attempt(timeout_s)
+    except ServingUnavailable as e:
+        if policy.attempts <= 1:
+            raise
+        pending: list[ServingUnavailable] = [e]
+    for state in retrying(policy, timeout_s):
+        with state:
+            if pending:
+                raise pending.pop()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _out_of_time(what, timeout_s, model, address)
+            return attempt(remaining)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def call_async(
+    attempt: Callable[[float], Awaitable[T]],
+    policy: RetryPolicy,
+    timeout_s: float,
+    *,
+    what: str,
+    model: str | None,
+    address: str,
+) -> T:
+    """`call` for coroutines."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        return await attempt(timeout_s)
+    except ServingUnavailable as e:
+        if policy.attempts <= 1:
+            raise
+        pending: list[ServingUnavailable] = [e]
+    async for state in async_retrying(policy, timeout_s):
+        with state:
+            if pending:
+                raise pending.pop()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _out_of_time(what, timeout_s, model, address)
+            return await attempt(remaining)
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -38,7 +38,7 @@ from orchestrator.client._config import (
     NO_RETRY,
     RetryPolicy,
     Tls,
-    retrying,
+    call,
 )
 from orchestrator.client.errors import (
     ClientServingError,
@@ -279,22 +279,22 @@ class GrpcClient(_GrpcBase):
         retry: RetryPolicy | None = None,
     ) -> Any:
         stub = self._stubs[method.name]
-        timeout = self._timeout(timeout_s)
-        deadline = time.monotonic() + timeout
-        for attempt in retrying(retry or self.retry, timeout):
-            with attempt:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise DeadlineExceeded(
-                        f"{method.name} ran out of its {timeout:g}s deadline",
-                        model=model,
-                        address=self.address,
-                    )
-                try:
-                    return stub(request, timeout=remaining, metadata=self._headers)
-                except grpc.RpcError as e:
-                    raise self._error(e, model) from e
-        raise AssertionError("unreachable")  # pragma: no cover
+        headers = self._headers
+
+        def attempt(remaining: float) -> Any:
+            try:
+                return stub(request, timeout=remaining, metadata=headers)
+            except grpc.RpcError as e:
+                raise self._error(e, model) from e
+
+        return call(
+            attempt,
+            retry or self.retry,
+            self._timeout(timeout_s),
+            what=method.name,
+            model=model,
+            address=self.address,
+        )
 
     def _model_metadata(self, model, version, label, timeout_s) -> ModelMetadata:
         key = (model, version, label)

@@ -34,7 +34,7 @@ from orchestrator.client._common import (
     lone_name,
     signatures_from_proto,
 )
-from orchestrator.client._config import DEFAULT_TIMEOUT_S, NO_RETRY, RetryPolicy, Tls, retrying
+from orchestrator.client._config import DEFAULT_TIMEOUT_S, NO_RETRY, RetryPolicy, Tls, call
 from orchestrator.client.errors import (
     ClientServingError,
     DeadlineExceeded,
@@ -208,19 +208,15 @@ class RestClient:
         retry: RetryPolicy | None = None,
     ) -> Any:
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + timeout
         data = None if body is None else json.dumps(body).encode()
-        for attempt in retrying(retry or self.retry, timeout):
-            with attempt:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise DeadlineExceeded(
-                        f"{method} {url} ran out of its {timeout:g}s deadline",
-                        model=model,
-                        address=self.url,
-                    )
-                return self._send(method, url, data, model, remaining)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return call(
+            lambda remaining: self._send(method, url, data, model, remaining),
+            retry or self.retry,
+            timeout,
+            what=f"{method} {url}",
+            model=model,
+            address=self.url,
+        )
 
     def _send(self, method: str, url: str, data: bytes | None, model, remaining: float) -> Any:
         try:

@@ -11,6 +11,7 @@ Used by the client (request out, response in) and by our server (request in, res
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -83,26 +84,41 @@ def _len_field(number: int, payload_len: int) -> bytes:
     return _varint(number << 3 | _LEN) + _varint(payload_len)
 
 
+@functools.lru_cache(maxsize=1024)
+def _tensor_head(enum: int, shape: tuple[int, ...]) -> bytes:
+    """dtype and tensor_shape fields; cached, since a service sends the same shapes again."""
+    dims = bytearray()
+    for size in shape:
+        dim = b"\x08" + _varint(size) if size else b""
+        dims += b"\x12" + _varint(len(dim)) + dim
+    return b"\x08" + _varint(enum) + b"\x12" + _varint(len(dims)) + bytes(dims)
+
+
 def tensor_parts(value: Any, dtype: Any = None) -> tuple[list[_Part], int]:
     """A serialised TensorProto as parts to join, and its total length."""
-    if isinstance(value, tensors.TensorProto):
+    if type(value) is np.ndarray and dtype is None:
+        arr = value
+        enum = tensors._ENUM_OF.get(arr.dtype)  # native-order numeric: the fast path
+        if enum is None:
+            enum = tensors.numpy_dtype_to_enum(arr.dtype)
+    elif isinstance(value, tensors.TensorProto):
         data = value.SerializeToString()
         return [data], len(data)
-    arr = tensors.as_array(value, dtype)
-    enum = tensors.numpy_dtype_to_enum(arr.dtype)
+    else:
+        arr = tensors.as_array(value, dtype)
+        enum = tensors.numpy_dtype_to_enum(arr.dtype)
     if enum == tensors.DT_STRING:
         data = tensors.to_tensor_proto(arr).SerializeToString()
         return [data], len(data)
-    shape = bytearray()
-    for size in arr.shape:
-        dim = b"\x08" + _varint(size) if size else b""
-        shape += b"\x12" + _varint(len(dim)) + dim
-    head = b"\x08" + _varint(enum) + b"\x12" + _varint(len(shape)) + bytes(shape)
+    head = _tensor_head(enum, arr.shape)
     if not arr.size:
         return [head], len(head)
-    content = memoryview(tensors.content_bytes(arr).reshape(-1).view(np.uint8))
-    head += b"\x22" + _varint(content.nbytes)
-    return [head, content], len(head) + content.nbytes
+    if not (arr.flags.c_contiguous and arr.dtype.isnative and tensors._LITTLE):
+        arr = tensors.content_bytes(arr)
+    content = memoryview(arr.reshape(-1).view(np.uint8))
+    nbytes = content.nbytes
+    head += b"\x22" + _varint(nbytes)
+    return [head, content], len(head) + nbytes
 
 
 def encode_tensor(value: Any, dtype: Any = None) -> bytes:
@@ -151,37 +167,71 @@ def encode_predict_response(
     return b"".join(_tensor_map_parts(1, outputs) + _message_part(2, model_spec))
 
 
+def _decode_shape(buf: Any, pos: int, end: int) -> list[int]:
+    dims: list[int] = []
+    while pos < end:
+        key, pos = _read_varint(buf, pos)
+        if key == 0x12:  # dim
+            length, pos = _read_varint(buf, pos)
+            size, stop = 0, pos + length
+            while pos < stop:
+                dkey, pos = _read_varint(buf, pos)
+                if dkey == 0x08:  # size (int64: two's complement above 2**63)
+                    size, pos = _read_varint(buf, pos)
+                    if size >= 1 << 63:
+                        size -= 1 << 64
+                elif dkey & 7 == _LEN:  # name
+                    n, pos = _read_varint(buf, pos)
+                    pos += n
+                else:
+                    _, pos = _read_varint(buf, pos)
+            dims.append(size)
+        elif key == 0x18:  # unknown_rank
+            flag, pos = _read_varint(buf, pos)
+            if flag:
+                raise ValueError("a tensor with values cannot have unknown rank")
+        else:
+            raise ValueError(f"unexpected field {key >> 3} in TensorShapeProto")
+    return dims
+
+
 def decode_tensor(buf: Any, start: int = 0, end: int | None = None) -> np.ndarray:
-    """A writable ndarray from serialised TensorProto bytes buf[start:end]."""
+    """A writable ndarray from serialised TensorProto bytes buf[start:end].
+
+    The common form (dtype, shape, tensor_content) is read here in place; anything else
+    (typed *_val fields, strings) is handed to protobuf.
+    """
     if end is None:
         end = len(buf)
     enum = 0
     dims: list[int] = []
     content: tuple[int, int] | None = None
-    for number, wire, a, b in _fields(buf, start, end):
-        if number == 1 and wire == _VARINT:
-            enum = a
-        elif number == 2 and wire == _LEN:
-            for dnum, dwire, da, db in _fields(buf, a, b):
-                if dnum == 3 and dwire == _VARINT and da:
-                    raise ValueError("a tensor with values cannot have unknown rank")
-                if dnum == 2 and dwire == _LEN:
-                    size = 0
-                    for snum, swire, sa, _ in _fields(buf, da, db):
-                        if snum == 1 and swire == _VARINT:
-                            size = sa - (1 << 64) if sa >= 1 << 63 else sa
-                    dims.append(size)
-        elif number == 4 and wire == _LEN:
-            content = (a, b)
-        elif number == 3:  # version_number
-            continue
+    pos = start
+    while pos < end:
+        key, pos = _read_varint(buf, pos)
+        if key == 0x08:  # dtype
+            enum, pos = _read_varint(buf, pos)
+        elif key == 0x12:  # tensor_shape
+            length, pos = _read_varint(buf, pos)
+            dims = _decode_shape(buf, pos, pos + length)
+            pos += length
+        elif key == 0x22:  # tensor_content
+            length, pos = _read_varint(buf, pos)
+            content = (pos, pos + length)
+            pos += length
+        elif key == 0x18:  # version_number
+            _, pos = _read_varint(buf, pos)
         else:
-            return tensors.from_tensor_proto(tensors.TensorProto.FromString(bytes(buf[start:end])))
-    if any(d < 0 for d in dims):
-        raise ValueError(f"tensor shape {dims} has a negative dimension")
-    if content is None or enum == tensors.DT_STRING:
-        return tensors.from_tensor_proto(tensors.TensorProto.FromString(bytes(buf[start:end])))
-    return tensors.array_from_content(memoryview(buf)[content[0] : content[1]], enum, dims)
+            content = None
+            break
+    else:
+        if pos != end:
+            raise ValueError("truncated TensorProto")
+        if content is not None and enum != tensors.DT_STRING:
+            if any(d < 0 for d in dims):
+                raise ValueError(f"tensor shape {dims} has a negative dimension")
+            return tensors.array_from_content(memoryview(buf)[content[0] : content[1]], enum, dims)
+    return tensors.from_tensor_proto(tensors.TensorProto.FromString(bytes(buf[start:end])))
 
 
 def _decode_tensor_map_entry(buf: Any, start: int, end: int) -> tuple[str, np.ndarray]:

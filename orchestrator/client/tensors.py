@@ -13,6 +13,7 @@ pure and callers decide what a bad tensor means to them.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -65,6 +66,7 @@ _FLOAT8: dict[int, str] = {
 }
 _ENUM_OF: dict[np.dtype, int] = {dt.newbyteorder("="): enum for enum, dt in _NUMERIC.items()}
 _DECODE: dict[int, np.dtype] = {**_QUANTIZED, **_NUMERIC}
+_NATIVE: dict[int, np.dtype] = {enum: dt.newbyteorder("=") for enum, dt in _DECODE.items()}
 _ml_dtypes_tried = False
 
 
@@ -87,6 +89,7 @@ def _add_ml_dtypes() -> bool:
         extra[enum] = np.dtype(getattr(ml_dtypes, name))
     _NUMERIC.update(extra)
     _DECODE.update(extra)
+    _NATIVE.update(extra)
     _ENUM_OF.update({dt: enum for enum, dt in extra.items()})
     return True
 
@@ -112,11 +115,11 @@ def enum_to_numpy_dtype(enum: int) -> np.dtype:
     """numpy dtype for a TF DataType number; DT_STRING is object (elements are bytes)."""
     if enum == DT_STRING:
         return _OBJECT
-    dt = _DECODE.get(enum)
+    dt = _NATIVE.get(enum)
     if dt is None and _add_ml_dtypes():
-        dt = _DECODE.get(enum)
+        dt = _NATIVE.get(enum)
     if dt is not None:
-        return dt.newbyteorder("=")
+        return dt
     name = DataType.Name(enum) if enum in DataType.values() else str(enum)
     hint = " (pip install ml_dtypes)" if enum == DT_BFLOAT16 or enum in _FLOAT8 else ""
     raise TypeError(f"cannot convert TensorFlow dtype {name} to numpy{hint}")
@@ -220,29 +223,34 @@ def from_tensor_proto(proto: TensorProto) -> np.ndarray:
     enum = proto.dtype
     dtype = enum_to_numpy_dtype(enum)
     shape = shape_of(proto)
-    count = int(np.prod(shape, dtype=np.int64))
-    if proto.tensor_content and enum != DT_STRING:
-        return array_from_content(proto.tensor_content, enum, shape)
+    if enum != DT_STRING:
+        content = proto.tensor_content  # read once: every read copies the bytes
+        if content:
+            return array_from_content(content, enum, shape)
     values = _typed_values(proto, enum, dtype)
-    return _fill(values, shape, count, dtype, enum)
+    return _fill(values, shape, math.prod(shape), dtype, enum)
 
 
 def array_from_content(content: Any, enum: int, shape: Sequence[int]) -> np.ndarray:
-    """A writable array from tensor_content bytes (or any buffer) of dtype `enum`."""
-    wire = _DECODE.get(enum)
-    if wire is None:
-        enum_to_numpy_dtype(enum)  # loads ml_dtypes, or raises the explanatory TypeError
-        wire = _DECODE[enum]
-    count = int(np.prod(shape, dtype=np.int64))
-    if len(content) != count * wire.itemsize:
+    """A writable, aligned array from tensor_content (bytes or any buffer) of dtype `enum`.
+
+    One memcpy: the bytes are copied as uint8 (aligned or not, that is a plain memcpy) and
+    the copy is viewed as the dtype.
+    """
+    native = _NATIVE.get(enum)
+    if native is None:
+        native = enum_to_numpy_dtype(enum)  # loads ml_dtypes, or raises the explanatory error
+    count = math.prod(shape)
+    nbytes = count * native.itemsize
+    if len(content) != nbytes:
         raise ValueError(
             f"tensor_content has {len(content)} bytes; shape {list(shape)} of "
-            f"{DataType.Name(enum)} needs {count * wire.itemsize}"
+            f"{DataType.Name(enum)} needs {nbytes}"
         )
-    arr = np.frombuffer(content, dtype=wire, count=count)
-    native = wire.newbyteorder("=")
-    # astype copies (and swaps bytes on big-endian hosts): the result owns writable memory.
-    return arr.astype(native, copy=True).reshape(shape)
+    flat = np.frombuffer(content, dtype=np.uint8, count=nbytes).copy()
+    if _LITTLE or native.itemsize == 1:
+        return flat.view(native).reshape(shape)
+    return flat.view(_DECODE[enum]).astype(native).reshape(shape)  # pragma: no cover
 
 
 def _typed_values(proto: TensorProto, enum: int, dtype: np.dtype) -> np.ndarray:
