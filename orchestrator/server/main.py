@@ -16,7 +16,8 @@ model loads, and the process exits non-zero. Logs go to stderr, one line per eve
 TF_CPP_MIN_LOG_LEVEL is set. SIGTERM / SIGINT stop the server cleanly (exit 0).
 
 Environment: TFS_BIND_HOST, TFS_MAX_REQUEST_BYTES (REST body limit, default 256 MiB),
-TFS_LOG_LEVEL (default INFO).
+TFS_LOG_LEVEL (default INFO), TFS_RUN_THREADS (session-run threads, default max(4, 2 x CPUs)),
+TFS_INLINE_RUN=0 (never run small graphs in the calling thread; see runner._is_simple_graph).
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def _setup_logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's Python logger repeats deprecation notices for the TF1 loader we use on purpose.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def _check_port_free(host: str, port: int, what: str) -> None:

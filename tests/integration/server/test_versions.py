@@ -238,3 +238,33 @@ def test_copy_version_helper_is_atomic(tmp_path, hpt_source):
     copy_version(base, 1, 4)
     assert (base / "4" / "saved_model.pb").exists()
     assert not list(base.glob(".tmp-*"))
+
+
+def test_model_warmup_replays_requests(tmp_path, hpt_source):
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    base = make_base(tmp_path, hpt_source, [1])
+    extra = base / "1" / "assets.extra"
+    extra.mkdir()
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "hpt"
+    req.inputs["x"].CopyFrom(tf.make_tensor_proto([[1.0]]))
+    log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=req))
+    with tf.io.TFRecordWriter(str(extra / "tf_serving_warmup_requests")) as w:
+        w.write(log.SerializeToString())
+    bad = make_base(tmp_path / "bad", hpt_source, [1])
+    (bad / "1" / "assets.extra").mkdir()
+    req.inputs["nope"].CopyFrom(tf.make_tensor_proto([1.0]))
+    log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=req))
+    with tf.io.TFRecordWriter(str(bad / "1" / "assets.extra" / "tf_serving_warmup_requests")) as w:
+        w.write(log.SerializeToString())
+    cfg = tmp_path / "models.config"
+    cfg.write_text(config(entry("hpt", base), entry("bad", bad)))
+    with ServerProcess([f"--model_config_file={cfg}"]) as srv:
+        srv.wait_until_available("hpt", [1])
+        assert predict(srv) == (200, {"predictions": [2.5]})
+        states = srv.wait_until_states("bad", {1: "END"})
+        assert states == {1: "END"}
+        status = srv.status("bad")["model_version_status"][0]["status"]
+        assert "Warmup failed" in status["error_message"]
