@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -54,11 +53,9 @@ def assert_clean_error(run: subprocess.CompletedProcess[str], code: int, *needle
 
 def test_no_daemon_is_a_clear_error(workdir: Path) -> None:
     write_spec(workdir, "t_nodaemon", "base_path: ../models/hpt\n" + ports())
-    start = time.monotonic()
     run = tfsctl(workdir, "deploy", "t_nodaemon", "--runtime", "docker",
-                 env={"DOCKER_HOST": f"unix://{workdir}/no-daemon.sock"}, timeout=60)
+                 env={"DOCKER_HOST": f"unix://{workdir}/no-daemon.sock"}, timeout=60)  # no hang
     assert_clean_error(run, 4, "no Docker daemon answers", "no-daemon.sock", "fix:")
-    assert time.monotonic() - start < 60
 
 
 def test_socket_not_permitted_is_a_clear_error() -> None:
@@ -135,11 +132,11 @@ def test_container_that_exits_at_start_shows_its_logs(workdir: Path, docker_api:
     write_spec(workdir, "t_exits", "base_path: ../models/hpt\n" + ports() + "health: {deadline_s: 60}\n"
                + f"image: {STANDIN_REPO}\ntag: broken\npull: never\n" + extra_mounts_yaml(),
                standin_image=False)
-    start = time.monotonic()
     run = tfsctl(workdir, "deploy", "t_exits", "--runtime", "docker")
+    # Exit code 4, not 5 (HealthTimeout): stopped by the exit, not by the 60 s deadline.
     assert_clean_error(run, 4, "before every wanted version was AVAILABLE", "last log lines",
                        "refusing to start: unknown flag --bogus_flag_for_tests")
-    assert time.monotonic() - start < 60  # stopped by the exit, not by the deadline
+    assert "keeps exiting" in run.stderr or "exited with code 1" in run.stderr, run.stderr
     assert no_containers_of(docker_api, "t_exits")
 
 
