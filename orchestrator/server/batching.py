@@ -243,7 +243,7 @@ class BatchingRunner:
         self.pool = pool
         self.options = options
         self._direct = DirectRunner(pool)
-        self.on_batch = None  # callable(model_name, batch_size) for metrics
+        self.on_batch: Any = None  # callable(model_name, batch_size) for metrics
         self.queuing_latency_us = 0.0
 
     def record(self, model: str, tasks: int, rows: int) -> None:

@@ -154,7 +154,7 @@ class Core:
             servable, r.RunKey((plans[0].input_name,), fetches), [arr], "MultiInference"
         )
         by_name = dict(zip(fetches, outs, strict=False))
-        results = []
+        results: list[tuple[str, str, Any]] = []
         for (sig_name, method), plan in zip(tasks, plans, strict=False):
             if method == r.CLASSIFY_METHOD:
                 results.append((sig_name, method, r.classify_result(plan, len(examples), by_name)))

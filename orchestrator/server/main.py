@@ -191,6 +191,7 @@ class ModelServer:
             allow_labels_for_unavailable=o.allow_version_labels_for_unavailable_models,
             on_change=on_change,
         )
+        run: Any
         if batching is not None:
             run = BatchingRunner(self.pool, batching)
             run.on_batch = lambda model, size: metrics.batch_size.observe(size, model)

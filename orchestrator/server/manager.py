@@ -138,19 +138,19 @@ class Manager:
                     self._retired[name] = entry
             new_tasks: list[asyncio.Task] = []
             for name, cfg in wanted.items():
-                entry = self.models.get(name)
-                if entry is None or entry.config.base_path != cfg.base_path:
-                    if entry is not None:
-                        for vs in list(entry.versions.values()):
-                            if vs.state in (START, LOADING, AVAILABLE):
-                                self._start_unload(entry, vs)
-                    self._retired.pop(name, None)
-                    entry = ModelEntry(config=cfg)
-                    self.models[name] = entry
-                    new_tasks += self._sync_model(entry)
-                else:
-                    entry.config = cfg
-                    self._sync_model(entry)
+                existing = self.models.get(name)
+                if existing is not None and existing.config.base_path == cfg.base_path:
+                    existing.config = cfg
+                    self._sync_model(existing)
+                    continue
+                if existing is not None:  # same name, new base path: a new model
+                    for vs in list(existing.versions.values()):
+                        if vs.state in (START, LOADING, AVAILABLE):
+                            self._start_unload(existing, vs)
+                self._retired.pop(name, None)
+                entry = ModelEntry(config=cfg)
+                self.models[name] = entry
+                new_tasks += self._sync_model(entry)
             if new_tasks or first:
                 await asyncio.gather(*new_tasks, return_exceptions=True)
             self._update_labels(configs)

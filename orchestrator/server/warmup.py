@@ -80,12 +80,12 @@ def warmup(servable: r.Servable, iterations: int = 1) -> int:
                 elif kind == "multi_inference_log":
                     req = log.multi_inference_log.request
                     for task in req.tasks:
-                        plan = (
+                        eplan = (
                             r.plan_classify
                             if task.method_name == r.CLASSIFY_METHOD
                             else r.plan_regress
                         )(servable, task.model_spec.signature_name)
-                        _run_examples(servable, plan, _examples(req.input))
+                        _run_examples(servable, eplan, _examples(req.input))
                 else:
                     raise r.LoadError("UNIMPLEMENTED", f"Unsupported log_type for warmup: {kind}")
     except r.LoadError:
