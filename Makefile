@@ -50,8 +50,10 @@ lint: $(STAMP) ## ruff and mypy.
 protos: $(STAMP) ## Regenerate orchestrator/protos/*_pb2.py from the .proto sources.
 	bash scripts/gen_protos.sh
 
-bench: $(STAMP) ## Run the benchmarks (side-by-side ratios; slow).
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+BENCHES := bench/serve_rest.py bench/client.py bench/deploy.py bench/router.py
+
+bench: $(STAMP) system ## Run the benchmarks (side-by-side ratios, printed as tables; slow).
+	@for b in $(BENCHES); do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean: ## Remove caches (keeps .venv and models).
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
