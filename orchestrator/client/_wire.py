@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from orchestrator.client import tensors
 from orchestrator.protos import apis_pb2
@@ -247,7 +248,21 @@ def _decode_tensor_map_entry(buf: Any, start: int, end: int) -> tuple[str, np.nd
     return key, value
 
 
-def decode_predict_response(raw: Any) -> tuple[dict[str, np.ndarray], apis_pb2.ModelSpec]:
+# Below this size protobuf's C parser beats walking the bytes in Python; above it, the copies
+# protobuf makes of tensor_content cost more than the walk.
+SMALL_MESSAGE_BYTES = 16 * 1024
+
+
+def decode_predict_response(
+    raw: Any, small_message_bytes: int = SMALL_MESSAGE_BYTES
+) -> tuple[dict[str, np.ndarray], apis_pb2.ModelSpec]:
+    if len(raw) < small_message_bytes:
+        try:
+            response = apis_pb2.PredictResponse.FromString(bytes(raw))
+        except DecodeError as e:
+            raise ValueError(f"malformed PredictResponse: {e}") from e
+        decoded = {k: tensors.from_tensor_proto(v) for k, v in response.outputs.items()}
+        return decoded, response.model_spec
     outputs: dict[str, np.ndarray] = {}
     spec = apis_pb2.ModelSpec()
     for number, wire, a, b in _fields(raw, 0, len(raw)):

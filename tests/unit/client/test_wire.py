@@ -59,8 +59,13 @@ def test_predict_response_round_trip_and_protobuf_input() -> None:
     typed = TensorProto(dtype=1, float_val=[2.5])  # broadcast form, goes through protobuf
     typed.tensor_shape.dim.add(size=3)
     response.outputs["z"].CopyFrom(typed)
-    outputs, spec = _wire.decode_predict_response(response.SerializeToString())
+    raw = response.SerializeToString()
+    outputs, spec = _wire.decode_predict_response(raw, small_message_bytes=0)  # the byte walk
     assert spec == _spec()
+    by_protobuf, spec_pb = _wire.decode_predict_response(raw)  # small: protobuf parses it
+    assert spec_pb == spec and by_protobuf.keys() == outputs.keys()
+    for name in outputs:
+        np.testing.assert_array_equal(by_protobuf[name], outputs[name])
     assert outputs["y"].shape == (2, 3)
     assert outputs["z"].tolist() == [2.5, 2.5, 2.5]
     raw = _wire.encode_predict_response(outputs, spec)
@@ -71,5 +76,6 @@ def test_predict_response_round_trip_and_protobuf_input() -> None:
 def test_unknown_fields_are_skipped_and_garbage_rejected() -> None:
     data = _wire.encode_tensor(np.ones(2, np.float32)) + b"\x98\x01\x05"  # field 19 varint
     np.testing.assert_array_equal(_wire.decode_tensor(data), [1, 1])
-    with pytest.raises(ValueError):
-        _wire.decode_predict_response(b"\x0a\xff\x01")
+    for small in (0, _wire.SMALL_MESSAGE_BYTES):
+        with pytest.raises(ValueError):
+            _wire.decode_predict_response(b"\x0a\xff\x01", small_message_bytes=small)
