@@ -7,6 +7,7 @@ set -euo pipefail
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)

@@ -197,6 +197,11 @@ class LocalRuntime(Runtime):
                             + [main.replicas, main.ports.model_dump()])
         state = self.store.load(name)
         note = ""
+        if state is not None and state.get("runtime") != self.name:
+            raise RuntimeError_(
+                f"{name} is deployed on the {state.get('runtime')} runtime",
+                fix=f"stop it first (`tfsctl stop {name}`), or deploy with `--runtime {state.get('runtime')}`",
+            )
         if state is not None:
             replicas = state["replicas"]
             if all(self._alive(r) for r in replicas):
