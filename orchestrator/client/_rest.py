@@ -163,9 +163,11 @@ class RestClient:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         session.headers.update({"Content-Type": "application/json", **(headers or {})})
+        # Passed on every request: a session's `verify` loses to REQUESTS_CA_BUNDLE otherwise.
+        self._verify: str | bool = True
         if tls is not None:
             if tls.ca_file is not None:
-                session.verify = str(tls.ca_file)
+                self._verify = str(tls.ca_file)
             if tls.cert_file is not None:
                 session.cert = (str(tls.cert_file), str(tls.key_file))
         self._session = session
@@ -221,7 +223,11 @@ class RestClient:
     def _send(self, method: str, url: str, data: bytes | None, model, remaining: float) -> Any:
         try:
             response = self._session.request(
-                method, url, data=data, timeout=(min(self.connect_timeout_s, remaining), remaining)
+                method,
+                url,
+                data=data,
+                timeout=(min(self.connect_timeout_s, remaining), remaining),
+                verify=self._verify,
             )
         except requests.exceptions.SSLError as e:
             raise Unauthenticated(f"TLS: {e}", model=model, address=self.url) from e
@@ -260,7 +266,7 @@ class RestClient:
         )
         return _metadata_from_json(body)
 
-    def _model_metadata(self, model, version, label, timeout_s) -> ModelMetadata | None:
+    def _model_metadata(self, model, version, label, timeout_s) -> ModelMetadata:
         key = (model, version, label)
         meta = self._metadata_cache.get(key)
         if meta is None:

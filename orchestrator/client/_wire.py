@@ -116,7 +116,7 @@ def tensor_parts(value: Any, dtype: Any = None) -> tuple[list[_Part], int]:
         return [head], len(head)
     if not (arr.flags.c_contiguous and arr.dtype.isnative and tensors._LITTLE):
         arr = tensors.content_bytes(arr)
-    content = memoryview(arr.reshape(-1).view(np.uint8))
+    content = memoryview(arr.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
     nbytes = content.nbytes
     head += b"\x22" + _varint(nbytes)
     return [head, content], len(head) + nbytes

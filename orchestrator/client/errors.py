@@ -72,8 +72,8 @@ def code_name(code: Any) -> str:
         return name if name in CODE_NAMES else "UNKNOWN"
     if isinstance(code, int):
         return CODE_NAMES[code] if 0 <= code < len(CODE_NAMES) else "UNKNOWN"
-    name = getattr(code, "name", None)  # grpc.StatusCode, without importing grpc here
-    return name if isinstance(name, str) and name in CODE_NAMES else "UNKNOWN"
+    attr = getattr(code, "name", None)  # grpc.StatusCode, without importing grpc here
+    return attr if isinstance(attr, str) and attr in CODE_NAMES else "UNKNOWN"
 
 
 def code_number(code: Any) -> int:

@@ -84,7 +84,7 @@ def _add_ml_dtypes() -> bool:
         import ml_dtypes
     except ImportError:
         return False
-    extra = {DT_BFLOAT16: np.dtype(ml_dtypes.bfloat16)}
+    extra: dict[int, np.dtype] = {DT_BFLOAT16: np.dtype(ml_dtypes.bfloat16)}
     for enum, name in _FLOAT8.items():
         extra[enum] = np.dtype(getattr(ml_dtypes, name))
     _NUMERIC.update(extra)
@@ -196,7 +196,7 @@ def to_tensor_proto(value: Any, dtype: Any = None) -> TensorProto:
         return value
     arr = as_array(value, dtype)
     enum = numpy_dtype_to_enum(arr.dtype)
-    proto = TensorProto(dtype=enum)
+    proto = TensorProto(dtype=enum)  # type: ignore[arg-type]  # an int is a DataType
     proto.tensor_shape.SetInParent()  # present even for scalars, as TF writes it
     dims = proto.tensor_shape.dim
     for size in arr.shape:

@@ -23,6 +23,7 @@ from orchestrator.client import (
     RetryPolicy,
     ServingUnavailable,
     Tls,
+    Unauthenticated,
 )
 from orchestrator.protos import config_pb2
 
@@ -190,3 +191,52 @@ def test_server_down_asyncio() -> None:
             assert not await client.is_model_ready("scale")
 
     asyncio.run(main())
+
+
+@pytest.fixture
+def https_server(certs) -> Iterator[int]:
+    """TF Serving has no HTTPS: a stand-in answering the status call, client certs required."""
+    import json
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(
+                {"model_version_status": [{"version": "3", "state": "AVAILABLE",
+                                           "status": {"error_code": "OK", "error_message": ""}}]}
+            ).encode()  # fmt: skip
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs["server.pem"], certs["server.key"])
+    context.load_verify_locations(certs["ca.pem"])
+    context.verify_mode = ssl.CERT_REQUIRED
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+def test_https_with_client_certificate(https_server, certs) -> None:
+    tls = Tls(ca_file=certs["ca.pem"], cert_file=certs["client.pem"], key_file=certs["client.key"])
+    with RestClient(f"https://127.0.0.1:{https_server}", tls=tls) as client:
+        assert [(s.version, s.state) for s in client.status("m")] == [(3, "AVAILABLE")]
+    unknown_ca = Tls(ca_file=certs["other_ca.pem"])
+    client = RestClient(f"https://127.0.0.1:{https_server}", tls=unknown_ca, retry=NO_RETRY)
+    with client, pytest.raises(Unauthenticated, match="TLS"):
+        client.status("m")
