@@ -7,7 +7,7 @@
    The floor is one memcpy, `ndarray.tobytes`. Best of several repeats.
 3. Predict round trip against our tfs-model-server: GrpcClient.predict (numpy in and out) vs
    the upstream stub with a prebuilt PredictRequest (protobuf out, nothing decoded). Calls
-   alternate between the two; overhead = median of the paired differences / median raw.
+   alternate (ABBA) between the two; overhead = median of the paired differences / median raw.
 
     .venv/bin/python bench/client.py [--quick] [--json]
 """
@@ -194,13 +194,15 @@ def bench_predict(calls: int) -> list[dict[str, Any]]:
             np.testing.assert_allclose(client.predict("scale", {"x": x})["y"], 2 * x)
             stub.Predict(request, timeout=30)
             ours, raw = [], []
-            for _ in range(calls):  # interleaved, so load on the machine hits both alike
-                t = time.perf_counter()
-                client.predict("scale", {"x": x})
-                ours.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                stub.Predict(request, timeout=30)
-                raw.append(time.perf_counter() - t)
+            inputs = {"x": x}
+            for i in range(calls):  # interleaved, order swapped each time (ABBA)
+                for which in (0, 1) if i % 2 else (1, 0):
+                    t = time.perf_counter()
+                    if which:
+                        client.predict("scale", inputs)
+                    else:
+                        stub.Predict(request, timeout=30)
+                    (ours if which else raw).append(time.perf_counter() - t)
             o, r = statistics.median(ours), statistics.median(raw)
             # Paired differences: slow drifts of a busy machine cancel out call by call.
             extra = statistics.median(a - b for a, b in zip(ours, raw, strict=True))
