@@ -89,6 +89,16 @@ def _target(name: str, canary_replicas: int = 1):
     return LocalTarget(load_spec(name), canary_replicas=canary_replicas)
 
 
+def _rollout_target(name: str, mode: str, version: int, canary_replicas: int = 1):
+    """Labels mode works on the stable servers themselves; replicas mode adds canary replicas."""
+    if mode == "labels":
+        from orchestrator.rollout.labels import LabelsTarget
+        from orchestrator.spec import load_spec
+
+        return LabelsTarget(load_spec(name), version=version)
+    return _target(name, canary_replicas)
+
+
 @click.group()
 def rollout() -> None:
     """Canary rollouts that promote or roll back on measured error rate and latency."""
@@ -104,11 +114,14 @@ def rollout() -> None:
 @click.option("--threshold", type=int, default=2, show_default=True, help="Failed checks before rollback.")
 @click.option("--min-requests", type=int, default=20, show_default=True, help="Fewer = no data (halts).")
 @click.option("--canary-replicas", type=int, default=1, show_default=True)
+@click.option("--mode", type=click.Choice(["replicas", "labels"]), default="replicas", show_default=True,
+              help="replicas: canary replicas behind the router; labels: stable/canary labels on one server, "
+              "split by clients (orchestrator.client.split.LabelSplit).")
 @click.option("--webhook", "webhooks", multiple=True, help="KIND=URL (pre-rollout, step, promote, rollback).")
 @output_option
 def start(name: str, version: int, steps: str, interval: str, max_error_rate: float,
           max_latency_p99_ms: float | None, threshold: int, min_requests: int, canary_replicas: int,
-          webhooks: tuple[str, ...], output: str) -> None:
+          webhooks: tuple[str, ...], mode: str, output: str) -> None:
     """Roll NAME out to VERSION through canary steps; exit 0 when promoted, 1 when rolled back."""
     from orchestrator.rollout.machine import Thresholds
     from orchestrator.rollout.manager import new_status, owner_alive
@@ -143,9 +156,9 @@ def start(name: str, version: int, steps: str, interval: str, max_error_rate: fl
     current = spec.wanted_versions()
     if version in current:
         raise RolloutError(f"{name} already serves version {version}", fix="roll out a version it does not serve")
-    target = _target(name, canary_replicas)
+    target = _rollout_target(name, mode, version, canary_replicas)
     status = new_status(name, name, max(current), version, steps=_steps(steps), interval_s=parse_duration(interval),
-                        thresholds=thresholds, webhooks=list(webhooks), canary_replicas=canary_replicas)
+                        thresholds=thresholds, mode=mode, webhooks=list(webhooks), canary_replicas=canary_replicas)
     _run(status, target, hooks, output)
 
 
@@ -184,7 +197,8 @@ def resume(name: str, output: str) -> None:
         return
     if s.phase is machine.Phase.PAUSED:
         s = machine.resume(s, time.time())
-    _run(s, _target(name, int(s.extra.get("canary_replicas", 1))), Webhooks.parse(s.extra.get("webhooks", [])), output)
+    target = _rollout_target(name, s.mode, s.to_version, int(s.extra.get("canary_replicas", 1)))
+    _run(s, target, Webhooks.parse(s.extra.get("webhooks", [])), output)
 
 
 def _request_or_apply(name: str, what: str, wait_s: float = 300.0) -> None:
@@ -208,7 +222,7 @@ def _request_or_apply(name: str, what: str, wait_s: float = 300.0) -> None:
                 time.sleep(0.2)
         raise RolloutError(f"the controller did not {what} within {wait_s:g} s", fix=f"`tfsctl rollout status {name}`")
     # No controller: do it here.
-    manager = RolloutManager(_target(name, int(s.extra.get("canary_replicas", 1))), store,
+    manager = RolloutManager(_rollout_target(name, s.mode, s.to_version, int(s.extra.get("canary_replicas", 1))), store,
                              webhooks=Webhooks.parse(s.extra.get("webhooks", [])))
     store.request(name, what)
     s = manager._tick(s) if what == "pause" else manager.run(s)

@@ -1,0 +1,141 @@
+"""Labels mode: TF Serving's native canary on the stable servers themselves.
+
+Every stable replica loads {old, new}; the `canary` label points at the new version (set only
+once it is AVAILABLE, the two-step way), and clients split traffic between the `stable` and
+`canary` labels with `orchestrator.client.split.LabelSplit`. The rollout publishes the weights
+in `.tfso/rollouts/NAME.weights.json` and reads the clients' per-label measurements from
+`.tfso/rollouts/NAME.labels/*.json` — TF Serving's own metrics carry no version. This suits
+clients on the deployment's machine; across machines, use the router (replicas mode).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import RolloutError
+from orchestrator.rollout.metrics import Snapshot
+from orchestrator.rollout.target import RolloutTarget, pin_spec_file
+from orchestrator.spec import Spec
+from orchestrator.state import StateStore, write_atomic
+
+
+LABEL_GRACE_S = 2.0
+"""How long clients have to see new weights (LabelSplit re-reads them every 0.5 s by default)
+before a label they might still choose is removed."""
+
+
+class LabelsTarget(RolloutTarget):
+    def __init__(self, spec: Spec, store: StateStore | None = None, *, version: int | None = None) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.store = store or StateStore()
+        state = self.store.load(self.name)
+        if state is None:
+            raise RolloutError(f"no deployment named {self.name!r}", fix=f"deploy it first: `tfsctl deploy {self.name}`")
+        self.state = state
+        self.old = [v for v in spec.wanted_versions() if v != version]
+        self.version = version  # known when resuming a rollout
+        rollouts = self.store.root / "rollouts"
+        self.weights_file = rollouts / f"{self.name}.weights.json"
+        self.stats_dir = rollouts / f"{self.name}.labels"
+
+    # -- config pushes ------------------------------------------------------------------------
+
+    def _model_path(self) -> Any:
+        from orchestrator.plan import container_model_path, host_model_path
+
+        return container_model_path if self.state.get("runtime") == "docker" else host_model_path
+
+    def _push(self, versions: list[int], labels: dict[str, int], wait_for: list[int]) -> None:
+        """Reload every stable replica with this one model config, then wait for `wait_for`."""
+        from orchestrator.health import wait_until_available
+        from orchestrator.plan import MODELS_CONFIG, model_config, models_config_text
+        from orchestrator.runtime.base import reload_config
+
+        text = models_config_text([model_config(self.spec, self._model_path(), versions=versions, labels=labels)])
+        if self.state.get("config_dir"):
+            write_atomic(Path(self.state["config_dir"]) / MODELS_CONFIG, text)
+        for replica in self.state["replicas"]:
+            reload_config(f"127.0.0.1:{replica['grpc_port']}", text)
+            if wait_for:
+                ready = wait_until_available(f"http://127.0.0.1:{replica['rest_port']}", {self.name: wait_for},
+                                             deadline_s=self.spec.health.deadline_s)
+                if not ready.ready:
+                    raise RolloutError(f"version(s) {wait_for} not AVAILABLE on replica {replica['index']}: {ready.detail}")
+
+    def _labels(self) -> dict[str, int]:
+        return dict(self.spec.version_labels) or {"stable": max(self.old)}
+
+    # -- RolloutTarget ------------------------------------------------------------------------
+
+    def start_canary(self, version: int) -> None:
+        self.version = version
+        self.set_weight(0)
+        both = sorted(set(self.old) | {version})
+        self._push(both, self._labels(), wait_for=[version])
+        self._push(both, {**self._labels(), "canary": version}, wait_for=[])
+
+    def canary_alive(self) -> bool:
+        from orchestrator.health import model_status
+
+        if self.version is None:
+            return False
+        for replica in self.state["replicas"]:
+            health = model_status(f"http://127.0.0.1:{replica['rest_port']}", self.name)
+            if self.version not in health.available():
+                return False
+        return True
+
+    def set_weight(self, percent: int) -> None:
+        write_atomic(self.weights_file, json.dumps({"weights": {"stable": 100 - percent, "canary": percent},
+                                                    "updated_at": time.time()}) + "\n")
+
+    def sample(self) -> dict[str, Snapshot]:
+        result = {"stable": Snapshot(), "canary": Snapshot()}
+        for path in sorted(self.stats_dir.glob("*.json")):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            bounds = [*data.get("bounds_us", []), float("inf")]
+            for label, cell in data.get("labels", {}).items():
+                if label not in result:
+                    continue
+                running, buckets = 0.0, {}
+                for bound, count in zip(bounds, cell.get("buckets", []), strict=False):
+                    running += count
+                    buckets[bound] = running
+                result[label] = result[label] + Snapshot(cell.get("requests", 0), cell.get("errors", 0), buckets)
+        return result
+
+    def promote(self, version: int) -> None:
+        from orchestrator.runtime.select import runtime_of_deployment
+        from orchestrator.spec import load_spec
+
+        both = sorted(set(self.old) | {version})
+        labels = {k: (version if v in self.old else v) for k, v in self._labels().items()}
+        # Move the labels while both versions are loaded, then let the pinned spec drop the old one.
+        self._push(both, {**labels, "canary": version}, wait_for=[])
+        self.set_weight(0)
+        time.sleep(LABEL_GRACE_S)  # clients stop choosing `canary` before it disappears
+        if self.spec.source is None:
+            raise RolloutError("the spec has no file to pin the promoted version in")
+        pin_spec_file(Path(self.spec.source), version, labels if self.spec.version_labels else {})
+        promoted = load_spec(str(self.spec.source))
+        runtime_of_deployment(self.name, self.store).deploy([promoted])
+        self.spec = promoted
+        self.old = [version]
+
+    def remove_canary(self) -> None:
+        self.set_weight(0)
+        if self.version is None or self.version in self.old:
+            return
+        time.sleep(LABEL_GRACE_S)  # clients stop choosing `canary` before it disappears
+        # Labels first (the canary label goes), then the version: each step a whole config.
+        both = sorted(set(self.old) | {self.version})
+        self._push(both, self._labels(), wait_for=[])
+        self._push(sorted(self.old), self._labels(), wait_for=[])
+        self.version = None
