@@ -24,6 +24,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
 DEFAULT_CONFIGS_DIR = Path("serving_configs")
 DEFAULT_IMAGE = "tensorflow/serving"
 DEFAULT_TAG = "2.19.0"
+DEFAULT_ROUTER_IMAGE = "haproxy:2.6"
 DEFAULT_MONITORING_PATH = "/monitoring/prometheus/metrics"
 
 
@@ -178,6 +179,7 @@ class Spec(_Frozen):
     rest_api_timeout_ms: int = Field(default=30000, ge=1)
     enable_model_warmup: bool = True
     router: bool = False  # HAProxy in front: spec ports are the router's, replicas get free ones
+    router_image: str = DEFAULT_ROUTER_IMAGE  # the router's image under the Docker runtime
     source: Path | None = Field(default=None, exclude=True)
 
     @field_validator("name")
@@ -265,6 +267,7 @@ _FIXES: dict[str, str] = {
     "health": "e.g. `health: {deadline_s: 120}`",
     "pull": "use missing (pull when absent), always or never, as Docker Compose's pull_policy",
     "restart": "use no, always, unless-stopped or on-failure[:N]",
+    "router_image": "an HAProxy image (official `haproxy:2.6` or one built the same way), e.g. haproxy:2.6",
     "extra_mounts": "test-only: a list of {source: /host/path, target: /container/path}",
 }
 

@@ -6,6 +6,10 @@ declared up front as disabled slots whose address is filled in at run time, so a
 needs a config reload. Health checks ask TF Serving's model status and expect AVAILABLE, so a
 replica counts only once its model can answer. Per-server counters (`show stat`) feed the
 canary analysis.
+
+`HAProxyRouter` runs HAProxy as a local process; the Docker runtime subclasses it to run the
+same config in a container (host networking, the state folder bind-mounted at the same path),
+so everything past `start` (runtime API, weights, counters) is the same code for both.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,14 +173,20 @@ class HAProxyRouter:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def write_config(self, config: RouterConfig) -> str:
+        """Render and write haproxy.cfg (atomically); returns its text."""
+        from orchestrator.state import write_atomic
+
+        text = render_config(config, self.socket_path)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.config_path, text)
+        return text
+
     def start(self, config: RouterConfig, *, deadline_s: float = 15.0) -> int:
         if not Path(self.binary).exists():
             raise RuntimeError_(f"HAProxy not found at {self.binary}",
                                 fix="install it: apt-get install -y haproxy")
-        from orchestrator.state import write_atomic
-
-        self.folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.config_path, render_config(config, self.socket_path))
+        self.write_config(config)
         check = subprocess.run([self.binary, "-c", "-q", "-f", str(self.config_path)],
                                capture_output=True, text=True, timeout=30)
         if check.returncode != 0:
@@ -187,14 +197,25 @@ class HAProxyRouter:
             proc = subprocess.Popen([self.binary, "-db", "-f", str(self.config_path)], stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.pid_path.write_text(str(proc.pid))
+
+        def exited() -> str | None:
+            if proc.poll() is None:
+                return None
+            return f"router exited at start (code {proc.returncode})"
+
+        self.wait_until_answering(deadline_s, exited)
+        return proc.pid
+
+    def wait_until_answering(self, deadline_s: float, exited: Callable[[], str | None]) -> None:
+        """Wait until the admin socket answers; `exited()` names why the router died, if it did."""
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
-            if proc.poll() is not None:
-                raise RuntimeError_(f"router exited at start (code {proc.returncode})",
-                                    fix="a port may be in use; see the log", logs=self._log_tail())
+            if (why := exited()) is not None:
+                raise RuntimeError_(why, fix="a port may be in use, or the config is wrong; see the log",
+                                    logs=self._log_tail())
             try:
                 self.api.command("show info")
-                return proc.pid
+                return
             except RuntimeError_:
                 time.sleep(0.05)
         raise RuntimeError_(f"router did not open its admin socket within {deadline_s:g} s", logs=self._log_tail())

@@ -168,10 +168,15 @@ class ContainerRequest:
     mem_limit: str | None = None
     gpus: int | Literal["all"] | None = None  # a device request for GPUs, None: none
     init: bool = True
+    user: str | None = None  # "uid:gid"; None: the image's own user
+    network_mode: str | None = None  # "host" for the router; None: the default bridge
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["ports"] = {str(k): list(v) for k, v in self.ports.items()}
+        for optional in ("user", "network_mode"):  # absent when unset: old hashes stay valid
+            if data[optional] is None:
+                del data[optional]
         return data
 
     @classmethod
@@ -248,7 +253,9 @@ def create_body(request: ContainerRequest) -> dict[str, Any]:
         host_config["Memory"] = _bytes(request.mem_limit)
     if request.gpus is not None:
         host_config["DeviceRequests"] = device_requests(request.gpus)
-    return {
+    if request.network_mode:
+        host_config["NetworkMode"] = request.network_mode
+    body: dict[str, Any] = {
         "Image": request.image,
         "Cmd": list(request.command),
         "Env": [f"{k}={v}" for k, v in sorted(request.environment.items())],
@@ -256,6 +263,9 @@ def create_body(request: ContainerRequest) -> dict[str, Any]:
         "ExposedPorts": {f"{inside}/tcp": {} for inside in sorted(request.ports)},
         "HostConfig": host_config,
     }
+    if request.user:
+        body["User"] = request.user
+    return body
 
 
 def _bytes(size: str) -> int:
@@ -392,6 +402,7 @@ class DockerApi:
             environment=body["Env"],
             ports=sorted(request.ports),
             host_config=body["HostConfig"],
+            user=body.get("User"),
             image=request.image,
         )
         return str(result["Id"])

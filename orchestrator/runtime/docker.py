@@ -17,12 +17,22 @@ models.config is rewritten atomically and hot-reloaded into the running containe
 same start time); a changed container (image, flags, mounts, resources, ports) replaces the
 replicas one at a time, stopping the old one only when its successor is about to start and
 starting it again if the successor does not become healthy.
+
+With `router: true` the spec's ports belong to HAProxy (`DockerHAProxyRouter`): one container
+from `router_image` (the official `haproxy` image by default) on the host network, binding the
+spec's ports on the spec's host and reaching every replica on its own 127.0.0.1-published
+port. Its state folder (config and admin socket) is bind-mounted at the same path, so the host
+drives weights through the same runtime API as the local runtime's router. Router and canary
+containers carry the deployment's labels plus `io.tfso.role` (`router` or `canary`) and no
+replica label, so replica bookkeeping never mistakes them for replicas, while `stop` removes
+every container of the deployment.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -38,6 +48,13 @@ from orchestrator.plan import (
     container_model_path,
     model_config,
     models_config_text,
+)
+from orchestrator.router.haproxy import (
+    HAProxyRouter,
+    RouterConfig,
+    Upstream,
+    render_config,
+    wait_until_routed,
 )
 from orchestrator.runtime._docker_api import (
     ContainerInfo,
@@ -60,15 +77,18 @@ from orchestrator.runtime.base import (
     reload_config,
     wanted_versions,
 )
-from orchestrator.spec import Health, Spec
+from orchestrator.spec import Health, Spec, VersionPolicy
 from orchestrator.state import StateStore, write_files_atomic
 
 __all__ = [
     "CONFIG_TARGET",
+    "LABEL_CANARY",
     "LABEL_DEPLOYMENT",
     "LABEL_MANAGED_BY",
     "LABEL_REPLICA",
+    "LABEL_ROLE",
     "LABEL_SPEC_HASH",
+    "DockerHAProxyRouter",
     "DockerRuntime",
     "DockerUnavailable",
     "GpuUnavailable",
@@ -84,6 +104,9 @@ LABEL_DEPLOYMENT = "io.tfso.deployment"
 LABEL_REPLICA = "io.tfso.replica"
 LABEL_SPEC_HASH = "io.tfso.spec-hash"
 LABEL_MODELS = "io.tfso.models"
+LABEL_ROLE = "io.tfso.role"  # router | canary; replicas carry LABEL_REPLICA instead
+LABEL_CANARY = "io.tfso.canary-replica"
+ROLE_ROUTER, ROLE_CANARY = "router", "canary"
 MANAGER = "tfsctl"
 
 CONFIG_TARGET = "/config"
@@ -146,7 +169,13 @@ def container_template(specs: Sequence[Spec], config_dir: Path | str, *,
 
 
 def template_hash(template: ContainerRequest, spec: Spec) -> str:
-    """What forces a replacement when it changes: the container itself and replica 0's ports."""
+    """What forces a replacement when it changes: the container itself and replica 0's ports.
+
+    Behind a router no replica uses the spec's ports (the router does), so they do not count;
+    turning the router on or off does, since replica 0 moves off or onto those ports.
+    """
+    if spec.router:
+        return digest([template.to_json(), "router"])
     return digest([template.to_json(), spec.ports.model_dump()])
 
 
@@ -166,8 +195,144 @@ def two_free_ports(host: str) -> tuple[int, int]:
     return grpc, rest
 
 
+def _replica_host(spec: Spec) -> str:
+    """Where replicas publish their ports: loopback behind a router, else the spec's host."""
+    return "127.0.0.1" if spec.router else spec.ports.host
+
+
+def _replica_ports(spec: Spec, index: int, old: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Host ports (gRPC, REST) for replica `index`.
+
+    Replica 0 takes the spec's ports unless a router owns them; a replaced replica keeps the
+    ports it had (unless they are now the router's); any other gets two free ones.
+    """
+    if index == 0 and not spec.router:
+        return spec.ports.grpc, spec.ports.rest
+    if old and all(old) and not (spec.router and {spec.ports.grpc, spec.ports.rest} & set(old)):
+        return old
+    return two_free_ports(_replica_host(spec))
+
+
+def canary_key(deployment: str) -> str:
+    """The state key of a deployment's canary (`.tfso/deployments/NAME.canary.json`)."""
+    return f"{deployment}.canary"
+
+
 def container_name(deployment: str, index: int) -> str:
     return f"tfso-{deployment}-{index}-{secrets.token_hex(3)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The router container
+
+
+def router_settings(spec: Spec) -> dict[str, Any]:
+    """What the router container is made from, as kept in the deployment's state."""
+    return {"image": spec.router_image, "model": spec.name, "rest_port": spec.ports.rest,
+            "grpc_port": spec.ports.grpc, "bind_host": spec.ports.host,
+            "mounts": [[_host_path(spec, m.source), m.target] for m in spec.extra_mounts]}
+
+
+class DockerHAProxyRouter(HAProxyRouter):
+    """The deployment's HAProxy as a container of `image`, found again by its labels.
+
+    Host networking: HAProxy binds the spec's ports on the spec's host itself and reaches the
+    replicas on their 127.0.0.1-published ports. The state folder is mounted read-write at the
+    same path, so haproxy.cfg names the admin socket by its host path and `RuntimeApi` (hence
+    `set_canary`, `set_weight`, `counters`) works from the host unchanged. The container runs
+    as the calling user, so the socket (mode 600) is that user's, as with a local process.
+    The command is the official image's (`haproxy -f CFG`; its entrypoint adds `-W -db`).
+    """
+
+    def __init__(self, folder: Path, api: Any, deployment: str, *, image: str = "haproxy:2.6",
+                 mounts: Sequence[Sequence[str]] = (), stop_timeout_s: float = 5.0) -> None:
+        super().__init__(folder)
+        self.docker = api
+        self.deployment = deployment
+        self.image = image
+        self.mounts = tuple(Mount(str(src), str(tgt)) for src, tgt in mounts)
+        self.stop_timeout_s = stop_timeout_s
+
+    def labels(self) -> dict[str, str]:
+        return {LABEL_MANAGED_BY: MANAGER, LABEL_DEPLOYMENT: self.deployment, LABEL_ROLE: ROLE_ROUTER}
+
+    def config_hash(self, config: RouterConfig) -> str:
+        """Config text, image and mounts: the router is replaced only when one of them changes."""
+        return digest([render_config(config, self.socket_path), self.image,
+                       [dataclasses.astuple(m) for m in self.mounts]])
+
+    def request(self, config: RouterConfig) -> ContainerRequest:
+        return ContainerRequest(
+            image=self.image,
+            command=("haproxy", "-f", str(self.config_path)),
+            name=f"tfso-{self.deployment}-router-{secrets.token_hex(3)}",
+            labels={**self.labels(), LABEL_SPEC_HASH: self.config_hash(config)},
+            mounts=(Mount(str(self.folder), str(self.folder), read_only=False), *self.mounts),
+            restart="unless-stopped",
+            user=f"{os.getuid()}:{os.getgid()}",
+            network_mode="host",
+        )
+
+    def containers(self) -> list[ContainerInfo]:
+        found = self.docker.list(self.labels())
+        return sorted((c for c in found if c.labels.get(LABEL_ROLE) == ROLE_ROUTER
+                       and c.labels.get(LABEL_DEPLOYMENT) == self.deployment),
+                      key=lambda c: (not c.running, c.started_at))
+
+    def container(self) -> ContainerInfo | None:
+        found = self.containers()
+        return found[0] if found else None
+
+    def start(self, config: RouterConfig, *, deadline_s: float = 15.0) -> int:
+        self.stop()
+        self.write_config(config)
+        Path(self.socket_path).unlink(missing_ok=True)
+        request = self.request(config)
+        cid = self.docker.create(request)
+        self._container_id = cid
+        try:
+            self.docker.start(cid, name=request.name)
+
+            def exited() -> str | None:
+                now = self.docker.inspect(cid)
+                if now.status in ("exited", "dead"):
+                    return f"router container {request.name} {now.describe()}"
+                if now.restart_count or now.status == "restarting":
+                    return f"router container {request.name} keeps exiting (last exit code {now.exit_code})"
+                return None
+
+            self.wait_until_answering(deadline_s, exited)
+        except BaseException:
+            with contextlib.suppress(DockerError):
+                self.docker.remove(cid)
+            raise
+        return int(self.docker.inspect(cid).pid)
+
+    def _log_tail(self) -> str:
+        cid = getattr(self, "_container_id", None) or (c.id if (c := self.container()) else None)
+        if cid is None:
+            return ""
+        try:
+            return str(self.docker.logs(cid, tail=20))
+        except DockerError as exc:
+            return f"(no logs: {exc.message})"
+
+    def pid(self) -> int | None:
+        c = self.container()
+        return c.pid if c is not None and c.running else None
+
+    def running(self) -> bool:
+        c = self.container()
+        return c is not None and c.running
+
+    def stop(self, deadline_s: float = 10.0) -> None:
+        for c in self.containers():
+            if c.running:
+                with contextlib.suppress(DockerError):
+                    self.docker.stop(c.id, timeout_s=min(deadline_s, self.stop_timeout_s))
+            with contextlib.suppress(DockerError):
+                self.docker.remove(c.id)
+        Path(self.socket_path).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,11 +522,17 @@ class DockerRuntime(Runtime):
         template = container_template(specs, config_dir, plan=plan)
         spec_hash = template_hash(template, main)
         self._ensure_image(main, template.image)
+        if main.router:
+            self._ensure_image(main, main.router_image)
         config_hash = digest(plan.files)
 
         by_index, extra = self._by_index(name)
         for c in extra:
             self._remove(c)
+        if not by_index or (state and state.get("router") and not main.router):
+            # No replica left (a router alone would hold the spec's ports), or the router goes
+            # and replica 0 moves back onto its ports.
+            self.router(name).stop()
         if not by_index:
             return self._create(specs, plan, template, spec_hash, config_hash, wanted, on_poll,
                                 note="" if state is None else "no container was left; created again")
@@ -370,10 +541,13 @@ class DockerRuntime(Runtime):
 
     def _save(self, specs: Sequence[Spec], template: ContainerRequest, spec_hash: str,
               config_hash: str, wanted: Mapping[str, list[int]], replicas: Sequence[ContainerInfo],
-              created_at: float | None = None) -> dict[str, Any]:
+              created_at: float | None = None, router: Mapping[str, Any] | None = None) -> dict[str, Any]:
         main = specs[0]
         host = _endpoint_host(main.ports.host)
         first = min(replicas, key=lambda c: int(c.labels[LABEL_REPLICA]))
+        # Behind a router the deployment answers on the router's ports (the spec's).
+        rest_port = main.ports.rest if router else first.ports[REST_INSIDE][1]
+        grpc_port = main.ports.grpc if router else first.ports[GRPC_INSIDE][1]
         state = {
             "name": main.name,
             "runtime": self.name,
@@ -384,15 +558,16 @@ class DockerRuntime(Runtime):
             "spec_hash": spec_hash,
             "config_hash": config_hash,
             "config_dir": str(self.store.config_dir(main.name)),
-            "host": main.ports.host,
-            "rest_url": f"http://{host}:{first.ports[REST_INSIDE][1]}",
-            "grpc_address": f"{host}:{first.ports[GRPC_INSIDE][1]}",
+            "host": _replica_host(main),
+            "rest_url": f"http://{host}:{rest_port}",
+            "grpc_address": f"{host}:{grpc_port}",
             "wanted": {k: list(v) for k, v in wanted.items()},
             "health": main.health.model_dump(),
             "template": template.to_json(),
             "created_at": created_at or time.time(),
             "replicas": [self._replica_json(c) for c in sorted(
                 replicas, key=lambda c: int(c.labels[LABEL_REPLICA]))],
+            "router": dict(router) if router else None,
         }
         self.store.save(main.name, state)
         return state
@@ -428,24 +603,26 @@ class DockerRuntime(Runtime):
                 config_hash: str, wanted: Mapping[str, list[int]], on_poll: OnPoll | None,
                 note: str = "") -> Deployment:
         main = specs[0]
-        name, host = main.name, main.ports.host
-        check_ports_free(name, host, {"gRPC": main.ports.grpc, "REST": main.ports.rest})
+        name, host = main.name, _replica_host(main)
+        check_ports_free(name, main.ports.host, {"gRPC": main.ports.grpc, "REST": main.ports.rest})
         self._write_config(self.store.config_dir(name), plan.files)
         started: list[ContainerInfo] = []
+        router = None
         try:
             for index in range(main.replicas):
-                grpc_port, rest_port = ((main.ports.grpc, main.ports.rest) if index == 0
-                                        else two_free_ports(host))
+                grpc_port, rest_port = _replica_ports(main, index)
                 started.append(self._start_replica(template, deployment=name, index=index, host=host,
                                                    grpc_port=grpc_port, rest_port=rest_port,
                                                    spec_hash=spec_hash))
             for container in started:
                 self._wait(name, container, wanted, main.health, on_poll, host)
+            if main.router:
+                router, _ = self._ensure_router(name, router_settings(main), started, main.health)
         except BaseException:
             for container in started:
                 self._remove(container)
             raise
-        state = self._save(specs, template, spec_hash, config_hash, wanted, started)
+        state = self._save(specs, template, spec_hash, config_hash, wanted, started, router=router)
         return self._outcome(state, "created", note)
 
     def _converge(self, specs: Sequence[Spec], plan: Plan, template: ContainerRequest,
@@ -454,7 +631,7 @@ class DockerRuntime(Runtime):
                   on_poll: OnPoll | None) -> Deployment:
         """Bring existing replicas to the spec: reload, replace, restart, scale — in that order."""
         main = specs[0]
-        name, host = main.name, main.ports.host
+        name, host = main.name, _replica_host(main)
         config_dir = self.store.config_dir(name)
         notes: list[str] = []
         actions: list[str] = []
@@ -500,10 +677,9 @@ class DockerRuntime(Runtime):
         created: list[ContainerInfo] = []
         try:
             for index in missing:
-                if index == 0:
+                if index == 0 and not main.router:
                     check_ports_free(name, host, {"gRPC": main.ports.grpc, "REST": main.ports.rest})
-                ports = ((main.ports.grpc, main.ports.rest) if index == 0
-                         else two_free_ports(host))
+                ports = _replica_ports(main, index)
                 created.append(self._start_replica(template, deployment=name, index=index, host=host,
                                                    grpc_port=ports[0], rest_port=ports[1],
                                                    spec_hash=spec_hash))
@@ -521,8 +697,17 @@ class DockerRuntime(Runtime):
             actions.append("scaled")
 
         refreshed = [self.api.inspect(c.id) for _, c in sorted(current.items())]
+        router = (state.get("router") or router_settings(main)) if main.router else None
         saved = self._save(specs, template, spec_hash, config_hash, wanted, refreshed,
-                           created_at=state.get("created_at"))
+                           created_at=state.get("created_at"), router=router)
+        if main.router:
+            router, started = self._ensure_router(name, router_settings(main), refreshed, main.health)
+            saved = {**saved, "router": router}
+            self.store.save(name, saved)
+            if started:
+                actions.append("router started")
+        elif state.get("router"):
+            actions.append("router removed")
         return self._outcome(saved, "+".join(actions) or "unchanged", "; ".join(notes))
 
     def _hot_reload(self, name: str, specs: Sequence[Spec], container: ContainerInfo, plan: Plan,
@@ -551,11 +736,9 @@ class DockerRuntime(Runtime):
                  spec_hash: str, wanted: Mapping[str, list[int]], spec: Spec, on_poll: OnPoll | None,
                  restore_config: tuple[Path, Mapping[str, str]] | None) -> ContainerInfo:
         """Stop `old`, start its successor on the same host ports; on failure start `old` again."""
-        host = spec.ports.host
-        if index == 0:
-            grpc_port, rest_port = spec.ports.grpc, spec.ports.rest
-        else:
-            grpc_port, rest_port = old.ports[GRPC_INSIDE][1], old.ports[REST_INSIDE][1]
+        host = _replica_host(spec)
+        old_ports = (old.ports.get(GRPC_INSIDE, ("", 0))[1], old.ports.get(REST_INSIDE, ("", 0))[1])
+        grpc_port, rest_port = _replica_ports(spec, index, old_ports)
         was_running = old.running
         if was_running:
             self.api.stop(old.id, timeout_s=self.stop_timeout_s)
@@ -584,6 +767,114 @@ class DockerRuntime(Runtime):
             with contextlib.suppress(DockerError):
                 self.api.stop(container.id, timeout_s=self.stop_timeout_s)
         self._remove(container)
+
+    # -- the router ------------------------------------------------------------------------
+
+    def router(self, name: str, settings: Mapping[str, Any] | None = None) -> DockerHAProxyRouter:
+        """The deployment's router (found by labels); `settings` as kept in state, default: state's."""
+        if settings is None:
+            settings = (self.store.load(name) or {}).get("router") or {}
+        return DockerHAProxyRouter(self.store.folder(name) / "router", self.api, name,
+                                   image=settings.get("image", "haproxy:2.6"),
+                                   mounts=settings.get("mounts", ()))
+
+    def _ensure_router(self, name: str, settings: Mapping[str, Any], replicas: Sequence[ContainerInfo],
+                       health: Health) -> tuple[dict[str, Any], bool]:
+        """The router in front of `replicas`: kept when its config, image and mounts are the same,
+        replaced otherwise; waits until its own checks see every replica UP."""
+        router = self.router(name, settings)
+        config = RouterConfig(
+            name=name, model=settings["model"], rest_port=settings["rest_port"],
+            grpc_port=settings["grpc_port"], bind_host=settings["bind_host"],
+            stable=tuple(Upstream(grpc_port=c.ports[GRPC_INSIDE][1], rest_port=c.ports[REST_INSIDE][1])
+                         for c in sorted(replicas, key=lambda c: int(c.labels[LABEL_REPLICA]))))
+        current = router.container()
+        started = not (current is not None and current.running
+                       and current.labels.get(LABEL_SPEC_HASH) == router.config_hash(config))
+        if started:
+            router.start(config)
+        wait_until_routed(router, len(replicas), deadline_s=health.deadline_s)
+        now = router.container()
+        return {**settings, "id": now.id if now else "", "container": now.name if now else "",
+                "folder": str(router.folder)}, started
+
+    # -- canary containers (rollouts) ------------------------------------------------------
+
+    def canary_containers(self, name: str) -> list[ContainerInfo]:
+        found = self.api.list({LABEL_MANAGED_BY: MANAGER, LABEL_DEPLOYMENT: name, LABEL_ROLE: ROLE_CANARY})
+        return sorted((c for c in found if c.labels.get(LABEL_DEPLOYMENT) == name),
+                      key=lambda c: int(c.labels.get(LABEL_CANARY, "0")))
+
+    def start_canary(self, spec: Spec, version: int, replicas: int = 1) -> list[dict[str, Any]]:
+        """Canary containers serving only `version` of the spec's model, each AVAILABLE.
+
+        The same image and mounts as the stable replicas (an image chosen with `deploy --image`
+        included), their own config folder, ports published on 127.0.0.1 for the router, and
+        restart policy `no`: a canary that crashes stays down and the rollout sees it.
+        """
+        name = spec.name
+        state = self._state(name)
+        canary = spec.model_copy(update={
+            **(state.get("image_fields") or {}),
+            "version_policy": VersionPolicy(kind="specific", versions=(version,)), "version_labels": {}})
+        key = canary_key(name)
+        config_dir = self.store.config_dir(key)
+        plan = container_plan([canary])
+        self._write_config(config_dir, plan.files)
+        template = container_template([canary], config_dir, plan=plan)
+        template = dataclasses.replace(template, restart="no",
+                                       labels={**template.labels, LABEL_ROLE: ROLE_CANARY})
+        self._ensure_image(canary, template.image)
+        started: list[ContainerInfo] = []
+        try:
+            for index in range(replicas):
+                grpc_port, rest_port = two_free_ports("127.0.0.1")
+                request = dataclasses.replace(
+                    template, name=f"tfso-{name}-canary{index}-{secrets.token_hex(3)}",
+                    labels={**template.labels, LABEL_CANARY: str(index)},
+                    ports={GRPC_INSIDE: ("127.0.0.1", grpc_port), REST_INSIDE: ("127.0.0.1", rest_port)})
+                cid = self.api.create(request)
+                try:
+                    self.api.start(cid, name=request.name)
+                except DockerError:
+                    self._remove(cid)
+                    raise
+                started.append(self.api.inspect(cid))
+            for container in started:
+                self._wait(key, container, {name: [version]}, canary.health, None, "127.0.0.1")
+        except BaseException:
+            for container in started:
+                self._remove(container)
+            raise
+        entries = [{"index": int(c.labels[LABEL_CANARY]), "id": c.id, "name": c.name,
+                    "grpc_port": c.ports[GRPC_INSIDE][1], "rest_port": c.ports[REST_INSIDE][1],
+                    "started_at": c.started_at} for c in started]
+        self.store.save(key, {"name": key, "runtime": "docker-canary", "deployment": name,
+                              "version": version, "replicas": entries})
+        return entries
+
+    def canary_alive(self, name: str) -> bool:
+        """Every canary container of the state still runs, never restarted."""
+        state = self.store.load(canary_key(name))
+        if not state or not state.get("replicas"):
+            return False
+        for r in state["replicas"]:
+            try:
+                c = self.api.inspect(r["id"])
+            except DockerError:
+                return False
+            if not c.running or c.restart_count or c.started_at != r["started_at"]:
+                return False
+        return True
+
+    def remove_canary(self, name: str) -> list[str]:
+        """Stop and remove every canary container of `name` (found by labels), forget its state."""
+        removed = []
+        for c in self.canary_containers(name):
+            self._stop_and_remove(c)
+            removed.append(c.name)
+        self.store.delete(canary_key(name))
+        return removed
 
     # -- the other verbs -------------------------------------------------------------------
 
@@ -626,16 +917,34 @@ class DockerRuntime(Runtime):
             models = tuple(model_status(f"http://{host}:{rest_port}", m) for m in state["models"])
             detail = f"restarted {c.restart_count} time(s)" if c.restart_count else ""
             result.append(ReplicaStatus(index, c.id[:12], True, grpc_port, rest_port, models, detail))
+        if state.get("router"):
+            router = self.router(name).container()
+            if router is None or not router.running:
+                what = "is gone" if router is None else router.describe()
+                result.append(ReplicaStatus(
+                    -1, router.id[:12] if router else "router", False, state["router"]["grpc_port"],
+                    state["router"]["rest_port"], detail=f"router container {what}; "
+                    f"`tfsctl deploy {name}` starts it again"))
         return sorted(result, key=lambda r: r.index)
 
     def ps(self, name: str) -> list[dict[str, Any]]:
-        self._state(name)
-        return [{"replica": int(c.labels[LABEL_REPLICA]), "id": c.id[:12], "name": c.name,
-                 "image": c.image, "status": c.describe(), "restarts": c.restart_count,
-                 "started_at": c.started_at, "grpc_port": c.ports.get(GRPC_INSIDE, ("", 0))[1],
-                 "rest_port": c.ports.get(REST_INSIDE, ("", 0))[1],
-                 "spec_hash": c.labels.get(LABEL_SPEC_HASH, "")}
-                for c in self.containers(name)]
+        """One row per container: replicas (by index), then `router` and `canaryI` when present."""
+        state = self._state(name)
+
+        def row(replica: int | str, c: ContainerInfo) -> dict[str, Any]:
+            return {"replica": replica, "id": c.id[:12], "name": c.name,
+                    "image": c.image, "status": c.describe(), "restarts": c.restart_count,
+                    "started_at": c.started_at, "grpc_port": c.ports.get(GRPC_INSIDE, ("", 0))[1],
+                    "rest_port": c.ports.get(REST_INSIDE, ("", 0))[1],
+                    "spec_hash": c.labels.get(LABEL_SPEC_HASH, "")}
+
+        rows = [row(int(c.labels[LABEL_REPLICA]), c) for c in self.containers(name)]
+        if state.get("router"):
+            for c in self.router(name).containers():
+                rows.append({**row("router", c), "grpc_port": state["router"]["grpc_port"],
+                             "rest_port": state["router"]["rest_port"]})
+        rows += [row(f"canary{c.labels.get(LABEL_CANARY, '0')}", c) for c in self.canary_containers(name)]
+        return rows
 
     def logs(self, name: str, *, tail: int = 100) -> dict[int, str]:
         self._state(name)
@@ -675,12 +984,25 @@ class DockerRuntime(Runtime):
         state = {**state, "replicas": [self._replica_json(c) for c in sorted(
             refreshed, key=lambda c: int(c.labels[LABEL_REPLICA]))]}
         self.store.save(name, state)
+        if state.get("router"):
+            router, _ = self._ensure_router(name, state["router"], refreshed, health)
+            state = {**state, "router": router}
+            self.store.save(name, state)
         action = "scaled" if created or removed else "unchanged"
         return self._outcome(state, action, f"{len(state['replicas'])} replica(s)")
 
     def stop(self, name: str) -> list[str]:
-        """Stop and remove this deployment's containers (found by our labels), forget it."""
+        """Stop and remove this deployment's containers (found by our labels), forget it.
+
+        The router goes first (no traffic reaches replicas about to stop), then any canary,
+        then the replicas.
+        """
         stopped = []
+        router = self.router(name)
+        for container in router.containers():
+            stopped.append(container.name)
+        router.stop()
+        stopped += self.remove_canary(name)
         for container in self.containers(name):
             self._stop_and_remove(container)
             stopped.append(container.name)

@@ -11,6 +11,11 @@ here (`docker import`, no base image). The host's Python, libraries and this pro
 not in it: a deployment adds them as read-only bind mounts through the spec's test-only
 `extra_mounts` (`standin_mounts()`). The image is labelled with a hash of its content and
 rebuilt only when that changes (a new checkout path, a new busybox).
+
+The router's stand-in (`tfso-test/haproxy:standin`, for the official `haproxy:2.6`) is built
+the same way: busybox and a copy of the official image's `docker-entrypoint.sh` (`haproxy ARGS`
+becomes `haproxy -W -db ARGS`), with the host's `/usr/sbin/haproxy` and its libraries mounted
+read-only by the same `extra_mounts` (`standin_mounts(router=True)` adds `/usr/sbin`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ STANDIN_REPO = "tfso-test/serving"
 STANDIN_TAG = "standin"
 STANDIN_REF = f"{STANDIN_REPO}:{STANDIN_TAG}"
 BROKEN_REF = f"{STANDIN_REPO}:broken"  # its server exits at once with an error, like a bad flag
+ROUTER_REPO = "tfso-test/haproxy"
+ROUTER_REF = f"{ROUTER_REPO}:standin"
 LABEL = "io.tfso.test-image"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,6 +43,19 @@ ENTRYPOINT = """#!/bin/sh
 tensorflow_model_server --port=8500 --rest_api_port=8501 \\
   --model_name=${MODEL_NAME} --model_base_path=${MODEL_BASE_PATH}/${MODEL_NAME} \\
   "$@"
+"""
+
+ROUTER_ENTRYPOINT = """#!/bin/sh
+# The official haproxy image's docker-entrypoint.sh: the same contract.
+set -e
+if [ "${1#-}" != "$1" ]; then
+  set -- haproxy "$@"
+fi
+if [ "$1" = 'haproxy' ]; then
+  shift
+  set -- haproxy -W -db "$@"
+fi
+exec "$@"
 """
 
 BROKEN_SERVER = """#!/bin/sh
@@ -49,10 +69,15 @@ def server_script() -> Path:
     return Path(sys.prefix) / "bin" / "tfs-model-server"
 
 
-def standin_mounts() -> list[dict[str, str]]:
-    """Host folders the stand-in needs, as `extra_mounts` entries (same path inside)."""
+def standin_mounts(*, router: bool = False) -> list[dict[str, str]]:
+    """Host folders the stand-ins need, as `extra_mounts` entries (same path inside).
+
+    `router`: also `/usr/sbin`, where the router stand-in finds the host's haproxy.
+    """
     wanted = ["/usr/lib", "/usr/lib64", "/lib", "/lib64", "/etc",
               os.path.realpath(sys.base_prefix), str(ROOT), sys.prefix]
+    if router:
+        wanted.append("/usr/sbin")
     interpreter = os.path.realpath(sys.executable)
     mounts: list[dict[str, str]] = []
     for target in wanted:
@@ -66,9 +91,10 @@ def standin_mounts() -> list[dict[str, str]]:
     return mounts
 
 
-def extra_mounts_yaml() -> str:
-    """The `extra_mounts:` line a test spec needs to run the stand-in."""
-    items = ", ".join(f"{{source: '{m['source']}', target: '{m['target']}'}}" for m in standin_mounts())
+def extra_mounts_yaml(*, router: bool = False) -> str:
+    """The `extra_mounts:` line a test spec needs to run the stand-in (and the router's)."""
+    items = ", ".join(f"{{source: '{m['source']}', target: '{m['target']}'}}"
+                      for m in standin_mounts(router=router))
     return f"extra_mounts: [{items}]\n"
 
 
@@ -105,6 +131,46 @@ def rootfs_tar(server: str) -> bytes:
         _add(tar, "usr/bin/tf_serving_entrypoint.sh", data=ENTRYPOINT.encode())
         _add(tar, "usr/bin/tensorflow_model_server", data=server.encode())
     return buffer.getvalue()
+
+
+def router_rootfs_tar() -> bytes:
+    """The router stand-in's filesystem: busybox and the official entrypoint script."""
+    busybox = Path(os.path.realpath("/bin/busybox")).read_bytes()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for folder in ("usr", "usr/bin", "usr/local", "usr/local/bin", "usr/local/etc",
+                       "usr/local/etc/haproxy", "var", "var/lib", "var/lib/haproxy"):
+            _add(tar, folder, directory=True)
+        _add(tar, "tmp", directory=True, mode=0o1777)
+        _add(tar, "bin", link="usr/bin")
+        _add(tar, "usr/bin/busybox", data=busybox)
+        for applet in ("sh", "cat", "echo", "ls", "sleep", "env"):
+            _add(tar, f"usr/bin/{applet}", link="busybox")
+        _add(tar, "usr/local/bin/docker-entrypoint.sh", data=ROUTER_ENTRYPOINT.encode())
+    return buffer.getvalue()
+
+
+def _router_changes(content_hash: str) -> list[str]:
+    return [
+        'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]',
+        'CMD ["haproxy", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]',
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "WORKDIR /var/lib/haproxy",
+        f"LABEL {LABEL}={content_hash}",
+    ]
+
+
+def ensure_router_image(api: DockerApi | None = None) -> str:
+    """Build (or reuse) the router stand-in; returns its reference."""
+    api = api or DockerApi()
+    if not Path("/usr/sbin/haproxy").exists():
+        raise FileNotFoundError("/usr/sbin/haproxy is missing: run scripts/setup_system.sh")
+    tar = router_rootfs_tar()
+    content_hash = hashlib.sha256(tar + "\n".join(_router_changes("")).encode()).hexdigest()[:16]
+    if api.image_present(ROUTER_REF) and api.image_labels(ROUTER_REF).get(LABEL) == content_hash:
+        return ROUTER_REF
+    api.import_image(tar, ROUTER_REF, _router_changes(content_hash))
+    return ROUTER_REF
 
 
 def _changes(content_hash: str) -> list[str]:
