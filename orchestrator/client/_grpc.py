@@ -6,6 +6,7 @@ through the hand-written codec in _wire; the other methods use our protobuf mess
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -51,6 +52,12 @@ from orchestrator.client.errors import (
 from orchestrator.protos import apis_pb2
 
 _NOT_READY = (ModelNotFound, ServingUnavailable, DeadlineExceeded)
+
+
+@functools.lru_cache(maxsize=256)
+def _spec_bytes(model: str, version: int | str | None, label: str | None, signature: str | None):
+    """A serialised ModelSpec; services call the same few models over and over."""
+    return model_spec(model, version, label, signature).SerializeToString()
 
 
 class _GrpcBase:
@@ -130,7 +137,7 @@ class _GrpcBase:
         signature: str | None,
         output_filter: Sequence[str] | None,
     ) -> bytes:
-        spec = model_spec(model, version, label, signature)
+        spec = _spec_bytes(model, version, label, signature)
         try:
             return _wire.encode_predict_request(spec, inputs, output_filter or ())
         except (TypeError, ValueError) as e:

@@ -143,14 +143,15 @@ def _tensor_map_parts(number: int, mapping: Mapping[str, Any]) -> list[_Part]:
 
 
 def _message_part(number: int, message: Any) -> list[_Part]:
+    """A message field; `message` may be a message or its serialised bytes."""
     if message is None:
         return []
-    data = message.SerializeToString()
+    data = message if isinstance(message, bytes) else message.SerializeToString()
     return [_len_field(number, len(data)) + data]
 
 
 def encode_predict_request(
-    model_spec: apis_pb2.ModelSpec | None,
+    model_spec: apis_pb2.ModelSpec | bytes | None,
     inputs: Mapping[str, Any],
     output_filter: Iterable[str] = (),
 ) -> bytes:
