@@ -212,8 +212,8 @@ def shape_of(proto: TensorProto) -> tuple[int, ...]:
     shape = proto.tensor_shape
     if shape.unknown_rank:
         raise ValueError("a tensor with values cannot have unknown rank")
-    dims = tuple(d.size for d in shape.dim)
-    if any(d < 0 for d in dims):
+    dims = tuple([d.size for d in shape.dim])
+    if dims and min(dims) < 0:
         raise ValueError(f"tensor shape {list(dims)} has a negative dimension")
     return dims
 

@@ -79,3 +79,16 @@ def test_unknown_fields_are_skipped_and_garbage_rejected() -> None:
     for small in (0, _wire.SMALL_MESSAGE_BYTES):
         with pytest.raises(ValueError):
             _wire.decode_predict_response(b"\x0a\xff\x01", small_message_bytes=small)
+
+
+@pytest.mark.parametrize("small", [0, _wire.SMALL_MESSAGE_BYTES])
+@pytest.mark.parametrize(("dims", "nbytes"), [([2, 2], 12), ([-1, 2], 8)])
+def test_bad_shapes_in_responses_are_errors(small, dims, nbytes) -> None:
+    response = apis_pb2.PredictResponse()
+    tensor = response.outputs["y"]
+    tensor.dtype = 1
+    tensor.tensor_content = b"\x00" * nbytes
+    for size in dims:
+        tensor.tensor_shape.dim.add(size=size)
+    with pytest.raises(ValueError):
+        _wire.decode_predict_response(response.SerializeToString(), small_message_bytes=small)
