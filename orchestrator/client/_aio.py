@@ -129,7 +129,8 @@ class AsyncGrpcClient(_GrpcBase):
         raw = self._predict_request(model, inputs, version, label, signature, output_filter)
         who = describe(model, version, label)
         answer = await self._call(_methods.PREDICT, raw, model=who, timeout_s=timeout_s)
-        return _wire.decode_predict_response(answer)[0]
+        key = (model, version, label, signature)
+        return _wire.decode_predict_outputs(answer, self._layouts, key)
 
     async def classify(
         self,

@@ -84,6 +84,7 @@ class _GrpcBase:
         self.retry = retry or RetryPolicy()
         self._headers = tuple((k.lower(), v) for k, v in (headers or {}).items()) or None
         self._metadata_cache: dict[tuple, ModelMetadata] = {}
+        self._layouts: dict[tuple, _wire.ResponseLayout] = {}  # of the last Predict answers
         # Keepalive pings only while calls are in flight: idle pings more often than every 5
         # minutes make gRPC servers (TF Serving included) answer GOAWAY "too_many_pings".
         self._options: list[tuple[str, Any]] = [
@@ -335,7 +336,8 @@ class GrpcClient(_GrpcBase):
         raw = self._predict_request(model, inputs, version, label, signature, output_filter)
         who = describe(model, version, label)
         answer = self._call(_methods.PREDICT, raw, model=who, timeout_s=timeout_s)
-        return _wire.decode_predict_response(answer)[0]
+        key = (model, version, label, signature)
+        return _wire.decode_predict_outputs(answer, self._layouts, key)
 
     def classify(
         self,

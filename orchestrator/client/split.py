@@ -30,8 +30,14 @@ BUCKETS_US = [10 * 1.8**i for i in range(33)]
 
 
 class LabelSplit:
-    def __init__(self, weights: Mapping[str, int] | None = None, *, weights_file: str | os.PathLike[str] | None = None,
-                 stats_file: str | os.PathLike[str] | None = None, refresh_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        weights: Mapping[str, int] | None = None,
+        *,
+        weights_file: str | os.PathLike[str] | None = None,
+        stats_file: str | os.PathLike[str] | None = None,
+        refresh_s: float = 0.5,
+    ) -> None:
         if weights is None and weights_file is None:
             raise ValueError("give weights or a weights_file")
         self._weights: dict[str, int] = dict(weights or {})
@@ -100,12 +106,17 @@ class LabelSplit:
 
     def record(self, label: str, ok: bool, latency_s: float) -> None:
         with self._lock:
-            cell = self._stats.setdefault(label, {"requests": 0, "errors": 0, "buckets": [0] * (len(BUCKETS_US) + 1)})
+            cell = self._stats.setdefault(
+                label, {"requests": 0, "errors": 0, "buckets": [0] * (len(BUCKETS_US) + 1)}
+            )
             cell["requests"] += 1  # type: ignore[operator]
             if not ok:
                 cell["errors"] += 1  # type: ignore[operator]
             cell["buckets"][bisect.bisect_left(BUCKETS_US, latency_s * 1e6)] += 1  # type: ignore[index]
-            if self._stats_file is not None and time.monotonic() - self._flushed_at >= self._refresh_s:
+            if (
+                self._stats_file is not None
+                and time.monotonic() - self._flushed_at >= self._refresh_s
+            ):
                 self._flush_locked()
 
     def flush(self) -> None:

@@ -92,3 +92,52 @@ def test_bad_shapes_in_responses_are_errors(small, dims, nbytes) -> None:
         tensor.tensor_shape.dim.add(size=size)
     with pytest.raises(ValueError):
         _wire.decode_predict_response(response.SerializeToString(), small_message_bytes=small)
+
+
+def _response(y: np.ndarray, version: int = 1, extra: np.ndarray | None = None) -> bytes:
+    spec = apis_pb2.ModelSpec(name="m")
+    spec.version.value = version
+    outputs = {"y": y} if extra is None else {"y": y, "z": extra}
+    return _wire.encode_predict_response(outputs, spec)
+
+
+def test_layout_reads_responses_like_the_last_one() -> None:
+    layouts: dict = {}
+    first = np.arange(6, dtype=np.float32).reshape(2, 3)
+    out = _wire.decode_predict_outputs(_response(first, extra=np.int64(7)), layouts, "k")
+    assert set(out) == {"y", "z"} and "k" in layouts
+    layout = layouts["k"]
+    second = first + 10
+    again = _wire.decode_predict_outputs(_response(second, extra=np.int64(8)), layouts, "k")
+    assert layouts["k"] is layout  # read through the layout, not parsed
+    np.testing.assert_array_equal(again["y"], second)
+    assert again["z"] == 8 and again["y"].flags.writeable and again["y"].flags.aligned
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        _response(np.zeros((3, 3), np.float32)),  # another shape
+        _response(np.zeros((2, 3), np.float32), version=2),  # another version
+        _response(np.zeros((2, 3), np.float64)),  # another dtype
+        _response(np.zeros((3, 2), np.float32)),  # same length, other dims
+    ],
+)
+def test_layout_misses_fall_back_to_parsing(other) -> None:
+    layouts: dict = {}
+    _wire.decode_predict_outputs(_response(np.ones((2, 3), np.float32)), layouts, "k")
+    assert layouts["k"].read(other) is None
+    expected, _ = _wire.decode_predict_response(other)
+    got = _wire.decode_predict_outputs(other, layouts, "k")
+    np.testing.assert_array_equal(got["y"], expected["y"])
+    assert got["y"].shape == expected["y"].shape
+
+
+def test_no_layout_for_typed_fields_or_strings() -> None:
+    response = apis_pb2.PredictResponse()
+    response.outputs["y"].CopyFrom(to_tensor_proto(["a", "b"]))
+    raw = response.SerializeToString()
+    assert _wire.ResponseLayout.of(raw) is None
+    layouts: dict = {}
+    assert _wire.decode_predict_outputs(raw, layouts, "k")["y"].tolist() == [b"a", b"b"]
+    assert layouts == {}
