@@ -31,6 +31,7 @@ from orchestrator.client.errors import (
     Unauthenticated,
     Unimplemented,
 )
+from orchestrator.client.split import LabelSplit
 from orchestrator.client.tensors import from_tensor_proto, to_tensor_proto
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ __all__ = [
     "FailedPrecondition",
     "GrpcClient",
     "InvalidInput",
+    "LabelSplit",
     "ModelMetadata",
     "ModelNotFound",
     "PermissionDenied",

@@ -100,6 +100,11 @@ def from_json(obj: Any, dtype: np.dtype | None = None) -> np.ndarray:
         return np.array(_strings(obj), dtype=object)
     if dtype is not None and dtype.kind not in "biuc":  # floats, bfloat16: null reads as NaN
         return np.asarray(obj, dtype=np.float64).astype(dtype)
+    if dtype is not None and dtype.kind in "iu":
+        try:  # straight to the integer type: via float64, 2**64-1 would round and wrap to 0
+            return np.array(obj, dtype=dtype)
+        except (OverflowError, ValueError, TypeError):
+            pass
     arr = np.asarray(obj)
     if dtype is not None and arr.dtype != dtype:
         arr = arr.astype(dtype)

@@ -461,10 +461,12 @@ def _jsonable(a: np.ndarray, as_bytes: bool) -> Any:
 
         flat = [conv(v) for v in a.reshape(-1).tolist()]
         return _nest(flat, a.shape)
+    if a.dtype.name == "bfloat16":  # ml_dtypes' kind is "V": widen first, then check finiteness
+        a = a.astype(np.float32)
     if a.dtype.kind == "f" and not _finite(a):
         flat = [_Raw(v) for v in a.reshape(-1)]
         return _nest(flat, a.shape)
-    if a.dtype.kind == "c" or a.dtype.name == "bfloat16":
+    if a.dtype.kind == "c":
         return a.astype(np.float32)
     return a
 
