@@ -25,11 +25,11 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.demo import build_demo  # noqa: E402
-from orchestrator.health import wait_until_available  # noqa: E402
-from orchestrator.router.haproxy import HAProxyRouter, RouterConfig, Upstream, wait_until_routed  # noqa: E402
-from orchestrator.runtime.base import free_port  # noqa: E402
-from orchestrator.runtime.local import server_command  # noqa: E402
+from orchestrator.demo import build_demo
+from orchestrator.health import wait_until_available
+from orchestrator.router.haproxy import HAProxyRouter, RouterConfig, Upstream, wait_until_routed
+from orchestrator.runtime.base import free_port
+from orchestrator.runtime.local import server_command
 
 BODY = '{"instances": [[1.0, 2.0, 3.0, 4.0]]}'
 
@@ -38,8 +38,8 @@ def start_server(models: Path, version: int, log: Path) -> tuple[subprocess.Pope
     grpc, rest = free_port(), free_port()
     config = log.with_suffix(".config")
     config.write_text(
-        'model_config_list { config { name: "demo" base_path: "%s" model_platform: "tensorflow" '
-        "model_version_policy { specific { versions: %d } } } }" % (models / "demo", version))
+        f'model_config_list {{ config {{ name: "demo" base_path: "{models / "demo"}" '
+        f'model_platform: "tensorflow" model_version_policy {{ specific {{ versions: {version} }} }} }} }}')
     proc = subprocess.Popen([*server_command(), f"--port={grpc}", f"--rest_api_port={rest}",
                              f"--model_config_file={config}"], stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             env={"TFS_BIND_HOST": "127.0.0.1", "TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"})

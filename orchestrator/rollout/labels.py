@@ -21,7 +21,6 @@ from orchestrator.rollout.target import RolloutTarget, pin_spec_file
 from orchestrator.spec import Spec
 from orchestrator.state import StateStore, write_atomic
 
-
 LABEL_GRACE_S = 2.0
 """How long clients have to see new weights (LabelSplit re-reads them every 0.5 s by default)
 before a label they might still choose is removed."""

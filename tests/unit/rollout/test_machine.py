@@ -107,7 +107,7 @@ def test_table_refuses_illegal_transitions() -> None:
     s, _ = finish_promotion(advance(advance(advance(advance(s, PASS, 1)[0], PASS, 2)[0], PASS, 3)[0], PASS, 4)[0], 5)
     with pytest.raises(RolloutError, match="cannot go from succeeded"):
         transition(s, Phase.PROGRESSING, 6, "x")
-    assert TERMINAL == {Phase.SUCCEEDED, Phase.FAILED, Phase.ABORTED}
+    assert {Phase.SUCCEEDED, Phase.FAILED, Phase.ABORTED} == TERMINAL
     assert all(p in TRANSITIONS for p in Phase)
 
 
@@ -127,7 +127,7 @@ def test_bad_steps(steps) -> None:
 @pytest.mark.parametrize("kw", [dict(max_error_rate=1.5), dict(max_error_rate=-0.1),
                                 dict(max_latency_p99_ms=0), dict(threshold=0), dict(min_requests=-1)])
 def test_thresholds_out_of_range(kw) -> None:
-    with pytest.raises(RolloutError, match="fix|range|must"):
+    with pytest.raises(RolloutError, match=r"fix|range|must"):
         Thresholds(**kw)
 
 
