@@ -1,8 +1,11 @@
 """What a rollout drives: the stable deployment, its canary replicas and the router's weights.
 
 `RolloutTarget` is the narrow interface the manager sees (as Flagger sees routers and metric
-providers); `LocalTarget` realises it on the local runtime. Tests and other runtimes bring
-their own implementation through the constructor.
+providers); `LocalTarget` realises it on the local runtime (canary replicas as processes),
+`DockerTarget` on the Docker runtime (canary containers). Both drive the deployment's HAProxy
+through its runtime API and read the same metrics, so only starting, watching, promoting and
+removing the canary differ. Tests and other runtimes bring their own implementation through
+the constructor.
 """
 
 from __future__ import annotations
@@ -73,7 +76,63 @@ def pin_spec_file(spec_file: Path, version: int, labels: dict[str, int]) -> None
     write_atomic(spec_file, "\n".join(lines) + "\n")
 
 
-class LocalTarget(RolloutTarget):
+class RoutedTarget(RolloutTarget):
+    """What every target behind an HAProxy router shares: routing, weights and sampling.
+
+    Subclasses set `spec`, `name`, `state` (the deployment's) and `router`, and say where the
+    canary's replicas listen (`_canary_replicas`).
+    """
+
+    spec: Spec
+    name: str
+    state: dict[str, Any]
+    router: Any  # HAProxyRouter (or the Docker runtime's subclass)
+
+    def _canary_replicas(self) -> Sequence[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _route_canary(self, replicas: Sequence[dict[str, Any]]) -> None:
+        from orchestrator.router.haproxy import Upstream
+
+        self.router.set_canary([Upstream(grpc_port=r["grpc_port"], rest_port=r["rest_port"]) for r in replicas])
+        self._wait_canary_up(len(replicas))
+
+    def _wait_canary_up(self, n: int, deadline_s: float = 30.0) -> None:
+        import time
+
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            states = self.router.server_states()
+            if sum(1 for k, v in states.items() if "/canary" in k and v.startswith("UP")) >= 2 * n:
+                return
+            time.sleep(0.05)
+        raise RuntimeError_("the router's checks never saw the canary UP",
+                            fix="see the canary's log: `tfsctl logs NAME.canary`")
+
+    def set_weight(self, percent: int) -> None:
+        self.router.set_weight(percent)
+
+    def sample(self) -> dict[str, Snapshot]:
+        import requests
+
+        path = self.spec.monitoring.path
+        router = self.router.counters()
+        with requests.Session() as session:
+            stable_prom = total(scrape(f"http://127.0.0.1:{r['rest_port']}", self.name, path, session=session)
+                                for r in self.state["replicas"])
+            canary_prom = total(scrape(f"http://127.0.0.1:{r['rest_port']}", self.name, path, session=session)
+                                for r in self._canary_replicas())
+        # The router sees every request (REST and gRPC); TF Serving's counters also see gRPC
+        # errors, which travel as HTTP 200. Take the larger of each, and latency from TF Serving.
+        return {
+            "stable": Snapshot(max(router["stable"].requests, stable_prom.requests),
+                               max(router["stable"].errors, stable_prom.errors), stable_prom.buckets),
+            "canary": Snapshot(max(router["canary"].requests, canary_prom.requests),
+                               max(router["canary"].errors, canary_prom.errors), canary_prom.buckets),
+        }
+
+
+class LocalTarget(RoutedTarget):
     """Canary replicas as local server processes behind the deployment's HAProxy router."""
 
     def __init__(self, spec: Spec, canary_replicas: int = 1) -> None:
@@ -131,50 +190,12 @@ class LocalTarget(RolloutTarget):
                                                    "version": version, "replicas": replicas})
         self._route_canary(replicas)
 
-    def _route_canary(self, replicas: Sequence[dict[str, Any]]) -> None:
-        from orchestrator.router.haproxy import Upstream
-
-        self.router.set_canary([Upstream(grpc_port=r["grpc_port"], rest_port=r["rest_port"]) for r in replicas])
-        self._wait_canary_up(len(replicas))
-
-    def _wait_canary_up(self, n: int, deadline_s: float = 30.0) -> None:
-        import time
-
-        end = time.monotonic() + deadline_s
-        while time.monotonic() < end:
-            states = self.router.server_states()
-            if sum(1 for k, v in states.items() if "/canary" in k and v.startswith("UP")) >= 2 * n:
-                return
-            time.sleep(0.05)
-        raise RuntimeError_("the router's checks never saw the canary UP",
-                            fix="see the canary's log: `tfsctl logs NAME.canary`")
+    def _canary_replicas(self) -> Sequence[dict[str, Any]]:
+        return (self._canary_state() or {}).get("replicas", [])
 
     def canary_alive(self) -> bool:
         state = self._canary_state()
         return bool(state) and all(self.runtime._alive(r) for r in state["replicas"])  # type: ignore[index]
-
-    def set_weight(self, percent: int) -> None:
-        self.router.set_weight(percent)
-
-    def sample(self) -> dict[str, Snapshot]:
-        import requests
-
-        path = self.spec.monitoring.path
-        router = self.router.counters()
-        canary = self._canary_state()
-        with requests.Session() as session:
-            stable_prom = total(scrape(f"http://127.0.0.1:{r['rest_port']}", self.name, path, session=session)
-                                for r in self.state["replicas"])
-            canary_prom = total(scrape(f"http://127.0.0.1:{r['rest_port']}", self.name, path, session=session)
-                                for r in (canary or {}).get("replicas", []))
-        # The router sees every request (REST and gRPC); TF Serving's counters also see gRPC
-        # errors, which travel as HTTP 200. Take the larger of each, and latency from TF Serving.
-        return {
-            "stable": Snapshot(max(router["stable"].requests, stable_prom.requests),
-                               max(router["stable"].errors, stable_prom.errors), stable_prom.buckets),
-            "canary": Snapshot(max(router["canary"].requests, canary_prom.requests),
-                               max(router["canary"].errors, canary_prom.errors), canary_prom.buckets),
-        }
 
     def promote(self, version: int) -> None:
         from orchestrator.plan import model_config, models_config_text
@@ -207,3 +228,85 @@ class LocalTarget(RolloutTarget):
         if state:
             self.runtime._terminate(state["replicas"])
             self.runtime.store.delete(self.canary_key)
+
+
+class DockerTarget(RoutedTarget):
+    """Canary containers behind the deployment's HAProxy container (the Docker runtime).
+
+    The canary serves only the new version from the stable replicas' image and mounts, on
+    127.0.0.1-published ports, labelled as the deployment's with `io.tfso.role=canary` (so
+    `tfsctl stop` and `abort` find it even if the controller died before recording it); its
+    state is `.tfso/deployments/NAME.canary.json`. Promotion is the runtime's own hot reload:
+    the new version loads beside the old on every stable container, then the pinned spec is
+    re-applied (labels move in TF Serving's two steps); no container restarts.
+    """
+
+    def __init__(self, spec: Spec, canary_replicas: int = 1, *, runtime: Any = None) -> None:
+        from orchestrator.runtime.docker import DockerRuntime
+
+        self.spec = spec
+        self.runtime = runtime or DockerRuntime()
+        self.name = spec.name
+        self.canary_replicas = canary_replicas
+        state = self.runtime.store.load(self.name)
+        if state is None or state.get("runtime") != "docker":
+            raise RolloutError(f"no docker deployment named {self.name!r}",
+                               fix=f"deploy it first: `tfsctl deploy {self.name} --runtime docker` "
+                               "(with `router: true`)")
+        if not state.get("router"):
+            raise RolloutError(f"{self.name} has no router, so traffic cannot be split",
+                               fix=f"add `router: true` to {spec.source or 'the spec'} and `tfsctl deploy {self.name}`")
+        self.state = state
+        self.router = self.runtime.router(self.name)
+
+    def _canary_state(self) -> dict[str, Any] | None:
+        from orchestrator.runtime.docker import canary_key
+
+        return self.runtime.store.load(canary_key(self.name))
+
+    def _canary_replicas(self) -> Sequence[dict[str, Any]]:
+        return (self._canary_state() or {}).get("replicas", [])
+
+    def start_canary(self, version: int) -> None:
+        existing = self._canary_state()
+        if existing and existing.get("version") == version and self.runtime.canary_alive(self.name):
+            self._route_canary(existing["replicas"])
+            return
+        self.remove_canary()
+        self._route_canary(self.runtime.start_canary(self.spec, version, self.canary_replicas))
+
+    def canary_alive(self) -> bool:
+        return bool(self.runtime.canary_alive(self.name))
+
+    def promote(self, version: int) -> None:
+        from orchestrator.plan import container_model_path, model_config, models_config_text
+        from orchestrator.runtime.base import reload_config
+        from orchestrator.spec import load_spec
+
+        if self.spec.source is None:
+            raise RolloutError("the spec has no file to pin the promoted version in")
+        others = [s for s in (load_spec(p) for p in self.state.get("specs", [])) if s.name != self.name]
+        current = list(self.spec.version_policy.select(self.spec.wanted_versions()))
+        # Step 1: every stable container loads the new version beside the old one, labels
+        # untouched (a label may only point at an AVAILABLE version); traffic keeps flowing.
+        step1 = models_config_text([model_config(self.spec, container_model_path,
+                                                 versions=sorted(set(current) | {version}))]
+                                   + [model_config(s, container_model_path) for s in others])
+        for replica in self.state["replicas"]:
+            reload_config(f"127.0.0.1:{replica['grpc_port']}", step1)
+            self.runtime._wait(self.name, self.runtime.api.inspect(replica["id"]), {self.name: [version]},
+                               self.spec.health, None, "127.0.0.1")
+        # Step 2: the spec pins the new version and labels follow it; the runtime hot-reloads.
+        labels = {k: (version if v in current else v) for k, v in self.spec.version_labels.items()}
+        pin_spec_file(Path(self.spec.source), version, labels)
+        promoted = load_spec(str(self.spec.source))
+        self.runtime.reload([promoted, *others])
+        self.spec = promoted
+        self.state = self.runtime.store.load(self.name) or self.state
+
+    def remove_canary(self) -> None:
+        try:
+            self.router.drain_canary()
+        except RuntimeError_:
+            pass  # no router answering: nothing to drain
+        self.runtime.remove_canary(self.name)
