@@ -20,13 +20,18 @@ class OrchestratorError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, *, fix: str | None = None) -> None:
+    def __init__(self, message: str, *, fix: str | None = None, logs: str | None = None) -> None:
         self.message = message
         self.fix = fix
+        self.logs = logs
         super().__init__(self.__str__())
 
     def __str__(self) -> str:
-        return f"{self.message}\n  fix: {self.fix}" if self.fix else self.message
+        text = f"{self.message}\n  fix: {self.fix}" if self.fix else self.message
+        if self.logs:
+            tail = "\n".join("    " + line for line in self.logs.rstrip().splitlines()[-20:])
+            text += f"\n  last log lines:\n{tail}"
+        return text
 
 
 class SpecError(OrchestratorError):
@@ -61,20 +66,9 @@ class ModelError(OrchestratorError):
 
 
 class RuntimeError_(OrchestratorError):
-    """A runtime failed to start, reach or stop replicas."""
+    """A runtime failed to start, reach or stop replicas (with the replica's last log lines)."""
 
     exit_code = 4
-
-    def __init__(self, message: str, *, fix: str | None = None, logs: str | None = None) -> None:
-        self.logs = logs
-        super().__init__(message, fix=fix)
-
-    def __str__(self) -> str:
-        text = super().__str__()
-        if self.logs:
-            tail = "\n".join("    " + line for line in self.logs.rstrip().splitlines()[-20:])
-            text += f"\n  last log lines:\n{tail}"
-        return text
 
 
 class HealthTimeout(RuntimeError_):

@@ -24,15 +24,7 @@ class ConvertError(OrchestratorError):
         logs: str | None = None,
     ) -> None:
         self.format = format
-        self.logs = logs
-        super().__init__(f"{format}: {message}" if format else message, fix=fix)
-
-    def __str__(self) -> str:
-        text = super().__str__()
-        if self.logs:
-            tail = "\n".join("    " + line for line in self.logs.rstrip().splitlines()[-20:])
-            text += f"\n  last log lines:\n{tail}"
-        return text
+        super().__init__(f"{format}: {message}" if format else message, fix=fix, logs=logs)
 
 
 class VerificationError(ConvertError):
