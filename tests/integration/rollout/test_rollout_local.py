@@ -1,6 +1,6 @@
 """Canary rollouts on the local runtime: real server processes, real HAProxy, real load.
 
-Versions: 1 = half_plus_two (stable), 2 = half_plus_three (good canary), 3 = raises on every
+Shared with the Docker suite (`tests/helpers/rollout.py`): versions 1 = half_plus_two (stable), 2 = half_plus_three (good canary), 3 = raises on every
 real input, 4 = slow. For x = 1.0, version 1 answers 2.5 and version 2 answers 3.5, so the
 load generator knows which version served each request (REST and gRPC alike).
 """
@@ -11,19 +11,23 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import requests
 
 from orchestrator.runtime.base import free_port
-from tests.helpers.models import half_plus_two_tf1
+from tests.helpers.rollout import (
+    Load,
+    build_models,
+    rollout_status,
+    tfsctl,
+    tfsctl_bg,
+    wait_for,
+    wait_weight,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -32,107 +36,11 @@ pytestmark = [
     ),
 ]
 
-ANSWERS = {2.5: 1, 3.5: 2}
-
-
-def tfsctl(root: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-
-
-def tfsctl_bg(root: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", *args],
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-
-
-def wait_for(condition, deadline_s: float, what: str):
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
-
-
-@dataclass
-class Load:
-    """REST and gRPC requests through the router, each recorded as (time, api, version|None, error)."""
-
-    rest_url: str
-    grpc_address: str
-    records: list[tuple[float, str, int | None, str]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-
-    def _rest(self) -> None:
-        with requests.Session() as session:
-            while not self._stop.is_set():
-                t = time.time()
-                try:
-                    r = session.post(
-                        f"{self.rest_url}/v1/models/hpt:predict",
-                        json={"instances": [[1.0]]},
-                        timeout=10,
-                    )
-                    if r.status_code == 200:
-                        self.records.append(
-                            (t, "rest", ANSWERS.get(r.json()["predictions"][0][0]), "")
-                        )
-                    else:
-                        self.records.append((t, "rest", None, f"{r.status_code} {r.text[:200]}"))
-                except requests.RequestException as exc:
-                    self.records.append((t, "rest", None, f"{type(exc).__name__}: {exc}"))
-
-    def _grpc(self) -> None:
-        from orchestrator.client import GrpcClient
-        from orchestrator.client.errors import ClientServingError
-
-        with GrpcClient(self.grpc_address) as client:
-            while not self._stop.is_set():
-                t = time.time()
-                try:
-                    out = client.predict("hpt", {"x": [[1.0]]}, timeout_s=10)
-                    self.records.append((t, "grpc", ANSWERS.get(float(out["y"][0][0])), ""))
-                except ClientServingError as exc:
-                    self.records.append((t, "grpc", None, str(exc)[:300]))
-
-    def __enter__(self) -> Load:
-        for target in (self._rest, self._rest, self._grpc):
-            thread = threading.Thread(target=target, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=15)
-
-    def failures(self) -> list[tuple[float, str, int | None, str]]:
-        return [r for r in self.records if r[3]]
-
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("rollout")
-    base = root / "models" / "hpt"
-    half_plus_two_tf1(base / "1")
-    half_plus_two_tf1(base / "2", b=3.0)
-    half_plus_two_tf1(base / "3", fail=True)
-    half_plus_two_tf1(base / "4", slow_iters=150)
+    build_models(root / "models" / "hpt")
     (root / "serving_configs").mkdir()
     return root
 
@@ -159,30 +67,6 @@ def deployed(project: Path) -> Iterator[tuple[Path, str, str]]:
                     os.killpg(r["pid"], signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-
-
-def wait_weight(
-    root: Path, proc: subprocess.Popen[str], weight: int, version: int, deadline_s: float = 120
-) -> None:
-    """Wait until the rollout to `version` holds at least `weight`; fail with its output if it ends."""
-    path = root / ".tfso" / "rollouts" / "hpt.json"
-
-    def reached() -> bool:
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            raise AssertionError(f"rollout ended early ({proc.returncode}): {out}{err}")
-        if not path.exists():
-            return False
-        data = json.loads(path.read_text())
-        return data["to_version"] == version and data["weight"] >= weight
-
-    wait_for(reached, deadline_s, f"weight {weight}")
-
-
-def rollout_status(root: Path) -> dict:
-    run = tfsctl(root, "rollout", "status", "hpt", "-o", "json")
-    assert run.returncode == 0, run.stderr
-    return json.loads(run.stdout)
 
 
 def canary_running(root: Path) -> bool:
