@@ -305,3 +305,28 @@ def test_bad_input_changes_nothing(fresh, docker_api: DockerApi) -> None:
     assert not rollout_file(root, NAME).exists()
     assert stable_identity(docker_api) == before
     assert_nothing_left(root, docker_api)
+
+
+def test_stop_removes_router_and_canary_only_ours(fresh, docker_api: DockerApi) -> None:
+    """Last: `tfsctl stop` mid-rollout removes router, canary and replicas, and nothing else."""
+    from orchestrator.runtime._docker_api import ContainerRequest
+    from orchestrator.runtime.base import port_in_use
+
+    root, rest, grpc = fresh
+    decoy = docker_api.create(ContainerRequest(
+        image=ROUTER_REF, command=("true",), name=f"tfso-test-decoy-{free_port()}",
+        labels={LABEL_MANAGED_BY: "tfsctl", LABEL_DEPLOYMENT: f"{NAME}_other", LABEL_ROLE: "router"}))
+    try:
+        proc = tfsctl_bg(root, *start_args("2", "10,50,100", "3s", "--min-requests", "0"))
+        wait_weight(root, proc, 10, 2, name=NAME)
+        proc.kill()
+        proc.wait(timeout=10)
+        assert {c.labels.get(LABEL_ROLE) for c in ours(docker_api, role=None)} == {None, "router", "canary"}
+        run = tfsctl(root, "stop", NAME)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert ours(docker_api, role=None) == []
+        assert docker_api.inspect(decoy).labels[LABEL_DEPLOYMENT] == f"{NAME}_other"
+        port = int(rest.rsplit(":", 1)[1])
+        assert not port_in_use("127.0.0.1", port) and not port_in_use("127.0.0.1", int(grpc.rsplit(":", 1)[1]))
+    finally:
+        docker_api.remove(decoy)
