@@ -178,7 +178,7 @@ def logs(name: str, tail: int) -> None:
     from orchestrator.runtime.select import runtime_of_deployment
 
     for index, text in runtime_of_deployment(name).logs(name, tail=tail).items():
-        click.echo(f"==> replica {index} <==")
+        click.echo("==> router <==" if index == -1 else f"==> replica {index} <==")
         click.echo(text)
 
 

@@ -206,6 +206,9 @@ class LocalRuntime(Runtime):
             replicas = state["replicas"]
             if all(self._alive(r) for r in replicas):
                 if state.get("flags_hash") == flags_hash:
+                    if state.get("router") and not self.router(name).running():
+                        state["router"] = self._start_router(name, main, replicas)
+                        self.store.save(name, state)
                     return self._apply_config(name, state, base_plan.files, wanted, main, on_poll)
                 note = "server flags changed: replicas replaced"
                 self._terminate(replicas)
@@ -316,11 +319,21 @@ class LocalRuntime(Runtime):
                 continue
             models = tuple(model_status(f"http://127.0.0.1:{r['rest_port']}", m) for m in state["models"])
             result.append(ReplicaStatus(r["index"], str(r["pid"]), True, r["grpc_port"], r["rest_port"], models))
+        router = state.get("router")
+        if router and not self.router(name).running():
+            # Index -1 is the router, as under the Docker runtime: down means nothing is reachable.
+            result.append(ReplicaStatus(-1, "router", False, router["grpc_port"], router["rest_port"],
+                                        detail="router (HAProxy) exited; `tfsctl deploy` starts it again"))
         return result
 
     def logs(self, name: str, *, tail: int = 100) -> dict[int, str]:
         state = self._state(name)
-        return {r["index"]: self._tail(name, r["index"], tail) for r in state["replicas"]}
+        logs = {r["index"]: self._tail(name, r["index"], tail) for r in state["replicas"]}
+        if state.get("router"):
+            path = self.router(name).log_path
+            text = path.read_text(errors="replace") if path.exists() else ""
+            logs[-1] = "\n".join(text.splitlines()[-tail:])
+        return logs
 
     def stop(self, name: str) -> list[str]:
         state = self._state(name)

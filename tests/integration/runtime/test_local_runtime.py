@@ -144,3 +144,35 @@ def test_killed_server_is_reported_and_redeploy_recovers(workdir: Path) -> None:
 def test_unknown_deployment(workdir: Path) -> None:
     run = tfsctl(workdir, "status", "nothing")
     assert run.returncode == 4 and "no deployment named 'nothing'" in run.stderr
+
+
+def test_router_in_front_of_two_replicas_survives_its_own_crash(workdir: Path) -> None:
+    import shutil
+
+    if shutil.which("haproxy") is None:
+        pytest.skip("haproxy not installed (scripts/setup_system.sh)")
+    grpc, rest = free_port(), free_port()
+    write_spec(workdir, "routed", f"base_path: ../models/hpt\nrouter: true\nreplicas: 2\n"
+                                  f"ports: {{grpc: {grpc}, rest: {rest}}}\n")
+    run = tfsctl(workdir, "deploy", "routed", "--runtime", "local", "-o", "json")
+    assert run.returncode == 0, run.stderr
+    info = json.loads(run.stdout)
+    assert {r["rest_port"] for r in info["replicas"]}.isdisjoint({rest}), "replicas sit behind the router"
+    from orchestrator.client import GrpcClient
+
+    with GrpcClient(f"127.0.0.1:{grpc}") as client:  # gRPC (h2c) through HAProxy
+        assert float(client.predict("routed", {"x": [[1.0]]})["y"][0][0]) == 3.5
+    assert predict(info["rest_url"], "routed", {"instances": [1.0]}).json() == {"predictions": [3.5]}
+
+    router_pid = int((workdir / ".tfso" / "deployments" / "routed" / "router" / "haproxy.pid").read_text())
+    os.killpg(router_pid, signal.SIGKILL)
+    status = tfsctl(workdir, "status", "routed", "-o", "json")
+    assert status.returncode == 1 and any(r["index"] == -1 and not r["running"]
+                                          for r in json.loads(status.stdout)["replicas"])
+    assert "==> router <==" in tfsctl(workdir, "logs", "routed").stdout
+    run = tfsctl(workdir, "deploy", "routed", "--runtime", "local", "-o", "json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["replicas"][0]["pid"] == info["replicas"][0]["pid"], "replicas kept"
+    assert predict(info["rest_url"], "routed", {"instances": [1.0]}).json() == {"predictions": [3.5]}
+    assert tfsctl(workdir, "status", "routed").returncode == 0
+    tfsctl(workdir, "stop", "routed")
