@@ -106,8 +106,10 @@ class RoutedTarget(RolloutTarget):
             if sum(1 for k, v in states.items() if "/canary" in k and v.startswith("UP")) >= 2 * n:
                 return
             time.sleep(0.05)
-        raise RuntimeError_("the router's checks never saw the canary UP",
-                            fix="see the canary's log: `tfsctl logs NAME.canary`")
+        raise RuntimeError_(
+            f"the router's checks never saw the canary UP within {deadline_s:g} s: {dict(states)}",
+            fix=f"read the canary's log in {self.runtime.store.folder(self.canary_key) / 'logs'} "
+            f"and the router's in {self.router.log_path}")
 
     def set_weight(self, percent: int) -> None:
         self.router.set_weight(percent)
