@@ -189,7 +189,7 @@ def stop(name: str) -> None:
     from orchestrator.runtime.select import runtime_of_deployment
 
     stopped = runtime_of_deployment(name).stop(name)
-    console.print(f"stopped {name} ({len(stopped)} replica(s): {', '.join(stopped)})")
+    console.print(f"stopped {name}: {', '.join(stopped) or 'nothing was running'}")
 
 
 COMMANDS = [render, deploy, reload, status, logs, stop]
