@@ -6,14 +6,21 @@ written against one works against the other.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from orchestrator.client import _methods, tensors
-from orchestrator.client.errors import InvalidInput, error_for_code
+from orchestrator.client.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    ModelNotFound,
+    ServingUnavailable,
+    error_for_code,
+)
 from orchestrator.protos import apis_pb2, example_pb2, tensor_pb2
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -274,3 +281,48 @@ def inference_result(result: apis_pb2.InferenceResult) -> dict[str, np.ndarray]:
     if result.HasField("classification_result"):
         return classification_from_proto(result.classification_result)
     return regression_from_proto(result.regression_result)
+
+
+NOT_READY = (ModelNotFound, ServingUnavailable, DeadlineExceeded)
+"""Answers that mean "not yet" while waiting for a model: keep polling."""
+
+
+def poll_until_available(
+    fetch: Callable[[float], list[VersionStatus]],
+    *,
+    model: str,
+    version: int | str | None,
+    label: str | None,
+    address: str,
+    timeout_s: float,
+    poll_interval_s: float,
+    call_timeout_s: float,
+) -> list[VersionStatus]:
+    """The blocking clients' wait: poll status until a wanted version is AVAILABLE.
+
+    Raises DeadlineExceeded naming the last state seen, or the load error of a version that
+    ended with one.
+    """
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while True:
+        remaining = max(deadline - time.monotonic(), 0.001)
+        try:
+            statuses = fetch(min(remaining, call_timeout_s))
+        except NOT_READY as e:
+            last = str(e)
+        else:
+            ready = [s for s in statuses if s.is_available]
+            if ready:
+                return ready
+            failed = failed_load(statuses, model, address)
+            if failed is not None:
+                raise failed
+            last = ", ".join(f"version {s.version} {s.state}" for s in statuses) or "none"
+        if time.monotonic() + poll_interval_s >= deadline:
+            raise DeadlineExceeded(
+                f"waited {timeout_s:g}s for {describe(model, version, label)} to be "
+                f"AVAILABLE; last seen: {last}",
+                address=address,
+            )
+        time.sleep(poll_interval_s)

@@ -7,7 +7,6 @@ through the hand-written codec in _wire; the other methods use our protobuf mess
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,18 +16,19 @@ from google.protobuf import text_format
 
 from orchestrator.client import _methods, _wire, tensors
 from orchestrator.client._common import (
+    NOT_READY,
     Examples,
     Inputs,
     ModelMetadata,
     VersionStatus,
     classification_from_proto,
     describe,
-    failed_load,
     inference_result,
     lone_name,
     metadata_from_proto,
     method_name,
     model_spec,
+    poll_until_available,
     regression_from_proto,
     status_from_proto,
     to_input,
@@ -43,15 +43,13 @@ from orchestrator.client._config import (
 )
 from orchestrator.client.errors import (
     ClientServingError,
-    DeadlineExceeded,
     InvalidInput,
-    ModelNotFound,
     ServingUnavailable,
     error_for_code,
 )
 from orchestrator.protos import apis_pb2
 
-_NOT_READY = (ModelNotFound, ServingUnavailable, DeadlineExceeded)
+_NOT_READY = NOT_READY
 
 
 @functools.lru_cache(maxsize=256)
@@ -460,31 +458,11 @@ class GrpcClient(_GrpcBase):
         Raises DeadlineExceeded naming the last state seen, or the load error of a version
         that ended with one.
         """
-        deadline = time.monotonic() + timeout_s
-        last = "no answer"
-        while True:
-            remaining = max(deadline - time.monotonic(), 0.001)
-            try:
-                statuses = self._status(
-                    model, version, label, min(remaining, self.timeout_s), NO_RETRY
-                )
-            except _NOT_READY as e:
-                last = str(e)
-            else:
-                ready = [s for s in statuses if s.is_available]
-                if ready:
-                    return ready
-                failed = failed_load(statuses, model, self.address)
-                if failed is not None:
-                    raise failed
-                last = ", ".join(f"version {s.version} {s.state}" for s in statuses) or "none"
-            if time.monotonic() + poll_interval_s >= deadline:
-                raise DeadlineExceeded(
-                    f"waited {timeout_s:g}s for {describe(model, version, label)} to be "
-                    f"AVAILABLE; last seen: {last}",
-                    address=self.address,
-                )
-            time.sleep(poll_interval_s)
+        return poll_until_available(
+            lambda call_timeout_s: self._status(model, version, label, call_timeout_s, NO_RETRY),
+            model=model, version=version, label=label, address=self.address,
+            timeout_s=timeout_s, poll_interval_s=poll_interval_s, call_timeout_s=self.timeout_s,
+        )
 
     def reload_config(self, config: Any, *, timeout_s: float | None = None) -> None:
         """Replace the server's whole model config (models left out are unloaded).

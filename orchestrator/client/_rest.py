@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote
@@ -23,6 +22,7 @@ from requests.adapters import HTTPAdapter
 
 from orchestrator.client import tensors
 from orchestrator.client._common import (
+    NOT_READY,
     Examples,
     Inputs,
     ModelMetadata,
@@ -30,8 +30,8 @@ from orchestrator.client._common import (
     VersionStatus,
     classification_arrays,
     describe,
-    failed_load,
     lone_name,
+    poll_until_available,
     signatures_from_proto,
 )
 from orchestrator.client._config import DEFAULT_TIMEOUT_S, NO_RETRY, RetryPolicy, Tls, call
@@ -39,14 +39,13 @@ from orchestrator.client.errors import (
     ClientServingError,
     DeadlineExceeded,
     InvalidInput,
-    ModelNotFound,
     ServingUnavailable,
     Unauthenticated,
     error_for_http,
 )
 from orchestrator.protos import apis_pb2
 
-_NOT_READY = (ModelNotFound, ServingUnavailable, DeadlineExceeded)
+_NOT_READY = NOT_READY
 
 
 # -- JSON <-> numpy -------------------------------------------------------------------------
@@ -439,31 +438,11 @@ class RestClient:
         poll_interval_s: float = 0.25,
     ) -> list[VersionStatus]:
         """Block until the version (any version if none given) is AVAILABLE; return those."""
-        deadline = time.monotonic() + timeout_s
-        last = "no answer"
-        while True:
-            remaining = max(deadline - time.monotonic(), 0.001)
-            try:
-                statuses = self._status(
-                    model, version, label, min(remaining, self.timeout_s), NO_RETRY
-                )
-            except _NOT_READY as e:
-                last = str(e)
-            else:
-                ready = [s for s in statuses if s.is_available]
-                if ready:
-                    return ready
-                failed = failed_load(statuses, model, self.url)
-                if failed is not None:
-                    raise failed
-                last = ", ".join(f"version {s.version} {s.state}" for s in statuses) or "none"
-            if time.monotonic() + poll_interval_s >= deadline:
-                raise DeadlineExceeded(
-                    f"waited {timeout_s:g}s for {describe(model, version, label)} to be "
-                    f"AVAILABLE; last seen: {last}",
-                    address=self.url,
-                )
-            time.sleep(poll_interval_s)
+        return poll_until_available(
+            lambda call_timeout_s: self._status(model, version, label, call_timeout_s, NO_RETRY),
+            model=model, version=version, label=label, address=self.url,
+            timeout_s=timeout_s, poll_interval_s=poll_interval_s, call_timeout_s=self.timeout_s,
+        )
 
 
 def _dtype(sig: Signature, name: str) -> np.dtype | None:

@@ -108,8 +108,9 @@ class RoutedTarget(RolloutTarget):
             time.sleep(0.05)
         raise RuntimeError_(
             f"the router's checks never saw the canary UP within {deadline_s:g} s: {dict(states)}",
-            fix=f"read the canary's log in {self.runtime.store.folder(self.canary_key) / 'logs'} "
-            f"and the router's in {self.router.log_path}")
+            fix=f"read the canary's log (local: .tfso/deployments/{self.name}.canary/logs/; docker: "
+            f"`docker logs` of the containers labelled io.tfso.role=canary) and the router's "
+            f"({self.router.log_path})")
 
     def set_weight(self, percent: int) -> None:
         self.router.set_weight(percent)
