@@ -77,6 +77,7 @@ def test_cpu_request(tree: Path) -> None:
     assert host["RestartPolicy"] == {"Name": "unless-stopped"}
     assert host["NanoCpus"] == 1_500_000_000 and host["Memory"] == 512 * 1024**2
     assert host["Init"] is True
+    assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges:true"], "unprivileged"
     assert "DeviceRequests" not in host
     assert not any(a.startswith("--per_process_gpu_memory_fraction") for a in body["Cmd"])
 
