@@ -192,4 +192,27 @@ def stop(name: str) -> None:
     console.print(f"stopped {name}: {', '.join(stopped) or 'nothing was running'}")
 
 
-COMMANDS = [render, deploy, reload, status, logs, stop]
+@click.command("ls")
+@output_option
+def list_deployments(output: str) -> None:
+    """Every deployment in the state folder: runtime, replicas, router, endpoints."""
+    from orchestrator.state import StateStore
+
+    store = StateStore()
+    rows = []
+    for name in store.names():
+        state = store.load(name) or {}
+        if state.get("runtime") not in ("local", "docker"):
+            continue  # canary bookkeeping, shown by `tfsctl rollout status`
+        rows.append({"name": name, "runtime": state["runtime"], "models": state.get("models", [name]),
+                     "replicas": len(state.get("replicas", [])), "router": bool(state.get("router")),
+                     "rest_url": state.get("rest_url"), "grpc_address": state.get("grpc_address")})
+    if output == "json":
+        print_json({"deployments": rows})
+        return
+    print_table(None, ["NAME", "RUNTIME", "MODELS", "REPLICAS", "ROUTER", "REST", "GRPC"],
+                [(r["name"], r["runtime"], ",".join(r["models"]), r["replicas"], "yes" if r["router"] else "no",
+                  r["rest_url"], r["grpc_address"]) for r in rows])
+
+
+COMMANDS = [render, deploy, reload, status, logs, stop, list_deployments]

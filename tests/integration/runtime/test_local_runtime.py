@@ -80,6 +80,9 @@ def test_deploy_predict_reload_status_stop(workdir: Path) -> None:
     assert "AVAILABLE" in table.stdout
 
     assert "replica 0" in tfsctl(workdir, "logs", "hpt").stdout
+    listed = json.loads(tfsctl(workdir, "ls", "-o", "json").stdout)["deployments"]
+    assert {"name": "hpt", "runtime": "local", "models": ["hpt"], "replicas": 1, "router": False,
+            "rest_url": url, "grpc_address": f"127.0.0.1:{grpc}"} in listed
 
     run = tfsctl(workdir, "stop", "hpt")
     assert run.returncode == 0, run.stderr
