@@ -12,6 +12,7 @@ the next `allowed_batch_sizes` entry by repeating its first row.
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import threading
 import time
@@ -74,16 +75,60 @@ def _set_exception(fut: asyncio.Future, exc: BaseException) -> None:
         fut.set_exception(exc)
 
 
+def loop_run_max_s() -> float:
+    """TFS_LOOP_RUN_MAX_US (default 500; 0 = never): the longest typical session run done inline."""
+    try:
+        return max(0.0, float(os.environ.get("TFS_LOOP_RUN_MAX_US", "500"))) / 1e6
+    except ValueError:
+        return 500e-6
+
+
+def _timed_run(servable: Any, key: RunKey, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    t0 = time.perf_counter()
+    out = servable.run(key, arrays)
+    _note_cost(servable, key, time.perf_counter() - t0)
+    return out
+
+
+def _note_cost(servable: Any, key: RunKey, seconds: float) -> None:
+    costs = servable.run_seconds
+    prev = costs.get(key)
+    costs[key] = seconds if prev is None else prev + 0.25 * (seconds - prev)
+
+
 class DirectRunner:
-    def __init__(self, pool: RunPool) -> None:
+    """Session runs go to the pool, except tiny ones, which run right on the event loop.
+
+    A run on a simple graph (`Servable.inline_run`) whose typical (moving-average) duration is
+    below TFS_LOOP_RUN_MAX_US costs less than the hand-off to a pool thread and back, so it runs
+    in the calling (event-loop) thread. Each key's first run, and any key whose runs grow slower,
+    go to the pool.
+    """
+
+    def __init__(self, pool: RunPool, loop_max_s: float | None = None) -> None:
         self._pool = pool
+        self._loop_max_s = loop_run_max_s() if loop_max_s is None else loop_max_s
 
     async def run(
         self, servable: Servable, key: RunKey, arrays: list[np.ndarray]
     ) -> list[np.ndarray]:
+        costs = getattr(servable, "run_seconds", None)
+        if costs is None:
+            servable.inflight += 1
+            try:
+                return await self._pool.submit(servable.run, key, arrays)
+            finally:
+                servable.inflight -= 1
+        cost = costs.get(key)
         servable.inflight += 1
         try:
-            return await self._pool.submit(servable.run, key, arrays)
+            if cost is not None and cost < self._loop_max_s and servable.inline_run:
+                t0 = time.perf_counter()
+                try:
+                    return servable.run(key, arrays)
+                finally:
+                    _note_cost(servable, key, time.perf_counter() - t0)
+            return await self._pool.submit(_timed_run, servable, key, arrays)
         finally:
             servable.inflight -= 1
 

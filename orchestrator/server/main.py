@@ -18,6 +18,8 @@ TF_CPP_MIN_LOG_LEVEL is set. SIGTERM / SIGINT stop the server cleanly (exit 0).
 Environment: TFS_BIND_HOST, TFS_MAX_REQUEST_BYTES (REST body limit, default 256 MiB),
 TFS_LOG_LEVEL (default INFO), TFS_RUN_THREADS (session-run threads, default max(4, 2 x CPUs)),
 TFS_INLINE_RUN=0 (never run small graphs in the calling thread; see runner._is_simple_graph).
+TFS_LOOP_RUN_MAX_US (default 500; 0 = never): small graphs whose runs typically take less run
+right on the event loop, saving the hand-off to a run thread (see batching.DirectRunner).
 """
 
 from __future__ import annotations

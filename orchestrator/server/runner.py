@@ -67,6 +67,7 @@ class Servable:
         self._callables: dict[RunKey, Any] = {}
         self.inflight = 0  # runs in progress (the manager waits for 0 before closing)
         self.batch_queues: dict[RunKey, Any] = {}  # owned by batching.BatchingRunner
+        self.run_seconds: dict[RunKey, float] = {}  # typical run time per key (DirectRunner)
         self._lock = threading.Lock()
         self._tf, self.graph, self.session, meta = _load(path, options)
         self.signatures: dict[str, Any] = dict(meta.signature_def)

@@ -129,3 +129,45 @@ def test_direct_runner_counts_inflight():
     servable = FakeServable()
     out = run(DirectRunner(RunPool(1)).run(servable, KEY, [np.ones((2, 1))]))
     assert out[0].shape == (2, 1) and servable.inflight == 0
+
+
+class InlineServable(FakeServable):
+    inline_run = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run_seconds: dict = {}
+        self.threads: list[str] = []
+
+    def run(self, key, arrays):
+        self.threads.append(threading.current_thread().name)
+        return super().run(key, arrays)
+
+
+def test_direct_runner_runs_cheap_keys_on_the_loop_after_the_first_run():
+    servable = InlineServable()
+    runner = DirectRunner(RunPool(1), loop_max_s=60.0)
+
+    async def main():
+        for _ in range(3):
+            await runner.run(servable, KEY, [np.ones((1, 1))])
+
+    run(main())
+    main_thread = threading.current_thread().name
+    assert servable.threads[0] != main_thread
+    assert servable.threads[1:] == [main_thread, main_thread]
+    assert KEY in servable.run_seconds and servable.inflight == 0
+
+
+def test_direct_runner_never_runs_on_the_loop_when_disabled_or_not_simple():
+    for servable, limit in ((InlineServable(), 0.0), (InlineServable(), 60.0)):
+        if limit:
+            servable.inline_run = False
+        runner = DirectRunner(RunPool(1), loop_max_s=limit)
+
+        async def main(runner=runner, servable=servable):
+            for _ in range(3):
+                await runner.run(servable, KEY, [np.ones((1, 1))])
+
+        run(main())
+        assert threading.current_thread().name not in servable.threads
