@@ -8,7 +8,9 @@ command, mounts, ports, restart policy, limits and GPUs cannot drift apart; only
 `io.tfso.managed-by: compose`, so `tfsctl stop` never touches what Compose started.
 
 Compose cannot pick free ports at run time as the runtime does for replicas after the first,
-so replica I publishes the spec's ports + 2·I.
+so replica I publishes the spec's ports + 2·I. With `router: true`, the replicas publish
+nothing: an HAProxy service reaches them by service name on the Compose network and publishes
+the spec's ports (static weights; canary rollouts need `tfsctl`, which drives the runtime API).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from orchestrator.runtime.docker import (
 )
 from orchestrator.spec import Spec
 
+ROUTER_DIR = "router"
 COMPOSE_FILE = "compose.yaml"
 GPU_COMPOSE_FILE = "compose.gpu.yaml"
 MANAGER = "compose"
@@ -62,8 +65,12 @@ def _service(request: ContainerRequest, spec: Spec, out_dir: Path, index: int) -
             for m in request.mounts
         ],
         "restart": request.restart,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
         "labels": {**request.labels, LABEL_REPLICA: str(index)},
     }
+    if spec.router:
+        del service["ports"]  # reached through the router service only
     if request.nano_cpus:
         service["cpus"] = request.nano_cpus / 1e9
     if request.mem_limit:
@@ -81,7 +88,35 @@ def compose_document(specs: Sequence[Spec], out_dir: Path) -> dict[str, Any]:
     main = specs[0]
     template = container_template(specs, out_dir.absolute() / "config", manager=MANAGER)
     services = {f"{main.name}-{i}": _service(template, main, out_dir, i) for i in range(main.replicas)}
+    if main.router:
+        host = main.ports.host
+        services[f"{main.name}-router"] = {
+            "image": main.router_image,
+            "pull_policy": "if_not_present" if main.pull == "missing" else main.pull,
+            "ports": [f"{host}:{main.ports.grpc}:{GRPC_INSIDE}", f"{host}:{main.ports.rest}:{REST_INSIDE}"],
+            "volumes": [{"type": "bind", "source": f"./{ROUTER_DIR}", "target": "/usr/local/etc/haproxy",
+                         "read_only": True}],
+            "depends_on": list(services),
+            "restart": template.restart,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges:true"],
+            "labels": {k: v for k, v in template.labels.items() if k != LABEL_REPLICA},
+        }
     return {"services": services}
+
+
+def router_config(spec: Spec) -> str:
+    """haproxy.cfg for the Compose router: replicas by service name, via Docker's DNS."""
+    from orchestrator.router.haproxy import RouterConfig, Upstream, render_config
+
+    config = RouterConfig(
+        name=spec.name, model=spec.name, rest_port=REST_INSIDE, grpc_port=GRPC_INSIDE, bind_host="*",
+        stable=tuple(Upstream(grpc_port=GRPC_INSIDE, rest_port=REST_INSIDE, host=f"{spec.name}-{i}")
+                     for i in range(spec.replicas)),
+        extra_sections=("resolvers docker", "    nameserver dns 127.0.0.11:53", ""),
+        server_options="resolvers docker init-addr last,libc,none",
+    )
+    return render_config(config, "/tmp/haproxy-admin.sock")
 
 
 def _header(specs: Sequence[Spec], file: str) -> str:
@@ -98,6 +133,8 @@ def render_compose(specs: Sequence[Spec], out_dir: Path) -> dict[str, str]:
     """Every file `tfsctl compose` writes into `out_dir`, by relative name (pure)."""
     plan = container_plan(effective_specs(specs))
     files = {f"config/{name}": text for name, text in plan.files.items()}
+    if specs[0].router:
+        files[f"{ROUTER_DIR}/haproxy.cfg"] = router_config(effective_specs(specs)[0])
     variants = [(COMPOSE_FILE, list(specs))]
     if specs[0].device == "cpu":
         variants.append((GPU_COMPOSE_FILE, [s.model_copy(update={"device": "gpu"}) for s in specs]))

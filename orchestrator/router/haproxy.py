@@ -53,6 +53,8 @@ class RouterConfig:
     bind_host: str = "127.0.0.1"
     check_interval_ms: int = 500
     extra_global: tuple[str, ...] = field(default=())
+    extra_sections: tuple[str, ...] = field(default=())  # e.g. a `resolvers` section (Compose)
+    server_options: str = ""  # appended to every stable server line
 
 
 def group_weights(canary_percent: int, n_stable: int, n_canary: int) -> tuple[int, int]:
@@ -92,6 +94,7 @@ def render_config(config: RouterConfig, socket_path: str) -> str:
         "    retries 3",
         "    retry-on conn-failure empty-response",
         "",
+        *config.extra_sections,
         "frontend rest",
         f"    bind {config.bind_host}:{config.rest_port}",
         f"    default_backend {REST_BACKEND}",
@@ -111,7 +114,8 @@ def render_config(config: RouterConfig, socket_path: str) -> str:
         for i, up in enumerate(config.stable):
             port = up.grpc_port if is_grpc else up.rest_port
             extra = f" proto h2 check-proto h1 port {up.rest_port}" if is_grpc else ""
-            lines.append(f"    server stable{i} {up.host}:{port} weight 1 {check}{extra}")
+            options = f" {config.server_options}" if config.server_options else ""
+            lines.append(f"    server stable{i} {up.host}:{port} weight 1 {check}{extra}{options}")
         for i in range(CANARY_SLOTS):
             extra = " proto h2 check-proto h1 port 1" if is_grpc else ""
             lines.append(f"    server canary{i} 127.0.0.1:1 weight 0 disabled {check}{extra}")

@@ -87,3 +87,35 @@ def test_compose_accepts_the_examples(file: str) -> None:
     service = yaml.safe_load(run.stdout)["services"]["demo-0"]
     assert service["image"].startswith("tensorflow/serving:2.19.0")
     assert ("deploy" in service) == (file == "compose.gpu.yaml")
+
+
+def test_router_spec_adds_an_haproxy_service(tmp_path: Path) -> None:
+    """With `router: true` the replicas publish nothing; HAProxy publishes the spec's ports and
+    reaches them by service name. Compose and `haproxy -c` both accept what is written."""
+    (tmp_path / "models" / "m" / "1").mkdir(parents=True)
+    (tmp_path / "serving_configs").mkdir()
+    path = tmp_path / "serving_configs" / "m.yaml"
+    path.write_text("base_path: ../models/m\nreplicas: 2\nrouter: true\nports: {grpc: 7100, rest: 7101}\n")
+    out = tmp_path / "compose" / "m"
+    files = render_compose([parse_spec(path.read_text(), file=path)], out)
+    services = yaml.safe_load(files["compose.yaml"])["services"]
+    assert sorted(services) == ["m-0", "m-1", "m-router"]
+    assert "ports" not in services["m-0"] and services["m-0"]["cap_drop"] == ["ALL"]
+    router = services["m-router"]
+    assert router["image"] == "haproxy:2.6" and router["depends_on"] == ["m-0", "m-1"]
+    assert router["ports"] == ["127.0.0.1:7100:8500", "127.0.0.1:7101:8501"]
+    cfg = files["router/haproxy.cfg"]
+    assert "server stable0 m-0:8501" in cfg and "server stable1 m-1:8500" in cfg and "resolvers docker" in cfg
+    out.mkdir(parents=True)
+    for name, text in files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    if shutil.which("haproxy"):
+        check = subprocess.run(["haproxy", "-c", "-f", str(out / "router" / "haproxy.cfg")],
+                               capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0, check.stdout + check.stderr
+    command = _compose_command()
+    if command is not None:
+        run = subprocess.run([*command, "-f", str(out / "compose.yaml"), "config"], capture_output=True,
+                             text=True, timeout=60, cwd=out)
+        assert run.returncode == 0, run.stderr
