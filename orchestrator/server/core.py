@@ -35,15 +35,25 @@ _DT_NAMES = {
 }
 
 
+_ENUM_OF_DTYPE: dict[np.dtype, int] = {}
+_PLAN_CACHE_MAX = 64  # successful predict plans kept per servable
+
+
 def _dtype_enum(a: np.ndarray) -> int:
+    enum = _ENUM_OF_DTYPE.get(a.dtype)
+    if enum is not None:
+        return enum
     from orchestrator.client.tensors import numpy_dtype_to_enum
 
     if a.dtype == object or a.dtype.kind in "SU":
-        return 7
-    try:
-        return numpy_dtype_to_enum(a.dtype)
-    except (ValueError, KeyError, TypeError):
-        return 0
+        enum = 7
+    else:
+        try:
+            enum = numpy_dtype_to_enum(a.dtype)
+        except (ValueError, KeyError, TypeError):
+            enum = 0
+    _ENUM_OF_DTYPE[a.dtype] = enum
+    return enum
 
 
 @dataclass
@@ -72,7 +82,13 @@ class Core:
 
     # -- predict --------------------------------------------------------------------------------
     def predict_inputs(self, servable: r.Servable, signature_name: str) -> dict[str, int]:
-        return r.signature_input_info(servable, signature_name)
+        cache = servable.plan_cache
+        info = cache.get(signature_name)
+        if info is None:
+            info = r.signature_input_info(servable, signature_name)
+            if len(cache) < _PLAN_CACHE_MAX:
+                cache[signature_name] = info
+        return info
 
     async def predict(
         self,
@@ -81,7 +97,13 @@ class Core:
         inputs: dict[str, np.ndarray],
         output_filter: list[str] | None = None,
     ) -> PredictResult:
-        plan = r.plan_predict(servable, signature_name, list(inputs), output_filter or [])
+        cache = servable.plan_cache
+        ck = (signature_name, tuple(inputs), tuple(output_filter) if output_filter else ())
+        plan = cache.get(ck)
+        if plan is None:
+            plan = r.plan_predict(servable, signature_name, list(inputs), output_filter or [])
+            if len(cache) < _PLAN_CACHE_MAX:
+                cache[ck] = plan
         arrays = []
         for i, (alias, want) in enumerate(zip(plan.input_aliases, plan.input_dtypes, strict=False)):
             a = inputs[alias]

@@ -56,7 +56,7 @@ _OPT = orjson.OPT_SERIALIZE_NUMPY
 # -- parsing --------------------------------------------------------------------------------------
 def loads(body: bytes) -> Any:
     """Parse a request body; NaN/Infinity accepted; TF Serving's messages for bad JSON."""
-    if not body or not body.strip():
+    if not body or body.isspace():
         raise invalid("JSON Parse error: The document is empty")
     try:
         doc = orjson.loads(body)
@@ -451,7 +451,12 @@ def _finite(a: np.ndarray) -> bool:
 
 def _jsonable(a: np.ndarray, as_bytes: bool) -> Any:
     """An array orjson can write, or nested lists for strings / non-finite floats."""
-    if a.dtype == object or a.dtype.kind in "SU":
+    kind = a.dtype.kind
+    if kind == "f":  # the common case first
+        if np.isfinite(a).all():
+            return a
+        return _nest([_Raw(v) for v in a.reshape(-1)], a.shape)
+    if kind in "OSU":
 
         def conv(v: Any) -> Any:
             b = v if isinstance(v, bytes) else str(v).encode()
@@ -529,7 +534,7 @@ def predict_response(outputs: dict[str, np.ndarray], row: bool) -> bytes:
     if not outputs:
         raise invalid("Cannot convert empty tensor map to JSON")
     conv = {
-        name: _jsonable(a, a.dtype == object and name.endswith("_bytes"))
+        name: _jsonable(a, a.dtype.kind == "O" and name.endswith("_bytes"))
         for name, a in outputs.items()
     }
     if not row:

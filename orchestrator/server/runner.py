@@ -68,6 +68,9 @@ class Servable:
         self.inflight = 0  # runs in progress (the manager waits for 0 before closing)
         self.batch_queues: dict[RunKey, Any] = {}  # owned by batching.BatchingRunner
         self.run_seconds: dict[RunKey, float] = {}  # typical run time per key (DirectRunner)
+        # core.Core's successful lookups: signature name -> input info, (signature, inputs,
+        # output filter) -> PredictPlan. Signatures never change while a version is loaded.
+        self.plan_cache: dict[Any, Any] = {}
         self._lock = threading.Lock()
         self._tf, self.graph, self.session, meta = _load(path, options)
         self.signatures: dict[str, Any] = dict(meta.signature_def)
@@ -114,6 +117,7 @@ class Servable:
         with contextlib.suppress(Exception):  # closing a broken session
             self.session.close()
         self._callables.clear()
+        self.plan_cache.clear()
 
     # -- metadata -------------------------------------------------------------------------------
     def signature_def_map_dict(self) -> dict[str, Any]:
