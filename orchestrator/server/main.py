@@ -218,7 +218,7 @@ class ModelServer:
                 monitoring=monitoring,
                 cors=o.rest_api_enable_cors_support,
             )
-            self._rest_runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+            self._rest_runner = web.ServerRunner(api.server(), handle_signals=False)
             await self._rest_runner.setup()
             site = web.TCPSite(self._rest_runner, self.host, o.rest_api_port, reuse_address=True)
             try:

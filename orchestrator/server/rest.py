@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from orchestrator.server import json_tensor as jt
 from orchestrator.server.config import MonitoringOptions
@@ -71,10 +71,29 @@ class RestApi:
         self.cors = cors
         self.max_body = max_body_bytes()
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_body, handler_args={"access_log": None})
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        return app
+    def server(self) -> web.Server:
+        """aiohttp's low-level server: no router, middlewares or signals before `handle`."""
+        loop = asyncio.get_running_loop()
+        max_body = self.max_body
+
+        def request_factory(
+            message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+        ) -> web.BaseRequest:
+            return web.BaseRequest(
+                message, payload, protocol, writer, task, loop, client_max_size=max_body
+            )
+
+        return web.Server(self._serve, request_factory=request_factory, access_log=None)
+
+    async def _serve(self, request: web.BaseRequest) -> web.Response:
+        expect = request.headers.get("Expect")
+        if expect and request.version == HttpVersion11:  # what web.Application does
+            if expect.lower() != "100-continue":
+                return web.Response(status=417, text=f"Unknown Expect: {expect}")
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
+            await request.writer.drain()
+        return await self.handle(request)
 
     def _response(self, status: int, body: bytes, content_type: str = _JSON) -> web.Response:
         resp = web.Response(status=status, body=body, content_type=content_type)
@@ -84,7 +103,7 @@ class RestApi:
             resp.headers["Access-Control-Allow-Headers"] = "Content-Type"
         return resp
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.BaseRequest) -> web.Response:
         path = request.path
         method = request.method
         if self.monitoring.enable and method == "GET" and path == self.monitoring.path:
@@ -135,7 +154,7 @@ class RestApi:
         )
         return self._response(200, out)
 
-    async def _body(self, request: web.Request) -> bytes:
+    async def _body(self, request: web.BaseRequest) -> bytes:
         length = request.content_length
         if length is not None and length > self.max_body:
             raise _TooLarge(
