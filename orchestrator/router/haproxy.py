@@ -302,8 +302,9 @@ class HAProxyRouter:
                         self.api.command(f"set weight {backend}/{r['svname']} "
                                          f"{canary_w if group == 'canary' else stable_w}")
 
-    def drain_canary(self) -> None:
-        """Stable back to full weight, then weight 0 and maintenance for every canary slot."""
+    def drain_canary(self, *, deadline_s: float = 30.0) -> None:
+        """Stable back to full weight, canary slots to weight 0 and maintenance, then wait until
+        no request is still in flight to a canary, so stopping it next fails nobody."""
         for r in self.api.stats():
             if r["pxname"] in (REST_BACKEND, GRPC_BACKEND) and r["svname"].startswith("stable"):
                 self.api.command(f"set weight {r['pxname']}/{r['svname']} 1")
@@ -312,6 +313,14 @@ class HAProxyRouter:
                 self.api.command(f"set weight {backend}/canary{i} 0")
                 self.api.command(f"set server {backend}/canary{i} state maint")
         self._canary = []
+        end = time.monotonic() + deadline_s
+        while self.in_flight_to_canary() and time.monotonic() < end:
+            time.sleep(0.02)
+
+    def in_flight_to_canary(self) -> int:
+        """Requests currently being served by canary servers (HAProxy's `scur`)."""
+        return sum(_int(r.get("scur")) for r in self.api.stats()
+                   if r["pxname"] in (REST_BACKEND, GRPC_BACKEND) and r["svname"].startswith("canary"))
 
     def counters(self) -> dict[str, ServerCounters]:
         """Cumulative per-group counters (`stable`, `canary`) over both backends."""
