@@ -17,6 +17,7 @@ import grpc.aio
 
 from orchestrator.client import _methods, _wire
 from orchestrator.client._common import (
+    NOT_READY,
     Examples,
     Inputs,
     ModelMetadata,
@@ -31,7 +32,7 @@ from orchestrator.client._common import (
     status_from_proto,
 )
 from orchestrator.client._config import NO_RETRY, RetryPolicy, call_async
-from orchestrator.client._grpc import _NOT_READY, _GrpcBase
+from orchestrator.client._grpc import _GrpcBase
 from orchestrator.client.errors import DeadlineExceeded
 from orchestrator.protos import apis_pb2
 
@@ -231,7 +232,7 @@ class AsyncGrpcClient(_GrpcBase):
     ) -> bool:
         try:
             statuses = await self._status(model, version, label, timeout_s, NO_RETRY)
-        except _NOT_READY:
+        except NOT_READY:
             return False
         return any(s.is_available for s in statuses)
 
@@ -252,7 +253,7 @@ class AsyncGrpcClient(_GrpcBase):
                 statuses = await self._status(
                     model, version, label, min(remaining, self.timeout_s), NO_RETRY
                 )
-            except _NOT_READY as e:
+            except NOT_READY as e:
                 last = str(e)
             else:
                 ready = [s for s in statuses if s.is_available]

@@ -326,3 +326,60 @@ def poll_until_available(
                 address=address,
             )
         time.sleep(poll_interval_s)
+
+
+class BlockingReadiness:
+    """`is_model_ready` and `wait_until_available` for the blocking clients (gRPC and REST).
+
+    A client brings `_status(model, version, label, timeout_s, retry)`, `timeout_s` and
+    `_endpoint` (its address or URL, named in errors).
+    """
+
+    timeout_s: float
+
+    @property
+    def _endpoint(self) -> str:
+        raise NotImplementedError
+
+    def _status(self, model: str, version: int | str | None, label: str | None,
+                timeout_s: float | None, retry: Any) -> list[VersionStatus]:
+        raise NotImplementedError
+
+    def is_model_ready(
+        self,
+        model: str,
+        *,
+        version: int | str | None = None,
+        label: str | None = None,
+        timeout_s: float | None = None,
+    ) -> bool:
+        """True when the version (any version if none given) is AVAILABLE. One try, no retry."""
+        from orchestrator.client._config import NO_RETRY
+
+        try:
+            statuses = self._status(model, version, label, timeout_s, NO_RETRY)
+        except NOT_READY:
+            return False
+        return any(s.is_available for s in statuses)
+
+    def wait_until_available(
+        self,
+        model: str,
+        *,
+        version: int | str | None = None,
+        label: str | None = None,
+        timeout_s: float = 60.0,
+        poll_interval_s: float = 0.25,
+    ) -> list[VersionStatus]:
+        """Block until the version (any version if none given) is AVAILABLE; return those.
+
+        Raises DeadlineExceeded naming the last state seen, or the load error of a version
+        that ended with one.
+        """
+        from orchestrator.client._config import NO_RETRY
+
+        return poll_until_available(
+            lambda call_timeout_s: self._status(model, version, label, call_timeout_s, NO_RETRY),
+            model=model, version=version, label=label, address=self._endpoint,
+            timeout_s=timeout_s, poll_interval_s=poll_interval_s, call_timeout_s=self.timeout_s,
+        )

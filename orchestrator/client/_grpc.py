@@ -16,7 +16,7 @@ from google.protobuf import text_format
 
 from orchestrator.client import _methods, _wire, tensors
 from orchestrator.client._common import (
-    NOT_READY,
+    BlockingReadiness,
     Examples,
     Inputs,
     ModelMetadata,
@@ -28,7 +28,6 @@ from orchestrator.client._common import (
     metadata_from_proto,
     method_name,
     model_spec,
-    poll_until_available,
     regression_from_proto,
     status_from_proto,
     to_input,
@@ -36,7 +35,6 @@ from orchestrator.client._common import (
 from orchestrator.client._config import (
     DEFAULT_TIMEOUT_S,
     MAX_MESSAGE_BYTES,
-    NO_RETRY,
     RetryPolicy,
     Tls,
     call,
@@ -48,8 +46,6 @@ from orchestrator.client.errors import (
     error_for_code,
 )
 from orchestrator.protos import apis_pb2
-
-_NOT_READY = NOT_READY
 
 
 @functools.lru_cache(maxsize=256)
@@ -212,7 +208,7 @@ class _GrpcBase:
         return out
 
 
-class GrpcClient(_GrpcBase):
+class GrpcClient(BlockingReadiness, _GrpcBase):
     """Blocking client for TF Serving's gRPC API (port 8500), safe to share between threads.
 
     Every method takes the model name first; `version` or `label`, and `signature`, select
@@ -429,40 +425,9 @@ class GrpcClient(_GrpcBase):
         )
         return status_from_proto(response)
 
-    def is_model_ready(
-        self,
-        model: str,
-        *,
-        version: int | str | None = None,
-        label: str | None = None,
-        timeout_s: float | None = None,
-    ) -> bool:
-        """True when the version (any version if none given) is AVAILABLE. One try, no retry."""
-        try:
-            statuses = self._status(model, version, label, timeout_s, NO_RETRY)
-        except _NOT_READY:
-            return False
-        return any(s.is_available for s in statuses)
-
-    def wait_until_available(
-        self,
-        model: str,
-        *,
-        version: int | str | None = None,
-        label: str | None = None,
-        timeout_s: float = 60.0,
-        poll_interval_s: float = 0.25,
-    ) -> list[VersionStatus]:
-        """Block until the version (any version if none given) is AVAILABLE; return those.
-
-        Raises DeadlineExceeded naming the last state seen, or the load error of a version
-        that ended with one.
-        """
-        return poll_until_available(
-            lambda call_timeout_s: self._status(model, version, label, call_timeout_s, NO_RETRY),
-            model=model, version=version, label=label, address=self.address,
-            timeout_s=timeout_s, poll_interval_s=poll_interval_s, call_timeout_s=self.timeout_s,
-        )
+    @property
+    def _endpoint(self) -> str:
+        return self.address
 
     def reload_config(self, config: Any, *, timeout_s: float | None = None) -> None:
         """Replace the server's whole model config (models left out are unloaded).

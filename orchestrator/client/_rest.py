@@ -22,7 +22,7 @@ from requests.adapters import HTTPAdapter
 
 from orchestrator.client import tensors
 from orchestrator.client._common import (
-    NOT_READY,
+    BlockingReadiness,
     Examples,
     Inputs,
     ModelMetadata,
@@ -31,10 +31,9 @@ from orchestrator.client._common import (
     classification_arrays,
     describe,
     lone_name,
-    poll_until_available,
     signatures_from_proto,
 )
-from orchestrator.client._config import DEFAULT_TIMEOUT_S, NO_RETRY, RetryPolicy, Tls, call
+from orchestrator.client._config import DEFAULT_TIMEOUT_S, RetryPolicy, Tls, call
 from orchestrator.client.errors import (
     ClientServingError,
     DeadlineExceeded,
@@ -44,9 +43,6 @@ from orchestrator.client.errors import (
     error_for_http,
 )
 from orchestrator.protos import apis_pb2
-
-_NOT_READY = NOT_READY
-
 
 # -- JSON <-> numpy -------------------------------------------------------------------------
 
@@ -126,7 +122,7 @@ def _example_json(features: Mapping[str, Any]) -> dict[str, Any]:
     return {name: _json_value(value) for name, value in features.items()}
 
 
-class RestClient:
+class RestClient(BlockingReadiness):
     """Blocking client for TF Serving's REST API, safe to share between threads.
 
     Methods and arguments are GrpcClient's (without multi_inference and reload_config, which
@@ -413,36 +409,9 @@ class RestClient:
             for s in body.get("model_version_status", [])
         ]
 
-    def is_model_ready(
-        self,
-        model: str,
-        *,
-        version: int | str | None = None,
-        label: str | None = None,
-        timeout_s: float | None = None,
-    ) -> bool:
-        """True when the version (any version if none given) is AVAILABLE. One try, no retry."""
-        try:
-            statuses = self._status(model, version, label, timeout_s, NO_RETRY)
-        except _NOT_READY:
-            return False
-        return any(s.is_available for s in statuses)
-
-    def wait_until_available(
-        self,
-        model: str,
-        *,
-        version: int | str | None = None,
-        label: str | None = None,
-        timeout_s: float = 60.0,
-        poll_interval_s: float = 0.25,
-    ) -> list[VersionStatus]:
-        """Block until the version (any version if none given) is AVAILABLE; return those."""
-        return poll_until_available(
-            lambda call_timeout_s: self._status(model, version, label, call_timeout_s, NO_RETRY),
-            model=model, version=version, label=label, address=self.url,
-            timeout_s=timeout_s, poll_interval_s=poll_interval_s, call_timeout_s=self.timeout_s,
-        )
+    @property
+    def _endpoint(self) -> str:
+        return self.url
 
 
 def _dtype(sig: Signature, name: str) -> np.dtype | None:
