@@ -45,6 +45,11 @@ def tfsctl(root: Path, *args: str, timeout: float = 240) -> subprocess.Completed
     )
 
 
+def start_args(name: str, version: str, steps: str, interval: str, *extra: str) -> list[str]:
+    """`tfsctl rollout start` arguments for NAME."""
+    return ["rollout", "start", name, "--version", version, "--steps", steps, "--interval", interval, *extra]
+
+
 def tfsctl_bg(root: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "orchestrator", *args],

@@ -37,6 +37,7 @@ from tests.helpers.rollout import (
     canary_share,
     rollout_file,
     rollout_status,
+    start_args,
     tfsctl,
     tfsctl_bg,
     wait_for,
@@ -160,17 +161,13 @@ def fresh(deployed, docker_api: DockerApi) -> Iterator[tuple[Path, str, str]]:
     tfsctl(root, "rollout", "abort", NAME, timeout=120)
 
 
-def start_args(version: str, steps: str, interval: str, *extra: str) -> list[str]:
-    return ["rollout", "start", NAME, "--version", version, "--steps", steps, "--interval", interval, *extra]
-
-
 def test_good_canary_ramps_with_zero_failed_requests_then_promotes(fresh, docker_api: DockerApi) -> None:
     root, rest, grpc = fresh
     before = stable_identity(docker_api)
     (router,) = ours(docker_api, "router")
     with Load(rest, grpc, model=NAME) as load:
         wait_for(lambda: len(load.records) > 50, 30, "load to start")
-        run = tfsctl(root, *start_args("2", "10,25,50,100", "4s", "--min-requests", "20"))
+        run = tfsctl(root, *start_args(NAME, "2", "10,25,50,100", "4s", "--min-requests", "20"))
         # Requests keep flowing after promotion, through the router: wait for 100 more.
         after_run = len(load.records)
         wait_for(lambda: len(load.records) > after_run + 100, 30, "requests after promotion")
@@ -213,7 +210,7 @@ def test_bad_canary_rolls_back_and_stable_never_fails(
     before = stable_identity(docker_api)
     with Load(rest, grpc, model=NAME) as load:
         wait_for(lambda: len(load.records) > 50, 30, "load to start")
-        run = tfsctl(root, *start_args(version, "25,50,100", "3s", "--min-requests", "10",
+        run = tfsctl(root, *start_args(NAME, version, "25,50,100", "3s", "--min-requests", "10",
                                        "--threshold", "2", *extra))
     assert run.returncode == 1, run.stdout + run.stderr
     status = rollout_status(root, NAME)
@@ -233,7 +230,7 @@ def test_killed_controller_resume_and_abort(fresh, docker_api: DockerApi) -> Non
     root, rest, grpc = fresh
     with Load(rest, grpc, model=NAME) as load:
         wait_for(lambda: len(load.records) > 50, 30, "load to start")
-        proc = tfsctl_bg(root, *start_args("2", "10,25,50,100", "3s", "--min-requests", "10"))
+        proc = tfsctl_bg(root, *start_args(NAME, "2", "10,25,50,100", "3s", "--min-requests", "10"))
         wait_weight(root, proc, 25, 2, name=NAME)
         proc.kill()
         proc.wait(timeout=10)
@@ -252,7 +249,7 @@ def test_killed_controller_resume_and_abort(fresh, docker_api: DockerApi) -> Non
     assert serving_versions(root) == {2}
 
     # Back to version 1 with another rollout; kill it mid-ramp, then abort from "another shell".
-    proc = tfsctl_bg(root, *start_args("1", "10,50,100", "3s", "--min-requests", "0"))
+    proc = tfsctl_bg(root, *start_args(NAME, "1", "10,50,100", "3s", "--min-requests", "0"))
     wait_weight(root, proc, 10, 1, name=NAME)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
@@ -268,7 +265,7 @@ def test_canary_crash_rolls_back_with_stable_untouched(fresh, docker_api: Docker
     before = stable_identity(docker_api)
     with Load(rest, grpc, model=NAME) as load:
         wait_for(lambda: len(load.records) > 50, 30, "load to start")
-        proc = tfsctl_bg(root, *start_args("2", "10,25,50,100", "3s", "--min-requests", "10"))
+        proc = tfsctl_bg(root, *start_args(NAME, "2", "10,25,50,100", "3s", "--min-requests", "10"))
         wait_weight(root, proc, 25, 2, name=NAME)
         (canary,) = ours(docker_api, "canary")
         docker_api.kill(canary.id)  # SIGKILL: the canary's server dies as in a crash
@@ -317,7 +314,7 @@ def test_stop_removes_router_and_canary_only_ours(fresh, docker_api: DockerApi) 
         image=ROUTER_REF, command=("true",), name=f"tfso-test-decoy-{free_port()}",
         labels={LABEL_MANAGED_BY: "tfsctl", LABEL_DEPLOYMENT: f"{NAME}_other", LABEL_ROLE: "router"}))
     try:
-        proc = tfsctl_bg(root, *start_args("2", "10,50,100", "3s", "--min-requests", "0"))
+        proc = tfsctl_bg(root, *start_args(NAME, "2", "10,50,100", "3s", "--min-requests", "0"))
         wait_weight(root, proc, 10, 2, name=NAME)
         proc.kill()
         proc.wait(timeout=10)

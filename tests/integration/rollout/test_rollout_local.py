@@ -23,6 +23,7 @@ from tests.helpers.rollout import (
     Load,
     build_models,
     rollout_status,
+    start_args,
     tfsctl,
     tfsctl_bg,
     wait_for,
@@ -187,20 +188,7 @@ def test_killed_controller_resume_and_abort(deployed) -> None:
     root, rest, grpc = deployed
     with Load(rest, grpc) as load:
         wait_for(lambda: len(load.records) > 50, 30, "load to start")
-        proc = tfsctl_bg(
-            root,
-            "rollout",
-            "start",
-            "hpt",
-            "--version",
-            "2",
-            "--steps",
-            "10,25,50,100",
-            "--interval",
-            "3s",
-            "--min-requests",
-            "10",
-        )
+        proc = tfsctl_bg(root, *start_args("hpt", "2", "10,25,50,100", "3s", "--min-requests", "10"))
         wait_weight(root, proc, 25, 2)
         proc.kill()
         proc.wait(timeout=10)
@@ -221,20 +209,7 @@ def test_killed_controller_resume_and_abort(deployed) -> None:
     assert load.failures() == [], load.failures()[:5]
 
     # Roll back to version 1 with another rollout, kill it mid-ramp, then abort from "another shell".
-    proc = tfsctl_bg(
-        root,
-        "rollout",
-        "start",
-        "hpt",
-        "--version",
-        "1",
-        "--steps",
-        "10,50,100",
-        "--interval",
-        "3s",
-        "--min-requests",
-        "0",
-    )
+    proc = tfsctl_bg(root, *start_args("hpt", "1", "10,50,100", "3s", "--min-requests", "0"))
     wait_weight(root, proc, 10, 1)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
@@ -257,20 +232,7 @@ def test_canary_crash_rolls_back_with_stable_untouched(deployed) -> None:
     pids = stable_pids(root)
     with Load(rest, grpc) as load:
         wait_for(lambda: len(load.records) > 50, 30, "load to start")
-        proc = tfsctl_bg(
-            root,
-            "rollout",
-            "start",
-            "hpt",
-            "--version",
-            "2",
-            "--steps",
-            "10,25,50,100",
-            "--interval",
-            "3s",
-            "--min-requests",
-            "10",
-        )
+        proc = tfsctl_bg(root, *start_args("hpt", "2", "10,25,50,100", "3s", "--min-requests", "10"))
         canary_file = root / ".tfso" / "deployments" / "hpt.canary.json"
         wait_weight(root, proc, 25, 2)
         os.killpg(json.loads(canary_file.read_text())["replicas"][0]["pid"], signal.SIGKILL)
