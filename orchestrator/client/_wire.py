@@ -133,6 +133,85 @@ def encode_tensor(value: Any, dtype: Any = None) -> bytes:
     return b"".join(parts)
 
 
+# TensorProto's typed value fields (TF's Tensor::AsProtoField): field number and the little-endian
+# numpy type of one packed element, for the fixed-width ones; varint fields have None.
+_TYPED_FIELD: dict[int, tuple[int, str | None]] = {
+    tensors.tensor_pb2.DT_FLOAT: (5, "<f4"),
+    tensors.tensor_pb2.DT_DOUBLE: (6, "<f8"),
+    tensors.tensor_pb2.DT_COMPLEX64: (9, "<c8"),
+    tensors.tensor_pb2.DT_COMPLEX128: (12, "<c16"),
+    tensors.tensor_pb2.DT_BOOL: (11, None),
+    tensors.tensor_pb2.DT_INT32: (7, None),
+    tensors.tensor_pb2.DT_INT16: (7, None),
+    tensors.tensor_pb2.DT_INT8: (7, None),
+    tensors.tensor_pb2.DT_UINT8: (7, None),
+    tensors.tensor_pb2.DT_UINT16: (7, None),
+    tensors.tensor_pb2.DT_QINT8: (7, None),
+    tensors.tensor_pb2.DT_QUINT8: (7, None),
+    tensors.tensor_pb2.DT_QINT16: (7, None),
+    tensors.tensor_pb2.DT_QUINT16: (7, None),
+    tensors.tensor_pb2.DT_QINT32: (7, None),
+    tensors.tensor_pb2.DT_INT64: (10, None),
+    tensors.tensor_pb2.DT_UINT32: (16, None),
+    tensors.tensor_pb2.DT_UINT64: (17, None),
+    tensors.tensor_pb2.DT_HALF: (13, None),
+    tensors.tensor_pb2.DT_BFLOAT16: (13, None),
+}
+_PACKED_BY_FIELD = {number: dt for number, dt in _TYPED_FIELD.values() if dt is not None}
+
+
+def _varints(values: np.ndarray) -> bytes:
+    """Protobuf varints of int64/uint64 values, vectorised (negatives take 10 bytes, as in C++)."""
+    if values.dtype.kind in "ib":
+        v = values.astype(np.int64, copy=False).view(np.uint64)
+    else:
+        v = values.astype(np.uint64, copy=False)
+    if not v.size:
+        return b""
+    top = int(v.max())
+    width = max(1, (top.bit_length() + 6) // 7)
+    if width == 1:
+        return v.astype(np.uint8).tobytes()
+    shifts = np.arange(width, dtype=np.uint64) * np.uint64(7)
+    groups = ((v[:, None] >> shifts) & np.uint64(0x7F)).astype(np.uint8)
+    nbytes = np.ones(v.shape, dtype=np.int64)
+    for k in range(1, width):
+        nbytes += (v >> np.uint64(7 * k)) != 0
+    cols = np.arange(width)
+    groups |= np.where(cols[None, :] < (nbytes - 1)[:, None], 0x80, 0).astype(np.uint8)
+    return groups[cols[None, :] < nbytes[:, None]].tobytes()
+
+
+def encode_tensor_fields(arr: np.ndarray) -> bytes:
+    """Serialised TensorProto with the values in the typed `*_val` fields (TF's AsProtoField).
+
+    What TF Serving answers by default (--enable_serialization_as_tensor_content=false). Every
+    element is written, none elided. Fixed-width fields (float, double, complex) are packed
+    straight from the array's bytes, so this costs about what tensor_content does.
+    """
+    enum = tensors._ENUM_OF.get(arr.dtype) if arr.dtype.isnative else None
+    if enum is None:
+        enum = tensors.numpy_dtype_to_enum(arr.dtype)
+    if enum == tensors.DT_STRING:
+        return tensors.to_tensor_proto(arr).SerializeToString()
+    head = _tensor_head(enum, arr.shape)
+    if not arr.size:
+        return head
+    field = _TYPED_FIELD.get(enum)
+    if field is None:  # float8: one bytes field, left to protobuf
+        return tensors.to_tensor_proto(arr, content=False).SerializeToString()
+    number, packed = field
+    if packed is None and arr.size <= 64:  # protobuf's C encoder wins on a few varints
+        return tensors.to_tensor_proto(arr, content=False).SerializeToString()
+    if packed is not None:
+        data = np.ascontiguousarray(arr, dtype=packed).tobytes()
+    elif enum in (tensors.DT_HALF, tensors.DT_BFLOAT16):
+        data = _varints(np.ascontiguousarray(arr).view(np.uint16).ravel())
+    else:
+        data = _varints(arr.ravel())
+    return head + _varint(number << 3 | _LEN) + _varint(len(data)) + data
+
+
 @functools.lru_cache(maxsize=1024)
 def _array_entry_head(number: int, name: str, enum: int, shape: tuple[int, ...], nbytes: int):
     """Everything of a map<string, TensorProto> entry before an array's bytes, cached."""
@@ -237,6 +316,7 @@ def decode_tensor(buf: Any, start: int = 0, end: int | None = None) -> np.ndarra
     enum = 0
     dims: list[int] = []
     content: tuple[int, int] | None = None
+    field = 0
     pos = start
     while pos < end:
         key, pos = _read_varint(buf, pos)
@@ -246,9 +326,11 @@ def decode_tensor(buf: Any, start: int = 0, end: int | None = None) -> np.ndarra
             length, pos = _read_varint(buf, pos)
             dims = _decode_shape(buf, pos, pos + length)
             pos += length
-        elif key == 0x22:  # tensor_content
+        elif key == 0x22 or (key & 7 == _LEN and key >> 3 in _PACKED_BY_FIELD and not content):
+            # tensor_content, or a packed fixed-width typed field: the same little-endian bytes
             length, pos = _read_varint(buf, pos)
             content = (pos, pos + length)
+            field = key >> 3
             pos += length
         elif key == 0x18:  # version_number
             _, pos = _read_varint(buf, pos)
@@ -258,10 +340,16 @@ def decode_tensor(buf: Any, start: int = 0, end: int | None = None) -> np.ndarra
     else:
         if pos != end:
             raise ValueError("truncated TensorProto")
-        if content is not None and enum != tensors.DT_STRING:
+        if (
+            content is not None
+            and enum != tensors.DT_STRING
+            and (field == 4 or _TYPED_FIELD.get(enum, (0,))[0] == field)
+        ):
             if any(d < 0 for d in dims):
                 raise ValueError(f"tensor shape {dims} has a negative dimension")
-            return tensors.array_from_content(memoryview(buf)[content[0] : content[1]], enum, dims)
+            view = memoryview(buf)[content[0] : content[1]]
+            if field == 4 or len(view) == math.prod(dims) * tensors._NATIVE[enum].itemsize:
+                return tensors.array_from_content(view, enum, dims)
     return tensors.from_tensor_proto(tensors.TensorProto.FromString(bytes(buf[start:end])))
 
 
@@ -348,18 +436,20 @@ class ResponseLayout:
                     span = (ea, eb)
             if name is None or span is None:
                 return None
-            enum, dims, content = 0, [], None
+            enum, dims, content, cfield = 0, [], None, 0
             for tnumber, twire, ta, tb in _fields(raw, span[0], span[1]):
                 if tnumber == 1 and twire == _VARINT:
                     enum = ta
                 elif tnumber == 2 and twire == _LEN:
                     dims = _decode_shape(raw, ta, tb)
-                elif tnumber == 4 and twire == _LEN:
-                    content = (ta, tb)
+                elif (tnumber == 4 or tnumber in _PACKED_BY_FIELD) and twire == _LEN and not content:
+                    content, cfield = (ta, tb), tnumber  # tensor_content or packed float_val...
                 else:
                     return None
             native = tensors._NATIVE.get(enum)
             if content is None or native is None or not tensors._LITTLE or min(dims, default=0) < 0:
+                return None
+            if cfield != 4 and _TYPED_FIELD.get(enum, (0,))[0] != cfield:
                 return None
             if math.prod(dims) * native.itemsize != content[1] - content[0]:
                 return None

@@ -190,8 +190,12 @@ def content_bytes(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def to_tensor_proto(value: Any, dtype: Any = None) -> TensorProto:
-    """Encode numpy arrays, lists, scalars, bytes or str as a TensorProto."""
+def to_tensor_proto(value: Any, dtype: Any = None, *, content: bool = True) -> TensorProto:
+    """Encode numpy arrays, lists, scalars, bytes or str as a TensorProto.
+
+    Numbers go to `tensor_content`, or with content=False to the typed `*_val` fields, every
+    element written (TF's Tensor::AsProtoField, what TF Serving answers Predict with by default).
+    """
     if isinstance(value, TensorProto):
         return value
     arr = as_array(value, dtype)
@@ -204,8 +208,37 @@ def to_tensor_proto(value: Any, dtype: Any = None) -> TensorProto:
     if enum == DT_STRING:
         proto.string_val.extend(string_values(arr))
     elif arr.size:
-        proto.tensor_content = content_bytes(arr).tobytes()
+        if content:
+            proto.tensor_content = content_bytes(arr).tobytes()
+        else:
+            _set_typed_values(proto, enum, arr)
     return proto
+
+
+def _set_typed_values(proto: TensorProto, enum: int, arr: np.ndarray) -> None:
+    flat = arr.ravel()
+    if enum in (DT_HALF, DT_BFLOAT16):
+        proto.half_val.extend(flat.view(np.uint16).tolist())
+    elif enum in _FLOAT8:
+        proto.float8_val = flat.view(np.uint8).tobytes()
+    elif enum == tensor_pb2.DT_COMPLEX64:
+        proto.scomplex_val.extend(flat.view(np.float32).tolist())
+    elif enum == tensor_pb2.DT_COMPLEX128:
+        proto.dcomplex_val.extend(flat.view(np.float64).tolist())
+    else:
+        getattr(proto, _TYPED_NAME.get(enum, "int_val")).extend(flat.tolist())
+
+
+# The typed field of each numeric type; int32, int16, int8, uint16, uint8 and the quantized
+# types all travel in int_val.
+_TYPED_NAME: dict[int, str] = {
+    tensor_pb2.DT_FLOAT: "float_val",
+    tensor_pb2.DT_DOUBLE: "double_val",
+    tensor_pb2.DT_INT64: "int64_val",
+    tensor_pb2.DT_UINT32: "uint32_val",
+    tensor_pb2.DT_UINT64: "uint64_val",
+    tensor_pb2.DT_BOOL: "bool_val",
+}
 
 
 def shape_of(proto: TensorProto) -> tuple[int, ...]:

@@ -163,9 +163,9 @@ class Core:
                 plans.append(r.plan_regress(servable, sig_name, multi=True))
             else:
                 raise ServingStatus("UNIMPLEMENTED", f"Unsupported signature method_name: {method}")
-        inputs = {p.input_name for p in plans}
-        if len(inputs) != 1:
-            raise invalid("Input tensor must be the same for all Signatures.")
+        # Since TF Serving 2.4 the examples go to every task's own input tensor, so signatures
+        # that tf.saved_model.save wrote (one input placeholder each) work together.
+        feeds = tuple(sorted({p.input_name for p in plans}))
         fetches = tuple(sorted({n for p in plans for n in p.output_names}))
         if not examples:
             raise invalid("Input is empty.")
@@ -173,7 +173,7 @@ class Core:
         arr = np.empty(len(examples), dtype=object)
         arr[:] = examples
         outs = await self._run(
-            servable, r.RunKey((plans[0].input_name,), fetches), [arr], "MultiInference"
+            servable, r.RunKey(feeds, fetches), [arr] * len(feeds), "MultiInference"
         )
         by_name = dict(zip(fetches, outs, strict=False))
         results: list[tuple[str, str, Any]] = []

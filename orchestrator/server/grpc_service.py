@@ -22,7 +22,8 @@ import grpc
 from google.protobuf import any_pb2
 
 from orchestrator.client import _methods as M
-from orchestrator.client.tensors import from_tensor_proto, to_tensor_proto
+from orchestrator.client import _wire
+from orchestrator.client.tensors import from_tensor_proto
 from orchestrator.protos import apis_pb2
 from orchestrator.server import runner as r
 from orchestrator.server.config import ConfigError, models_from_bytes
@@ -74,9 +75,19 @@ def _fill_spec(out: Any, name: str, version: int, signature_name: str) -> None:
 
 
 class GrpcApi:
-    def __init__(self, core: Core, reload: Callable[[list], Awaitable[None]]) -> None:
+    """tensor_content: Predict outputs as `tensor_content` bytes, else in the typed `*_val`
+    fields (TF Serving's --enable_serialization_as_tensor_content, default false)."""
+
+    def __init__(
+        self,
+        core: Core,
+        reload: Callable[[list], Awaitable[None]],
+        *,
+        tensor_content: bool = False,
+    ) -> None:
         self.core = core
         self._reload = reload
+        self._encode = _wire.encode_tensor if tensor_content else _wire.encode_tensor_fields
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         impl = {
@@ -141,8 +152,10 @@ class GrpcApi:
         res = await self.core.predict(servable, sig, inputs, list(req.output_filter))
         resp = apis_pb2.PredictResponse()
         _fill_spec(resp.model_spec, name, servable.version, res.signature_name)
+        encode = self._encode
+        outputs = resp.outputs
         for alias, arr in res.outputs.items():
-            resp.outputs[alias].CopyFrom(to_tensor_proto(arr))
+            outputs[alias].MergeFromString(encode(arr))
         return resp
 
     async def classify(self, req: Any) -> Any:

@@ -207,7 +207,12 @@ class ModelServer:
             raise StartupError(f"Error in model config: {e.message}") from None
 
         if o.port:
-            self._grpc = await self._start_grpc(GrpcApi(self.core, self.reload), health, ssl)
+            grpc_api = GrpcApi(
+                self.core,
+                self.reload,
+                tensor_content=o.enable_serialization_as_tensor_content,
+            )
+            self._grpc = await self._start_grpc(grpc_api, health, ssl)
             log.info("Running gRPC ModelServer at %s:%d ...", self.host, o.port)
         if o.rest_api_port:
             from aiohttp import web

@@ -1,0 +1,141 @@
+"""TF Serving conformance, round 2: what TF Serving's own model-server test suite and example
+clients rely on, checked with the upstream Python protos (tensorflow-serving-api) as the client.
+
+One server per module (several fixtures, each started once): the defaults, and
+--enable_serialization_as_tensor_content=true.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import inference_pb2, predict_pb2, prediction_service_pb2_grpc
+
+from orchestrator.client import AsyncGrpcClient, GrpcClient
+from tests.helpers.server import ServerProcess, export_half_plus_two_tf1, export_strings_tf1
+from tests.helpers.tf2_models import export_half_plus_two_tf2
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("conformance")
+    export_half_plus_two_tf1(root / "half_plus_two", versions=(123,))
+    export_half_plus_two_tf2(root / "tf2", version=123)
+    export_strings_tf1(root / "strings")
+    config = "model_config_list {\n" + "".join(
+        f'  config {{ name: "{n}" base_path: "{root / n}" model_platform: "tensorflow" }}\n'
+        for n in ("half_plus_two", "tf2", "strings")
+    ) + "}\n"
+    (root / "models.config").write_text(config)
+    return root
+
+
+def _serve(models: Path, *extra: str) -> ServerProcess:
+    return ServerProcess([f"--model_config_file={models / 'models.config'}", *extra])
+
+
+@pytest.fixture(scope="module")
+def server(models: Path):
+    with _serve(models) as srv:
+        for name in ("half_plus_two", "tf2", "strings"):
+            srv.wait_until_available(name)
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def content_server(models: Path):
+    with _serve(models, "--enable_serialization_as_tensor_content=true") as srv:
+        srv.wait_until_available("half_plus_two")
+        srv.wait_until_available("strings")
+        yield srv
+
+
+def _stub(target: str) -> prediction_service_pb2_grpc.PredictionServiceStub:
+    return prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+
+
+def _predict(target: str, model: str, name: str, value: tf.Tensor | list) -> predict_pb2.PredictResponse:
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = model
+    req.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    return _stub(target).Predict(req, timeout=30)
+
+
+# -- 1. typed output fields ------------------------------------------------------------------------
+def test_predict_outputs_use_typed_fields_by_default(server) -> None:
+    # Upstream's VerifyPredictRequest and mnist client read float_val.
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "half_plus_two"
+    req.inputs["x"].dtype = tf.float32.as_datatype_enum
+    req.inputs["x"].float_val.append(2.0)
+    req.inputs["x"].tensor_shape.dim.add().size = 1
+    req.output_filter.append("y")
+    y = _stub(server.grpc_target).Predict(req, timeout=30).outputs["y"]
+    assert (y.dtype, list(y.float_val), y.tensor_content) == (tf.float32.as_datatype_enum, [3.0], b"")
+    assert [d.size for d in y.tensor_shape.dim] == [1]
+
+    out = _predict(server.grpc_target, "strings", "text", [b"ab", b"xyz"]).outputs
+    assert (list(out["length"].int_val), out["length"].tensor_content) == ([2, 3], b"")
+    assert list(out["upper"].string_val) == [b"AB", b"XYZ"]
+
+
+def test_predict_outputs_as_tensor_content_when_asked(content_server) -> None:
+    x = np.arange(6, dtype=np.float32).reshape(6, 1)
+    y = _predict(content_server.grpc_target, "half_plus_two", "x", x).outputs["y"]
+    assert list(y.float_val) == [] and y.tensor_content == (0.5 * x + 2).tobytes()
+    length = _predict(content_server.grpc_target, "strings", "text", [b"ab"]).outputs["length"]
+    assert list(length.int_val) == [] and length.tensor_content == np.int32([2]).tobytes()
+
+
+async def _aio_predict(target: str, model: str, inputs: dict) -> dict:
+    async with AsyncGrpcClient(target) as client:
+        return await client.predict(model, inputs)
+
+
+def test_our_clients_decode_both_forms(server, content_server) -> None:
+    x = np.linspace(-3, 3, 40_000, dtype=np.float32).reshape(-1, 1)  # above the small-message path
+    import asyncio
+
+    for srv in (server, content_server):
+        with GrpcClient(srv.grpc_target) as client:
+            for _ in range(2):  # the second answer goes through the cached response layout
+                np.testing.assert_array_equal(client.predict("half_plus_two", {"x": x})["y"], 0.5 * x + 2)
+                small = client.predict("half_plus_two", {"x": x[:3]})["y"]
+                np.testing.assert_array_equal(small, 0.5 * x[:3] + 2)
+            out = client.predict("strings", {"text": np.array([b"ab", b"xyz"], dtype=object)})
+            assert out["length"].tolist() == [2, 3] and out["length"].dtype == np.int32
+            assert out["upper"].tolist() == [b"AB", b"XYZ"]
+        got = asyncio.run(_aio_predict(srv.grpc_target, "half_plus_two", {"x": x}))
+        np.testing.assert_array_equal(got["y"], 0.5 * x + 2)
+
+
+# -- 2. MultiInference on TF2 SavedModels -----------------------------------------------------------
+def _multi_inference(target: str, model: str, xs: list[float]) -> inference_pb2.MultiInferenceResponse:
+    req = inference_pb2.MultiInferenceRequest()
+    for sig, method in (("regress_x_to_y", "tensorflow/serving/regress"),
+                        ("classify_x_to_y", "tensorflow/serving/classify")):
+        task = req.tasks.add()
+        task.model_spec.name = model
+        task.model_spec.signature_name = sig
+        task.method_name = method
+    for x in xs:
+        req.input.example_list.examples.add().features.feature["x"].float_list.value.append(x)
+    return _stub(target).MultiInference(req, timeout=30)
+
+
+@pytest.mark.parametrize("model", ["tf2", "half_plus_two"])
+def test_multi_inference_feeds_each_signature_its_own_input(server, model) -> None:
+    # tf.saved_model.save gives regress_x_to_y and classify_x_to_y different input tensors.
+    resp = _multi_inference(server.grpc_target, model, [2.0, 4.0])
+    assert [r.value for r in resp.results[0].regression_result.regressions] == [3.0, 4.0]
+    scores = [c.classes[0].score for c in resp.results[1].classification_result.classifications]
+    assert scores == [3.0, 4.0]
+    for result, sig in zip(resp.results, ("regress_x_to_y", "classify_x_to_y"), strict=True):
+        assert (result.model_spec.name, result.model_spec.signature_name) == (model, sig)
+        assert result.model_spec.version.value == 123
