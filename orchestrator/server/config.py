@@ -7,18 +7,73 @@ batching, monitoring and SSL files with our copies of TF Serving's messages
 
 from __future__ import annotations
 
+import errno
+import logging
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from google.protobuf import text_format
 
 from orchestrator.protos import config_pb2
 
 LABEL_RE = re.compile(r"^[a-zA-Z0-9_]+$")
+log = logging.getLogger("tfs.server")
 
 
 class ConfigError(ValueError):
-    """A config file or flag value the server cannot use."""
+    """A config file or flag value the server cannot use.
+
+    `code` is the status code TF Serving reports for it ("Failed to start server. Error: CODE: ...").
+    """
+
+    def __init__(self, message: str, code: str = "INVALID_ARGUMENT") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# TF's errno -> status code mapping for file reads (tsl/platform/errors.cc ErrnoToCode).
+_ERRNO_CODE = {
+    errno.ENOENT: "NOT_FOUND",
+    errno.ENOTDIR: "NOT_FOUND",
+    errno.EACCES: "PERMISSION_DENIED",
+    errno.EPERM: "PERMISSION_DENIED",
+    errno.EISDIR: "FAILED_PRECONDITION",
+    errno.ENAMETOOLONG: "INVALID_ARGUMENT",
+}
+# Our copies of TF Serving's messages live in our own package; errors name TF Serving's.
+_UPSTREAM_NAME = {
+    "BatchingParameters": "tensorflow.serving.BatchingParameters",
+    "MonitoringConfig": "tensorflow.serving.MonitoringConfig",
+    "SSLConfig": "tensorflow.serving.SSLConfig",
+}
+
+
+def read_text_proto(path: str, msg: Any) -> Any:
+    """Parse a text-format proto file into `msg` the way TF Serving's ParseProtoTextFile does.
+
+    A file that cannot be read is "PATH; STRERROR" with TF's code for the errno. A file that does
+    not parse logs protobuf's "Error parsing text-format TYPE: LINE:COL: WHAT" and is
+    INVALID_ARGUMENT "Invalid protobuf file: 'PATH'", TF Serving's exact texts.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as e:
+        raise ConfigError(f"{path}; {e.strerror}", _ERRNO_CODE.get(e.errno or 0, "UNKNOWN")) from None
+    try:
+        text_format.Parse(data.decode("utf-8"), msg)
+    except (text_format.ParseError, UnicodeDecodeError) as e:
+        name = msg.DESCRIPTOR.full_name
+        name = _UPSTREAM_NAME.get(msg.DESCRIPTOR.name, name)
+        if isinstance(e, text_format.ParseError) and e.GetLine() is not None:
+            what = str(e).split(" : ", 1)[-1]
+            where = f"{e.GetLine()}:{e.GetColumn()}: {what}"
+        else:
+            where = str(e)
+        log.error("Error parsing text-format %s: %s", name, where)
+        raise ConfigError(f"Invalid protobuf file: '{path}'") from None
+    return msg
 
 
 @dataclass(frozen=True)
@@ -125,23 +180,10 @@ def _labels(model: str, labels: dict[str, int], source: str) -> dict[str, int]:
 
 
 def read_model_config_file(path: str) -> list[ModelConfig]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as e:
-        raise ConfigError(f"cannot read --model_config_file {path}: {e.strerror}") from e
-    return parse_model_server_config(text, source=path)
+    from tensorflow_serving.config import model_server_config_pb2
 
-
-def _read_text_proto(path: str, msg, what: str):  # type: ignore[no-untyped-def]
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text_format.Parse(fh.read(), msg)
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
-    except text_format.ParseError as e:
-        raise ConfigError(f"{path}: cannot parse {type(msg).__name__}: {e}") from e
-    return msg
+    msg = read_text_proto(path, model_server_config_pb2.ModelServerConfig())
+    return models_from_proto(msg, source=path)
 
 
 @dataclass(frozen=True)
@@ -159,7 +201,7 @@ class BatchingOptions:
 def read_batching_parameters(path: str, *, cpus: int) -> BatchingOptions:
     if not path:
         return BatchingOptions(num_batch_threads=max(cpus, 1))
-    msg = _read_text_proto(path, config_pb2.BatchingParameters(), "--batching_parameters_file")
+    msg = read_text_proto(path, config_pb2.BatchingParameters())
 
     def get(name: str, default: int) -> int:
         return getattr(msg, name).value if msg.HasField(name) else default
@@ -194,7 +236,7 @@ class MonitoringOptions:
 def read_monitoring_config(path: str) -> MonitoringOptions:
     if not path:
         return MonitoringOptions()
-    msg = _read_text_proto(path, config_pb2.MonitoringConfig(), "--monitoring_config_file")
+    msg = read_text_proto(path, config_pb2.MonitoringConfig())
     p = msg.prometheus_config
     return MonitoringOptions(enable=p.enable, path=p.path or "/monitoring/prometheus/metrics")
 
@@ -202,4 +244,4 @@ def read_monitoring_config(path: str) -> MonitoringOptions:
 def read_ssl_config(path: str) -> config_pb2.SSLConfig | None:
     if not path:
         return None
-    return _read_text_proto(path, config_pb2.SSLConfig(), "--ssl_config_file")
+    return read_text_proto(path, config_pb2.SSLConfig())

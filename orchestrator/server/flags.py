@@ -124,11 +124,18 @@ def _convert(flag: Flag, raw: str) -> Any:
         raise FlagError(f"Illegal value '{raw}' for flag --{flag.name}: expected {kind}") from None
 
 
+_TYPE_NAME = {int: "int32", float: "float", bool: "bool", str: "string"}
+
+
 def usage() -> str:
-    lines = ["usage: tfs-model-server --flag=value ...", "Flags:"]
+    """The flag list in tensorflow::Flags::Usage's layout."""
+    lines = ["usage: tfs-model-server", "Flags:"]
     for f in FLAGS:
-        default = str(f.default).lower() if f.type is bool else repr(f.default)
-        lines.append(f"  --{f.name}={default}  {f.type.__name__}  {f.help}")
+        default = str(f.default).lower() if f.type is bool else str(f.default)
+        if f.type is str:
+            default = f'"{default}"'
+        name = "int64" if f.name == "load_retry_interval_micros" else _TYPE_NAME[f.type]
+        lines.append(f"\t{'--' + f.name + '=' + default:<33}\t{name}\t{f.help}")
     return "\n".join(lines)
 
 
@@ -154,19 +161,40 @@ def parse(argv: list[str]) -> Options:
 
 
 def validate(opts: Options) -> None:
-    """Checks TF Serving makes before starting (server.cc)."""
+    """TF Serving's checks before it starts (server.cc BuildAndStart), with its texts."""
+    if opts.port == 0 and not opts.grpc_socket_path:
+        raise FlagError(
+            "At least one of server_options.grpc_port or server_options.grpc_socket_path must "
+            "be set."
+        )
     if opts.use_alts_credentials and opts.ssl_config_file:
         raise FlagError(
             "Either use_alts_credentials must be false or ssl_config_file must be empty."
         )
     if opts.use_alts_credentials:
-        raise FlagError("--use_alts_credentials is not supported by this server")
+        raise FlagError(
+            "--use_alts_credentials: Google ALTS credentials need Google Cloud's ALTS handshaker; "
+            "this server cannot use them (use --ssl_config_file for TLS)"
+        )
     if not opts.model_base_path and not opts.model_config_file:
         raise FlagError(
             "Both server_options.model_base_path and server_options.model_config_file are empty!"
         )
-    if opts.port == 0 and opts.rest_api_port == 0 and not opts.grpc_socket_path:
-        raise FlagError("Nothing to serve: --port=0 and --rest_api_port=0")
+    if not opts.platform_config_file and not opts.enable_batching and opts.batching_parameters_file:
+        raise FlagError(
+            "server_options.batching_parameters_file is set without setting "
+            "server_options.enable_batching to true."
+        )
+    if (
+        opts.tensorflow_intra_op_parallelism > 0
+        and opts.tensorflow_inter_op_parallelism > 0
+        and opts.tensorflow_session_parallelism > 0
+    ):
+        raise FlagError(
+            "Either configure server_options.tensorflow_session_parallelism or "
+            "(server_options.tensorflow_intra_op_parallelism, "
+            "server_options.tensorflow_inter_op_parallelism) separately. You cannot configure all."
+        )
     for name in ("port", "rest_api_port"):
         if not 0 <= getattr(opts, name) <= 65535:
             raise FlagError(f"--{name}={getattr(opts, name)} is not a valid port (0-65535)")

@@ -11,7 +11,8 @@ AVAILABLE or has failed), then open the ports and log
 
 Ports bind to the address in the environment variable TFS_BIND_HOST (default 0.0.0.0, what a
 container needs; the local runtime sets 127.0.0.1). A port already in use is reported before any
-model loads, and the process exits non-zero. Logs go to stderr, one line per event
+model loads. Every start-up failure ends as TF Serving's does: `Failed to start server. Error:
+CODE: message` on stdout and exit status 255 (its main() returns -1). Logs go to stderr, one line per event
 (`time level logger: message`); TensorFlow's own C++ logs are quietened unless
 TF_CPP_MIN_LOG_LEVEL is set. SIGTERM / SIGINT stop the server cleanly (exit 0).
 
@@ -52,8 +53,21 @@ INT32_MAX = 2**31 - 1
 VERSION = "2.21.0"
 
 
+EXIT_FAILURE = 255  # tensorflow_model_server's main() returns -1 on every start-up failure
+
+
 class StartupError(Exception):
-    """The server cannot start; the message says why."""
+    """The server cannot start; the message says why, `code` is TF Serving's status code."""
+
+    def __init__(self, message: str, code: str = "INVALID_ARGUMENT") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _failed_to_start(code: str, message: str) -> int:
+    """TF Serving's last words, on stdout as its main() writes them."""
+    print(f"Failed to start server. Error: {code}: {message}", flush=True)
+    return EXIT_FAILURE
 
 
 def _setup_logging() -> None:
@@ -74,12 +88,16 @@ def _check_port_free(host: str, port: int, what: str) -> None:
         try:
             s.bind((host, port))
         except OSError as e:
-            if e.errno == errno.EADDRINUSE:
-                raise StartupError(
-                    f"{what} port {port} on {host} is already in use; choose another with --"
-                    f"{'port' if what == 'gRPC' else 'rest_api_port'}=N"
-                ) from None
-            raise StartupError(f"cannot bind {what} port {port} on {host}: {e.strerror}") from None
+            why = (
+                "is already in use"
+                if e.errno == errno.EADDRINUSE
+                else f"cannot be bound: {e.strerror}"
+            )
+            flag = "port" if what == "gRPC" else "rest_api_port"
+            log.error("%s port %d on %s %s; choose another with --%s=N", what, port, host, why, flag)
+            if what == "gRPC":
+                raise StartupError("Failed to BuildAndStart gRPC server") from None
+            raise StartupError(f"Failed to start HTTP Server at localhost:{port}") from None
 
 
 def _channel_args(text: str) -> list[tuple[str, Any]]:
@@ -107,14 +125,21 @@ class ModelServer:
     def initial_configs(self) -> list[ModelConfig]:
         o = self.opts
         if o.model_config_file:
-            with open(o.model_config_file, encoding="utf-8") as fh:
+            configs = read_model_config_file(o.model_config_file)
+            with contextlib.suppress(OSError), open(o.model_config_file, encoding="utf-8") as fh:
                 self._config_text = fh.read()
-            return read_model_config_file(o.model_config_file)
+            return configs
+        log.info(
+            "Building single TensorFlow model file config:  model_name: %s model_base_path: %s",
+            o.model_name,
+            o.model_base_path,
+        )
         return single_model(o.model_name, o.model_base_path)
 
     async def start(self) -> None:
         o = self.opts
         if o.rest_api_port and o.rest_api_port == o.port:
+            # TF Serving logs this and runs without REST; we refuse to start half a server.
             raise StartupError(
                 "server_options.http_port cannot be same as grpc_port. Please use a different "
                 "port for HTTP/REST API."
@@ -143,10 +168,14 @@ class ModelServer:
         from orchestrator.server.warmup import warmup
 
         r.METHOD_NAME_CHECK = bool(o.enable_signature_method_name_check)
+        if o.tensorflow_intra_op_parallelism > 0 or o.tensorflow_inter_op_parallelism > 0:
+            intra, inter = o.tensorflow_intra_op_parallelism, o.tensorflow_inter_op_parallelism
+        else:  # server.cc: --tensorflow_session_parallelism sets both pools
+            intra = inter = o.tensorflow_session_parallelism
         session_options = r.SessionOptions(
             tags=tuple(t for t in o.saved_model_tags.split(",") if t) or ("serve",),
-            intra_op_threads=o.tensorflow_intra_op_parallelism or o.tensorflow_session_parallelism,
-            inter_op_threads=o.tensorflow_inter_op_parallelism or o.tensorflow_session_parallelism,
+            intra_op_threads=intra,
+            inter_op_threads=inter,
             gpu_memory_fraction=o.per_process_gpu_memory_fraction,
         )
         run_threads = int(os.environ.get("TFS_RUN_THREADS", "0") or 0) or max(4, 2 * cpus)
@@ -204,7 +233,7 @@ class ModelServer:
         try:
             await self.manager.apply_config(configs)
         except ServingStatus as e:
-            raise StartupError(f"Error in model config: {e.message}") from None
+            raise StartupError(e.message, e.code) from None
 
         if o.port:
             grpc_api = GrpcApi(
@@ -229,8 +258,9 @@ class ModelServer:
             try:
                 await site.start()
             except OSError as e:
+                log.error("REST port %d on %s: %s", o.rest_api_port, self.host, e.strerror)
                 raise StartupError(
-                    f"cannot start REST API on port {o.rest_api_port}: {e.strerror}"
+                    f"Failed to start HTTP Server at localhost:{o.rest_api_port}"
                 ) from None
             log.info("Exporting HTTP/REST API at:localhost:%d ...", o.rest_api_port)
         await health.update(self.manager.availability())
@@ -270,9 +300,11 @@ class ModelServer:
             else:
                 bound = server.add_insecure_port(address)
         except RuntimeError as e:
-            raise StartupError(f"gRPC port {self.opts.port} on {self.host}: {e}") from None
+            log.error("gRPC port %d on %s: %s", self.opts.port, self.host, e)
+            raise StartupError("Failed to BuildAndStart gRPC server") from None
         if not bound:
-            raise StartupError(f"gRPC port {self.opts.port} on {self.host} is already in use")
+            log.error("gRPC port %d on %s is already in use", self.opts.port, self.host)
+            raise StartupError("Failed to BuildAndStart gRPC server")
         await server.start()
         return server
 
@@ -292,11 +324,20 @@ class ModelServer:
                 if text == self._config_text:
                     continue
                 self._config_text = text
-                from orchestrator.server.config import parse_model_server_config
-
-                await self.reload(parse_model_server_config(text, source=path))
-            except (OSError, ConfigError, ServingStatus) as e:
-                log.error("Model config file %s not applied: %s", path, e)
+                configs = read_model_config_file(path)
+            except (OSError, ConfigError) as e:
+                code = getattr(e, "code", "UNKNOWN")
+                log.error("Failed to read ModelServerConfig file: %s: %s", code, e)
+                continue
+            try:
+                await self.reload(configs)
+            except (ConfigError, ServingStatus) as e:
+                code = getattr(e, "code", "UNKNOWN")
+                log.error(
+                    "PollFilesystemAndReloadConfig failed to ReloadConfig: %s: %s",
+                    code,
+                    getattr(e, "message", e),
+                )
 
     async def wait(self) -> None:
         await self._stop.wait()
@@ -323,32 +364,51 @@ async def _serve(opts: Any) -> int:
             loop.add_signal_handler(sig, server.request_stop)
     try:
         await server.start()
-    except (StartupError, ConfigError, OSError) as e:
-        log.error("Failed to start server. Error: %s", e)
+    except (StartupError, ConfigError) as e:
         await server.stop()
-        return 1
+        return _failed_to_start(e.code, str(e))
+    except OSError as e:
+        await server.stop()
+        return _failed_to_start("UNKNOWN", f"{e.filename or ''}; {e.strerror}")
     await server.wait()
     log.info("Shutting down")
     await server.stop()
     return 0
 
 
+def _tensorflow_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("tensorflow")
+    except metadata.PackageNotFoundError:  # pragma: no cover - the server needs TensorFlow
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 after a clean stop, --help or --version; 255 (TF Serving's -1) on any failure."""
     args = sys.argv[1:] if argv is None else argv
+    if any(a in ("--help", "-help", "-h") for a in args):
+        print(flagmod.usage())
+        return 0
     try:
         opts = flagmod.parse(args)
     except flagmod.FlagError as e:
+        # Upstream prints the usage and exits -1; the first line says what was wrong.
         print(f"tfs-model-server: {e}", file=sys.stderr)
-        return 2
+        print(flagmod.usage())
+        return EXIT_FAILURE
     if opts.version:
-        print(f"TensorFlow ModelServer: {VERSION}-orchestrator\nTensorFlow Library: {VERSION}")
+        print(
+            f"TensorFlow ModelServer: {VERSION}-orchestrator\n"
+            f"TensorFlow Library: {_tensorflow_version()}"
+        )
         return 0
+    _setup_logging()
     try:
         flagmod.validate(opts)
     except flagmod.FlagError as e:
-        print(f"tfs-model-server: {e}\n\n{flagmod.usage()}", file=sys.stderr)
-        return 2
-    _setup_logging()
+        return _failed_to_start("INVALID_ARGUMENT", str(e))
     try:
         import uvloop
 

@@ -151,7 +151,7 @@ def test_batching_parameters(tmp_path):
         opts.allowed_batch_sizes,
     ) == (16, 1000, 4, (8, 16))
     p.write_text("max_batch_size: 16\n")
-    with pytest.raises(ConfigError, match="cannot parse BatchingParameters"):
+    with pytest.raises(ConfigError, match="Invalid protobuf file: "):
         read_batching_parameters(str(p), cpus=1)
     p.write_text("max_batch_size { value: 16 }\nallowed_batch_sizes: 8\n")
     with pytest.raises(ConfigError, match="must equal max_batch_size"):
