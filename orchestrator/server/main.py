@@ -235,14 +235,17 @@ class ModelServer:
         except ServingStatus as e:
             raise StartupError(e.message, e.code) from None
 
-        if o.port:
+        if o.port or o.grpc_socket_path:
             grpc_api = GrpcApi(
                 self.core,
                 self.reload,
                 tensor_content=o.enable_serialization_as_tensor_content,
             )
             self._grpc = await self._start_grpc(grpc_api, health, ssl)
-            log.info("Running gRPC ModelServer at %s:%d ...", self.host, o.port)
+            if o.port:
+                log.info("Running gRPC ModelServer at %s:%d ...", self.host, o.port)
+            if o.grpc_socket_path:
+                log.info("Running gRPC ModelServer at UNIX socket %s ...", o.grpc_socket_path)
         if o.rest_api_port:
             from aiohttp import web
 
@@ -284,27 +287,34 @@ class ModelServer:
         server = grpc.aio.server(options=options, maximum_concurrent_rpcs=None)
         server.add_generic_rpc_handlers(api.handlers())
         health.register(server)
-        address = (
-            f"[{self.host}]:{self.opts.port}"
-            if ":" in self.host
-            else f"{self.host}:{self.opts.port}"
-        )
-        try:
-            if ssl is not None:
-                creds = grpc.ssl_server_credentials(
-                    [(ssl.server_key.encode(), ssl.server_cert.encode())],
-                    root_certificates=ssl.custom_ca.encode() or None,
-                    require_client_auth=ssl.client_verify,
+        creds = None
+        if ssl is not None:
+            creds = grpc.ssl_server_credentials(
+                [(ssl.server_key.encode(), ssl.server_cert.encode())],
+                root_certificates=ssl.custom_ca.encode() or None,
+                require_client_auth=ssl.client_verify,
+            )
+        addresses = []
+        if self.opts.port:
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            addresses.append((f"{host}:{self.opts.port}", f"port {self.opts.port} on {self.host}"))
+        if self.opts.grpc_socket_path:
+            # Beside the TCP port, with the same credentials, as TF Serving does.
+            path = self.opts.grpc_socket_path
+            addresses.append((f"unix:{path}", f"UNIX socket {path}"))
+        for address, what in addresses:
+            try:
+                bound = (
+                    server.add_secure_port(address, creds)
+                    if creds is not None
+                    else server.add_insecure_port(address)
                 )
-                bound = server.add_secure_port(address, creds)
-            else:
-                bound = server.add_insecure_port(address)
-        except RuntimeError as e:
-            log.error("gRPC port %d on %s: %s", self.opts.port, self.host, e)
-            raise StartupError("Failed to BuildAndStart gRPC server") from None
-        if not bound:
-            log.error("gRPC port %d on %s is already in use", self.opts.port, self.host)
-            raise StartupError("Failed to BuildAndStart gRPC server")
+            except RuntimeError as e:
+                log.error("gRPC %s: %s", what, e)
+                raise StartupError("Failed to BuildAndStart gRPC server") from None
+            if not bound:
+                log.error("gRPC %s cannot be bound (in use, or no such directory)", what)
+                raise StartupError("Failed to BuildAndStart gRPC server")
         await server.start()
         return server
 

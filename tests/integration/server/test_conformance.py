@@ -42,7 +42,7 @@ def _serve(models: Path, *extra: str) -> ServerProcess:
 
 @pytest.fixture(scope="module")
 def server(models: Path):
-    with _serve(models) as srv:
+    with _serve(models, f"--grpc_socket_path={models / 'tfs.sock'}") as srv:
         for name in ("half_plus_two", "tf2", "strings"):
             srv.wait_until_available(name)
         yield srv
@@ -139,3 +139,13 @@ def test_multi_inference_feeds_each_signature_its_own_input(server, model) -> No
     for result, sig in zip(resp.results, ("regress_x_to_y", "classify_x_to_y"), strict=True):
         assert (result.model_spec.name, result.model_spec.signature_name) == (model, sig)
         assert result.model_spec.version.value == 123
+
+
+# -- 4. --grpc_socket_path ----------------------------------------------------------------------------
+def test_grpc_on_a_unix_socket_beside_the_tcp_port(server, models) -> None:
+    # Upstream's testPredictUDS: the same services on unix:PATH.
+    y = _predict(f"unix:{models / 'tfs.sock'}", "half_plus_two", "x", [2.0]).outputs["y"]
+    assert list(y.float_val) == [3.0]
+    assert list(_predict(server.grpc_target, "half_plus_two", "x", [4.0]).outputs["y"].float_val) == [4.0]
+    assert "Running gRPC ModelServer at UNIX socket" in server.logs()
+
