@@ -150,6 +150,8 @@ class _Queue:
 
     def __init__(self, runner: BatchingRunner, servable: Servable, key: RunKey) -> None:
         self.runner = runner
+        # --enable_per_model_batching_parameters: the version's own batching_params.pbtxt
+        self.options: BatchingOptions = getattr(servable, "batching_options", None) or runner.options
         self.servable = servable
         self.key = key
         self.open: list[_Task] = []
@@ -159,7 +161,7 @@ class _Queue:
         self.timer: asyncio.TimerHandle | None = None
 
     def submit(self, task: _Task) -> None:
-        opts = self.runner.options
+        opts = self.options
         if task.rows > opts.max_batch_size:
             raise invalid(
                 f"Task size {task.rows} is larger than maximum input batch size "
@@ -199,7 +201,7 @@ class _Queue:
             self.open_rows = 0
 
     def _dispatch(self) -> None:
-        opts = self.runner.options
+        opts = self.options
         while self.waiting and self.running < opts.num_batch_threads:
             batch = self.waiting.pop(0)
             self.running += 1
@@ -214,7 +216,7 @@ class _Queue:
             await self._execute(batch)
         finally:
             self.running -= 1
-            if self.open and self.runner.options.batch_timeout_micros <= 0:
+            if self.open and self.options.batch_timeout_micros <= 0:
                 self._close_open()
             self._dispatch()
 
@@ -226,7 +228,7 @@ class _Queue:
             groups = [batch] if len(batch) == 1 else _compatible_groups(batch)
             for group in groups:
                 try:
-                    inputs, total = _concat(group, self.runner.options)
+                    inputs, total = _concat(group, self.options)
                     outs = await self.runner.pool.submit(servable.run, self.key, inputs)
                     self.runner.record(servable.name, len(group), total)
                     _split(group, outs, total)
@@ -302,7 +304,7 @@ class BatchingRunner:
         if not arrays or any(a.ndim == 0 for a in arrays):
             return await self._direct.run(servable, key, arrays)
         rows = arrays[0].shape[0]
-        if any(a.shape[0] != rows for a in arrays):
+        if any(a.shape[0] != rows for a in arrays) or getattr(servable, "batching_off", False):
             return await self._direct.run(servable, key, arrays)
         q = servable.batch_queues.get(key)
         if q is None:

@@ -2,8 +2,10 @@
 
 TF Serving parses flags with TensorFlow's own parser: `--name=value` for every type and a bare
 `--name` for booleans (`--name=true|false|1|0` too). An unknown flag stops the server with a message
-that lists the flags we accept. Flags that exist upstream but change nothing here (TPU, TFLite,
-profiler...) are accepted so that command lines written for TF Serving keep working.
+that lists the flags we accept. Every upstream flag is here, so command lines written for TF
+Serving keep working: each is honoured, refused with a clear error when set (ALTS, platform and
+thread-pool plug-in files), or, where it cannot apply, its help starts with "Differs:" and the
+README's compatibility table says how.
 """
 
 from __future__ import annotations
@@ -25,10 +27,15 @@ class Flag:
 
 
 FLAGS: tuple[Flag, ...] = (
-    Flag("port", int, 8500, "Port to listen on for gRPC API (0 disables gRPC over TCP)"),
-    Flag("grpc_socket_path", str, "", "UNIX socket path for the gRPC API (optional)"),
-    Flag("rest_api_port", int, 0, "Port to listen on for HTTP/REST API (0 = no REST API)"),
-    Flag("rest_api_num_threads", int, 4 * _CPUS, "Number of threads for HTTP/REST API processing"),
+    Flag("port", int, 8500, "TCP port for the gRPC API (0 disables gRPC over TCP)"),
+    Flag("grpc_socket_path", str, "", "If non-empty, also serve gRPC on this UNIX socket"),
+    Flag("rest_api_port", int, 0, "Port for the HTTP/REST API (0 = no REST API)"),
+    Flag(
+        "rest_api_num_threads",
+        int,
+        4 * _CPUS,
+        "Differs: REST requests share one event loop; this number is not used",
+    ),
     Flag("rest_api_timeout_in_ms", int, 30000, "Timeout for HTTP/REST API calls"),
     Flag("rest_api_enable_cors_support", bool, False, "Enable CORS headers in REST responses"),
     Flag("enable_batching", bool, False, "Enable batching"),
@@ -40,7 +47,11 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag("batching_parameters_file", str, "", "BatchingParameters text proto (optional)"),
     Flag(
-        "enable_per_model_batching_parameters", bool, False, "Read batching_params.pbtxt per model"
+        "enable_per_model_batching_parameters",
+        bool,
+        False,
+        "With --enable_batching: each version's batching_params.pbtxt replaces the global "
+        "parameters (but the thread count); versions without one are not batched",
     ),
     Flag(
         "model_config_file",
@@ -56,49 +67,123 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag("model_name", str, "default", "Name of model (ignored if --model_config_file is set)"),
     Flag("model_base_path", str, "", "Path to export (ignored if --model_config_file is set)"),
-    Flag("num_load_threads", int, 0, "Threads for loading models (0 = one per model)"),
-    Flag("num_unload_threads", int, 0, "Threads for unloading models"),
+    Flag("num_load_threads", int, 0, "Threads for loading models (0 = two)"),
+    Flag(
+        "num_unload_threads",
+        int,
+        0,
+        "Differs: an unload only closes a session, on the event loop; this number is not used",
+    ),
     Flag("max_num_load_retries", int, 5, "Retries of a failed model load (transient errors only)"),
     Flag("load_retry_interval_micros", int, 60_000_000, "Wait between load retries"),
     Flag(
         "file_system_poll_wait_seconds", int, 1, "Interval in seconds between version folder scans"
     ),
-    Flag("flush_filesystem_caches", bool, True, "Accepted for compatibility"),
+    Flag(
+        "flush_filesystem_caches",
+        bool,
+        True,
+        "Differs: this server keeps no file-system caches to flush; no effect",
+    ),
     Flag("tensorflow_session_parallelism", int, 0, "Threads for a TensorFlow session (0 = auto)"),
-    Flag("tensorflow_session_config_file", str, "", "Accepted for compatibility"),
+    Flag(
+        "tensorflow_session_config_file",
+        str,
+        "",
+        "ConfigProto text proto for every session; thread and GPU flags override it",
+    ),
     Flag("tensorflow_intra_op_parallelism", int, 0, "Intra-op threads (0 = auto)"),
     Flag("tensorflow_inter_op_parallelism", int, 0, "Inter-op threads (0 = auto)"),
-    Flag("use_alts_credentials", bool, False, "Not supported here; must stay false"),
+    Flag("use_alts_credentials", bool, False, "Refused: Google ALTS needs Google Cloud"),
     Flag("ssl_config_file", str, "", "SSLConfig text proto for gRPC TLS"),
-    Flag("platform_config_file", str, "", "Accepted for compatibility"),
+    Flag(
+        "platform_config_file",
+        str,
+        "",
+        "Refused: set sessions and batching with the flags (--tensorflow_session_config_file...)",
+    ),
     Flag("per_process_gpu_memory_fraction", float, 0.0, "Fraction of GPU memory per process"),
     Flag("saved_model_tags", str, "serve", "Comma-separated MetaGraphDef tags to load"),
     Flag("grpc_channel_arguments", str, "", "Comma-separated key=value gRPC server arguments"),
-    Flag("grpc_max_threads", int, 4 * _CPUS, "Max gRPC handler concurrency"),
+    Flag(
+        "grpc_max_threads",
+        int,
+        4 * _CPUS,
+        "Differs: gRPC handlers are coroutines on one event loop; this number is not used",
+    ),
     Flag("enable_model_warmup", bool, True, "Replay assets.extra/tf_serving_warmup_requests"),
     Flag("num_request_iterations_for_warmup", int, 1, "Times each warmup request is replayed"),
     Flag("version", bool, False, "Print the version and exit"),
     Flag("monitoring_config_file", str, "", "MonitoringConfig text proto (Prometheus)"),
-    Flag("remove_unused_fields_from_bundle_metagraph", bool, True, "Accepted for compatibility"),
-    Flag("prefer_tflite_model", bool, False, "Accepted for compatibility"),
-    Flag("num_tflite_pools", int, _CPUS, "Accepted for compatibility"),
-    Flag("num_tflite_interpreters_per_pool", int, 1, "Accepted for compatibility"),
-    Flag("enable_signature_method_name_check", bool, False, "Check signature method names"),
-    Flag("xla_cpu_compilation_enabled", bool, False, "Accepted for compatibility"),
-    Flag("xla_gpu_compilation_enabled", bool, False, "Accepted for compatibility"),
-    Flag("enable_profiler", bool, True, "Accepted for compatibility"),
-    Flag("thread_pool_factory_config_file", str, "", "Accepted for compatibility"),
-    Flag("mixed_precision", str, "", "Accepted for compatibility"),
-    Flag("skip_initialize_tpu", bool, False, "Accepted for compatibility"),
     Flag(
-        "enable_grpc_healthcheck_service", bool, False, "Accepted; the health service is always on"
+        "remove_unused_fields_from_bundle_metagraph",
+        bool,
+        True,
+        "Differs: TensorFlow's loader keeps the MetaGraphDef either way; no effect",
     ),
     Flag(
-        "enable_serialization_as_tensor_content", bool, False, "Predict outputs as tensor_content"
+        "prefer_tflite_model",
+        bool,
+        False,
+        "Serve model.tflite from the version folder with LiteRT when there is one",
+    ),
+    Flag("num_tflite_pools", int, _CPUS, "TFLite interpreter pools per model"),
+    Flag("num_tflite_interpreters_per_pool", int, 1, "TFLite interpreters per pool"),
+    Flag("enable_signature_method_name_check", bool, False, "Check signature method names"),
+    Flag(
+        "xla_cpu_compilation_enabled",
+        bool,
+        False,
+        "Differs: XLA:CPU JIT is always available to models that ask for it (jit_compile)",
+    ),
+    Flag(
+        "xla_gpu_compilation_enabled",
+        bool,
+        False,
+        "Differs: XLA JIT is always available to models that ask for it (jit_compile)",
+    ),
+    Flag("enable_profiler", bool, True, "Serve tensorflow.ProfilerService on the gRPC port"),
+    Flag(
+        "thread_pool_factory_config_file",
+        str,
+        "",
+        "Refused: ThreadPoolFactoryConfig plug-ins are C++ registrations",
+    ),
+    Flag("mixed_precision", str, "", "bfloat16: oneDNN auto mixed precision in every session"),
+    Flag(
+        "skip_initialize_tpu",
+        bool,
+        False,
+        "Differs: no TPU support, so there is never a TPU system to initialize",
+    ),
+    Flag(
+        "enable_grpc_healthcheck_service",
+        bool,
+        False,
+        "Differs: grpc.health.v1 is always served, and follows model availability",
+    ),
+    Flag(
+        "enable_serialization_as_tensor_content",
+        bool,
+        False,
+        "Predict outputs as tensor_content (default: typed *_val fields)",
     ),
 )
 
 _BY_NAME = {f.name: f for f in FLAGS}
+
+
+_REFUSED = {
+    "platform_config_file": (
+        "PlatformConfigMap files configure TF Serving's C++ source adapters, which this server "
+        "does not have; use --tensorflow_session_config_file, --enable_batching and "
+        "--batching_parameters_file instead"
+    ),
+    "thread_pool_factory_config_file": (
+        "ThreadPoolFactoryConfig names C++ thread-pool factories, which this server does not "
+        "have; session runs use TFS_RUN_THREADS threads"
+    ),
+}
 
 
 class FlagError(ValueError):
@@ -175,6 +260,14 @@ def validate(opts: Options) -> None:
         raise FlagError(
             "--use_alts_credentials: Google ALTS credentials need Google Cloud's ALTS handshaker; "
             "this server cannot use them (use --ssl_config_file for TLS)"
+        )
+    for name, why in _REFUSED.items():
+        if getattr(opts, name):
+            raise FlagError(f"--{name}: {why}")
+    if opts.prefer_tflite_model:
+        raise FlagError(
+            "--prefer_tflite_model: TFLite serving is not available in this build; serve the "
+            "SavedModel, or use the official image (RUNTIME=docker)"
         )
     if not opts.model_base_path and not opts.model_config_file:
         raise FlagError(

@@ -530,6 +530,130 @@ def dumps(obj: Any) -> bytes:
     return text.encode()
 
 
+# -- response layout ------------------------------------------------------------------------------
+# TF Serving writes its JSON with rapidjson's PrettyWriter (4-space indent), switching to
+# kFormatSingleLineArray for each predictions item, each classification row and the regression
+# list, so the doc example answers exactly
+#     {\n    "predictions": [2.5, 3.0, 4.5\n    ]\n}
+# _Pretty reproduces that writer; numeric arrays take fast paths through orjson.
+
+
+def _is_plain_numbers(v: Any) -> bool:
+    """True when v's JSON has no strings or objects, so "," only ever separates values."""
+    if isinstance(v, np.ndarray):
+        return v.dtype.kind in "biuf"
+    if isinstance(v, (list, tuple)):
+        return all(_is_plain_numbers(x) for x in v)
+    return not isinstance(v, (str, dict))
+
+
+def _single_line(v: Any) -> bytes:
+    """v in single-line-array mode, when _is_plain_numbers(v): orjson's text, ", " between."""
+    return dumps(v).replace(b",", b", ")
+
+
+def _expanded(v: Any, depth: int) -> bytes:
+    """v in rapidjson's default mode at nesting depth `depth`, when _is_plain_numbers(v).
+
+    orjson's 2-space layout has the same line breaks as rapidjson's default mode; only the
+    indentation differs (and the JSON text has no raw newline inside a string).
+    """
+    if isinstance(v, np.ndarray) and _finite(v):
+        text = orjson.dumps(v, option=_OPT | orjson.OPT_INDENT_2)
+    else:
+        text = _indent2(v)
+    pad = b" " * (4 * depth)
+    lines = text.split(b"\n")
+    out = [lines[0]]
+    for line in lines[1:]:
+        stripped = line.lstrip(b" ")
+        out.append(pad + b" " * (2 * (len(line) - len(stripped))) + stripped)
+    return b"\n".join(out)
+
+
+def _indent2(v: Any) -> bytes:
+    w = _Pretty(indent=2)
+    w.value(v)
+    return w.text()
+
+
+class _Pretty:
+    """rapidjson::PrettyWriter: prefix rules, indentation and kFormatSingleLineArray."""
+
+    def __init__(self, indent: int = 4) -> None:
+        self.out: list[bytes] = []
+        self.levels: list[list[Any]] = []  # [in_array, value_count]
+        self.single = False
+        self.indent = indent
+
+    def text(self) -> bytes:
+        return b"".join(self.out)
+
+    def _newline_indent(self) -> None:
+        self.out.append(b"\n" + b" " * (self.indent * len(self.levels)))
+
+    def _prefix(self) -> None:
+        if not self.levels:
+            return
+        level = self.levels[-1]
+        if level[0]:
+            if level[1]:
+                self.out.append(b", " if self.single else b",")
+            if not self.single:
+                self._newline_indent()
+        else:
+            if level[1]:
+                self.out.append(b",\n" if level[1] % 2 == 0 else b": ")
+            else:
+                self.out.append(b"\n")
+            if level[1] % 2 == 0:
+                self.out.append(b" " * (self.indent * len(self.levels)))
+        level[1] += 1
+
+    def start(self, array: bool) -> None:
+        self._prefix()
+        self.out.append(b"[" if array else b"{")
+        self.levels.append([array, 0])
+
+    def end(self) -> None:
+        array, count = self.levels.pop()
+        if count and not (array and self.single):
+            self._newline_indent()
+        self.out.append(b"]" if array else b"}")
+
+    def key(self, name: str) -> None:
+        self._prefix()
+        self.out.append(orjson.dumps(name))
+
+    def raw(self, text: bytes) -> None:
+        self._prefix()
+        self.out.append(text)
+
+    def value(self, v: Any) -> None:
+        if isinstance(v, dict):
+            self.start(False)
+            for k, x in v.items():
+                self.key(k)
+                self.value(x)
+            self.end()
+        elif isinstance(v, (list, tuple)) or (isinstance(v, np.ndarray) and v.ndim):
+            if self.indent == 4 and _is_plain_numbers(v):
+                self.raw(_single_line(v) if self.single else _expanded(v, len(self.levels)))
+                return
+            self.start(True)
+            for x in v:
+                self.value(x)
+            self.end()
+        elif isinstance(v, _Raw):
+            self.raw(v.text().encode())
+        else:
+            self.raw(orjson.dumps(v, option=_OPT))
+
+
+def _items(v: Any) -> list[Any]:
+    return list(v) if not isinstance(v, np.ndarray) else [v[i] for i in range(v.shape[0])]
+
+
 def predict_response(outputs: dict[str, np.ndarray], row: bool) -> bytes:
     if not outputs:
         raise invalid("Cannot convert empty tensor map to JSON")
@@ -538,9 +662,12 @@ def predict_response(outputs: dict[str, np.ndarray], row: bool) -> bytes:
         for name, a in outputs.items()
     }
     if not row:
-        if len(conv) == 1:
-            return dumps({"outputs": next(iter(conv.values()))})
-        return dumps({"outputs": conv})
+        value = next(iter(conv.values())) if len(conv) == 1 else conv
+        if _is_plain_numbers(value):  # the common case, a numeric tensor
+            return b'{\n    "outputs": ' + _expanded(value, 1) + b"\n}"
+        w = _Pretty()
+        w.value({"outputs": value})
+        return w.text()
     batch = -1
     for name, a in outputs.items():
         if a.ndim == 0:
@@ -551,28 +678,77 @@ def predict_response(outputs: dict[str, np.ndarray], row: bool) -> bytes:
             )
         batch = a.shape[0]
     if len(conv) == 1:
-        return dumps({"predictions": next(iter(conv.values()))})
+        value = next(iter(conv.values()))
+        if _is_plain_numbers(value):  # the common case: items joined by ", ", then the close
+            text = _single_line(value)
+            return b'{\n    "predictions": ' + (text[:-1] + b"\n    ]" if batch else text) + b"\n}"
+        w = _Pretty()
+        w.start(False)
+        w.key("predictions")
+        w.start(True)
+        for item in _items(value):
+            w.single = True
+            w.value(item)
+            w.single = False
+        w.end()
+        w.end()
+        return w.text()
     names = sorted(conv)
-    return dumps({"predictions": [{n: conv[n][i] for n in names} for i in range(batch)]})
+    columns = {n: _items(conv[n]) for n in names}
+    w = _Pretty()
+    w.start(False)
+    w.key("predictions")
+    w.start(True)
+    for i in range(batch):
+        w.start(False)
+        w.single = True
+        for n in names:
+            w.key(n)
+            w.value(columns[n][i])
+        w.single = False
+        w.end()
+    w.end()
+    w.end()
+    return w.text()
 
 
 def classify_response(result: list[list[tuple[Any, float]]]) -> bytes:
-    rows = [
-        [
-            [
-                lab.decode("utf-8", "replace") if isinstance(lab, bytes) else str(lab),
-                _Raw(np.float32(s)) if not np.isfinite(s) else np.float32(s),
-            ]
-            for lab, s in row
-        ]
-        for row in result
-    ]
-    return dumps({"results": rows})
+    w = _Pretty()
+    w.start(False)
+    w.key("results")
+    w.start(True)
+    for row in result:
+        w.single = True
+        w.start(True)
+        for lab, score in row:
+            w.start(True)
+            w.value(lab.decode("utf-8", "replace") if isinstance(lab, bytes) else str(lab))
+            s = np.float32(score)
+            w.value(_Raw(s) if not np.isfinite(s) else s)
+            w.end()
+        w.end()
+        w.single = False
+    w.end()
+    w.end()
+    return w.text()
 
 
 def regress_response(values: np.ndarray) -> bytes:
-    return dumps({"results": _jsonable(values.astype(np.float32, copy=False), False)})
+    text = _single_line(_jsonable(values.astype(np.float32, copy=False), False))
+    return b'{\n    "results": ' + text + b"\n}"
 
 
 def error_body(message: str) -> bytes:
-    return orjson.dumps({"error": message})
+    return b'{\n    "error": ' + orjson.dumps(message) + b"\n}"
+
+
+def proto_json(doc: Any) -> bytes:
+    """Status and metadata as protobuf's JSON printer writes them with add_whitespace (TF
+    Serving's http_rest_api_util.cc): one space per level."""
+    text = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+    lines = text.split(b"\n")
+    out = []
+    for line in lines:
+        stripped = line.lstrip(b" ")
+        out.append(b" " * ((len(line) - len(stripped)) // 2) + stripped)
+    return b"\n".join(out)

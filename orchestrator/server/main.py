@@ -44,6 +44,7 @@ from orchestrator.server.config import (
     read_model_config_file,
     read_monitoring_config,
     read_ssl_config,
+    read_text_proto,
     single_model,
 )
 from orchestrator.server.status import ServingStatus
@@ -98,6 +99,28 @@ def _check_port_free(host: str, port: int, what: str) -> None:
             if what == "gRPC":
                 raise StartupError("Failed to BuildAndStart gRPC server") from None
             raise StartupError(f"Failed to start HTTP Server at localhost:{port}") from None
+
+
+def _session_config(path: str) -> bytes:
+    """--tensorflow_session_config_file: a text ConfigProto, serialized for every load."""
+    if not path:
+        return b""
+    from tensorflow.core.protobuf import config_pb2
+
+    return read_text_proto(path, config_pb2.ConfigProto()).SerializeToString()
+
+
+def _per_model_batching(servable: Any, path: str, common: Any) -> None:
+    """TF Serving's GetPerModelBatchingParams: a version's batching_params.pbtxt replaces the
+    global parameters but the thread count; a version without one is not batched."""
+    import dataclasses
+
+    params = os.path.join(path, "batching_params.pbtxt")
+    if not os.path.exists(params):
+        servable.batching_off = True
+        return
+    own = read_batching_parameters(params, cpus=os.cpu_count() or 1)
+    servable.batching_options = dataclasses.replace(own, num_batch_threads=common.num_batch_threads)
 
 
 def _channel_args(text: str) -> list[tuple[str, Any]]:
@@ -177,7 +200,15 @@ class ModelServer:
             intra_op_threads=intra,
             inter_op_threads=inter,
             gpu_memory_fraction=o.per_process_gpu_memory_fraction,
+            session_config=_session_config(o.tensorflow_session_config_file),
+            mixed_precision=o.mixed_precision,
         )
+        if o.mixed_precision and o.mixed_precision != "bfloat16":
+            log.warning(
+                "%s auto mixed precision is not supported. Valid option: bfloat16", o.mixed_precision
+            )
+        elif o.mixed_precision:
+            log.info("Running inference with bfloat16 auto mixed precision")
         run_threads = int(os.environ.get("TFS_RUN_THREADS", "0") or 0) or max(4, 2 * cpus)
         self.pool = RunPool(run_threads)
         load_executor = ThreadPoolExecutor(
@@ -191,6 +222,12 @@ class ModelServer:
             except r.LoadError:
                 metrics.load_attempts.inc(path, "error")
                 raise
+            if batching is not None and o.enable_per_model_batching_parameters:
+                try:
+                    _per_model_batching(servable, path, batching)
+                except ConfigError as e:
+                    metrics.load_attempts.inc(path, "error")
+                    raise r.LoadError(e.code, str(e)) from None
             if o.enable_model_warmup:
                 warmup(servable, max(1, o.num_request_iterations_for_warmup))
             metrics.load_attempts.inc(path, "success")

@@ -18,7 +18,6 @@ import re
 import time
 from typing import Any
 
-import orjson
 from aiohttp import HttpVersion11, web
 
 from orchestrator.server import json_tensor as jt
@@ -184,7 +183,7 @@ class RestApi:
 
     def _status(self, model: str, version: int | None, label: str | None) -> bytes:
         states = self.core.manager.status(model, version, label)
-        return orjson.dumps(
+        return jt.proto_json(
             {
                 "model_version_status": [
                     {
@@ -194,8 +193,7 @@ class RestApi:
                     }
                     for vs in states
                 ]
-            },
-            option=orjson.OPT_INDENT_2,
+            }
         )
 
     def _metadata(self, model: str, version: int | None, label: str | None) -> bytes:
@@ -204,7 +202,7 @@ class RestApi:
             "model_spec": {"name": model, "signature_name": "", "version": str(servable.version)},
             "metadata": {"signature_def": {"signature_def": servable.signature_def_map_dict()}},
         }
-        return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+        return jt.proto_json(doc)
 
 
 class _TooLarge(Exception):

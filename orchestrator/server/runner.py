@@ -37,6 +37,9 @@ class SessionOptions:
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     gpu_memory_fraction: float = 0.0
+    # --tensorflow_session_config_file, serialized ConfigProto; the flags above override it
+    session_config: bytes = b""
+    mixed_precision: str = ""  # --mixed_precision: "bfloat16" turns on oneDNN auto mixed precision
 
 
 class LoadError(Exception):
@@ -67,6 +70,9 @@ class Servable:
         self._callables: dict[RunKey, Any] = {}
         self.inflight = 0  # runs in progress (the manager waits for 0 before closing)
         self.batch_queues: dict[RunKey, Any] = {}  # owned by batching.BatchingRunner
+        # --enable_per_model_batching_parameters: this version's own parameters, or no batching
+        self.batching_options: Any = None
+        self.batching_off = False
         self.run_seconds: dict[RunKey, float] = {}  # typical run time per key (DirectRunner)
         # core.Core's successful lookups: signature name -> input info, (signature, inputs,
         # output filter) -> PredictPlan. Signatures never change while a version is loaded.
@@ -183,13 +189,21 @@ def _load(path: str, options: SessionOptions) -> tuple[Any, Any, Any, Any]:
         )
     import tensorflow as tf
 
-    config = tf.compat.v1.ConfigProto(
-        intra_op_parallelism_threads=options.intra_op_threads,
-        inter_op_parallelism_threads=options.inter_op_threads,
-        allow_soft_placement=True,
-    )
-    if options.gpu_memory_fraction > 0:
-        config.gpu_options.per_process_gpu_memory_fraction = options.gpu_memory_fraction
+    config = tf.compat.v1.ConfigProto()
+    if options.session_config:
+        config.ParseFromString(options.session_config)
+    else:
+        config.allow_soft_placement = True
+    # As server.cc: the thread flags and the GPU fraction always override the file.
+    config.intra_op_parallelism_threads = options.intra_op_threads
+    config.inter_op_parallelism_threads = options.inter_op_threads
+    config.gpu_options.per_process_gpu_memory_fraction = options.gpu_memory_fraction
+    if options.mixed_precision == "bfloat16":
+        from tensorflow.core.protobuf import rewriter_config_pb2
+
+        config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = (
+            rewriter_config_pb2.RewriterConfig.ON
+        )
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph, config=config)
     try:

@@ -149,3 +149,22 @@ def test_grpc_on_a_unix_socket_beside_the_tcp_port(server, models) -> None:
     assert list(_predict(server.grpc_target, "half_plus_two", "x", [4.0]).outputs["y"].float_val) == [4.0]
     assert "Running gRPC ModelServer at UNIX socket" in server.logs()
 
+
+
+# -- 5. REST JSON laid out as TF Serving writes it ---------------------------------------------------
+def test_rest_json_is_byte_for_byte_upstream_layout(server) -> None:
+    import requests
+
+    url = f"{server.rest_url}/v1/models/half_plus_two"
+    answer = requests.post(f"{url}:predict", json={"instances": [1.0, 2.0, 5.0]}, timeout=30)
+    assert answer.content == b'{\n    "predictions": [2.5, 3.0, 4.5\n    ]\n}'
+    answer = requests.post(f"{url}:regress", timeout=30,
+                           json={"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]})
+    assert answer.content == b'{\n    "results": [3.0]\n}'
+    status = requests.get(url, timeout=30).content
+    assert status == (
+        b'{\n "model_version_status": [\n  {\n   "version": "123",\n   "state": "AVAILABLE",\n'
+        b'   "status": {\n    "error_code": "OK",\n    "error_message": ""\n   }\n  }\n ]\n}'
+    )
+    missing = requests.get(f"{url}/versions/9", timeout=30)
+    assert missing.content.startswith(b'{\n    "error": "')

@@ -127,7 +127,7 @@ def test_both_formats_at_once_is_an_error(server):
 def test_nan_and_infinity_round_trip(server):
     r = post(server, HPT + "/versions/1:predict", b'{"instances": [NaN, Infinity, -Infinity]}')
     assert r.status_code == 200, r.text
-    assert r.text.replace(" ", "") == '{"predictions":[NaN,Infinity,-Infinity]}'
+    assert r.text == '{\n    "predictions": [NaN, Infinity, -Infinity\n    ]\n}'
     values = json.loads(r.text)["predictions"]
     assert math.isnan(values[0]) and values[1] == math.inf and values[2] == -math.inf
 

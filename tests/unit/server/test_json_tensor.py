@@ -76,13 +76,25 @@ def test_parse_predict_keys():
 
 
 def test_predict_response_formats():
+    # rapidjson's PrettyWriter as TF Serving sets it up (json_tensor.cc), byte for byte.
+    y = np.array([2.5, 3.0, 4.5], dtype=np.float32)
+    assert jt.predict_response({"y": y}, True) == b'{\n    "predictions": [2.5, 3.0, 4.5\n    ]\n}'
     y = np.array([[2.5], [3.0]], dtype=np.float32)
-    assert jt.predict_response({"y": y}, True) == b'{"predictions":[[2.5],[3.0]]}'
-    assert jt.predict_response({"y": y}, False) == b'{"outputs":[[2.5],[3.0]]}'
+    assert jt.predict_response({"y": y}, True) == b'{\n    "predictions": [[2.5], [3.0]\n    ]\n}'
+    assert jt.predict_response({"y": y}, False) == (
+        b'{\n    "outputs": [\n        [\n            2.5\n        ],\n        [\n            3.0\n'
+        b"        ]\n    ]\n}"
+    )
+    assert jt.predict_response({"y": np.zeros((0, 2), np.float32)}, True) == (
+        b'{\n    "predictions": []\n}'
+    )
     two = jt.predict_response(
         {"b": np.array([1, 2]), "a": np.array([0.1, 0.2], dtype=np.float32)}, True
     )
-    assert two == b'{"predictions":[{"a":0.1,"b":1},{"a":0.2,"b":2}]}'
+    assert two == (
+        b'{\n    "predictions": [\n        {\n            "a": 0.1,\n            "b": 1\n        },'
+        b'\n        {\n            "a": 0.2,\n            "b": 2\n        }\n    ]\n}'
+    )
     assert "inconsistent batch size" in err(
         jt.predict_response, {"a": np.zeros(2), "b": np.zeros(3)}, True
     )
@@ -92,9 +104,20 @@ def test_non_finite_and_bytes_outputs():
     out = jt.predict_response(
         {"y": np.array([np.nan, np.inf, -np.inf, 0.5], dtype=np.float32)}, True
     )
-    assert out == b'{"predictions":[NaN,Infinity,-Infinity,0.5]}'
+    assert out == b'{\n    "predictions": [NaN, Infinity, -Infinity, 0.5\n    ]\n}'
     out = jt.predict_response({"img_bytes": np.array([b"\x00\x01"], dtype=object)}, False)
-    assert out == b'{"outputs":[{"b64":"AAE="}]}'
+    assert out == b'{\n    "outputs": [\n        {\n            "b64": "AAE="\n        }\n    ]\n}'
+    out = jt.predict_response({"s": np.array(["a,b", "c"], dtype=object)}, True)
+    assert out == b'{\n    "predictions": ["a,b", "c"\n    ]\n}'
+
+
+def test_classify_regress_error_and_status_layout():
+    assert jt.classify_response([[(b"", 3.0)], [(b"x", 1.0)]]) == (
+        b'{\n    "results": [[["", 3.0]], [["x", 1.0]]\n    ]\n}'
+    )
+    assert jt.regress_response(np.array([3.0, 4.5], np.float32)) == b'{\n    "results": [3.0, 4.5]\n}'
+    assert jt.error_body("bad") == b'{\n    "error": "bad"\n}'
+    assert jt.proto_json({"a": [{"b": ""}]}) == b'{\n "a": [\n  {\n   "b": ""\n  }\n ]\n}'
 
 
 def test_examples_and_context():
