@@ -1,8 +1,8 @@
 """TF Serving conformance, round 2: what TF Serving's own model-server test suite and example
 clients rely on, checked with the upstream Python protos (tensorflow-serving-api) as the client.
 
-One server per module (several fixtures, each started once): the defaults, and
---enable_serialization_as_tensor_content=true.
+One server per module (several fixtures, each started once): the defaults (plus a UNIX socket),
+and --enable_serialization_as_tensor_content=true with per-model batching parameters.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export_half_plus_two_tf1(root / "half_plus_two", versions=(123,))
     export_half_plus_two_tf2(root / "tf2", version=123)
     export_strings_tf1(root / "strings")
+    # Read only with --enable_per_model_batching_parameters (the content_server below).
+    (root / "strings" / "1" / "batching_params.pbtxt").write_text("max_batch_size { value: 4 }\n")
     config = "model_config_list {\n" + "".join(
         f'  config {{ name: "{n}" base_path: "{root / n}" model_platform: "tensorflow" }}\n'
         for n in ("half_plus_two", "tf2", "strings")
@@ -50,7 +52,9 @@ def server(models: Path):
 
 @pytest.fixture(scope="module")
 def content_server(models: Path):
-    with _serve(models, "--enable_serialization_as_tensor_content=true") as srv:
+    flags = ("--enable_serialization_as_tensor_content=true", "--enable_batching",
+             "--enable_per_model_batching_parameters")
+    with _serve(models, *flags) as srv:
         srv.wait_until_available("half_plus_two")
         srv.wait_until_available("strings")
         yield srv
@@ -168,3 +172,14 @@ def test_rest_json_is_byte_for_byte_upstream_layout(server) -> None:
     )
     missing = requests.get(f"{url}/versions/9", timeout=30)
     assert missing.content.startswith(b'{\n    "error": "')
+
+
+def test_per_model_batching_parameters(server, content_server) -> None:
+    five = [b"a", b"b", b"c", b"d", b"e"]
+    with pytest.raises(grpc.RpcError) as e:  # strings/1/batching_params.pbtxt: max_batch_size 4
+        _predict(content_server.grpc_target, "strings", "text", five)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.details() == "Task size 5 is larger than maximum input batch size 4"
+    # A version without the file is not batched; without the flag the file is not read.
+    assert _predict(content_server.grpc_target, "half_plus_two", "x", [1.0] * 5).outputs["y"]
+    assert list(_predict(server.grpc_target, "strings", "text", five).outputs["length"].int_val) == [1] * 5

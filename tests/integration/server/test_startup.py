@@ -154,3 +154,18 @@ def test_side_config_files_that_do_not_parse(tmp_path, flag):
     assert res.returncode == 255
     assert "Error parsing text-format tensorflow.serving." in res.stderr
     assert res.stdout == f"Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '{bad}'\n"
+
+
+def test_session_config_file_and_refused_flags(tmp_path):
+    bad = tmp_path / "session.config"
+    bad.write_text("intra_op_parallelism_threads: 'x'")
+    res = run_server_expect_exit(
+        [f"--port={free_port()}", f"--model_base_path={tmp_path}", f"--tensorflow_session_config_file={bad}"]
+    )
+    assert res.returncode == 255
+    assert "Error parsing text-format tensorflow.ConfigProto: 1:31:" in res.stderr
+    for flag in ("--platform_config_file=/x", "--thread_pool_factory_config_file=/x", "--use_alts_credentials"):
+        res = run_server_expect_exit([f"--port={free_port()}", f"--model_base_path={tmp_path}", flag])
+        assert res.returncode == 255
+        name = flag.split("=")[0]
+        assert res.stdout.startswith(f"Failed to start server. Error: INVALID_ARGUMENT: {name}: "), res.stdout
