@@ -323,6 +323,11 @@ class ModelServer:
         ]
         server = grpc.aio.server(options=options, maximum_concurrent_rpcs=None)
         server.add_generic_rpc_handlers(api.handlers())
+        if self.opts.enable_profiler:
+            from orchestrator.server.profiler import ProfilerApi
+
+            server.add_generic_rpc_handlers(ProfilerApi().handlers())
+            log.info("Profiler service is enabled")
         health.register(server)
         creds = None
         if ssl is not None:

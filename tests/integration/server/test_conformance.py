@@ -2,7 +2,8 @@
 clients rely on, checked with the upstream Python protos (tensorflow-serving-api) as the client.
 
 One server per module (several fixtures, each started once): the defaults (plus a UNIX socket),
-and --enable_serialization_as_tensor_content=true with per-model batching parameters.
+and --enable_serialization_as_tensor_content=true with per-model batching parameters and no
+profiler.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def server(models: Path):
 @pytest.fixture(scope="module")
 def content_server(models: Path):
     flags = ("--enable_serialization_as_tensor_content=true", "--enable_batching",
-             "--enable_per_model_batching_parameters")
+             "--enable_per_model_batching_parameters", "--enable_profiler=false")
     with _serve(models, *flags) as srv:
         srv.wait_until_available("half_plus_two")
         srv.wait_until_available("strings")
@@ -183,3 +184,41 @@ def test_per_model_batching_parameters(server, content_server) -> None:
     # A version without the file is not batched; without the flag the file is not read.
     assert _predict(content_server.grpc_target, "half_plus_two", "x", [1.0] * 5).outputs["y"]
     assert list(_predict(server.grpc_target, "strings", "text", five).outputs["length"].int_val) == [1] * 5
+
+
+# -- 6. Profiler service -------------------------------------------------------------------------------
+def test_profiler_trace_writes_a_trace(server, tmp_path) -> None:
+    # What upstream's test_profiler_service_with_valid_trace_request does, with predicts in flight.
+    import threading
+
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    done = threading.Event()
+
+    def load() -> None:
+        while not done.is_set():
+            _predict(server.grpc_target, "half_plus_two", "x", [1.0, 2.0])
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    try:
+        tf.profiler.experimental.client.trace(f"grpc://{server.grpc_target}", str(logdir), 500)
+    finally:
+        done.set()
+        worker.join(30)
+    traces = list((logdir / "plugins" / "profile").glob("*/*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 0
+    assert "Profiler service is enabled" in server.logs()
+
+
+def test_profiler_refuses_paths_and_can_be_disabled(server, content_server) -> None:
+    def profile(target: str, request: bytes) -> grpc.RpcError:
+        call = grpc.insecure_channel(target).unary_unary("/tensorflow.ProfilerService/Profile")
+        with pytest.raises(grpc.RpcError) as e:
+            call(request, timeout=30)
+        return e.value
+
+    # duration_ms 1, repository_root "/tmp", session_id "a/.." (not a file name)
+    err = profile(server.grpc_target, b"\x08\x01\x2a\x04/tmp\x32\x04a/..")
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert profile(content_server.grpc_target, b"").code() == grpc.StatusCode.UNIMPLEMENTED
