@@ -264,11 +264,7 @@ def validate(opts: Options) -> None:
     for name, why in _REFUSED.items():
         if getattr(opts, name):
             raise FlagError(f"--{name}: {why}")
-    if opts.prefer_tflite_model:
-        raise FlagError(
-            "--prefer_tflite_model: TFLite serving is not available in this build; serve the "
-            "SavedModel, or use the official image (RUNTIME=docker)"
-        )
+
     if not opts.model_base_path and not opts.model_config_file:
         raise FlagError(
             "Both server_options.model_base_path and server_options.model_config_file are empty!"

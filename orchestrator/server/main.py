@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import importlib
 import logging
 import os
 import signal
@@ -209,6 +210,12 @@ class ModelServer:
             )
         elif o.mixed_precision:
             log.info("Running inference with bfloat16 auto mixed precision")
+        from orchestrator.server.tflite import TfLiteOptions, TfLiteServable, has_tflite
+
+        tflite_options = TfLiteOptions(
+            num_pools=max(1, o.num_tflite_pools),
+            interpreters_per_pool=max(1, o.num_tflite_interpreters_per_pool),
+        )
         run_threads = int(os.environ.get("TFS_RUN_THREADS", "0") or 0) or max(4, 2 * cpus)
         self.pool = RunPool(run_threads)
         load_executor = ThreadPoolExecutor(
@@ -217,8 +224,12 @@ class ModelServer:
         metrics = Metrics()
 
         def load(name: str, version: int, path: str) -> Any:
+            servable: r.Servable
             try:
-                servable = r.Servable(name, version, path, session_options)
+                if o.prefer_tflite_model and has_tflite(path):
+                    servable = TfLiteServable(name, version, path, tflite_options)
+                else:
+                    servable = r.Servable(name, version, path, session_options)
             except r.LoadError:
                 metrics.load_attempts.inc(path, "error")
                 raise
@@ -267,6 +278,10 @@ class ModelServer:
             run = DirectRunner(self.pool)
         self.core = Core(self.manager, run, metrics)
 
+        # TensorFlow is imported once, here, before loads run on parallel threads: first imports
+        # of its modules from two threads at once can deadlock (a TFLite load imports its protos
+        # while a SavedModel load imports the package).
+        await loop.run_in_executor(load_executor, importlib.import_module, "tensorflow")
         try:
             await self.manager.apply_config(configs)
         except ServingStatus as e:

@@ -36,11 +36,20 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for n in ("half_plus_two", "tf2", "strings")
     ) + "}\n"
     (root / "models.config").write_text(config)
+    # A version folder holding only model.tflite (LiteRT, --prefer_tflite_model), converted from
+    # the TF2 model: its signatures come from the converter.
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(root / "tf2" / "123"), signature_keys=["serving_default"]
+    )
+    (root / "tfl" / "7").mkdir(parents=True)
+    (root / "tfl" / "7" / "model.tflite").write_bytes(converter.convert())
+    extra = f'  config {{ name: "tfl" base_path: "{root / "tfl"}" model_platform: "tensorflow" }}\n'
+    (root / "content.config").write_text(config.replace("}\n", "}\n" + extra, 1))
     return root
 
 
-def _serve(models: Path, *extra: str) -> ServerProcess:
-    return ServerProcess([f"--model_config_file={models / 'models.config'}", *extra])
+def _serve(models: Path, *extra: str, config: str = "models.config") -> ServerProcess:
+    return ServerProcess([f"--model_config_file={models / config}", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +63,10 @@ def server(models: Path):
 @pytest.fixture(scope="module")
 def content_server(models: Path):
     flags = ("--enable_serialization_as_tensor_content=true", "--enable_batching",
-             "--enable_per_model_batching_parameters", "--enable_profiler=false")
-    with _serve(models, *flags) as srv:
+             "--enable_per_model_batching_parameters", "--enable_profiler=false",
+             "--prefer_tflite_model=true", "--num_tflite_pools=2")
+    with _serve(models, *flags, config="content.config") as srv:
+        srv.wait_until_available("tfl")
         srv.wait_until_available("half_plus_two")
         srv.wait_until_available("strings")
         yield srv
@@ -222,3 +233,25 @@ def test_profiler_refuses_paths_and_can_be_disabled(server, content_server) -> N
     err = profile(server.grpc_target, b"\x08\x01\x2a\x04/tmp\x32\x04a/..")
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert profile(content_server.grpc_target, b"").code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+# -- 7. TFLite versions (--prefer_tflite_model) -------------------------------------------------------
+def test_tflite_version_over_grpc_and_rest(content_server) -> None:
+    import requests
+
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    # The converter's serving_default signature keeps the SavedModel's names (x -> y).
+    y = _predict(content_server.grpc_target, "tfl", "x", np.array([1.0, 2.0, 5.0], np.float32))
+    assert y.model_spec.version.value == 7 and y.model_spec.signature_name == "serving_default"
+    np.testing.assert_array_equal(tf.make_ndarray(y.outputs["y"]), [2.5, 3.0, 4.5])
+    rest = requests.post(f"{content_server.rest_url}/v1/models/tfl:predict",
+                         json={"instances": [1.0, 2.0, 5.0]}, timeout=30)
+    assert rest.json() == {"predictions": [2.5, 3.0, 4.5]}
+    req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    req.model_spec.name = "tfl"
+    meta = _stub(content_server.grpc_target).GetModelMetadata(req, timeout=30)
+    sigs = get_model_metadata_pb2.SignatureDefMap()
+    meta.metadata["signature_def"].Unpack(sigs)
+    assert set(sigs.signature_def) >= {"serving_default"}
+    assert list(sigs.signature_def["serving_default"].inputs) == ["x"]
