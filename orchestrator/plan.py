@@ -109,7 +109,7 @@ def _server_settings(specs: Sequence[Spec]) -> Spec:
     """Server-wide settings come from the first spec; the others must agree or not care."""
     first = specs[0]
     for other in specs[1:]:
-        for attr in ("batching", "monitoring", "threads", "device", "gpu"):
+        for attr in ("batching", "monitoring", "threads", "device", "gpu", "prefer_tflite_model"):
             if getattr(other, attr) != getattr(first, attr):
                 raise SpecError(
                     f"{attr} differs between {first.name} and {other.name}, "
@@ -160,6 +160,8 @@ def build_plan(
         args.append(f"--tensorflow_intra_op_parallelism={main.threads.intra_op}")
     if main.threads.inter_op:
         args.append(f"--tensorflow_inter_op_parallelism={main.threads.inter_op}")
+    if main.prefer_tflite_model:
+        args.append("--prefer_tflite_model=true")
     if main.device == "gpu" and main.gpu.memory_fraction:
         args.append(f"--per_process_gpu_memory_fraction={main.gpu.memory_fraction}")
     return Plan(

@@ -178,6 +178,8 @@ class Spec(_Frozen):
     file_system_poll_wait_seconds: int = Field(default=1, ge=0)
     rest_api_timeout_ms: int = Field(default=30000, ge=1)
     enable_model_warmup: bool = True
+    # --prefer_tflite_model: versions holding model.tflite (tfsctl convert --install) run on LiteRT
+    prefer_tflite_model: bool = False
     router: bool = False  # HAProxy in front: spec ports are the router's, replicas get free ones
     router_image: str = DEFAULT_ROUTER_IMAGE  # the router's image under the Docker runtime
     source: Path | None = Field(default=None, exclude=True)

@@ -110,6 +110,10 @@ samples_option = click.option(
 @click.option("--max-samples", type=click.IntRange(min=1), default=512, show_default=True,
               help="Samples used for checking and INT8 calibration (the first N of the file).")
 @click.option("--out-dir", type=click.Path(path_type=Path), default=Path("exports"), show_default=True)
+@click.option("--install", is_flag=True,
+              help="With one TFLite format: copy the version with the model.tflite beside it into "
+              "a NEW version folder of the model (atomically), to deploy and roll out like any "
+              "other; serving it from the .tflite needs `prefer_tflite_model: true` in the spec.")
 @configs_option
 @output_option
 def convert(
@@ -125,6 +129,7 @@ def convert(
     latency_runs: int,
     max_samples: int,
     out_dir: Path,
+    install: bool,
     configs_dir: Path,
     output: str,
 ) -> None:
@@ -145,6 +150,10 @@ def convert(
     thresholds = Thresholds(max_abs_diff=max_abs_diff, min_agreement=min_agreement)
     if "onnx" in wanted:
         check_opset(opset)
+    if install and (len(wanted) != 1 or not wanted[0].startswith("tflite")):
+        raise click.UsageError(
+            "--install takes exactly one TFLite format (tflite, tflite-dynamic or tflite-int8)"
+        )
     model, version, version_dir = resolve_version(name, version, configs_dir)
     loaded = _load_samples(samples, version_dir, signature)
     if loaded is None:
@@ -168,8 +177,17 @@ def convert(
             max_samples=max_samples,
             on_event=progress,
         )
+    installed = None
+    # Only a checked artifact is installed: not one that failed or drifted past the thresholds.
+    if install and reports and reports[0].status == "ok" and reports[0].artifact:
+        from orchestrator.convert.install import install_tflite
+
+        installed = install_tflite(version_dir, Path(reports[0].artifact))
     if output == "json":
-        print_json([r.to_json() for r in reports])
+        docs = [r.to_json() for r in reports]
+        if installed is not None:
+            docs[0]["installed"] = {"version": int(installed.name), "path": str(installed)}
+        print_json(docs)
     else:
         count = reports[0].samples.get("count") if reports else 0
         source = reports[0].samples.get("source") if reports else "-"
@@ -178,6 +196,11 @@ def convert(
             TABLE_COLUMNS,
             [table_row(r) for r in reports],
         )
+        if installed is not None:
+            console.print(
+                f"installed as version {installed.name}: [bold]{escape(str(installed))}[/] "
+                "(the SavedModel and model.tflite; `prefer_tflite_model: true` serves the .tflite)"
+            )
     raise_for_reports(reports)
 
 

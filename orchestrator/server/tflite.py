@@ -16,6 +16,7 @@ request at a time); an input whose shape differs from the tensor's is resized fi
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import threading
@@ -27,6 +28,7 @@ import numpy as np
 from orchestrator.server import runner as r
 from orchestrator.server.status import invalid
 
+log = logging.getLogger("tfs.tflite")
 MODEL_FILE = "model.tflite"
 MAX_INTERPRETERS = 64
 
@@ -106,6 +108,10 @@ class TfLiteServable(r.Servable):
         for d in (*first.get_input_details(), *first.get_output_details()):
             self._index.setdefault(_tensor_key(d["name"]), d["index"])
         self._inputs = {d["index"]: d for d in first.get_input_details()}
+        log.info(
+            "Serving %s version %d from %s with LiteRT (%d interpreters)",
+            name, version, MODEL_FILE, count,
+        )
 
     def _signatures(self, interpreter: Any, data: bytes) -> dict[str, Any]:
         from tensorflow.core.protobuf import meta_graph_pb2

@@ -101,6 +101,16 @@ def test_policy_all_and_gpu_fraction(configs: Path) -> None:
     assert parsed.model_config_list.config[0].base_path == str(s.base_path)
 
 
+def test_prefer_tflite_model_renders_the_flag(configs: Path) -> None:
+    plain = build_plan([spec(configs, "alpha", "base_path: ../models/alpha\n")], config_dir="/c")
+    assert not any(a.startswith("--prefer_tflite_model") for a in plain.args)
+    lite = spec(configs, "alpha", "base_path: ../models/alpha\nprefer_tflite_model: true\n")
+    assert "--prefer_tflite_model=true" in build_plan([lite], config_dir="/c").args
+    other = spec(configs, "beta", "base_path: ../models/beta\n")
+    with pytest.raises(SpecError, match="prefer_tflite_model differs"):
+        build_plan([lite, other], config_dir="/c")
+
+
 def test_conflicting_server_settings_are_refused(configs: Path) -> None:
     a = spec(configs, "alpha", "base_path: ../models/alpha\n")
     b = spec(configs, "beta", "base_path: ../models/beta\nbatching: {enabled: true}\n")

@@ -79,3 +79,42 @@ def test_drift_exits_9_with_the_table_first(model_base: Path, samples_npz: Path,
     report = json.loads((tmp_path / "x" / "1" / "tflite-int8" / "report.json").read_text())
     assert report["status"] == "drift"
     assert report["thresholds"] == {"max_abs_diff": 1e-9, "min_agreement": 0.5}
+
+
+def test_install_tflite_as_a_new_version_that_serves(
+    model_base: Path, samples_npz: Path, samples_array, tmp_path: Path
+) -> None:
+    import shutil
+
+    import numpy as np
+    import requests
+
+    from tests.helpers.server import ServerProcess
+
+    base = tmp_path / "x"
+    shutil.copytree(model_base, base)
+    result = CliRunner().invoke(cli, [
+        "convert", str(base), "--to", "tflite", "--install", "--samples", str(samples_npz),
+        "--out-dir", str(tmp_path / "exports"), "--latency-runs", "2", "-o", "json",
+    ])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["installed"] == {"version": 2, "path": str(base / "2")}
+    assert sorted(p.name for p in base.iterdir()) == ["1", "2"]  # renamed into place, no leftovers
+    assert (base / "2" / "model.tflite").is_file() and (base / "2" / "saved_model.pb").is_file()
+
+    bad = CliRunner().invoke(cli, ["convert", str(base), "--to", "tflite,onnx", "--install"])
+    assert bad.exit_code == 2 and "exactly one TFLite format" in bad.output
+
+    # Served from the .tflite with --prefer_tflite_model (what `prefer_tflite_model: true` renders).
+    rows = samples_array[:3].tolist()
+    with ServerProcess(["--model_name=x", f"--model_base_path={base}",
+                        "--prefer_tflite_model=true"]) as srv:
+        srv.wait_until_available("x", versions=(2,))
+        lite = requests.post(f"{srv.rest_url}/v1/models/x/versions/2:predict",
+                             json={"instances": rows}, timeout=60).json()["predictions"]
+        assert "Serving x version 2 from model.tflite with LiteRT" in srv.logs()
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(base / "1")).signatures["serving_default"]
+    ref = fn(x=tf.constant(samples_array[:3]))["output_0"].numpy()
+    np.testing.assert_allclose(np.array(lite), ref, atol=1e-5)

@@ -238,7 +238,6 @@ def test_profiler_refuses_paths_and_can_be_disabled(server, content_server) -> N
 # -- 7. TFLite versions (--prefer_tflite_model) -------------------------------------------------------
 def test_tflite_version_over_grpc_and_rest(content_server) -> None:
     import requests
-
     from tensorflow_serving.apis import get_model_metadata_pb2
 
     # The converter's serving_default signature keeps the SavedModel's names (x -> y).

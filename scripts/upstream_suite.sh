@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Run TensorFlow Serving's own model-server integration test against tfs-model-server.
+#
+#   scripts/upstream_suite.sh /path/to/tensorflow/serving [TEST_NAME ...]
+#
+# Takes a checkout of github.com/tensorflow/serving (any recent release; its test data must be
+# there, including the Git LFS files you want to test with). Copies, unchanged,
+#   tensorflow_serving/model_servers/tensorflow_model_server_test.py
+#   tensorflow_serving/model_servers/test_util/tensorflow_model_server_test_base.py
+# into a scratch folder outside this repository and runs them the way Bazel would, with one swap:
+# TEST_SRCDIR/tf_serving/tensorflow_serving/model_servers/tensorflow_model_server is a two-line
+# wrapper that starts `python -m orchestrator.server.main` with the same flags. Test data is the
+# checkout's own servables/tensorflow/testdata (linked, never copied here). Nothing is downloaded.
+#
+# Needs this project's environment (TensorFlow, tensorflow-serving-api, portpicker: `make install`)
+# or PYTHON=/path/to/python. Servers bind 127.0.0.1 (TFS_BIND_HOST); the tests reach them at
+# localhost. Extra arguments name single tests (e.g. TensorflowModelServerTest.testPredictUDS).
+# Exit status is the test run's. Set KEEP=1 to keep the scratch folder (servers' logs are on
+# this terminal).
+set -euo pipefail
+
+usage() { echo "usage: $0 /path/to/tensorflow/serving [TestClass.testName ...]" >&2; exit 2; }
+[[ $# -ge 1 ]] || usage
+SERVING=$(cd "$1" && pwd) || usage
+shift
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PYTHON:-$ROOT/.venv/bin/python}
+SRC=$SERVING/tensorflow_serving
+TEST=$SRC/model_servers/tensorflow_model_server_test.py
+BASE=$SRC/model_servers/test_util/tensorflow_model_server_test_base.py
+DATA=$SRC/servables/tensorflow/testdata
+
+for f in "$TEST" "$BASE" "$DATA"; do
+  if [[ ! -e $f ]]; then
+    echo "error: $f not found" >&2
+    echo "fix: pass the root of a tensorflow/serving checkout (the folder holding tensorflow_serving/)" >&2
+    exit 2
+  fi
+done
+if [[ ! -x $PY ]]; then
+  echo "error: no Python at $PY" >&2
+  echo "fix: run 'make install' first, or set PYTHON=/path/to/python with this project installed" >&2
+  exit 2
+fi
+missing=$("$PY" - <<'EOF'
+import importlib.util
+names = ["tensorflow", "tensorflow_serving.apis", "portpicker", "six", "grpc", "orchestrator.server.main"]
+print(" ".join(n for n in names if importlib.util.find_spec(n.split(".")[0]) is None))
+EOF
+)
+if [[ -n $missing ]]; then
+  echo "error: $PY cannot import: $missing" >&2
+  echo "fix: make install (portpicker is in the dev extra), or pip install the packages above" >&2
+  exit 2
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tfs-upstream-suite.XXXXXX")
+if [[ ${KEEP:-0} != 1 ]]; then trap 'rm -rf "$WORK"' EXIT; else echo "scratch folder: $WORK"; fi
+
+# The test files, unchanged, in a package that shares its name with the installed
+# tensorflow_serving (tensorflow-serving-api): extend_path lets both halves import.
+PKG=$WORK/pkg/tensorflow_serving
+mkdir -p "$PKG/model_servers/test_util"
+cp "$TEST" "$PKG/model_servers/"
+cp "$BASE" "$PKG/model_servers/test_util/"
+echo 'import pkgutil; __path__ = pkgutil.extend_path(__path__, __name__)' > "$PKG/__init__.py"
+touch "$PKG/model_servers/__init__.py" "$PKG/model_servers/test_util/__init__.py"
+
+# TEST_SRCDIR as Bazel lays it out: test data linked, the server binary swapped.
+SRCDIR=$WORK/srcdir
+mkdir -p "$SRCDIR/tf_serving/tensorflow_serving/model_servers" "$SRCDIR/tf_serving/tensorflow_serving/servables"
+ln -s "$SRC/servables/tensorflow" "$SRCDIR/tf_serving/tensorflow_serving/servables/tensorflow"
+BIN=$SRCDIR/tf_serving/tensorflow_serving/model_servers/tensorflow_model_server
+cat > "$BIN" <<EOF
+#!/bin/sh
+export TFS_BIND_HOST="\${TFS_BIND_HOST:-127.0.0.1}" PYTHONPATH="$ROOT\${PYTHONPATH:+:\$PYTHONPATH}"
+exec "$PY" -m orchestrator.server.main "\$@"
+EOF
+chmod +x "$BIN"
+
+mkdir -p "$WORK/tmp"
+cd "$WORK"
+echo "running $TEST against tfs-model-server ($ROOT)"
+status=0
+TEST_SRCDIR=$SRCDIR TEST_TMPDIR=$WORK/tmp PYTHONPATH="$WORK/pkg:$ROOT" TF_CPP_MIN_LOG_LEVEL=2 \
+  "$PY" "$PKG/model_servers/tensorflow_model_server_test.py" "$@" || status=$?
+exit $status
