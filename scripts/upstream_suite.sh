@@ -82,6 +82,10 @@ mkdir -p "$WORK/tmp"
 cd "$WORK"
 echo "running $TEST against tfs-model-server ($ROOT)"
 status=0
+# The Keras tests build Keras 2 models (signature input "x"); Keras 3 would name it "inputs".
+legacy_keras=0
+"$PY" -c 'import tf_keras' 2>/dev/null && legacy_keras=1
 TEST_SRCDIR=$SRCDIR TEST_TMPDIR=$WORK/tmp PYTHONPATH="$WORK/pkg:$ROOT" TF_CPP_MIN_LOG_LEVEL=2 \
+  TF_USE_LEGACY_KERAS=${TF_USE_LEGACY_KERAS:-$legacy_keras} \
   "$PY" "$PKG/model_servers/tensorflow_model_server_test.py" "$@" || status=$?
 exit $status

@@ -21,6 +21,12 @@ from tests.helpers.server import ServerProcess, export_half_plus_two_tf1, export
 from tests.helpers.tf2_models import export_half_plus_two_tf2
 
 pytestmark = pytest.mark.integration
+# TF Serving's own test models (never copied into the repo); tests on them skip when absent.
+UPSTREAM = Path(__file__).resolve().parents[3].parent / "shared" / "testdata" / "tfserving"
+HPT_CPU = UPSTREAM / "saved_model_half_plus_two_cpu"
+need_upstream = pytest.mark.skipif(
+    not HPT_CPU.is_dir(), reason=f"TF Serving's test models are not at {UPSTREAM}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +37,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export_strings_tf1(root / "strings")
     # Read only with --enable_per_model_batching_parameters (the content_server below).
     (root / "strings" / "1" / "batching_params.pbtxt").write_text("max_batch_size { value: 4 }\n")
+    bases = {n: root / n for n in ("half_plus_two", "tf2", "strings")}
+    if HPT_CPU.is_dir():
+        bases["upstream"] = HPT_CPU
     config = "model_config_list {\n" + "".join(
-        f'  config {{ name: "{n}" base_path: "{root / n}" model_platform: "tensorflow" }}\n'
-        for n in ("half_plus_two", "tf2", "strings")
+        f'  config {{ name: "{n}" base_path: "{base}" model_platform: "tensorflow" }}\n'
+        for n, base in bases.items()
     ) + "}\n"
     (root / "models.config").write_text(config)
     # A version folder holding only model.tflite (LiteRT, --prefer_tflite_model), converted from
@@ -254,3 +263,19 @@ def test_tflite_version_over_grpc_and_rest(content_server) -> None:
     meta.metadata["signature_def"].Unpack(sigs)
     assert set(sigs.signature_def) >= {"serving_default"}
     assert list(sigs.signature_def["serving_default"].inputs) == ["x"]
+
+
+# -- the same checks on TF Serving's own half_plus_two (TF1, from ../shared) ------------------------
+@need_upstream
+def test_upstream_half_plus_two_typed_fields_multi_inference_and_rest_layout(server) -> None:
+    import requests
+
+    server.wait_until_available("upstream")
+    y = _predict(server.grpc_target, "upstream", "x", np.float32([2.0])).outputs["y"]
+    assert (list(y.float_val), y.tensor_content) == ([3.0], b"")
+    resp = _multi_inference(server.grpc_target, "upstream", [2.0])
+    assert resp.results[0].regression_result.regressions[0].value == 3.0
+    assert resp.results[1].classification_result.classifications[0].classes[0].score == 3.0
+    answer = requests.post(f"{server.rest_url}/v1/models/upstream:predict",
+                           json={"instances": [1.0, 2.0, 5.0]}, timeout=30)
+    assert answer.content == b'{\n    "predictions": [2.5, 3.0, 4.5\n    ]\n}'
