@@ -6,7 +6,8 @@
    tf.make_tensor_proto / tf.make_ndarray; and numpy -> wire bytes -> numpy (what a call does).
    The floor is one memcpy, `ndarray.tobytes`. Best of several repeats.
 3. Predict round trip against our tfs-model-server: GrpcClient.predict (numpy in and out) vs
-   the upstream stub with a prebuilt PredictRequest (protobuf out, nothing decoded). Calls
+   the upstream stub with a prebuilt PredictRequest (protobuf out, nothing decoded), with the
+   server answering in typed *_val fields (TF Serving's default) and in tensor_content. Calls
    alternate (ABBA) between the two; overhead = median of the paired differences / median raw.
 
     .venv/bin/python bench/client.py [--quick] [--json]
@@ -158,7 +159,7 @@ def _export_model(path: Path) -> None:
     tf.saved_model.save(module, str(path / "1"), signatures={"serving_default": module.serve})
 
 
-def bench_predict(calls: int) -> list[dict[str, Any]]:
+def bench_predict(calls: int, tensor_content: bool = False) -> list[dict[str, Any]]:
     import grpc
     import numpy as np
     import tensorflow as tf
@@ -172,7 +173,8 @@ def bench_predict(calls: int) -> list[dict[str, Any]]:
     log = (tmp / "server.log").open("wb")
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("tfs-model-server")), f"--port={port}",
-         f"--rest_api_port={rest}", "--model_name=scale", f"--model_base_path={tmp / 'scale'}"],
+         f"--rest_api_port={rest}", "--model_name=scale", f"--model_base_path={tmp / 'scale'}",
+         f"--enable_serialization_as_tensor_content={'true' if tensor_content else 'false'}"],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TFS_BIND_HOST": "127.0.0.1"},
     )  # fmt: skip
     address = f"127.0.0.1:{port}"
@@ -206,7 +208,8 @@ def bench_predict(calls: int) -> list[dict[str, Any]]:
             o, r = statistics.median(ours), statistics.median(raw)
             # Paired differences: slow drifts of a busy machine cancel out call by call.
             extra = statistics.median(a - b for a, b in zip(ours, raw, strict=True))
-            rows.append({"batch": f"{n}x3", "ours_s": o, "raw_stub_s": r, "overhead": extra / r})
+            rows.append({"batch": f"{n}x3", "answer": "tensor_content" if tensor_content else "typed",
+                         "ours_s": o, "raw_stub_s": r, "overhead": extra / r})
         channel.close()
         client.close()
     finally:
@@ -227,7 +230,8 @@ def main() -> None:
     args = parser.parse_args()
     imports = bench_import(3 if args.quick else 7)
     tensors = bench_tensors(0.3 if args.quick else 1.5)
-    predict = bench_predict(50 if args.quick else 1000)
+    # The server's two answer forms: typed *_val fields (TF Serving's default) and tensor_content.
+    predict = [row for content in (False, True) for row in bench_predict(50 if args.quick else 1000, content)]
     if args.json:
         print(json.dumps({"import": imports, "tensors": tensors, "predict": predict}, indent=2))
         return
@@ -255,9 +259,10 @@ def main() -> None:
         ok = r["tf_vs_ours"] > 1 and (not (big and wire) or r["ours_vs_floor"] <= 1.2)
         print(f"   {r['shape']:<14}{r['op']:<14}{_us(r['floor_s'])}{_us(r['ours_s'])}{_us(r['tf_s'])}"
               f"{r['ours_vs_floor']:10.2f}x{r['tf_vs_ours']:8.1f}x [{mark(ok)}]")  # fmt: skip
-    print("3. predict round trip vs raw upstream stub with a prebuilt request (median)")
+    print("3. predict round trip vs raw upstream stub with a prebuilt request (median), for each")
+    print("   server answer form (--enable_serialization_as_tensor_content=false|true)")
     for r in predict:
-        print(f"   {r['batch']:<10} ours {r['ours_s'] * 1e3:7.2f} ms  raw {r['raw_stub_s'] * 1e3:7.2f} ms  "
+        print(f"   {r['answer']:<15}{r['batch']:<10} ours {r['ours_s'] * 1e3:7.2f} ms  raw {r['raw_stub_s'] * 1e3:7.2f} ms  "
               f"overhead {r['overhead'] * 100:+6.1f}%  [{mark(r['overhead'] <= 0.05)}] target <= +5%")  # fmt: skip
 
 
