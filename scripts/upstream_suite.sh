@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run TensorFlow Serving's own model-server integration test against tfs-model-server.
 #
-#   scripts/upstream_suite.sh /path/to/tensorflow/serving [TEST_NAME ...]
+#   scripts/upstream_suite.sh [--mnist] /path/to/tensorflow/serving [TEST_NAME ...]
 #
 # Takes a checkout of github.com/tensorflow/serving (any recent release; its test data must be
 # there, including the Git LFS files you want to test with). Copies, unchanged,
@@ -17,9 +17,16 @@
 # localhost. Extra arguments name single tests (e.g. TensorflowModelServerTest.testPredictUDS).
 # Exit status is the test run's. Set KEEP=1 to keep the scratch folder (servers' logs are on
 # this terminal).
+#
+# --mnist also runs the checkout's example client, tensorflow_serving/example/mnist_client.py
+# (with its mnist_input_data.py, both unchanged), against a server of a tiny MNIST-shaped model on
+# synthetic MNIST files that scripts/offline_mnist.py writes, so nothing is downloaded. It reads
+# the answers' float_val, so it passes only with TF Serving's typed output fields.
 set -euo pipefail
 
-usage() { echo "usage: $0 /path/to/tensorflow/serving [TestClass.testName ...]" >&2; exit 2; }
+usage() { echo "usage: $0 [--mnist] /path/to/tensorflow/serving [TestClass.testName ...]" >&2; exit 2; }
+MNIST=0
+if [[ ${1:-} == --mnist ]]; then MNIST=1; shift; fi
 [[ $# -ge 1 ]] || usage
 SERVING=$(cd "$1" && pwd) || usage
 shift
@@ -88,4 +95,35 @@ legacy_keras=0
 TEST_SRCDIR=$SRCDIR TEST_TMPDIR=$WORK/tmp PYTHONPATH="$WORK/pkg:$ROOT" TF_CPP_MIN_LOG_LEVEL=2 \
   TF_USE_LEGACY_KERAS=${TF_USE_LEGACY_KERAS:-$legacy_keras} \
   "$PY" "$PKG/model_servers/tensorflow_model_server_test.py" "$@" || status=$?
+
+if [[ $MNIST == 1 ]]; then
+  EX=$SRC/example
+  for f in mnist_client.py mnist_input_data.py; do
+    [[ -f $EX/$f ]] || { echo "error: $EX/$f not found" >&2; exit 2; }
+    cp "$EX/$f" "$WORK/"
+  done
+  "$PY" "$ROOT/scripts/offline_mnist.py" "$WORK/mnist_data" "$WORK/mnist_model"
+  port=$("$PY" -c 'import portpicker; print(portpicker.pick_unused_port())')
+  TFS_BIND_HOST=127.0.0.1 "$BIN" --port="$port" --model_name=mnist \
+    --model_base_path="$WORK/mnist_model" > "$WORK/mnist_server.log" 2>&1 &
+  server=$!
+  for _ in $(seq 1 300); do
+    grep -q "Running gRPC ModelServer" "$WORK/mnist_server.log" && break
+    kill -0 "$server" 2>/dev/null || break
+    sleep 1
+  done
+  echo "running $EX/mnist_client.py against it (100 synthetic digits)"
+  mnist_status=0
+  (cd "$WORK" && "$PY" mnist_client.py --num_tests=100 --concurrency=4 --server="127.0.0.1:$port" \
+    --work_dir="$WORK/mnist_data" > "$WORK/mnist_client.log" 2>&1) || mnist_status=$?
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  grep "Inference error rate" "$WORK/mnist_client.log" || tail -20 "$WORK/mnist_client.log"
+  if [[ $mnist_status != 0 ]] || ! grep -q "Inference error rate: 0.0%" "$WORK/mnist_client.log"; then
+    echo "mnist_client: FAILED" >&2
+    [[ $status != 0 ]] || status=1
+  else
+    echo "mnist_client: OK"
+  fi
+fi
 exit $status
