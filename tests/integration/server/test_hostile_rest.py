@@ -179,3 +179,15 @@ def test_too_many_inputs(server):
     r = post(server, "/v1/models/mlp:predict", json.dumps(doc))
     assert r.status_code == 400
     assert "Request names 1025 inputs; at most 1024" in r.json()["error"]
+
+
+def test_init_op_signature_is_a_400(server):
+    r = post(
+        server,
+        "/v1/models/mlp:predict",
+        '{"signature_name": "__saved_model_init_op", "instances": [[1, 2, 3, 4]]}',
+    )
+    assert (r.status_code, r.json()) == (
+        400,
+        {"error": "Failed to get input map for signature: __saved_model_init_op"},
+    )
