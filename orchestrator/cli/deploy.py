@@ -164,7 +164,7 @@ def status(name: str, output: str) -> None:
                     rows.append((r.index, r.id, "RUNNING", m.model, "-", "NOT READY", m.error or "no versions"))
                 for v in m.versions:
                     rows.append((r.index, r.id, "RUNNING", m.model, v.version, v.state,
-                                 "" if v.error_code == "OK" else f"{v.error_code}: {v.error_message}"))
+                                 v.error_message if v.error_code == "OK" else f"{v.error_code}: {v.error_message}"))
         print_table(name, ["REPLICA", "ID", "PROCESS", "MODEL", "VERSION", "STATE", "ERROR"], rows)
     healthy = all(r.running and all(m.reachable and m.available() for m in r.models) for r in replicas)
     raise SystemExit(0 if healthy else 1)
