@@ -12,7 +12,8 @@ operator can raise one without a code change. The README's "Limits" table lists 
 | model / label name    | TFS_MAX_NAME_LENGTH      | 256      | specs, models.config, reload requests     |
 | YAML alias expansion  | TFS_MAX_YAML_ALIAS_NODES | 10000    | spec loader                               |
 
-JSON documents deeper than `JSON_PARSER_DEPTH` levels are refused by the parser itself (orjson's
+Fixed, not configurable: spec files nested deeper than `SPEC_MAX_DEPTH` are refused. JSON
+documents deeper than `JSON_PARSER_DEPTH` levels are refused by the parser itself (orjson's
 fixed limit); tensors deeper than the tensor rank limit are refused before numpy sees them (numpy
 cannot hold more than 64 dimensions, so the knob can only lower it).
 """
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 MiB = 1024 * 1024
 JSON_PARSER_DEPTH = 1024
 NUMPY_MAX_RANK = 64
+SPEC_MAX_DEPTH = 64  # [ ] / { } nesting in a spec file; real specs use 3 or 4
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
 """TF Serving's rule for model and label names; it also rules out path tricks."""
 
 DEFAULT_CONFIGS_DIR = Path("serving_configs")
+MAX_SPEC_BYTES = 1024 * 1024
 DEFAULT_IMAGE = "tensorflow/serving"
 DEFAULT_TAG = "2.19.0"
 DEFAULT_ROUTER_IMAGE = "haproxy:2.6"
@@ -400,8 +401,36 @@ def _too_deep(label: str) -> SpecError:
     )
 
 
+def _flow_depth(text: str) -> int:
+    """Deepest nesting of [ ] and { } outside quotes and comments (PyYAML slows down on deep
+    flow collections long before it gives up, so they are refused before it reads them)."""
+    depth = deepest = 0
+    quote = ""
+    comment = False
+    previous = "\n"
+    for ch in text:
+        if comment:
+            comment = ch != "\n"
+        elif quote:
+            if ch == quote and previous != "\\":
+                quote = ""
+        elif ch in "\"'" and (previous in " \t\n[{,:" ):
+            quote = ch
+        elif ch == "#" and previous in " \t\n":
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        previous = ch
+    return deepest
+
+
 def _compose(text: str, label: str) -> yaml.Node | None:
     """The YAML node graph, refused when it is nested too deep or its aliases expand too far."""
+    if _flow_depth(text) > limits.SPEC_MAX_DEPTH:
+        raise _too_deep(label)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -564,6 +593,12 @@ def load_spec(
             file=str(path),
             fix=f"create {path} with at least `base_path: ...`"
             + (f"; known specs: {', '.join(known)}" if known else ""),
+        )
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"{path.stat().st_size} bytes is too big for a spec (at most {MAX_SPEC_BYTES})",
+            file=str(path),
+            fix="a spec is a few lines of YAML; check that this is the right file",
         )
     raw = path.read_bytes()
     try:
