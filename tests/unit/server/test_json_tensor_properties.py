@@ -89,8 +89,7 @@ def test_any_nesting_depth(depth, opener):
     parse(body.encode(), {"x": 1})
 
 
-@SETTINGS
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(digits=st.integers(1, 6000), exponent=st.integers(-2000, 2000))
 def test_any_number_size(digits, exponent):
     parse(f'{{"inputs":[1{"0" * digits}e{exponent}]}}'.encode(), {"x": 1})
