@@ -20,14 +20,26 @@ ROOT = Path(__file__).resolve().parents[3]
 SERVE_FIX = "fix: pip install 'tfserving-orchestrator[serve]'"
 
 
+def _can_build_here() -> bool:
+    try:
+        import setuptools
+        import wheel  # noqa: F401
+    except ImportError:
+        return False
+    return int(setuptools.__version__.split(".")[0]) >= 77
+
+
 @pytest.fixture(scope="module")
 def base_venv(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("client_only")
     wheels = tmp / "wheels"
+    # Build with this venv's setuptools when it has a recent one (fast); else in isolation.
+    isolation = [] if _can_build_here() else ["--use-pep517"]
+    no_isolation = ["--no-build-isolation"] if not isolation else []
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *no_isolation, *isolation,
          "-w", str(wheels), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
+        check=True, capture_output=True, timeout=600,
     )  # fmt: skip
     env_dir = tmp / "venv"
     venv.create(env_dir, with_pip=True)
