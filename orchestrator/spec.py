@@ -16,12 +16,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orchestrator import limits
 from orchestrator.errors import SpecError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
 """TF Serving's rule for model and label names; it also rules out path tricks."""
 
 DEFAULT_CONFIGS_DIR = Path("serving_configs")
+MAX_SPEC_BYTES = 1024 * 1024
 DEFAULT_IMAGE = "tensorflow/serving"
 DEFAULT_TAG = "2.19.0"
 DEFAULT_ROUTER_IMAGE = "haproxy:2.6"
@@ -189,6 +191,7 @@ class Spec(_Frozen):
     def _name(cls, value: str) -> str:
         if not NAME_PATTERN.fullmatch(value):
             raise ValueError(f"{value!r} is not a valid model name: use letters, digits and _ only")
+        _check_length("model name", value)
         return value
 
     @field_validator("restart")
@@ -209,6 +212,7 @@ class Spec(_Frozen):
         for label, version in value.items():
             if not NAME_PATTERN.fullmatch(label):
                 raise ValueError(f"label {label!r} is not valid: use letters, digits and _ only")
+            _check_length("label", label)
             if version < 1:
                 raise ValueError(f"label {label!r} points at version {version}; versions are ≥ 1")
         return value
@@ -225,6 +229,12 @@ class Spec(_Frozen):
         from orchestrator.savedmodel import list_versions
 
         return self.version_policy.select(list_versions(self.base_path))
+
+
+def _check_length(what: str, value: str) -> None:
+    most = limits.current().max_name_length
+    if len(value) > most:
+        raise ValueError(f"{what} of {len(value)} characters is longer than {most} (TFS_MAX_NAME_LENGTH)")
 
 
 def _parse_policy(value: Any) -> Any:
@@ -283,27 +293,39 @@ def _fix_for(field: str, *, unknown: bool = False) -> str:
 
 
 class _LineIndex:
-    """Maps a field path in the YAML document to its line number (1-based)."""
+    """Maps a field path in the YAML document to its line number (1-based).
 
-    def __init__(self, text: str) -> None:
+    Each node is walked once: an alias points at a node already seen, so a document of nested
+    aliases costs what it is long, not what it would expand to.
+    """
+
+    def __init__(self, text: str, node: yaml.Node | None = None) -> None:
         self._lines: dict[tuple[str, ...], int] = {}
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError:
-            return
+        if node is None:
+            try:
+                node = yaml.compose(text, Loader=yaml.SafeLoader)
+            except (yaml.YAMLError, RecursionError):
+                return
         if node is not None:
-            self._walk(node, ())
+            self._walk(node)
 
-    def _walk(self, node: yaml.Node, path: tuple[str, ...]) -> None:
-        self._lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                sub = (*path, str(key.value))
-                self._lines[sub] = key.start_mark.line + 1
-                self._walk(value, sub)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                self._walk(item, (*path, str(i)))
+    def _walk(self, root: yaml.Node) -> None:
+        seen: set[int] = set()
+        stack: list[tuple[yaml.Node, tuple[str, ...]]] = [(root, ())]
+        while stack:
+            node, path = stack.pop()
+            self._lines.setdefault(path, node.start_mark.line + 1)
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if isinstance(node, yaml.MappingNode):
+                for key, value in node.value:
+                    sub = (*path, str(key.value))
+                    self._lines[sub] = key.start_mark.line + 1
+                    stack.append((value, sub))
+            elif isinstance(node, yaml.SequenceNode):
+                for i, item in enumerate(node.value):
+                    stack.append((item, (*path, str(i))))
 
     def line(self, path: Sequence[Any]) -> int | None:
         keys = tuple(str(p) for p in path)
@@ -317,16 +339,8 @@ class _LineIndex:
 def parse_spec(text: str, *, file: Path, check_files: bool = True) -> Spec:
     """Validate spec text; `file` names the source in errors and anchors relative paths."""
     label = str(file)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise SpecError(
-            f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
-            file=label,
-            line=mark.line + 1 if mark else None,
-            fix="check indentation and quoting on that line",
-        ) from exc
+    node = _compose(text, label)
+    data = yaml.SafeLoader(text).construct_document(node) if node is not None else None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -336,7 +350,7 @@ def parse_spec(text: str, *, file: Path, check_files: bool = True) -> Spec:
             line=1,
             fix="start the file with `base_path:`",
         )
-    lines = _LineIndex(text)
+    lines = _LineIndex(text, node)
     stem = file.stem
     data.setdefault("name", stem)
     if "base_path" not in data:
@@ -349,12 +363,24 @@ def parse_spec(text: str, *, file: Path, check_files: bool = True) -> Spec:
         )
     raw_base = data["base_path"]
     if isinstance(raw_base, str):
-        base = Path(raw_base).expanduser()
+        try:
+            base = Path(raw_base).expanduser()
+        except RuntimeError:  # ~user that does not exist, or no home directory
+            raise SpecError(
+                f"cannot expand {raw_base.split('/')[0]!r} in {raw_base!r}: no such user or home "
+                "directory",
+                file=label,
+                field="base_path",
+                line=lines.line(["base_path"]),
+                fix="write the path in full, or relative to the spec file",
+            ) from None
         data["base_path"] = base if base.is_absolute() else (file.parent / base)
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
         raise _spec_error_from(exc, label, lines) from None
+    except RecursionError:
+        raise _too_deep(label) from None
     if spec.name != stem and file.suffix in (".yaml", ".yml"):
         raise SpecError(
             f"name {spec.name!r} differs from the file name {file.name!r}",
@@ -367,6 +393,89 @@ def parse_spec(text: str, *, file: Path, check_files: bool = True) -> Spec:
     if check_files:
         check_model_files(spec, lines=lines)
     return spec
+
+
+def _too_deep(label: str) -> SpecError:
+    return SpecError(
+        "a value is nested too deep to read",
+        file=label,
+        fix="a spec needs a few levels of nesting at most; flatten or remove that value",
+    )
+
+
+def _flow_depth(text: str) -> int:
+    """Deepest nesting of [ ] and { } outside quotes and comments (PyYAML slows down on deep
+    flow collections long before it gives up, so they are refused before it reads them)."""
+    depth = deepest = 0
+    quote = ""
+    comment = False
+    previous = "\n"
+    for ch in text:
+        if comment:
+            comment = ch != "\n"
+        elif quote:
+            if ch == quote and previous != "\\":
+                quote = ""
+        elif ch in "\"'" and (previous in " \t\n[{,:" ):
+            quote = ch
+        elif ch == "#" and previous in " \t\n":
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        previous = ch
+    return deepest
+
+
+def _compose(text: str, label: str) -> yaml.Node | None:
+    """The YAML node graph, refused when it is nested too deep or its aliases expand too far."""
+    if _flow_depth(text) > limits.SPEC_MAX_DEPTH:
+        raise _too_deep(label)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise SpecError(
+            f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
+            file=label,
+            line=mark.line + 1 if mark else None,
+            fix="check indentation and quoting on that line",
+        ) from exc
+    except RecursionError:
+        raise _too_deep(label) from None
+    if node is not None:
+        most = limits.current().max_yaml_alias_nodes
+        if _expanded_size(node, most) > most:
+            raise SpecError(
+                f"YAML aliases expand to more than {most} values",
+                file=label,
+                fix="write the values out instead of repeating anchors (&name / *name); "
+                "TFS_MAX_YAML_ALIAS_NODES raises the limit",
+            )
+    return node
+
+
+def _expanded_size(root: yaml.Node, cap: int) -> int:
+    """How many nodes the document has once every alias is expanded (stops counting past cap)."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        if not done:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+            continue
+        sizes[id(node)] = min(cap + 1, 1 + sum(sizes.get(id(c), 0) for c in children))
+    return sizes[id(root)]
 
 
 def _normalise(path: Path) -> str:
@@ -487,4 +596,19 @@ def load_spec(
             fix=f"create {path} with at least `base_path: ...`"
             + (f"; known specs: {', '.join(known)}" if known else ""),
         )
-    return parse_spec(path.read_text(encoding="utf-8"), file=path, check_files=check_files)
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"{path.stat().st_size} bytes is too big for a spec (at most {MAX_SPEC_BYTES})",
+            file=str(path),
+            fix="a spec is a few lines of YAML; check that this is the right file",
+        )
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start}",
+            file=str(path),
+            fix="save the spec as UTF-8 (YAML in an editor's default encoding usually is)",
+        ) from None
+    return parse_spec(text, file=path, check_files=check_files)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from orchestrator.cli._common import console, output_option, print_json, print_table
+from orchestrator.errors import OrchestratorError
 
 configs_option = click.option(
     "--configs-dir",
@@ -41,7 +42,13 @@ def render(names: tuple[str, ...], out: Path, configs_dir: Path) -> None:
     plan = build_plan(specs, config_dir=str(out.resolve()))
     files = dict(plan.files)
     files["args.txt"] = "\n".join(plan.args) + "\n"
-    write_files_atomic(out, files)
+    try:
+        write_files_atomic(out, files)
+    except OSError as e:
+        raise OrchestratorError(
+            f"cannot write to {out}: {e.strerror}",
+            fix="pass --out a folder you may write to (it is created if missing)",
+        ) from None
     for name in sorted(files):
         console.print(f"wrote {out / name}")
     console.print("tensorflow_model_server " + " ".join(plan.args), highlight=False, soft_wrap=True)
@@ -164,7 +171,7 @@ def status(name: str, output: str) -> None:
                     rows.append((r.index, r.id, "RUNNING", m.model, "-", "NOT READY", m.error or "no versions"))
                 for v in m.versions:
                     rows.append((r.index, r.id, "RUNNING", m.model, v.version, v.state,
-                                 "" if v.error_code == "OK" else f"{v.error_code}: {v.error_message}"))
+                                 v.error_message if v.error_code == "OK" else f"{v.error_code}: {v.error_message}"))
         print_table(name, ["REPLICA", "ID", "PROCESS", "MODEL", "VERSION", "STATE", "ERROR"], rows)
     healthy = all(r.running and all(m.reachable and m.available() for m in r.models) for r in replicas)
     raise SystemExit(0 if healthy else 1)

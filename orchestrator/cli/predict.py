@@ -55,8 +55,12 @@ def _read(data: str | None, file: Path | None) -> Any:
     if (data is None) == (file is None):
         raise click.UsageError("pass the request as --data JSON or -f FILE (one of them)")
     if file is not None:
-        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
         where = "stdin" if str(file) == "-" else str(file)
+        try:
+            text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            why = e.strerror if isinstance(e, OSError) else f"not UTF-8 text ({e.reason})"
+            raise click.BadParameter(f"cannot read {where}: {why}", param_hint="-f/--file") from None
     else:
         text, where = data or "", "--data"
     try:

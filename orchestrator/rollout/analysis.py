@@ -19,15 +19,22 @@ class Verdict(str, Enum):
 
 @dataclass(frozen=True)
 class Window:
-    """Counters over one interval for one group (stable or canary)."""
+    """Counters over one interval for one group (stable or canary).
+
+    `requests` and `errors` come from one source (`source` names it) over the same interval, so
+    the rate is a true fraction; it is clamped to [0, 1] all the same.
+    """
 
     requests: int
     errors: int
     p99_ms: float | None = None
+    source: str = ""
 
     @property
     def error_rate(self) -> float | None:
-        return self.errors / self.requests if self.requests else None
+        if not self.requests:
+            return None
+        return min(1.0, max(0.0, self.errors / self.requests))
 
 
 @dataclass(frozen=True)
@@ -38,12 +45,16 @@ class Analysis:
     errors: int = 0
     error_rate: float | None = None
     p99_ms: float | None = None
+    source: str = ""
 
 
 def analyse(canary: Window, stable: Window | None, *, max_error_rate: float,
             max_latency_p99_ms: float | None, min_requests: int, canary_alive: bool = True) -> Analysis:
     def result(verdict: Verdict, reason: str) -> Analysis:
-        return Analysis(verdict, reason, canary.requests, canary.errors, canary.error_rate, canary.p99_ms)
+        if canary.source and verdict is not Verdict.CRASHED:
+            reason += f" [counters: {canary.source}]"
+        return Analysis(verdict, reason, canary.requests, canary.errors, canary.error_rate, canary.p99_ms,
+                        canary.source)
 
     if not canary_alive:
         return result(Verdict.CRASHED, "canary replica is not running")

@@ -107,7 +107,8 @@ class LabelsTarget(RolloutTarget):
                 for bound, count in zip(bounds, cell.get("buckets", []), strict=False):
                     running += count
                     buckets[bound] = running
-                result[label] = result[label] + Snapshot(cell.get("requests", 0), cell.get("errors", 0), buckets)
+                result[label] = result[label] + Snapshot(cell.get("requests", 0), cell.get("errors", 0), buckets,
+                                                         "client-side label counters")
         return result
 
     def promote(self, version: int) -> None:

@@ -93,6 +93,7 @@ class Record:
     errors: int = 0
     error_rate: float | None = None
     p99_ms: float | None = None
+    source: str = ""  # where requests and errors were counted
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ def transition(status: Status, phase: Phase, now: float, decision: str, reason: 
         at=now, phase=phase.value, weight=weight, decision=decision, reason=reason,
         requests=analysis.requests if analysis else 0, errors=analysis.errors if analysis else 0,
         error_rate=analysis.error_rate if analysis else None, p99_ms=analysis.p99_ms if analysis else None,
+        source=analysis.source if analysis else "",
     )
     return dataclasses.replace(status, phase=phase, updated_at=now, message=reason or decision,
                                history=(*status.history, record), **changes)

@@ -47,21 +47,27 @@ def parse_prometheus(text: str) -> list[Sample]:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Cumulative request/error counts and a latency histogram (µs buckets) for one model."""
+    """Cumulative request/error counts and a latency histogram (µs buckets) for one model.
+
+    `source` names where requests and errors were counted (both always from the same one).
+    """
 
     requests: float = 0.0
     errors: float = 0.0
     buckets: dict[float, float] = field(default_factory=dict)  # upper bound (µs) -> cumulative count
+    source: str = ""
 
     def __add__(self, other: Snapshot) -> Snapshot:
         merged = dict(self.buckets)
         for le, count in other.buckets.items():
             merged[le] = merged.get(le, 0.0) + count
-        return Snapshot(self.requests + other.requests, self.errors + other.errors, merged)
+        return Snapshot(self.requests + other.requests, self.errors + other.errors, merged,
+                        self.source or other.source)
 
     def __sub__(self, before: Snapshot) -> Snapshot:
         buckets = {le: max(0.0, c - before.buckets.get(le, 0.0)) for le, c in self.buckets.items()}
-        return Snapshot(max(0.0, self.requests - before.requests), max(0.0, self.errors - before.errors), buckets)
+        return Snapshot(max(0.0, self.requests - before.requests), max(0.0, self.errors - before.errors), buckets,
+                        self.source or before.source)
 
     def quantile_ms(self, q: float) -> float | None:
         """Quantile from cumulative buckets, interpolated inside the bucket (as Prometheus does)."""
@@ -84,8 +90,16 @@ class Snapshot:
         return previous_bound / 1000.0
 
 
+TF_SERVING_SOURCE = "tf-serving request_count"
+
+
 def snapshot_from_text(text: str, model: str) -> Snapshot:
-    requests_total = errors = 0.0
+    """requests = successful inference calls + failed calls; errors = failed calls.
+
+    TF Serving observes latency only for successes, and counts every call by status in
+    request_count; both come from one scrape, so errors never exceed requests.
+    """
+    ok = errors = 0.0
     buckets: dict[float, float] = {}
     for s in parse_prometheus(text):
         if s.labels.get("model_name") != model:
@@ -96,11 +110,11 @@ def snapshot_from_text(text: str, model: str) -> Snapshot:
             if s.labels.get("status", "OK") != "OK":
                 errors += s.value
         elif s.name == REQUEST_LATENCY + "_count" and s.labels.get("API"):
-            requests_total += s.value
+            ok += s.value
         elif s.name == REQUEST_LATENCY + "_bucket" and s.labels.get("API"):
             le = float("inf") if s.labels.get("le") in ("+Inf", "inf") else float(s.labels.get("le", "inf"))
             buckets[le] = buckets.get(le, 0.0) + s.value
-    return Snapshot(requests_total, errors, buckets)
+    return Snapshot(ok + errors, errors, buckets, TF_SERVING_SOURCE)
 
 
 def scrape(rest_url: str, model: str, path: str, *, timeout_s: float = 2.0,

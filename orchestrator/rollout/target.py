@@ -45,7 +45,20 @@ class RolloutTarget(ABC):
 
 def window(after: Snapshot, before: Snapshot) -> Window:
     diff = after - before
-    return Window(int(diff.requests), int(diff.errors), diff.quantile_ms(0.99))
+    return Window(int(diff.requests), int(diff.errors), diff.quantile_ms(0.99), after.source)
+
+
+ROUTER_SOURCE = "router (HAProxy) counters"
+
+
+def pick_counters(prom: list[Snapshot | None], router: Snapshot) -> Snapshot:
+    """Requests and errors from ONE source: TF Serving's when every replica answered its scrape
+    (it sees gRPC errors, which travel as HTTP 200), else the router's. Latency is TF Serving's."""
+    answered = [p for p in prom if p is not None]
+    merged = total(answered)
+    if prom and len(answered) == len(prom):
+        return merged
+    return Snapshot(router.requests, router.errors, merged.buckets, ROUTER_SOURCE)
 
 
 def pin_spec_file(spec_file: Path, version: int, labels: dict[str, int]) -> None:
@@ -121,18 +134,18 @@ class RoutedTarget(RolloutTarget):
         path = self.spec.monitoring.path
         router = self.router.counters()
         with requests.Session() as session:
-            stable_prom = total(scrape(f"http://127.0.0.1:{r['rest_port']}", self.name, path, session=session)
-                                for r in self.state["replicas"])
-            canary_prom = total(scrape(f"http://127.0.0.1:{r['rest_port']}", self.name, path, session=session)
-                                for r in self._canary_replicas())
-        # The router sees every request (REST and gRPC); TF Serving's counters also see gRPC
-        # errors, which travel as HTTP 200. Take the larger of each, and latency from TF Serving.
+            stable_prom = [scrape(f"http://127.0.0.1:{r['rest_port']}", self.name, path, session=session)
+                           for r in self.state["replicas"]]
+            canary_prom = [scrape(f"http://127.0.0.1:{r['rest_port']}", self.name, path, session=session)
+                           for r in self._canary_replicas()]
         return {
-            "stable": Snapshot(max(router["stable"].requests, stable_prom.requests),
-                               max(router["stable"].errors, stable_prom.errors), stable_prom.buckets),
-            "canary": Snapshot(max(router["canary"].requests, canary_prom.requests),
-                               max(router["canary"].errors, canary_prom.errors), canary_prom.buckets),
+            "stable": pick_counters(stable_prom, _as_snapshot(router["stable"])),
+            "canary": pick_counters(canary_prom, _as_snapshot(router["canary"])),
         }
+
+
+def _as_snapshot(counters: Any) -> Snapshot:
+    return Snapshot(float(counters.requests), float(counters.errors))
 
 
 class LocalTarget(RoutedTarget):

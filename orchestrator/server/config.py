@@ -15,6 +15,7 @@ from typing import Any
 
 from google.protobuf import text_format
 
+from orchestrator import limits
 from orchestrator.protos import config_pb2
 
 LABEL_RE = re.compile(r"^[a-zA-Z0-9_]+$")
@@ -136,6 +137,7 @@ def models_from_proto(msg, *, source: str) -> list[ModelConfig]:  # type: ignore
     for c in msg.model_config_list.config:
         if not c.name:
             raise ConfigError(f"{source}: a model config has no name")
+        _check_length(source, "model name", c.name)
         if c.name in seen:
             raise ConfigError(
                 f"{source}: Illegal to list model {c.name} multiple times in config list"
@@ -158,6 +160,15 @@ def models_from_proto(msg, *, source: str) -> list[ModelConfig]:  # type: ignore
     return out
 
 
+def _check_length(source: str, what: str, value: str) -> None:
+    most = limits.current().max_name_length
+    if len(value) > most:
+        raise ConfigError(
+            f"{source}: {what} {value[:40]!r}... has {len(value)} characters; at most {most} are "
+            "accepted (TFS_MAX_NAME_LENGTH)"
+        )
+
+
 def _policy(p) -> VersionPolicy:  # type: ignore[no-untyped-def]
     which = p.WhichOneof("policy_choice")
     if which == "all":
@@ -171,6 +182,7 @@ def _policy(p) -> VersionPolicy:  # type: ignore[no-untyped-def]
 
 def _labels(model: str, labels: dict[str, int], source: str) -> dict[str, int]:
     for label in labels:
+        _check_length(source, f"model {model}: label", label)
         if not LABEL_RE.match(label):
             raise ConfigError(
                 f"{source}: model {model}: Invalid label: {label!r}; "

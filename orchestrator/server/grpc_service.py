@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 
 from orchestrator.client import _methods as M
 from orchestrator.client import _wire
@@ -28,6 +29,7 @@ from orchestrator.protos import apis_pb2
 from orchestrator.server import runner as r
 from orchestrator.server.config import ConfigError, models_from_bytes
 from orchestrator.server.core import Core
+from orchestrator.server.guard import check_input_count, check_tensor_proto
 from orchestrator.server.status import CODES, ServingStatus, invalid
 
 log = logging.getLogger("tfs.grpc")
@@ -104,7 +106,7 @@ class GrpcApi:
             by_service.setdefault(method.service, {})[method.name] = (
                 grpc.unary_unary_rpc_method_handler(
                     self._wrap(fn, api),
-                    request_deserializer=method.request.FromString,
+                    request_deserializer=_parser(method.request),
                     response_serializer=method.response.SerializeToString,
                 )
             )
@@ -114,6 +116,10 @@ class GrpcApi:
         metrics = self.core.metrics
 
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(
+                request, _Unparsable
+            ):  # what C++ gRPC answers for bytes that do not parse
+                await context.abort(grpc.StatusCode.INTERNAL, request.message)
             start = time.perf_counter()
             model = ""
             if api:
@@ -144,7 +150,9 @@ class GrpcApi:
         name, version, label, sig = _spec(req.model_spec)
         servable = self.core.servable(name, version, label)
         inputs = {}
+        check_input_count(len(req.inputs))
         for alias, proto in req.inputs.items():
+            check_tensor_proto(alias, proto)
             try:
                 inputs[alias] = from_tensor_proto(proto)
             except (ValueError, TypeError) as e:
@@ -258,6 +266,24 @@ class GrpcApi:
             raise invalid(str(e)) from None
         await self._reload(configs)
         return resp
+
+
+class _Unparsable:
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _parser(message_class: Any) -> Callable[[bytes], Any]:
+    """FromString that hands bad bytes to the handler as a value instead of raising in grpc."""
+    name = message_class.DESCRIPTOR.full_name.rsplit(".", 1)[-1]
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError:
+            return _Unparsable(f"Failed to parse the request as a {name} message")
+
+    return parse
 
 
 def _fill_classes(out: Any, result: list[list[tuple[Any, float]]]) -> None:

@@ -14,12 +14,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 from typing import Any
 
 import numpy as np
 import orjson
 
+from orchestrator import limits
 from orchestrator.client.tensors import enum_to_numpy_dtype
+from orchestrator.limits import JSON_PARSER_DEPTH
 from orchestrator.server.status import invalid
 
 DT_FLOAT, DT_DOUBLE, DT_INT32, DT_UINT8, DT_INT16, DT_INT8, DT_STRING = 1, 2, 3, 4, 5, 6, 7
@@ -51,6 +55,7 @@ _INT_RANGE = {
     DT_UINT64: (0, 2**64 - 1),
 }
 _OPT = orjson.OPT_SERIALIZE_NUMPY
+LIMITS = limits.current()
 
 
 # -- parsing --------------------------------------------------------------------------------------
@@ -61,13 +66,65 @@ def loads(body: bytes) -> Any:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as e:
-        try:  # the stdlib parser accepts NaN, Infinity and -Infinity, as rapidjson does upstream
-            doc = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise invalid(f"JSON Parse error: {_reason(e)} at offset: {e.pos}") from None
+        doc = _loads_slow(body, e)
     if not isinstance(doc, dict):
         raise invalid(f"JSON Value: {debug_string(doc)} Is not object")
     return doc
+
+
+class _TooBig(Exception):
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _number_too_big(body: bytes, text: str) -> Exception:
+    # rapidjson's kParseErrorNumberTooBig, at the offset where the number starts
+    m = re.search(rb"(?<![0-9.eE+-])" + re.escape(text.encode()) + rb"(?![0-9.eE])", body)
+    return invalid(
+        f"JSON Parse error: Number too big to be stored in double. at offset: "
+        f"{m.start() if m else 0}"
+    )
+
+
+def _float(text: str) -> float:
+    v = float(text)
+    if math.isinf(v):
+        raise _TooBig(text)
+    return v
+
+
+def _int(text: str) -> int | float:
+    # Beyond 64 bits rapidjson (and orjson) read an integer as a double; never int() a huge text.
+    if len(text.lstrip("-")) <= 20:
+        v = int(text)
+        if -(2**63) <= v < 2**64:
+            return v
+    return _float(text)
+
+
+def _loads_slow(body: bytes, e: orjson.JSONDecodeError) -> Any:
+    msg = e.msg.lower()
+    if "infinity when parsed as double" in msg:
+        raise invalid(
+            f"JSON Parse error: Number too big to be stored in double. at offset: {e.pos}"
+        ) from None
+    if "depth limit" in msg or "recursion" in msg:
+        raise _too_deep(e.pos) from None
+    try:  # the stdlib parser accepts NaN, Infinity and -Infinity, as rapidjson does upstream
+        return json.loads(body, parse_float=_float, parse_int=_int)
+    except _TooBig as big:
+        raise _number_too_big(body, big.text) from None
+    except RecursionError:
+        raise _too_deep(e.pos) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        raise invalid(f"JSON Parse error: {_reason(e)} at offset: {e.pos}") from None
+
+
+def _too_deep(pos: int) -> Exception:
+    return invalid(
+        f"JSON Parse error: the document is nested deeper than {JSON_PARSER_DEPTH} levels "
+        f"at offset: {pos}"
+    )
 
 
 def _reason(e: orjson.JSONDecodeError) -> str:
@@ -80,6 +137,8 @@ def _reason(e: orjson.JSONDecodeError) -> str:
 def debug_string(val: Any) -> str:
     try:
         return json.dumps(val, separators=(",", ":"), allow_nan=True)
+    except RecursionError:  # a value nested near the parser's limit: name it, do not print it
+        return f"<{_type_string(val)} nested too deep to print>"
     except (TypeError, ValueError):  # pragma: no cover
         return repr(val)
 
@@ -196,8 +255,25 @@ def _np_dtype(dt: int) -> np.dtype:
         ) from None
 
 
+def _check_rank(rank: int) -> None:
+    if rank > LIMITS.max_tensor_rank:
+        raise invalid(
+            f"JSON tensor is nested {rank} levels deep; tensors of rank above "
+            f"{LIMITS.max_tensor_rank} are not accepted (TFS_MAX_TENSOR_RANK)"
+        )
+
+
+def _check_inputs(count: int) -> None:
+    if count > LIMITS.max_inputs:
+        raise invalid(
+            f"Request names {count} inputs; at most {LIMITS.max_inputs} are accepted "
+            "(TFS_MAX_INPUTS)"
+        )
+
+
 def _slow_array(val: Any, dt: int) -> np.ndarray:
     shape = _dense_shape(val)
+    _check_rank(len(shape))
     flat: list[Any] = []
     _fill(val, 0, shape, dt, flat)
     if dt == DT_STRING:
@@ -241,12 +317,18 @@ def _fast_array(val: Any, dt: int) -> np.ndarray | None:
 
 def json_to_array(val: Any, dt: int) -> np.ndarray:
     a = _fast_array(val, dt)
-    return a if a is not None else _slow_array(val, dt)
+    if a is None:
+        return _slow_array(val, dt)
+    _check_rank(a.ndim)
+    return a
 
 
 def instances_to_arrays(instances: list[Any], inputs: dict[str, int]) -> dict[str, np.ndarray]:
     """Row format: stack each instance along a new first dimension (FillTensorMapFromInstancesList)."""
     first = instances[0]
+    _check_rank(len(_dense_shape(instances)))
+    if isinstance(first, dict):
+        _check_inputs(len(first))
     if not isinstance(first, dict) and len(inputs) > 1:
         raise invalid(
             "instances is a plain list, but expecting list of objects as multiple input tensors "
@@ -294,6 +376,7 @@ def _stack_slow(items: list[Any], name: str, dt: int, *, objects: bool) -> np.nd
             a = _slow_array(item, dt)
             if size is None:
                 size, shape = a.size, a.shape
+                _check_rank(a.ndim + 1)
             elif a.size != size:
                 raise invalid(f"Expecting tensor size: {size} but got: {a.size}")
             elif a.shape != shape:
@@ -330,6 +413,7 @@ def inputs_to_arrays(val: Any, inputs: dict[str, int]) -> dict[str, np.ndarray]:
             )
         ((name, dt),) = inputs.items()
         return {name: json_to_array(val, dt)}
+    _check_inputs(len(val))
     out = {}
     for name in sorted(inputs):
         if name not in val:

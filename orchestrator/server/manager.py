@@ -7,7 +7,11 @@ Follows TF Serving's ServerCore + AspiredVersionsManager semantics:
   finished loading (availability preserving).
 - States: START, LOADING, AVAILABLE, UNLOADING, END. A failed load ends in END with its error
   status and does not disturb the other versions. It is retried only if its folder changes.
-- A config reload replaces the whole config: models left out are unloaded. It waits for models new
+- Like TF Serving's file-system poll, a base path that goes missing or unreadable unloads nothing,
+  and any all-digit entry counts as a version (a version folder replaced by a file keeps serving).
+  The problem is logged once and shown in the model status's error_message (code stays OK).
+- A config reload replaces the whole config: models left out are unloaded. A reload naming a base
+  path that does not exist is refused (NOT_FOUND) before anything changes. It waits for models new
   to the config (not for new versions of existing ones), then checks labels: a label may point
   only at an AVAILABLE version (FAILED_PRECONDITION otherwise), unless
   --allow_version_labels_for_unavailable_models and the label is new.
@@ -18,6 +22,7 @@ All state lives on the event loop; loads and unloads run in a thread pool.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -52,6 +57,11 @@ class ModelEntry:
     versions: dict[int, VersionState] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
     base_path_error: str = ""
+    version_problems: dict[int, str] = field(default_factory=dict)
+
+    def notice(self, version: int) -> str:
+        """What is wrong on disk for a version that keeps serving anyway ("" when nothing)."""
+        return "; ".join(p for p in (self.base_path_error, self.version_problems.get(version)) if p)
 
     def latest_available(self) -> VersionState | None:
         best = None
@@ -65,12 +75,20 @@ class ModelEntry:
 
 
 def scan_versions(base_path: str) -> list[int]:
-    """Version numbers of the all-digit folders under base_path; OSError if it is missing."""
-    out = []
-    for name in os.listdir(base_path):
-        if name.isdigit() and os.path.isdir(os.path.join(base_path, name)):
-            out.append(int(name))
-    return out
+    """Version numbers of the all-digit entries under base_path; OSError if it is missing.
+
+    Any numbered entry counts, folder or not, as in TF Serving: a version folder swapped for a file
+    must not unload the version being served (loading such a version fails on its own).
+    """
+    return [int(name) for name in os.listdir(base_path) if name.isascii() and name.isdigit()]
+
+
+def missing_base_paths(configs: list[ModelConfig]) -> list[str]:
+    return [
+        f"Could not find base path {c.base_path} for servable {c.name}"
+        for c in configs
+        if not os.path.isdir(c.base_path)
+    ]
 
 
 def _stamp(path: str) -> tuple[float, ...]:
@@ -127,6 +145,18 @@ class Manager:
         """Replace the whole config. Raises ServingStatus when labels cannot be applied."""
         async with self._lock:
             first = not self.models and not self._retired
+            changed = [
+                c
+                for c in configs
+                if c.name not in self.models or self.models[c.name].config.base_path != c.base_path
+            ]
+            missing = missing_base_paths(changed) if not first else []
+            if missing:  # nothing changes: what serves now keeps serving, labels included
+                raise ServingStatus(
+                    "NOT_FOUND",
+                    "; ".join(missing) + ". The new config was not applied; the loaded versions "
+                    "keep serving",
+                )
             wanted = {c.name: c for c in configs}
             for name in list(self.models):
                 if name not in wanted:
@@ -202,14 +232,22 @@ class Manager:
             if entry.base_path_error:
                 log.info("Base path %s for servable %s is back", cfg.base_path, cfg.name)
             entry.base_path_error = ""
-        except OSError:
+        except OSError as e:
+            # TF Serving's file-system poll never unloads a model because its base path went away.
             if not entry.base_path_error:
-                log.error("Could not find base path %s for servable %s", cfg.base_path, cfg.name)
+                log.error(
+                    "Could not find base path %s for servable %s (%s); the loaded versions keep "
+                    "serving",
+                    cfg.base_path,
+                    cfg.name,
+                    e.strerror or e,
+                )
             entry.base_path_error = (
                 f"Could not find base path {cfg.base_path} for servable {cfg.name}"
             )
-            found = []
-        if not found and not entry.base_path_error and not entry.versions:
+            return []
+        self._check_version_entries(entry, found)
+        if not found and not entry.versions:
             log.warning(
                 "No versions of servable %s found under base path %s", cfg.name, cfg.base_path
             )
@@ -239,6 +277,21 @@ class Manager:
             self._on_change()
         return tasks
 
+    def _check_version_entries(self, entry: ModelEntry, found: list[int]) -> None:
+        problems = {}
+        for v in found:
+            path = _version_dir(entry.config.base_path, v)
+            if not os.path.isdir(path):
+                problems[v] = f"version entry {path} is not a directory"
+                if v not in entry.version_problems:
+                    log.error(
+                        "Servable %s: %s; a loaded version %d keeps serving",
+                        entry.config.name,
+                        problems[v],
+                        v,
+                    )
+        entry.version_problems = problems
+
     async def _unload_after(
         self, entry: ModelEntry, versions: list[VersionState], pending: list[asyncio.Task]
     ) -> None:
@@ -254,7 +307,7 @@ class Manager:
         try:
             aspired = entry.config.policy.select(scan_versions(entry.config.base_path))
         except OSError:
-            aspired = set()
+            return  # the base path went away meanwhile: unload nothing
         candidates = [
             vs
             for vs in versions
@@ -396,10 +449,18 @@ class Manager:
                 raise ServingStatus(
                     "NOT_FOUND", f"Could not find version {version} of model {name}"
                 )
-            return [vs]
+            return [self._with_notice(entry, vs) if entry else vs]
         if entry is None or not entry.versions:
             raise ServingStatus("NOT_FOUND", f"Could not find any versions of model {name}")
-        return [entry.versions[v] for v in sorted(entry.versions, reverse=True)]
+        return [
+            self._with_notice(entry, entry.versions[v])
+            for v in sorted(entry.versions, reverse=True)
+        ]
+
+    @staticmethod
+    def _with_notice(entry: ModelEntry, vs: VersionState) -> VersionState:
+        notice = entry.notice(vs.version) if vs.state == AVAILABLE else ""
+        return dataclasses.replace(vs, error_message=notice) if notice else vs
 
     def availability(self) -> dict[str, bool]:
         return {name: entry.is_available() for name, entry in self.models.items()}

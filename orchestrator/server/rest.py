@@ -6,20 +6,24 @@
     GET  <prometheus path>                                     metrics, when enabled
 
 Paths are case-insensitive, errors are `{"error": "..."}` with TF Serving's HTTP codes. Request
-bodies above TFS_MAX_REQUEST_BYTES (env, default 256 MiB) get 413.
+bodies above TFS_MAX_REQUEST_BYTES (orchestrator.limits) get 413; the limit holds on the body as
+it is read and, for `Content-Encoding: gzip | deflate`, as it is inflated, so a small compressed
+bomb never grows past it. Other encodings get 415. A version in the path is ASCII digits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import time
+import zlib
 from typing import Any
 
-from aiohttp import HttpVersion11, web
+from aiohttp import ClientPayloadError, HttpVersion11, web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from orchestrator import limits
 from orchestrator.server import json_tensor as jt
 from orchestrator.server.config import MonitoringOptions
 from orchestrator.server.core import Core
@@ -28,22 +32,26 @@ from orchestrator.server.status import ServingStatus, invalid
 log = logging.getLogger("tfs.rest")
 
 _PREDICT_RE = re.compile(
-    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    r"/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
     re.IGNORECASE,
 )
 _STATUS_RE = re.compile(
-    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
     re.IGNORECASE,
 )
-DEFAULT_MAX_BODY = 256 * 1024 * 1024
+DEFAULT_MAX_BODY = limits.DEFAULTS.max_request_bytes
 _JSON = "application/json"
+# What a client that goes away mid-body looks like to the payload reader.
+_DISCONNECTS = (
+    ClientPayloadError,
+    ConnectionError,
+    asyncio.IncompleteReadError,
+    HttpProcessingError,
+)
 
 
 def max_body_bytes() -> int:
-    try:
-        return int(os.environ.get("TFS_MAX_REQUEST_BYTES", DEFAULT_MAX_BODY))
-    except ValueError:
-        return DEFAULT_MAX_BODY
+    return limits.current().max_request_bytes
 
 
 def _version(text: str | None) -> int | None:
@@ -82,7 +90,10 @@ class RestApi:
                 message, payload, protocol, writer, task, loop, client_max_size=max_body
             )
 
-        return web.Server(self._serve, request_factory=request_factory, access_log=None)
+        # Bodies are inflated in `_body`, under the size limit, never by the protocol.
+        return web.Server(
+            self._serve, request_factory=request_factory, access_log=None, auto_decompress=False
+        )
 
     async def _serve(self, request: web.BaseRequest) -> web.Response:
         expect = request.headers.get("Expect")
@@ -145,6 +156,11 @@ class RestApi:
             return self._response(504, jt.error_body("Deadline Exceeded"))
         except _TooLarge as e:
             return self._response(413, jt.error_body(str(e)))
+        except _BadEncoding as e:
+            return self._response(e.status, jt.error_body(str(e)))
+        except _Disconnected as e:  # nobody reads this answer; one quiet line, no traceback
+            log.info("REST %s %s: client went away mid-body (%s)", method, path, e)
+            return self._response(400, jt.error_body(str(e)))
         except Exception as e:  # a bug: answer like TF Serving would for an internal error
             log.exception("REST %s %s failed", method, path)
             return self._response(500, jt.error_body(f"{type(e).__name__}: {e}"))
@@ -154,15 +170,30 @@ class RestApi:
         return self._response(200, out)
 
     async def _body(self, request: web.BaseRequest) -> bytes:
+        limit = self.max_body
         length = request.content_length
-        if length is not None and length > self.max_body:
-            raise _TooLarge(
-                f"Request body of {length} bytes exceeds the limit of {self.max_body} bytes"
-            )
+        if length is not None and length > limit:
+            raise _TooLarge(f"Request body of {length} bytes exceeds the limit of {limit} bytes")
+        inflater = _Inflater.for_header(request.headers.get("Content-Encoding", ""), limit)
+        body = bytearray()
+        raw = 0
         try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise _TooLarge(f"Request body exceeds the limit of {self.max_body} bytes") from None
+            while True:
+                chunk = await request.content.readany()
+                if not chunk:
+                    break
+                raw += len(chunk)
+                if raw > limit:
+                    raise _TooLarge(f"Request body exceeds the limit of {limit} bytes")
+                if inflater is None:
+                    body += chunk
+                else:
+                    inflater.feed(chunk, body)
+        except _DISCONNECTS as e:
+            raise _Disconnected(f"request body incomplete: {type(e).__name__}") from None
+        if inflater is not None:
+            inflater.finish()
+        return bytes(body)
 
     async def _predict_like(
         self, api: str, model: str, version: int | None, label: str | None, body: bytes
@@ -207,3 +238,65 @@ class RestApi:
 
 class _TooLarge(Exception):
     pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class _BadEncoding(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Inflater:
+    """gzip / deflate inflated chunk by chunk, never more than `limit` bytes in all."""
+
+    def __init__(self, encoding: str, limit: int) -> None:
+        self.encoding = encoding
+        self.limit = limit
+        self._d: Any = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else None
+
+    @classmethod
+    def for_header(cls, header: str, limit: int) -> _Inflater | None:
+        codings = [c.strip().lower() for c in header.split(",") if c.strip()]
+        codings = [c for c in codings if c != "identity"]
+        if not codings:
+            return None
+        if len(codings) == 1 and codings[0] in ("gzip", "x-gzip", "deflate"):
+            return cls("deflate" if codings[0] == "deflate" else "gzip", limit)
+        raise _BadEncoding(
+            415,
+            f"Content-Encoding {header.strip()!r} is not supported: send the body as gzip, "
+            "deflate or without encoding",
+        )
+
+    def _error(self, why: str) -> _BadEncoding:
+        return _BadEncoding(400, f"Failed to decompress the {self.encoding} request body: {why}")
+
+    def feed(self, chunk: bytes, out: bytearray) -> None:
+        if self._d is None:  # deflate: zlib-wrapped as HTTP says, or raw as some clients send
+            zlib_header = (
+                len(chunk) >= 2 and chunk[0] & 0x0F == 8 and (chunk[0] * 256 + chunk[1]) % 31 == 0
+            )
+            self._d = zlib.decompressobj(zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS)
+        data = chunk
+        try:
+            while data:
+                if self._d.eof:  # gzip members may follow one another
+                    if self.encoding != "gzip":
+                        raise self._error("data after the end of the stream")
+                    self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                out += self._d.decompress(data, self.limit - len(out) + 1)
+                if len(out) > self.limit:
+                    raise _TooLarge(
+                        f"Decompressed request body exceeds the limit of {self.limit} bytes"
+                    )
+                data = self._d.unconsumed_tail or self._d.unused_data
+        except zlib.error as e:
+            raise self._error(str(e)) from None
+
+    def finish(self) -> None:
+        if self._d is None or not self._d.eof:
+            raise self._error("the stream ends before its end marker")

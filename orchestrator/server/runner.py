@@ -116,6 +116,8 @@ class Servable:
                     fn = self.session._make_callable_from_options(opts)
                 except (KeyError, ValueError, TypeError) as e:
                     raise invalid(str(e)) from None
+                except self._tf.errors.OpError as e:  # e.g. fetching __saved_model_init_op's NoOp
+                    raise from_tf_error(e) from None
                 self._callables[key] = fn
             return fn
 

@@ -140,3 +140,26 @@ def test_examples_and_context():
         err(jt.parse_examples, {"examples": [[1]]}, "regress")
         == "Example must be JSON object but got JSON Array"
     )
+
+
+def test_loads_numbers_too_big_for_a_double():
+    too_big = "JSON Parse error: Number too big to be stored in double. at offset: "
+    assert err(jt.loads, b'{"a": 1e999}') == too_big + "6"
+    assert err(jt.loads, b'{"a": [NaN, -1e999]}') == too_big + "12"
+    assert err(jt.loads, b'{"a": ' + b"7" * 5000 + b"}") == too_big + "6"
+    assert jt.loads(b'{"a": [NaN, 18446744073709551616]}')["a"][1] == 2.0**64
+
+
+def test_loads_and_arrays_refuse_deep_nesting():
+    assert "nested deeper than 1024 levels" in err(
+        jt.loads, b'{"a":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    )
+    deep = [[1.0]]
+    for _ in range(70):
+        deep = [deep]
+    assert "nested 72 levels deep" in err(jt.json_to_array, deep, FLOAT)
+    assert "nested 73 levels deep" in err(jt.instances_to_arrays, [deep], {"x": FLOAT})
+    very_deep: list = []
+    for _ in range(5000):
+        very_deep = [very_deep]
+    assert jt.debug_string(very_deep) == "<Array nested too deep to print>"

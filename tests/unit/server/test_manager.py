@@ -119,3 +119,65 @@ def test_missing_base_path(tmp_path):
         assert m.availability() == {"m": False}
 
     asyncio.run(main())
+
+
+def test_base_path_gone_keeps_serving_and_says_so(tmp_path):
+    base = make(tmp_path, [1])
+
+    async def main():
+        m = Manager(load=loader(), executor=ThreadPoolExecutor(1), poll_wait_s=0)
+        await m.apply_config([ModelConfig("m", str(base), labels={"stable": 1})])
+        moved = tmp_path / "moved"
+        base.rename(moved)
+        for _ in range(4):  # TF Serving's poll never unloads for a missing base path
+            await m.poll_once()
+        await asyncio.sleep(0.05)
+        assert states(m) == {1: "AVAILABLE"}
+        assert m.resolve("m", label="stable").version == 1
+        [vs] = m.status("m")
+        assert (vs.error_code, vs.error_message) == (
+            "OK",
+            f"Could not find base path {base} for servable m",
+        )
+        moved.rename(base)
+        await m.poll_once()
+        assert m.status("m")[0].error_message == ""
+
+    asyncio.run(main())
+
+
+def test_version_folder_replaced_by_a_file_keeps_serving(tmp_path):
+    base = make(tmp_path, [1])
+
+    async def main():
+        m = Manager(load=loader(), executor=ThreadPoolExecutor(1), poll_wait_s=0)
+        await m.apply_config([ModelConfig("m", str(base))])
+        (base / "1").rmdir()
+        (base / "1").write_text("not a folder")
+        await m.poll_once()
+        await asyncio.sleep(0.05)
+        assert states(m) == {1: "AVAILABLE"}
+        assert m.status("m")[0].error_message == f"version entry {base / '1'} is not a directory"
+
+    asyncio.run(main())
+
+
+def test_reload_to_a_missing_base_path_is_refused_and_changes_nothing(tmp_path):
+    base = make(tmp_path, [1])
+
+    async def main():
+        m = Manager(load=loader(), executor=ThreadPoolExecutor(1), poll_wait_s=0)
+        await m.apply_config([ModelConfig("m", str(base), labels={"stable": 1})])
+        nope = tmp_path / "nope"
+        with pytest.raises(ServingStatus) as e:
+            await m.apply_config([ModelConfig("m", str(nope), labels={"stable": 1})])
+        assert e.value.code == "NOT_FOUND"
+        assert e.value.message == (
+            f"Could not find base path {nope} for servable m. The new config was not applied; "
+            "the loaded versions keep serving"
+        )
+        assert states(m) == {1: "AVAILABLE"}
+        assert m.resolve("m", label="stable").version == 1
+        assert m.models["m"].config.base_path == str(base)
+
+    asyncio.run(main())
