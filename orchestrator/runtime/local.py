@@ -295,8 +295,8 @@ class LocalRuntime(Runtime):
         reloaded: list[dict[str, Any]] = []
         try:
             for replica in state["replicas"]:
+                reloaded.append(replica)  # before: a refused reload may have applied part of it
                 reload_config(f"127.0.0.1:{replica['grpc_port']}", files[MODELS_CONFIG])
-                reloaded.append(replica)
                 self._wait(name, replica, wanted, spec, on_poll)
         except BaseException:
             write_files_atomic(config_dir, previous)

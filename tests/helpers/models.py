@@ -90,3 +90,16 @@ def keras_classifier(
     if version_dir is not None:
         model.export(str(version_dir), format="tf_saved_model", verbose=False)
     return model
+
+
+def half_plus_two_unloadable(version_dir: Path) -> Path:
+    """A half_plus_two whose saved_model.pb and variables index are valid but whose variable data
+    is zeroed: every check that reads files without loading passes (it inspects as servable), and
+    TensorFlow's loader fails when it restores the variables. The way to reach what happens
+    *after* a reload is sent, where a version that fails to load must not take the old one down."""
+    half_plus_two_tf1(version_dir)
+    shards = list((version_dir / "variables").glob("variables.data-*"))
+    assert shards, f"no variable shard under {version_dir}"
+    for shard in shards:
+        shard.write_bytes(b"\0" * shard.stat().st_size)
+    return version_dir
