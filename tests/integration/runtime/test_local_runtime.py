@@ -15,6 +15,7 @@ import requests
 
 from orchestrator.runtime.base import free_port
 from tests.helpers.models import half_plus_two_tf1
+from tests.helpers.requires import require_haproxy
 
 pytestmark = pytest.mark.integration
 
@@ -194,10 +195,7 @@ def test_unknown_deployment(workdir: Path) -> None:
 
 
 def test_router_in_front_of_two_replicas_survives_its_own_crash(workdir: Path) -> None:
-    import shutil
-
-    if shutil.which("haproxy") is None:
-        pytest.skip("haproxy not installed (scripts/setup_system.sh)")
+    require_haproxy()
     grpc, rest = free_port(), free_port()
     write_spec(workdir, "routed", f"base_path: ../models/hpt\nrouter: true\nreplicas: 2\n"
                                   f"ports: {{grpc: {grpc}, rest: {rest}}}\n")
