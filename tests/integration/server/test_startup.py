@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from tests.helpers.server import free_port, run_server_expect_exit
+from tests.helpers.server import ServerExited, ServerProcess, free_port, run_server_expect_exit
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +105,12 @@ def test_label_on_missing_version_at_startup(tmp_path):
     res = run_server_expect_exit([f"--port={free_port()}", f"--model_config_file={cfg}"])
     assert res.returncode == 1
     assert "Request to assign label to version 3 of model m" in res.stderr
+
+
+def test_a_server_that_exits_is_reported_at_once_with_its_log(tmp_path):
+    """The test fixture stops waiting when the process ends (ServerExited, with the log tail)
+    instead of polling a dead port until its deadline (TimeoutError)."""
+    args = [f"--model_config_file={tmp_path / 'missing.config'}"]
+    with pytest.raises(ServerExited, match="server exited with") as info, ServerProcess(args):
+        pass
+    assert "missing.config" in str(info.value)
