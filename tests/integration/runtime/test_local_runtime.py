@@ -221,3 +221,60 @@ def test_router_in_front_of_two_replicas_survives_its_own_crash(workdir: Path) -
     assert predict(info["rest_url"], "routed", {"instances": [1.0]}).json() == {"predictions": [3.5]}
     assert tfsctl(workdir, "status", "routed").returncode == 0
     tfsctl(workdir, "stop", "routed")
+
+
+def _cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def test_changed_flags_replace_the_replicas(workdir: Path) -> None:
+    """A spec change that changes server flags cannot be hot-reloaded: the process is replaced
+    and the new one runs with the new flag."""
+    grpc, rest = free_port(), free_port()
+    spec = f"base_path: ../models/hpt\nversion_policy: {{specific: [1]}}\nports: {{grpc: {grpc}, rest: {rest}}}\n"
+    write_spec(workdir, "flags", spec)
+    first = json.loads(tfsctl(workdir, "deploy", "flags", "--runtime", "local", "-o", "json").stdout)
+    old_pid = first["replicas"][0]["pid"]
+    assert not any(a.startswith("--tensorflow_intra_op_parallelism") for a in _cmdline(old_pid))
+    write_spec(workdir, "flags", spec + "threads: {intra_op: 1}\n")
+    run = tfsctl(workdir, "deploy", "flags", "--runtime", "local", "-o", "json")
+    assert run.returncode == 0, run.stderr
+    second = json.loads(run.stdout)
+    new_pid = second["replicas"][0]["pid"]
+    assert new_pid != old_pid and "replicas replaced" in second["note"]
+    assert "--tensorflow_intra_op_parallelism=1" in _cmdline(new_pid)
+    assert not Path(f"/proc/{old_pid}").exists() or Path(f"/proc/{old_pid}/stat").read_text().split()[2] == "Z"
+    assert predict(second["rest_url"], "flags", {"instances": [1.0]}).json() == {"predictions": [2.5]}
+    tfsctl(workdir, "stop", "flags")
+
+
+def test_a_reused_pid_is_reported_as_exited_and_never_signalled(workdir: Path) -> None:
+    """The state's pid now belongs to another live process (as when the kernel reuses a pid
+    after a crash; simulated by pointing the state at one): status says the replica exited,
+    and deploy starts a new replica without signalling that process."""
+    grpc, rest = free_port(), free_port()
+    write_spec(workdir, "reuse", f"base_path: ../models/hpt\nports: {{grpc: {grpc}, rest: {rest}}}\n")
+    info = json.loads(tfsctl(workdir, "deploy", "reuse", "--runtime", "local", "-o", "json").stdout)
+    server_pid = info["replicas"][0]["pid"]
+    stranger = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        os.killpg(server_pid, signal.SIGKILL)  # the server crashes...
+        state_file = workdir / ".tfso" / "deployments" / "reuse.json"
+        state = json.loads(state_file.read_text())
+        state["replicas"][0]["pid"] = stranger.pid  # ...and its pid now names another process
+        state_file.write_text(json.dumps(state))
+
+        run = tfsctl(workdir, "status", "reuse", "-o", "json")
+        assert run.returncode == 1 and "Traceback" not in run.stderr
+        assert json.loads(run.stdout)["replicas"][0]["running"] is False
+        run = tfsctl(workdir, "deploy", "reuse", "--runtime", "local", "-o", "json")
+        assert run.returncode == 0, run.stderr
+        again = json.loads(run.stdout)
+        assert f"stale pid {stranger.pid}" in again["note"]
+        assert stranger.poll() is None, "the process that reused the pid was signalled"
+        assert predict(again["rest_url"], "reuse", {"instances": [1.0]}).json() == {"predictions": [3.5]}
+        assert tfsctl(workdir, "stop", "reuse").returncode == 0
+        assert stranger.poll() is None, "stop signalled a process that is not ours"
+    finally:
+        stranger.kill()
+        stranger.wait()
