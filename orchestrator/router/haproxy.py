@@ -7,8 +7,8 @@ needs a config reload. Health checks ask TF Serving's status of the version each
 serve (`/v1/models/M/versions/N`) and match its `"state": "AVAILABLE"` exactly: N comes from a
 map keyed by server name (`versions.map`: stable servers the deployment's newest wanted version,
 canary slots the canary's), changed at run time like the weights, so a replica whose wanted
-version is loading, failed or missing is taken out even when another version is AVAILABLE. Per-server counters (`show stat`) feed the
-canary analysis.
+version is loading, failed or missing is taken out even when another version is AVAILABLE.
+Per-server counters (`show stat`) feed the canary analysis.
 
 `HAProxyRouter` runs HAProxy as a local process; the Docker runtime subclasses it to run the
 same config in a container (host networking, the state folder bind-mounted at the same path),
@@ -82,11 +82,11 @@ def group_weights(canary_percent: int, n_stable: int, n_canary: int) -> tuple[in
     return stable_w, canary_w
 
 
-def render_versions_map(config: RouterConfig, canary: Mapping[int, int] | None = None) -> str:
-    """versions.map: the version each server's health check asks for, by server name."""
-    canary = canary or {}
+def render_versions_map(config: RouterConfig) -> str:
+    """versions.map: the version each server's health check asks for, by server name (canary
+    slots get theirs when a canary is routed)."""
     lines = [f"stable{i} {config.stable_version or 0}" for i in range(len(config.stable))]
-    lines += [f"canary{i} {canary.get(i, 0)}" for i in range(CANARY_SLOTS)]
+    lines += [f"canary{i} 0" for i in range(CANARY_SLOTS)]
     return "\n".join(lines) + "\n"
 
 
