@@ -220,3 +220,50 @@ def test_checks_ask_for_the_wanted_version_of_each_server(tmp_path: Path, replic
                  what="a canary with its version UP")
     finally:
         router.stop()
+
+
+def test_a_replica_whose_wanted_version_is_loading_is_down_until_available(tmp_path: Path) -> None:
+    """Version 2 spends ≥ 12 s LOADING (its warmup replays a calibrated slow request 6 times)
+    while version 1 is AVAILABLE: the router keeps the replica out until 2 is AVAILABLE."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    from orchestrator.runtime.base import reload_config
+    from tests.helpers.models import half_plus_two_tf1, matmul_iters_for
+    from tests.helpers.server import ServerProcess
+
+    base = tmp_path / "m"
+    half_plus_two_tf1(base / "1")
+    half_plus_two_tf1(base / "2", b=3.0, slow_iters=matmul_iters_for(2.0))
+    (base / "2" / "assets.extra").mkdir()
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "m"
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto([[1.0]], dtype=tf.float32))
+    log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+    with tf.io.TFRecordWriter(str(base / "2" / "assets.extra" / "tf_serving_warmup_requests")) as w:
+        w.write(log.SerializeToString())
+    config = tmp_path / "models.config"
+    config.write_text(_models_config(base, (1,)))
+    with ServerProcess([f"--model_config_file={config}", "--num_request_iterations_for_warmup=6"]) as srv:
+        srv.wait_until_available("m", [1])
+        reload = threading.Thread(target=reload_config, args=(srv.grpc_target, _models_config(base, (1, 2))),
+                                   kwargs={"timeout_s": 300}, daemon=True)
+        reload.start()
+        rest = free_port()
+        router = HAProxyRouter(tmp_path / "router")
+        router.start(RouterConfig(name="m", model="m", rest_port=rest, grpc_port=free_port(), stable_version=2,
+                                  stable=(Upstream(grpc_port=srv.grpc_port, rest_port=srv.rest_port),)))
+        try:
+            def seen(state: str, version_state: str) -> bool:
+                stats = {r["svname"]: r for r in router.api.stats() if r["pxname"] == "rest_pool"}
+                return (stats["stable0"]["status"].startswith(state)
+                        and srv.version_states("m").get(2) == version_state
+                        and srv.version_states("m").get(1) == "AVAILABLE")
+
+            wait_for(lambda: seen("DOWN", "LOADING"), deadline_s=60,
+                     what="the replica DOWN while its version 2 is LOADING")
+            reload.join(timeout=300)
+            wait_for(lambda: seen("UP", "AVAILABLE"), deadline_s=60,
+                     what="the replica UP once version 2 is AVAILABLE")
+        finally:
+            router.stop()
