@@ -104,10 +104,11 @@ class RoutedTarget(RolloutTarget):
     def _canary_replicas(self) -> Sequence[dict[str, Any]]:
         raise NotImplementedError
 
-    def _route_canary(self, replicas: Sequence[dict[str, Any]]) -> None:
+    def _route_canary(self, replicas: Sequence[dict[str, Any]], version: int) -> None:
         from orchestrator.router.haproxy import Upstream
 
-        self.router.set_canary([Upstream(grpc_port=r["grpc_port"], rest_port=r["rest_port"]) for r in replicas])
+        self.router.set_canary([Upstream(grpc_port=r["grpc_port"], rest_port=r["rest_port"]) for r in replicas],
+                               version)
         self._wait_canary_up(len(replicas))
 
     def _wait_canary_up(self, n: int, deadline_s: float = 30.0) -> None:
@@ -181,7 +182,7 @@ class LocalTarget(RoutedTarget):
 
         existing = self._canary_state()
         if existing and all(self.runtime._alive(r) for r in existing["replicas"]):
-            self._route_canary(existing["replicas"])
+            self._route_canary(existing["replicas"], version)
             return
         self.remove_canary()
         canary_spec = self.spec.model_copy(update={
@@ -204,7 +205,7 @@ class LocalTarget(RoutedTarget):
         replicas = [{k: v for k, v in r.items() if not k.startswith("_")} for r in started]
         self.runtime.store.save(self.canary_key, {"name": self.canary_key, "runtime": "local-canary",
                                                    "version": version, "replicas": replicas})
-        self._route_canary(replicas)
+        self._route_canary(replicas, version)
 
     def _canary_replicas(self) -> Sequence[dict[str, Any]]:
         return (self._canary_state() or {}).get("replicas", [])
@@ -226,6 +227,8 @@ class LocalTarget(RoutedTarget):
         for replica in self.state["replicas"]:
             reload_config(f"127.0.0.1:{replica['grpc_port']}", step1)
             self.runtime._wait(self.name, replica, {self.name: [version]}, self.spec, None)
+        # The router's checks now ask for the new version, AVAILABLE beside the old one.
+        self.router.set_stable_version(version)
         # Step 2: the spec pins the new version and labels follow it; deploy hot-reloads.
         labels = {k: (version if v in current else v) for k, v in self.spec.version_labels.items()}
         if self.spec.source is None:
@@ -286,10 +289,10 @@ class DockerTarget(RoutedTarget):
     def start_canary(self, version: int) -> None:
         existing = self._canary_state()
         if existing and existing.get("version") == version and self.runtime.canary_alive(self.name):
-            self._route_canary(existing["replicas"])
+            self._route_canary(existing["replicas"], version)
             return
         self.remove_canary()
-        self._route_canary(self.runtime.start_canary(self.spec, version, self.canary_replicas))
+        self._route_canary(self.runtime.start_canary(self.spec, version, self.canary_replicas), version)
 
     def canary_alive(self) -> bool:
         return bool(self.runtime.canary_alive(self.name))
@@ -312,6 +315,8 @@ class DockerTarget(RoutedTarget):
             reload_config(f"127.0.0.1:{replica['grpc_port']}", step1)
             self.runtime._wait(self.name, self.runtime.api.inspect(replica["id"]), {self.name: [version]},
                                self.spec.health, None, "127.0.0.1")
+        # The router's checks now ask for the new version, AVAILABLE beside the old one.
+        self.router.set_stable_version(version)
         # Step 2: the spec pins the new version and labels follow it; the runtime hot-reloads.
         labels = {k: (version if v in current else v) for k, v in self.spec.version_labels.items()}
         pin_spec_file(Path(self.spec.source), version, labels)

@@ -3,9 +3,12 @@
 Stable and canary replicas sit in the same backends; the canary share is set by server
 weights through HAProxy's runtime API (no reload, no dropped connection). Canary servers are
 declared up front as disabled slots whose address is filled in at run time, so a rollout never
-needs a config reload. Health checks ask TF Serving's model status and expect AVAILABLE, so a
-replica counts only once its model can answer. Per-server counters (`show stat`) feed the
-canary analysis.
+needs a config reload. Health checks ask TF Serving's status of the version each server must
+serve (`/v1/models/M/versions/N`) and match its `"state": "AVAILABLE"` exactly: N comes from a
+map keyed by server name (`versions.map`: stable servers the deployment's newest wanted version,
+canary slots the canary's), changed at run time like the weights, so a replica whose wanted
+version is loading, failed or missing is taken out even when another version is AVAILABLE.
+Per-server counters (`show stat`) feed the canary analysis.
 
 `HAProxyRouter` runs HAProxy as a local process; the Docker runtime subclasses it to run the
 same config in a container (host networking, the state folder bind-mounted at the same path),
@@ -32,6 +35,10 @@ REST_BACKEND = "rest_pool"
 GRPC_BACKEND = "grpc_pool"
 CANARY_SLOTS = 4
 MAX_WEIGHT = 256
+VERSIONS_MAP = "versions.map"
+# The state as TF Serving's status JSON writes it (`"state": "AVAILABLE"`, protobuf's JSON printer
+# with whitespace); anchored on the key so error codes such as "UNAVAILABLE" never match.
+AVAILABLE_STATE = r'"state" *: *"AVAILABLE"'
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,9 @@ class RouterConfig:
     extra_global: tuple[str, ...] = field(default=())
     extra_sections: tuple[str, ...] = field(default=())  # e.g. a `resolvers` section (Compose)
     server_options: str = ""  # appended to every stable server line
+    # The version every stable replica must have AVAILABLE to take traffic (versions.map); None
+    # when unknown at render time (Compose): then any version's exact AVAILABLE state counts.
+    stable_version: int | None = None
 
 
 def group_weights(canary_percent: int, n_stable: int, n_canary: int) -> tuple[int, int]:
@@ -72,8 +82,29 @@ def group_weights(canary_percent: int, n_stable: int, n_canary: int) -> tuple[in
     return stable_w, canary_w
 
 
-def render_config(config: RouterConfig, socket_path: str) -> str:
-    """The haproxy.cfg for a deployment; pure, so it is checked with `haproxy -c` in tests."""
+def render_versions_map(config: RouterConfig) -> str:
+    """versions.map: the version each server's health check asks for, by server name (canary
+    slots get theirs when a canary is routed)."""
+    lines = [f"stable{i} {config.stable_version or 0}" for i in range(len(config.stable))]
+    lines += [f"canary{i} 0" for i in range(CANARY_SLOTS)]
+    return "\n".join(lines) + "\n"
+
+
+def health_check_lines(config: RouterConfig, versions_map: str | None) -> list[str]:
+    expect = "    http-check expect rstring " + '"' + AVAILABLE_STATE.replace('"', '\\"') + '"'
+    if config.stable_version is None or versions_map is None:
+        return [f"    option httpchk GET /v1/models/{config.model}", expect]
+    return ["    option httpchk",
+            f"    http-check send meth GET uri-lf /v1/models/{config.model}/versions/"
+            f"%[srv_name,map({versions_map},0)]",
+            expect]
+
+
+def render_config(config: RouterConfig, socket_path: str, versions_map: str | None = None) -> str:
+    """The haproxy.cfg for a deployment; pure, so it is checked with `haproxy -c` in tests.
+
+    `versions_map`: the path of versions.map as HAProxy sees it; the checks ask for the wanted
+    version of each server when it and `config.stable_version` are given."""
     check = (f"check inter {config.check_interval_ms} fastinter {config.check_interval_ms} "
              "rise 1 fall 2")
     lines = [
@@ -108,8 +139,7 @@ def render_config(config: RouterConfig, socket_path: str) -> str:
         lines += [
             f"backend {backend}",
             "    balance roundrobin",
-            f"    option httpchk GET /v1/models/{config.model}",
-            '    http-check expect rstring "AVAILABLE"',
+            *health_check_lines(config, versions_map),
         ]
         for i, up in enumerate(config.stable):
             port = up.grpc_port if is_grpc else up.rest_port
@@ -172,6 +202,7 @@ class HAProxyRouter:
         self.socket_path = str(self.folder / "admin.sock")
         self.pid_path = self.folder / "haproxy.pid"
         self.log_path = self.folder / "haproxy.log"
+        self.map_path = self.folder / VERSIONS_MAP
         self.api = RuntimeApi(self.socket_path)
         self._canary: list[Upstream] = []
 
@@ -181,10 +212,32 @@ class HAProxyRouter:
         """Render and write haproxy.cfg (atomically); returns its text."""
         from orchestrator.state import write_atomic
 
-        text = render_config(config, self.socket_path)
+        text = render_config(config, self.socket_path, str(self.map_path))
         self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.map_path, render_versions_map(config))
         write_atomic(self.config_path, text)
         return text
+
+    def _set_versions(self, versions: Mapping[str, int]) -> None:
+        """Change versions.map entries, on disk (for a restart) and in the running HAProxy."""
+        from orchestrator.state import write_atomic
+
+        current = {}
+        if self.map_path.exists():
+            for line in self.map_path.read_text().splitlines():
+                if line.strip():
+                    key, value = line.split()
+                    current[key] = int(value)
+        current.update(versions)
+        write_atomic(self.map_path, "".join(f"{k} {v}\n" for k, v in current.items()))
+        for key, version in versions.items():
+            self.api.command(f"set map {self.map_path} {key} {version}")
+
+    def set_stable_version(self, version: int) -> None:
+        """The version the stable servers' checks ask for (after a reload or a promotion)."""
+        stable = sorted({r["svname"] for r in self.api.stats()
+                         if r["pxname"] == REST_BACKEND and r["svname"].startswith("stable")})
+        self._set_versions({server: version for server in stable})
 
     def start(self, config: RouterConfig, *, deadline_s: float = 15.0) -> int:
         if not Path(self.binary).exists():
@@ -266,10 +319,13 @@ class HAProxyRouter:
 
     # -- canary ---------------------------------------------------------------------------
 
-    def set_canary(self, upstreams: Sequence[Upstream]) -> None:
-        """Point canary slots at these replicas (weight 0 until set_weight) and enable checks."""
+    def set_canary(self, upstreams: Sequence[Upstream], version: int | None = None) -> None:
+        """Point canary slots at these replicas (weight 0 until set_weight) and enable checks,
+        which ask for `version` (the one the canary serves) when the checks are per version."""
         if len(upstreams) > CANARY_SLOTS:
             raise RuntimeError_(f"at most {CANARY_SLOTS} canary replicas", fix="use fewer canary replicas")
+        if version is not None:
+            self._set_versions({f"canary{i}": version for i in range(len(upstreams))})
         for i in range(CANARY_SLOTS):
             for backend, is_grpc in ((REST_BACKEND, False), (GRPC_BACKEND, True)):
                 server = f"{backend}/canary{i}"

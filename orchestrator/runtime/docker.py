@@ -258,7 +258,7 @@ class DockerHAProxyRouter(HAProxyRouter):
 
     def config_hash(self, config: RouterConfig) -> str:
         """Config text, image and mounts: the router is replaced only when one of them changes."""
-        return digest([render_config(config, self.socket_path), self.image,
+        return digest([render_config(config, self.socket_path, str(self.map_path)), self.image,
                        [dataclasses.astuple(m) for m in self.mounts]])
 
     def request(self, config: RouterConfig) -> ContainerRequest:
@@ -617,7 +617,7 @@ class DockerRuntime(Runtime):
             for container in started:
                 self._wait(name, container, wanted, main.health, on_poll, host)
             if main.router:
-                router, _ = self._ensure_router(name, router_settings(main), started, main.health)
+                router, _ = self._ensure_router(name, router_settings(main), started, main.health, wanted)
         except BaseException:
             for container in started:
                 self._remove(container)
@@ -701,7 +701,8 @@ class DockerRuntime(Runtime):
         saved = self._save(specs, template, spec_hash, config_hash, wanted, refreshed,
                            created_at=state.get("created_at"), router=router)
         if main.router:
-            router, started = self._ensure_router(name, router_settings(main), refreshed, main.health)
+            router, started = self._ensure_router(name, router_settings(main), refreshed, main.health,
+                                                  wanted)
             saved = {**saved, "router": router}
             self.store.save(name, saved)
             if started:
@@ -779,20 +780,24 @@ class DockerRuntime(Runtime):
                                    mounts=settings.get("mounts", ()))
 
     def _ensure_router(self, name: str, settings: Mapping[str, Any], replicas: Sequence[ContainerInfo],
-                       health: Health) -> tuple[dict[str, Any], bool]:
+                       health: Health, wanted: Mapping[str, Sequence[int]]) -> tuple[dict[str, Any], bool]:
         """The router in front of `replicas`: kept when its config, image and mounts are the same,
-        replaced otherwise; waits until its own checks see every replica UP."""
+        replaced otherwise; its checks ask for the newest wanted version, and it waits until they
+        see every replica UP."""
         router = self.router(name, settings)
         config = RouterConfig(
             name=name, model=settings["model"], rest_port=settings["rest_port"],
             grpc_port=settings["grpc_port"], bind_host=settings["bind_host"],
             stable=tuple(Upstream(grpc_port=c.ports[GRPC_INSIDE][1], rest_port=c.ports[REST_INSIDE][1])
-                         for c in sorted(replicas, key=lambda c: int(c.labels[LABEL_REPLICA]))))
+                         for c in sorted(replicas, key=lambda c: int(c.labels[LABEL_REPLICA]))),
+            stable_version=max(wanted.get(settings["model"]) or [0]) or None)
         current = router.container()
         started = not (current is not None and current.running
                        and current.labels.get(LABEL_SPEC_HASH) == router.config_hash(config))
         if started:
             router.start(config)
+        elif config.stable_version is not None:
+            router.set_stable_version(config.stable_version)
         wait_until_routed(router, len(replicas), deadline_s=health.deadline_s)
         now = router.container()
         return {**settings, "id": now.id if now else "", "container": now.name if now else "",
@@ -985,7 +990,7 @@ class DockerRuntime(Runtime):
             refreshed, key=lambda c: int(c.labels[LABEL_REPLICA]))]}
         self.store.save(name, state)
         if state.get("router"):
-            router, _ = self._ensure_router(name, state["router"], refreshed, health)
+            router, _ = self._ensure_router(name, state["router"], refreshed, health, state["wanted"])
             state = {**state, "router": router}
             self.store.save(name, state)
         action = "scaled" if created or removed else "unchanged"

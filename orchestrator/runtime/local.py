@@ -207,7 +207,7 @@ class LocalRuntime(Runtime):
             if all(self._alive(r) for r in replicas):
                 if state.get("flags_hash") == flags_hash:
                     if state.get("router") and not self.router(name).running():
-                        state["router"] = self._start_router(name, main, replicas)
+                        state["router"] = self._start_router(name, main, replicas, wanted)
                         self.store.save(name, state)
                     return self._apply_config(name, state, base_plan.files, wanted, main, on_poll)
                 note = "server flags changed: replicas replaced"
@@ -242,7 +242,7 @@ class LocalRuntime(Runtime):
                 started.append(replica)
             for replica in started:
                 self._wait(name, replica, wanted, main, on_poll)
-            router = self._start_router(name, main, started) if main.router else None
+            router = self._start_router(name, main, started, wanted) if main.router else None
         except BaseException:
             self._terminate(started)
             raise
@@ -268,12 +268,14 @@ class LocalRuntime(Runtime):
     def router(self, name: str) -> HAProxyRouter:
         return HAProxyRouter(self.store.folder(name) / "router")
 
-    def _start_router(self, name: str, spec: Spec, replicas: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def _start_router(self, name: str, spec: Spec, replicas: Sequence[dict[str, Any]],
+                      wanted: Mapping[str, list[int]]) -> dict[str, Any]:
         router = self.router(name)
         config = RouterConfig(
             name=name, model=spec.name, rest_port=spec.ports.rest, grpc_port=spec.ports.grpc,
             bind_host=spec.ports.host,
             stable=tuple(Upstream(grpc_port=r["grpc_port"], rest_port=r["rest_port"]) for r in replicas),
+            stable_version=max(wanted.get(spec.name) or [0]) or None,
         )
         pid = router.start(config)
         wait_until_routed(router, len(replicas), deadline_s=spec.health.deadline_s)
@@ -295,8 +297,8 @@ class LocalRuntime(Runtime):
         reloaded: list[dict[str, Any]] = []
         try:
             for replica in state["replicas"]:
+                reloaded.append(replica)  # before: a refused reload may have applied part of it
                 reload_config(f"127.0.0.1:{replica['grpc_port']}", files[MODELS_CONFIG])
-                reloaded.append(replica)
                 self._wait(name, replica, wanted, spec, on_poll)
         except BaseException:
             write_files_atomic(config_dir, previous)
@@ -306,6 +308,9 @@ class LocalRuntime(Runtime):
             raise
         state["config_hash"] = digest(files)
         self.store.save(name, state)
+        if state.get("router") and wanted.get(spec.name):
+            # The router's checks follow the newest wanted version, now AVAILABLE everywhere.
+            self.router(name).set_stable_version(max(wanted[spec.name]))
         return outcome("reloaded")
 
     def status(self, name: str) -> list[ReplicaStatus]:

@@ -73,6 +73,34 @@ def half_plus_two_tf1(
     return version_dir
 
 
+def matmul_iters_for(seconds: float, *, floor: int = 150) -> int:
+    """How many of `half_plus_two_tf1(slow_iters=...)`'s 256×256 matmuls take `seconds` on this
+    machine, measured now with the same TF1 graph in a session (never fewer than `floor`).
+
+    A slow version built with it is slow by construction wherever the suite runs, so a latency
+    threshold far below `seconds` fails it on a fast machine and a loaded one alike."""
+    import time
+
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    probe = 50
+    graph = tf.Graph()
+    with graph.as_default(), v1.Session(graph=graph) as sess:
+        m = tf.ones([256, 256]) / 256.0
+        _, burn = tf.while_loop(lambda i, acc: i < probe,
+                                lambda i, acc: (i + 1, tf.matmul(acc, m)), [0, m])
+        total = tf.reduce_sum(burn)
+        sess.run(total)  # warm up
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            sess.run(total)
+            best = min(best, time.perf_counter() - started)
+    per_iter = max(best / probe, 1e-7)
+    return max(floor, int(seconds / per_iter) + 1)
+
+
 def keras_classifier(
     version_dir: Path | None = None, *, seed: int = 0, features: int = 4, classes: int = 3
 ):
@@ -90,3 +118,16 @@ def keras_classifier(
     if version_dir is not None:
         model.export(str(version_dir), format="tf_saved_model", verbose=False)
     return model
+
+
+def half_plus_two_unloadable(version_dir: Path) -> Path:
+    """A half_plus_two whose saved_model.pb and variables index are valid but whose variable data
+    is zeroed: every check that reads files without loading passes (it inspects as servable), and
+    TensorFlow's loader fails when it restores the variables. The way to reach what happens
+    *after* a reload is sent, where a version that fails to load must not take the old one down."""
+    half_plus_two_tf1(version_dir)
+    shards = list((version_dir / "variables").glob("variables.data-*"))
+    assert shards, f"no variable shard under {version_dir}"
+    for shard in shards:
+        shard.write_bytes(b"\0" * shard.stat().st_size)
+    return version_dir

@@ -1,7 +1,8 @@
 """What the rollout acceptance tests share, whatever the runtime: models, load, CLI, waits.
 
 Versions `build_models` writes: 1 = half_plus_two (stable), 2 = half_plus_three (good canary),
-3 = raises on every real input, 4 = slow. For x = 1.0, version 1 answers 2.5 and version 2
+3 = raises on every real input, 4 = slow (at least SLOW_S a request, calibrated on this machine
+when the models are built, so a p99 threshold of P99_THRESHOLD_MS fails it whatever the speed). For x = 1.0, version 1 answers 2.5 and version 2
 answers 3.5, so the load generator knows which version served each request (REST and gRPC).
 """
 
@@ -21,17 +22,19 @@ from typing import Any, TypeVar
 import requests
 
 ANSWERS = {2.5: 1, 3.5: 2}
+P99_THRESHOLD_MS = 25
+SLOW_S = 0.25  # ten times the threshold: measured compute alone, before any queueing
 T = TypeVar("T")
 
 
 def build_models(base: Path) -> None:
     """models/<name>/{1,2,3,4} as described above."""
-    from tests.helpers.models import half_plus_two_tf1
+    from tests.helpers.models import half_plus_two_tf1, matmul_iters_for
 
     half_plus_two_tf1(base / "1")
     half_plus_two_tf1(base / "2", b=3.0)
     half_plus_two_tf1(base / "3", fail=True)
-    half_plus_two_tf1(base / "4", slow_iters=150)
+    half_plus_two_tf1(base / "4", slow_iters=matmul_iters_for(SLOW_S))
 
 
 def tfsctl(root: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:

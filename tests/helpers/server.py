@@ -37,6 +37,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class ServerExited(RuntimeError):
+    """The server process is gone: no point waiting for it any longer."""
+
+
 def wait_until(
     cond: Callable[[], Any],
     *,
@@ -45,7 +49,10 @@ def wait_until(
     interval_s: float = 0.1,
     logs: Callable[[], str] | None = None,
 ) -> Any:
-    """Poll `cond` until it returns something truthy; TimeoutError naming `what` otherwise."""
+    """Poll `cond` until it returns something truthy; TimeoutError naming `what` otherwise.
+
+    Exceptions from `cond` count as "not yet" (connection refused while starting...), except
+    ServerExited, which ends the wait at once."""
     deadline = time.monotonic() + timeout_s
     last_exc: BaseException | None = None
     while True:
@@ -53,6 +60,8 @@ def wait_until(
             value = cond()
             if value:
                 return value
+        except ServerExited:
+            raise
         except Exception as e:  # transient: connection refused while starting, etc.
             last_exc = e
         if time.monotonic() > deadline:
@@ -255,10 +264,7 @@ class ServerProcess:
         """Until the REST port answers (TF Serving opens ports after the initial model loads)."""
 
         def ready() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"server exited with {self.proc.returncode}:\n{self.logs()[-4000:]}"
-                )
+            self.check_running()
             if self.rest_port:
                 with urllib.request.urlopen(self.rest_url + "/v1/models/__probe__", timeout=2):
                     pass
@@ -280,7 +286,13 @@ class ServerProcess:
             logs=self.logs,
         )
 
+    def check_running(self) -> None:
+        """ServerExited (with the log tail) when the process has ended."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise ServerExited(f"server exited with {self.proc.returncode}:\n{self.logs()[-4000:]}")
+
     def status(self, model: str) -> dict[str, Any]:
+        self.check_running()
         try:
             with urllib.request.urlopen(f"{self.rest_url}/v1/models/{model}", timeout=5) as resp:
                 return json.loads(resp.read())

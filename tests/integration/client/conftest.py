@@ -6,9 +6,7 @@ Every wait has a deadline; on failure the server's log tail is in the message.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.requires import require_server, require_tool, server_bin
+
 REPO = Path(__file__).resolve().parents[3]
-SERVER_BIN = Path(sys.executable).with_name("tfs-model-server")
+SERVER_BIN = server_bin()
 START_DEADLINE_S = 180.0
 
 
@@ -99,11 +99,6 @@ class Server:
                 self.proc.wait(timeout=15)
 
 
-def require_server() -> None:
-    if importlib.util.find_spec("orchestrator.server") is None or not SERVER_BIN.exists():
-        pytest.skip("orchestrator/server (tfs-model-server) does not exist yet")
-
-
 @pytest.fixture(scope="session")
 def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Models exported once per session: scale (versions 1, 2; labels), dtypes, half_plus_two."""
@@ -150,9 +145,7 @@ def server(model_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 def make_certs(directory: Path) -> dict[str, Path]:
     """A CA, a server certificate for 127.0.0.1/localhost and a client certificate (openssl)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is needed to generate test certificates")
+    openssl = require_tool("openssl", "apt-get install -y openssl")
 
     def run(*args: str) -> None:
         subprocess.run([openssl, *args], cwd=directory, check=True, capture_output=True, timeout=60)

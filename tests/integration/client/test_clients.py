@@ -22,6 +22,7 @@ from orchestrator.client import (
     RestClient,
 )
 from orchestrator.protos import apis_pb2
+from tests.helpers.requires import require_module
 
 pytestmark = pytest.mark.integration
 
@@ -194,16 +195,28 @@ def test_reload_config_moves_a_label_and_back(grpc_client, model_root) -> None:
 
 
 def test_reload_config_accepts_upstream_message(grpc_client, model_root) -> None:
-    model_server_config_pb2 = pytest.importorskip(
-        "tensorflow_serving.config.model_server_config_pb2"
-    )
+    """TF Serving's own ModelServerConfig message (tensorflow-serving-api), changed through its
+    own API, is sent and applied: the label moves, then moves back with the original message."""
+    require_module("tensorflow_serving")
     from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
 
-    config = text_format.Parse(
+    original = text_format.Parse(
         (model_root / "models.config").read_text(), model_server_config_pb2.ModelServerConfig()
     )
-    grpc_client.reload_config(config)
-    assert grpc_client.is_model_ready("scale", label="canary")
+    moved = model_server_config_pb2.ModelServerConfig()
+    moved.CopyFrom(original)
+    (scale,) = [c for c in moved.model_config_list.config if c.name == "scale"]
+    assert scale.version_labels["stable"] == 1
+    scale.version_labels["stable"] = 2
+    try:
+        grpc_client.reload_config(moved)
+        np.testing.assert_allclose(
+            grpc_client.predict("scale", {"x": X}, label="stable")["y"], 3 * X
+        )
+    finally:
+        grpc_client.reload_config(original)
+    np.testing.assert_allclose(grpc_client.predict("scale", {"x": X}, label="stable")["y"], 2 * X)
 
 
 def test_rest_row_format(server) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from orchestrator.client import ClientServingError, GrpcClient, RestClient
+from tests.helpers.requires import require_module
 
 from ._models import DTYPE_NAMES
 
@@ -16,7 +17,8 @@ pytestmark = pytest.mark.integration
 # TF Serving's JSON has no conversion to these (json_tensor.cc AddValueToTensor); JSON has no
 # complex numbers at all (the client refuses before sending).
 REST_UNSUPPORTED = {"uint16", "complex64", "complex128"}
-ml_dtypes = pytest.importorskip("ml_dtypes")
+require_module("ml_dtypes")
+import ml_dtypes  # noqa: E402
 
 
 def sample(name: str, *, rest: bool = False) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -97,15 +98,16 @@ def test_tls_refusals_are_errors_not_hangs(tls_server, certs, case) -> None:
             cert_file=certs["client.pem"],
             key_file=certs["client.key"],
         )
-    started = time.monotonic()
-    client = GrpcClient(tls_server.grpc_address, tls=tls, retry=NO_RETRY, timeout_s=10)
+    # A refusal is an answer (UNAVAILABLE / UNAUTHENTICATED), never the deadline running out:
+    # the deadline is long, so a hang would show as DeadlineExceeded, whatever the machine's speed.
+    client = GrpcClient(tls_server.grpc_address, tls=tls, retry=NO_RETRY, timeout_s=120)
     with client, pytest.raises(ClientServingError) as info:
         client.predict("scale", {"x": X}, version=1)
-    assert isinstance(info.value, (ServingUnavailable, DeadlineExceeded)) or info.value.code in (
+    assert not isinstance(info.value, DeadlineExceeded), info.value
+    assert isinstance(info.value, ServingUnavailable) or info.value.code in (
         "UNAUTHENTICATED",
         "UNAVAILABLE",
     )
-    assert time.monotonic() - started < 10
 
 
 def test_retries_until_a_late_server_is_up(model_root, tmp_path, caplog) -> None:
@@ -121,7 +123,8 @@ def test_retries_until_a_late_server_is_up(model_root, tmp_path, caplog) -> None
                 pool.submit(grpc_client.predict, "scale", {"x": X}, version=1),
                 pool.submit(rest_client.predict, "scale", {"x": X}, version=1),
             ]
-            time.sleep(0.5)  # let both fail at least once against the closed ports
+            # Both have failed at least once against the closed ports before the server starts.
+            wait_for_retries(caplog, {late.grpc_address, late.rest_url})
             assert not any(c.done() for c in calls)
             late.start()
             for call in calls:
@@ -131,6 +134,18 @@ def test_retries_until_a_late_server_is_up(model_root, tmp_path, caplog) -> None
         rest_client.close()
         late.stop()
     assert any("retrying" in r.getMessage() for r in caplog.records)
+
+
+def wait_for_retries(caplog, addresses: set[str], deadline_s: float = 60.0) -> None:
+    """Until the client log shows a retry naming each address."""
+    end = time.monotonic() + deadline_s
+    while True:
+        messages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retrying")]
+        if all(any(re.search(re.escape(a) + r"(?!\d)", m) for m in messages) for a in addresses):
+            return
+        if time.monotonic() > end:
+            raise AssertionError(f"no retry logged for each of {addresses} in {deadline_s:g} s: {messages}")
+        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -143,8 +158,9 @@ def black_hole() -> Iterator[int]:
 
 
 def test_deadline_against_a_silent_server(black_hole) -> None:
-    """The call ends near its deadline. gRPC gives up on the HTTP/2 handshake and says
-    UNAVAILABLE (retried until the deadline); REST times out reading the answer."""
+    """The call ends with its deadline, not before. gRPC gives up on the HTTP/2 handshake and
+    says UNAVAILABLE (retried until the deadline); REST times out reading the answer. That it
+    ends at all is the suite's per-test timeout's job: no upper bound on a machine's speed."""
     for client, expected in (
         (
             GrpcClient(f"127.0.0.1:{black_hole}", timeout_s=1.0),
@@ -155,7 +171,7 @@ def test_deadline_against_a_silent_server(black_hole) -> None:
         started = time.monotonic()
         with client, pytest.raises(expected):
             client.status("scale")
-        assert time.monotonic() - started < 5, type(client).__name__
+        assert time.monotonic() - started >= 0.9, type(client).__name__  # it did wait
 
 
 def test_tiny_deadline_against_a_real_server(server) -> None:
@@ -165,17 +181,21 @@ def test_tiny_deadline_against_a_real_server(server) -> None:
             client.predict("scale", {"x": np.ones((100_000, 3), np.float32)}, timeout_s=1e-4)
 
 
-def test_server_down() -> None:
+def test_server_down(caplog) -> None:
+    """Refused connections are retried exactly as the policy says (3 attempts), then reported as
+    unavailable; the deadline is long, so waiting it out instead would be DeadlineExceeded."""
+    caplog.set_level(logging.INFO, logger="orchestrator.client")
     port = free_port()
     for client in (
-        GrpcClient(f"127.0.0.1:{port}", retry=FAST_RETRY, timeout_s=5),
-        RestClient(f"http://127.0.0.1:{port}", retry=FAST_RETRY, timeout_s=5),
+        GrpcClient(f"127.0.0.1:{port}", retry=FAST_RETRY, timeout_s=120),
+        RestClient(f"http://127.0.0.1:{port}", retry=FAST_RETRY, timeout_s=120),
     ):
         with client:
-            started = time.monotonic()
+            caplog.clear()
             with pytest.raises(ServingUnavailable) as info:
                 client.predict("scale", {"x": X})
-            assert time.monotonic() - started < 4
+            retries = [r for r in caplog.records if r.getMessage().startswith("retrying")]
+            assert len(retries) == FAST_RETRY.attempts - 1, [r.getMessage() for r in retries]
             assert info.value.address in (f"127.0.0.1:{port}", f"http://127.0.0.1:{port}")
             assert info.value.fix and str(port) in info.value.fix
             assert not client.is_model_ready("scale")
@@ -240,3 +260,66 @@ def test_https_with_client_certificate(https_server, certs) -> None:
     client = RestClient(f"https://127.0.0.1:{https_server}", tls=unknown_ca, retry=NO_RETRY)
     with client, pytest.raises(Unauthenticated, match="TLS"):
         client.status("m")
+
+
+@pytest.fixture
+def flaky_server() -> Iterator[tuple[str, dict[str, int]]]:
+    """A REST stand-in that counts requests: `GET /v1/models/flaky` answers 503 (UNAVAILABLE,
+    what TF Serving says while it cannot serve) twice then its status; `GET /v1/models/bad`
+    always answers 400 (INVALID_ARGUMENT). A real server cannot be made to fail transiently on cue."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits: dict[str, int] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            model = self.path.split("/")[3]
+            hits[model] = hits.get(model, 0) + 1
+            if model == "flaky" and hits[model] <= 2:
+                code, body = 503, {"error": "Servable not available yet"}
+            elif model == "flaky":
+                code, body = 200, {"model_version_status": [
+                    {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
+            else:
+                code, body = 400, {"error": "input tensor alias not found in signature: nope"}
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_only_transient_failures_are_retried(flaky_server, server, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="orchestrator.client")
+    url, hits = flaky_server
+    with RestClient(url, retry=FAST_RETRY, timeout_s=60) as client:
+        assert [(v.version, v.state) for v in client.status("flaky")] == [(1, "AVAILABLE")]  # after two 503s
+        with pytest.raises(ClientServingError) as info:
+            client.status("bad")
+    assert not isinstance(info.value, ServingUnavailable) and info.value.code == "INVALID_ARGUMENT"
+    assert hits == {"flaky": 3, "bad": 1}, "503 retried until it answered; 400 sent once"
+    # The real server: a wrong input name is INVALID_ARGUMENT, answered once and never retried.
+    caplog.clear()
+    for client in (GrpcClient(server.grpc_address, retry=FAST_RETRY),
+                   RestClient(server.rest_url, retry=FAST_RETRY)):
+        with client, pytest.raises(ClientServingError) as info:
+            client.predict("scale", {"nope": X})
+        assert info.value.code == "INVALID_ARGUMENT"
+    assert not [r for r in caplog.records if r.getMessage().startswith("retrying")]

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers.requires import require
+
 FEATURES = 8
 CLASSES = 3
 INSTALL_HINT = "run scripts/install_convert_deps.sh"
@@ -20,12 +22,7 @@ INSTALL_HINT = "run scripts/install_convert_deps.sh"
 
 def need(condition: bool, what: str) -> None:
     """Fail under CI, skip elsewhere, when a tool the test needs is not installed."""
-    if condition:
-        return
-    message = f"{what} is not installed ({INSTALL_HINT})"
-    if os.environ.get("CI"):
-        pytest.fail(message + " - CI must install it", pytrace=False)
-    pytest.skip(message)
+    require(condition, what, INSTALL_HINT)
 
 
 def need_module(name: str) -> None:

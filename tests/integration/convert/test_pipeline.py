@@ -178,3 +178,89 @@ def test_a_failing_format_does_not_stop_the_others(version_dir: Path, tmp_path: 
     with pytest.raises(ConvertError) as info:
         raise_for_reports(reports)
     assert "NVIDIA" in str(info.value)
+
+
+# -- each artifact run here, in its own runtime, against the SavedModel run here -----------------
+NODE_RUNNER = r"""
+'use strict';
+console.log = (...a) => process.stderr.write(a.join(' ') + '\n');
+console.warn = console.log;
+const fs = require('fs'), path = require('path');
+const tf = require('@tensorflow/tfjs');
+const req = JSON.parse(fs.readFileSync(0, 'utf8'));
+const mj = JSON.parse(fs.readFileSync(path.join(req.dir, 'model.json'), 'utf8'));
+const specs = [], bufs = [];
+for (const g of mj.weightsManifest) {
+  specs.push(...g.weights);
+  for (const p of g.paths) bufs.push(fs.readFileSync(path.join(req.dir, p)));
+}
+const all = Buffer.concat(bufs);
+(async () => {
+  const model = await tf.loadGraphModel(tf.io.fromMemory({
+    modelTopology: mj.modelTopology, weightSpecs: specs, signature: mj.signature,
+    weightData: all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength)}));
+  const x = tf.tensor(req.data, req.shape, 'float32');
+  let y;
+  try { y = model.execute({x}); } catch (e) { y = await model.executeAsync({x}); }
+  if (Array.isArray(y)) y = y[0];
+  process.stdout.write(JSON.stringify({shape: y.shape, data: Array.from(await y.data())}));
+})();
+"""
+
+
+def run_artifact(fmt: str, artifact: Path, x: np.ndarray, tmp_path: Path) -> np.ndarray:
+    """The artifact's output for x, from its own runtime, called directly (not through our code)."""
+    if fmt.startswith("tflite"):
+        from ai_edge_litert.interpreter import Interpreter
+
+        runner = Interpreter(model_path=str(artifact)).get_signature_runner("serving_default")
+        detail_in = runner.get_input_details()["x"]
+        detail_out = runner.get_output_details()["output_0"]
+        feed = x
+        if detail_in["dtype"] == np.int8:
+            scale, zero = detail_in["quantization"]
+            feed = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+        out = runner(x=feed)["output_0"]
+        if detail_out["dtype"] == np.int8:
+            scale, zero = detail_out["quantization"]
+            out = (out.astype(np.float32) - zero) * scale
+        return np.asarray(out, np.float32)
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: x})[0]
+    import os
+    import subprocess
+
+    from orchestrator.convert.node import find_node, node_modules_dir
+
+    script = tmp_path / "run_tfjs.cjs"
+    script.write_text(NODE_RUNNER)
+    done = subprocess.run([find_node() or "node", str(script)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "NODE_PATH": str(node_modules_dir())},
+                          input=json.dumps({"dir": str(artifact.parent), "shape": list(x.shape),
+                                            "data": x.ravel().tolist()}))
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout)
+    return np.asarray(answer["data"], np.float32).reshape(answer["shape"])
+
+
+@pytest.mark.parametrize("fmt", list(MAX_DIFF))
+def test_artifact_run_here_matches_the_savedmodel_run_here(
+    fmt: str, converted: tuple[dict[str, Report], Path, list], samples_array: np.ndarray,
+    reference_outputs: np.ndarray, tmp_path: Path,
+) -> None:
+    """Nothing from report.json decides this: the artifact runs in its own runtime here and the
+    SavedModel in TensorFlow here. The report must then agree with what was measured, so a bug
+    that ran the SavedModel in place of the artifact (and reported ~0 drift) fails too."""
+    reports, out_root, _ = converted
+    artifact = out_root / "x" / "1" / fmt / ARTIFACT[fmt]
+    got = run_artifact(fmt, artifact, samples_array, tmp_path)
+    assert got.shape == reference_outputs.shape
+    diff = float(np.max(np.abs(got - reference_outputs)))
+    assert diff <= MAX_DIFF[fmt], (fmt, diff)
+    top1 = float(np.mean(got.argmax(axis=1) == reference_outputs.argmax(axis=1)))
+    assert top1 >= (1.0 if MAX_DIFF[fmt] <= 1e-5 else 0.9), (fmt, top1)
+    report = reports[fmt]
+    assert report.max_abs_diff == pytest.approx(diff, abs=1e-6), (fmt, report.max_abs_diff, diff)

@@ -3,10 +3,10 @@ trt_convert module (the real one needs an NVIDIA build of TensorFlow and a GPU).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from orchestrator.convert import ConvertError, convert_version, load_samples, read_signature
@@ -15,8 +15,23 @@ from orchestrator.convert.tftrt import TftrtFormat, tensorrt_build_info
 pytestmark = pytest.mark.integration
 
 
+def save_uniform_engine(out: str) -> None:
+    """What the fake "engine" saves: not the source model but one answering 1/3 for every class,
+    so the drift the report shows proves the saved artifact is what was run and compared."""
+    import tensorflow as tf
+
+    class Uniform(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 8], tf.float32, name="x")])
+        def serve(self, x: Any) -> dict[str, Any]:
+            return {"output_0": tf.zeros([tf.shape(x)[0], 3]) + 1.0 / 3.0}
+
+    module = Uniform()
+    tf.saved_model.save(module, out, signatures={"serving_default": module.serve})
+
+
 class FakeTrt:
-    """Stands in for tensorflow.python.compiler.tensorrt.trt_convert and records the calls."""
+    """Stands in for tensorflow.python.compiler.tensorrt.trt_convert and records the calls
+    (TensorRT needs an NVIDIA build of TensorFlow and a GPU, neither of which exists here)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
@@ -35,7 +50,7 @@ class FakeTrt:
 
             def save(self, out: str) -> None:
                 fake.calls.append(("save", out))
-                shutil.copytree(self.source, out, dirs_exist_ok=True)
+                save_uniform_engine(out)
 
         self.TrtGraphConverterV2 = Converter
 
@@ -66,15 +81,18 @@ def test_plain_tensorflow_gets_a_clear_error(version_dir: Path, tmp_path: Path) 
 ])
 def test_arguments_reach_trt_convert(
     fmt: str, options: dict[str, Any], precision: str, version_dir: Path, samples_npz: Path,
-    tmp_path: Path,
+    tmp_path: Path, reference_outputs: Any,
 ) -> None:
     fake = FakeTrt()
     registry = {fmt: TftrtFormat(fmt, build_info={"is_tensorrt_build": True}, trt_module=fake)}
     samples = load_samples(samples_npz, read_signature(version_dir))
     reports = convert_version(version_dir, model="x", version=1, formats=[fmt], out_root=tmp_path,
                               samples=samples, options=options, registry=registry, latency_runs=1)
-    assert reports[0].status == "ok", reports[0].error
-    assert reports[0].max_abs_diff == 0.0  # the fake "engine" is the SavedModel itself
+    # The saved "engine" answers 1/3 everywhere: the report's drift is that of the artifact
+    # against the SavedModel, both run here independently.
+    expected = float(np.max(np.abs(reference_outputs - 1.0 / 3.0)))
+    assert expected > 0.01
+    assert reports[0].max_abs_diff == pytest.approx(expected, abs=1e-6)
     names = [name for name, _ in fake.calls]
     assert names == ["params", "init", "convert", "build", "save"]
     params = dict(fake.calls[0][1])

@@ -194,3 +194,41 @@ def test_crash_is_restarted_by_policy_and_docker_kill_by_deploy(project: Path, d
     assert recreated["action"] == "created" and "created again" in recreated["note"]
     assert check_ready(url, {"t_crash": [2]}).ready
     assert tfsctl(project, "stop", "t_crash").returncode == 0
+
+
+def test_version_failing_in_the_loader_puts_the_previous_config_back(project: Path,
+                                                                     docker_api: DockerApi) -> None:
+    """A version that passes every pre-check and fails in TensorFlow's loader: the reload fails
+    with a runtime error, `_restore_config` puts the old models.config back in the mounted
+    folder, and the same container serves the old config again (its label is the witness: the
+    new config drops it, and version 1 alone would survive a failed load either way)."""
+    from tests.helpers.models import half_plus_two_tf1, half_plus_two_unloadable
+
+    base = project / "models" / "putback"
+    half_plus_two_tf1(base / "1")
+    half_plus_two_unloadable(base / "3")
+    grpc, rest = free_port(), free_port()
+    old_spec = (f"base_path: ../models/putback\nversion_policy: {{specific: [1]}}\n"
+                f"version_labels: {{stable: 1}}\nports: {{grpc: {grpc}, rest: {rest}}}\n"
+                "health: {deadline_s: 60}\n")
+    write_spec(project, "t_putback", old_spec)
+    info = deploy(project, "t_putback")
+    (container,) = ours(docker_api, "t_putback")
+    config = project / ".tfso" / "deployments" / "t_putback" / "config" / "models.config"
+    old_config = config.read_text()
+
+    write_spec(project, "t_putback", old_spec.replace("specific: [1]", "specific: [3]")
+                                             .replace("version_labels: {stable: 1}\n", ""))
+    run = tfsctl(project, "reload", "t_putback")
+    assert run.returncode == 4, (run.returncode, run.stderr)  # past the pre-checks (those exit 3)
+    assert "failed to load" in run.stderr and "Traceback" not in run.stderr
+
+    assert config.read_text() == old_config
+    now = docker_api.inspect(container.id)
+    assert (now.id, now.started_at, now.restart_count) == (container.id, container.started_at, 0)
+    url = info["rest_url"]
+    assert predict(url, "t_putback", {"instances": [1.0]}) == {"predictions": [2.5]}
+    assert predict(url, "t_putback", {"instances": [1.0]}, "/labels/stable") == {"predictions": [2.5]}
+    write_spec(project, "t_putback", old_spec)
+    assert deploy(project, "t_putback")["action"] == "unchanged"
+    assert tfsctl(project, "stop", "t_putback").returncode == 0

@@ -115,7 +115,9 @@ def test_good_canary_label_promotes_with_exact_shares(project) -> None:
         wait_for(lambda: len(load.records) > 30, 30, "load")
         run = tfsctl(root, "rollout", "start", "hpt", "--mode", "labels", "--version", "2", "--steps", "10,50,100",
                      "--interval", "3s", "--min-requests", "10")
-        time.sleep(0.5)  # traffic keeps flowing after promotion
+        # Traffic keeps flowing after promotion: wait for 50 more requests.
+        after_run = len(load.records)
+        wait_for(lambda: len(load.records) > after_run + 50, 60, "requests after promotion")
     assert run.returncode == 0, run.stdout + run.stderr
     assert [r for r in load.records if r[3]] == []
     status = json.loads(tfsctl(root, "rollout", "status", "hpt", "-o", "json").stdout)

@@ -11,7 +11,8 @@ import json
 import os
 import shutil
 import signal
-import time
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +20,12 @@ import pytest
 import requests
 
 from orchestrator.runtime.base import free_port
+from tests.helpers.requires import require_haproxy
 from tests.helpers.rollout import (
+    P99_THRESHOLD_MS,
     Load,
     build_models,
+    canary_share,
     rollout_status,
     start_args,
     tfsctl,
@@ -30,12 +34,12 @@ from tests.helpers.rollout import (
     wait_weight,
 )
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        shutil.which("haproxy") is None, reason="haproxy missing (scripts/setup_system.sh)"
-    ),
-]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs_haproxy() -> None:
+    require_haproxy()  # fails under CI, skips with what to install elsewhere
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +103,11 @@ def test_good_canary_ramps_with_zero_failed_requests_then_promotes(deployed) -> 
             "--min-requests",
             "20",
         )
-        time.sleep(1.0)  # requests keep flowing after promotion, through the router
+        # Requests keep flowing after promotion, through the router: wait for 100 more.
+        after_run = len(load.records)
+        wait_for(lambda: len(load.records) > after_run + 100, 60, "requests after promotion")
     assert run.returncode == 0, run.stdout + run.stderr
     assert load.failures() == [], load.failures()[:5]
-    assert len(load.records) / (load.records[-1][0] - load.records[0][0]) >= 100, "load ≥ 100 req/s"
 
     status = rollout_status(root)
     assert status["phase"] == "succeeded"
@@ -115,10 +120,11 @@ def test_good_canary_ramps_with_zero_failed_requests_then_promotes(deployed) -> 
     ]
     assert [w for _, _, w in holds] == [10, 25, 50, 100]
     for start, end, weight in holds:
-        window = [r for r in load.records if start + 0.3 <= r[0] <= end - 0.3]
-        assert len(window) > 100
-        share = 100 * sum(1 for r in window if r[2] == 2) / len(window)
-        assert abs(share - weight) <= 5, (weight, share, len(window))
+        share, n = canary_share(load.records, start, end)
+        # The controller holds each weight until --min-requests (20) reached the canary, so n does
+        # not depend on the machine's speed; round robin is exact, one request of slack per window.
+        assert n >= 20, n
+        assert abs(share - weight) <= 5 + 100 / n, (weight, share, n)
     # Afterwards every replica serves version 2 (label moved with it) and the spec says so.
     answers = {
         requests.post(
@@ -143,7 +149,7 @@ def test_good_canary_ramps_with_zero_failed_requests_then_promotes(deployed) -> 
     ("version", "extra", "why"),
     [
         ("3", [], "error rate"),
-        ("4", ["--max-latency-p99-ms", "25"], "p99"),
+        ("4", ["--max-latency-p99-ms", str(P99_THRESHOLD_MS)], "p99"),
     ],
 )
 def test_bad_canary_rolls_back_and_stable_never_fails(
@@ -264,7 +270,10 @@ def test_bad_input_changes_nothing(deployed) -> None:
             "KIND=URL",
         ),
         (["rollout", "status", "nope"], 7, "no rollout of 'nope'"),
+        # Stable not pinned: with `latest` every replica would load the new version at once.
+        (["rollout", "start", "floating", "--version", "2"], 7, "pin the stable version"),
     ]
+    (root / "serving_configs" / "floating.yaml").write_text("base_path: ../models/hpt\nversion_policy: latest\n")
     before = (root / "serving_configs" / "hpt.yaml").read_text()
     for args, code, words in cases:
         run = tfsctl(root, *args)
@@ -272,3 +281,54 @@ def test_bad_input_changes_nothing(deployed) -> None:
         assert words in run.stderr and "Traceback" not in run.stderr, (args, run.stderr)
     assert (root / "serving_configs" / "hpt.yaml").read_text() == before
     assert not canary_running(root) and not (root / ".tfso" / "rollouts" / "hpt.json").exists()
+
+
+def test_pause_then_promote_from_the_cli(deployed) -> None:
+    """`tfsctl rollout pause` holds the weight; `promote` from another shell skips the remaining
+    steps; the controller that started it exits 0."""
+    root, rest, grpc = deployed
+    with Load(rest, grpc) as load:
+        wait_for(lambda: len(load.records) > 50, 30, "load to start")
+        proc = tfsctl_bg(root, *start_args("hpt", "2", "10,50,100", "10m", "--min-requests", "5"))
+        wait_weight(root, proc, 10, 2)
+        paused = tfsctl(root, "rollout", "pause", "hpt")
+        assert paused.returncode == 0 and "paused" in paused.stdout, paused.stdout + paused.stderr
+        status = rollout_status(root)
+        assert (status["phase"], status["weight"]) == ("paused", 10)
+        promoted = tfsctl(root, "rollout", "promote", "hpt")
+        assert promoted.returncode == 0 and "succeeded" in promoted.stdout, promoted.stdout + promoted.stderr
+        out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out + err
+    assert load.failures() == [], load.failures()[:5]
+    status = rollout_status(root)
+    assert status["phase"] == "succeeded"
+    assert [h["weight"] for h in status["history"] if h["decision"].startswith("weight")] == [10]
+    assert [h["decision"] for h in status["history"] if "request" in h["reason"]] == ["paused", "resumed", "promote"]
+    assert requests.post(f"{rest}/v1/models/hpt:predict", json={"instances": [[1.0]]},
+                         timeout=5).json() == {"predictions": [[3.5]]}
+
+
+def test_canary_rollout_script_exit_codes(deployed) -> None:
+    """scripts/canary_rollout.sh for CI: 2 on bad usage, 1 rolled back, 0 promoted, and the
+    report written either way."""
+    root, rest, grpc = deployed
+    script = str(Path(__file__).resolve().parents[3] / "scripts" / "canary_rollout.sh")
+    env = {**os.environ, "COLUMNS": "200", "TFSCTL": str(Path(sys.executable).with_name("tfsctl"))}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", script, *args], cwd=root, capture_output=True, text=True,
+                              timeout=300, env=env)
+
+    usage = run("hpt")
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+    with Load(rest, grpc) as load:
+        wait_for(lambda: len(load.records) > 50, 30, "load to start")
+        bad = run("hpt", "3", "--steps", "50,100", "--interval", "2s", "--min-requests", "5",
+                  "--threshold", "1")
+        assert bad.returncode == 1, bad.stdout + bad.stderr
+        assert (root / "rollout-hpt-v3.png").stat().st_size > 1000
+        shutil.rmtree(root / ".tfso" / "rollouts")
+        good = run("hpt", "2", "--steps", "100", "--interval", "2s", "--min-requests", "5")
+        assert good.returncode == 0, good.stdout + good.stderr
+        assert (root / "rollout-hpt-v2.png").stat().st_size > 1000
+    assert rollout_status(root)["phase"] == "succeeded"

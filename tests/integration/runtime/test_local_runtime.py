@@ -15,6 +15,7 @@ import requests
 
 from orchestrator.runtime.base import free_port
 from tests.helpers.models import half_plus_two_tf1
+from tests.helpers.requires import require_haproxy
 
 pytestmark = pytest.mark.integration
 
@@ -91,23 +92,67 @@ def test_deploy_predict_reload_status_stop(workdir: Path) -> None:
     assert not (workdir / ".tfso" / "deployments" / "hpt.json").exists()
 
 
-def test_bad_reload_keeps_previous_version_serving(workdir: Path) -> None:
+def test_corrupt_saved_model_is_refused_before_any_reload(workdir: Path) -> None:
+    """The pre-check (exit 3, a model problem): nothing is sent to the server, it keeps serving."""
     grpc, rest = free_port(), free_port()
     write_spec(workdir, "keep", f"base_path: ../models/hpt\nversion_policy: {{specific: [1]}}\n"
                                 f"ports: {{grpc: {grpc}, rest: {rest}}}\nhealth: {{deadline_s: 20}}\n")
     assert tfsctl(workdir, "deploy", "keep", "--runtime", "local").returncode == 0
-    # A label on a version that is loaded by the policy but whose folder is then made unloadable.
     broken = workdir / "models" / "broken"
     (broken / "1").mkdir(parents=True)
     (broken / "1" / "saved_model.pb").write_bytes(b"garbage")
     write_spec(workdir, "keep", f"base_path: ../models/broken\nports: {{grpc: {grpc}, rest: {rest}}}\n"
                                 "health: {deadline_s: 20}\n")
     run = tfsctl(workdir, "reload", "keep")
-    assert run.returncode != 0
-    assert "error:" in run.stderr and "Traceback" not in run.stderr
+    assert run.returncode == 3, run.stderr
+    assert "cannot be served" in run.stderr and "Traceback" not in run.stderr
     url = f"http://127.0.0.1:{rest}"
     assert predict(url, "keep", {"instances": [1.0]}).json() == {"predictions": [2.5]}
     tfsctl(workdir, "stop", "keep")
+
+
+def test_version_failing_in_the_loader_puts_the_previous_config_back(workdir: Path) -> None:
+    """Past every pre-check: the server is sent the new config, TensorFlow fails to restore the
+    new version's variables, and the runtime must put the old models.config back on disk and in
+    the server. Version 1 alone would survive either way (a failed load does not unload the last
+    AVAILABLE version), so the label is the witness: the new config drops it, the old one has it."""
+    from tests.helpers.models import half_plus_two_unloadable
+
+    base = workdir / "models" / "putback"
+    half_plus_two_tf1(base / "1")
+    half_plus_two_unloadable(base / "3")
+    grpc, rest = free_port(), free_port()
+    old_spec = (f"base_path: ../models/putback\nversion_policy: {{specific: [1]}}\n"
+                "version_labels: {stable: 1}\n"
+                f"ports: {{grpc: {grpc}, rest: {rest}}}\nhealth: {{deadline_s: 60}}\n")
+    write_spec(workdir, "putback", old_spec)
+    run = tfsctl(workdir, "deploy", "putback", "--runtime", "local", "-o", "json")
+    assert run.returncode == 0, run.stderr
+    pid = json.loads(run.stdout)["replicas"][0]["pid"]
+    config = workdir / ".tfso" / "deployments" / "putback" / "config" / "models.config"
+    old_config = config.read_text()
+    assert "versions: 1" in old_config
+
+    write_spec(workdir, "putback", old_spec.replace("specific: [1]", "specific: [3]")
+                                           .replace("version_labels: {stable: 1}\n", ""))
+    run = tfsctl(workdir, "reload", "putback")
+    assert run.returncode == 4, (run.returncode, run.stderr)  # a runtime problem, not the pre-check
+    assert "failed to load" in run.stderr and "Traceback" not in run.stderr
+
+    assert config.read_text() == old_config
+    url = f"http://127.0.0.1:{rest}"
+    states = {int(v["version"]): v["state"]
+              for v in requests.get(f"{url}/v1/models/putback", timeout=10).json()["model_version_status"]}
+    assert states.get(1) == "AVAILABLE", states
+    assert predict(url, "putback", {"instances": [1.0]}).json() == {"predictions": [2.5]}
+    assert predict(url, "putback", {"instances": [1.0]}, "/labels/stable").json() == {"predictions": [2.5]}
+    status = json.loads(tfsctl(workdir, "status", "putback", "-o", "json").stdout)
+    assert status["replicas"][0]["id"] == str(pid), "put back in place, not by a restart"
+    # The state still records the old config: the old spec again is "unchanged".
+    write_spec(workdir, "putback", old_spec)
+    again = json.loads(tfsctl(workdir, "deploy", "putback", "--runtime", "local", "-o", "json").stdout)
+    assert again["action"] == "unchanged"
+    tfsctl(workdir, "stop", "putback")
 
 
 def test_port_in_use_is_a_clear_error(workdir: Path) -> None:
@@ -150,10 +195,7 @@ def test_unknown_deployment(workdir: Path) -> None:
 
 
 def test_router_in_front_of_two_replicas_survives_its_own_crash(workdir: Path) -> None:
-    import shutil
-
-    if shutil.which("haproxy") is None:
-        pytest.skip("haproxy not installed (scripts/setup_system.sh)")
+    require_haproxy()
     grpc, rest = free_port(), free_port()
     write_spec(workdir, "routed", f"base_path: ../models/hpt\nrouter: true\nreplicas: 2\n"
                                   f"ports: {{grpc: {grpc}, rest: {rest}}}\n")
@@ -179,3 +221,60 @@ def test_router_in_front_of_two_replicas_survives_its_own_crash(workdir: Path) -
     assert predict(info["rest_url"], "routed", {"instances": [1.0]}).json() == {"predictions": [3.5]}
     assert tfsctl(workdir, "status", "routed").returncode == 0
     tfsctl(workdir, "stop", "routed")
+
+
+def _cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def test_changed_flags_replace_the_replicas(workdir: Path) -> None:
+    """A spec change that changes server flags cannot be hot-reloaded: the process is replaced
+    and the new one runs with the new flag."""
+    grpc, rest = free_port(), free_port()
+    spec = f"base_path: ../models/hpt\nversion_policy: {{specific: [1]}}\nports: {{grpc: {grpc}, rest: {rest}}}\n"
+    write_spec(workdir, "flags", spec)
+    first = json.loads(tfsctl(workdir, "deploy", "flags", "--runtime", "local", "-o", "json").stdout)
+    old_pid = first["replicas"][0]["pid"]
+    assert not any(a.startswith("--tensorflow_intra_op_parallelism") for a in _cmdline(old_pid))
+    write_spec(workdir, "flags", spec + "threads: {intra_op: 1}\n")
+    run = tfsctl(workdir, "deploy", "flags", "--runtime", "local", "-o", "json")
+    assert run.returncode == 0, run.stderr
+    second = json.loads(run.stdout)
+    new_pid = second["replicas"][0]["pid"]
+    assert new_pid != old_pid and "replicas replaced" in second["note"]
+    assert "--tensorflow_intra_op_parallelism=1" in _cmdline(new_pid)
+    assert not Path(f"/proc/{old_pid}").exists() or Path(f"/proc/{old_pid}/stat").read_text().split()[2] == "Z"
+    assert predict(second["rest_url"], "flags", {"instances": [1.0]}).json() == {"predictions": [2.5]}
+    tfsctl(workdir, "stop", "flags")
+
+
+def test_a_reused_pid_is_reported_as_exited_and_never_signalled(workdir: Path) -> None:
+    """The state's pid now belongs to another live process (as when the kernel reuses a pid
+    after a crash; simulated by pointing the state at one): status says the replica exited,
+    and deploy starts a new replica without signalling that process."""
+    grpc, rest = free_port(), free_port()
+    write_spec(workdir, "reuse", f"base_path: ../models/hpt\nports: {{grpc: {grpc}, rest: {rest}}}\n")
+    info = json.loads(tfsctl(workdir, "deploy", "reuse", "--runtime", "local", "-o", "json").stdout)
+    server_pid = info["replicas"][0]["pid"]
+    stranger = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        os.killpg(server_pid, signal.SIGKILL)  # the server crashes...
+        state_file = workdir / ".tfso" / "deployments" / "reuse.json"
+        state = json.loads(state_file.read_text())
+        state["replicas"][0]["pid"] = stranger.pid  # ...and its pid now names another process
+        state_file.write_text(json.dumps(state))
+
+        run = tfsctl(workdir, "status", "reuse", "-o", "json")
+        assert run.returncode == 1 and "Traceback" not in run.stderr
+        assert json.loads(run.stdout)["replicas"][0]["running"] is False
+        run = tfsctl(workdir, "deploy", "reuse", "--runtime", "local", "-o", "json")
+        assert run.returncode == 0, run.stderr
+        again = json.loads(run.stdout)
+        assert f"stale pid {stranger.pid}" in again["note"]
+        assert stranger.poll() is None, "the process that reused the pid was signalled"
+        assert predict(again["rest_url"], "reuse", {"instances": [1.0]}).json() == {"predictions": [3.5]}
+        assert tfsctl(workdir, "stop", "reuse").returncode == 0
+        assert stranger.poll() is None, "stop signalled a process that is not ours"
+    finally:
+        stranger.kill()
+        stranger.wait()

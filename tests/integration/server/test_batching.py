@@ -76,3 +76,51 @@ def test_multi_row_and_unbatchable_requests(batching_server):
         timeout=60,
     )
     assert r.json() == {"results": [4.0]}
+
+
+def test_a_full_queue_is_429_over_rest_and_resource_exhausted_over_grpc(tmp_path):
+    """One batch thread, one waiting batch, one row per batch and a version that computes for
+    ~3 s (calibrated on this machine): of 12 requests sent at once, one runs, one waits, and
+    the queue refuses the rest, as TF Serving's batch scheduler does."""
+    from orchestrator.client import GrpcClient
+    from orchestrator.client.errors import ClientServingError
+    from tests.helpers.models import half_plus_two_tf1, matmul_iters_for
+
+    half_plus_two_tf1(tmp_path / "slow" / "1", slow_iters=matmul_iters_for(3.0))
+    (tmp_path / "batching.config").write_text(
+        "max_batch_size { value: 1 }\nbatch_timeout_micros { value: 0 }\n"
+        "max_enqueued_batches { value: 1 }\nnum_batch_threads { value: 1 }\n")
+    args = ["--model_name=slow", f"--model_base_path={tmp_path / 'slow'}", "--enable_batching",
+            f"--batching_parameters_file={tmp_path / 'batching.config'}"]
+    with ServerProcess(args) as srv:
+        srv.wait_until_available("slow", [1])
+        barrier = threading.Barrier(12)
+
+        def rest(_: int) -> tuple[int, str]:
+            barrier.wait(timeout=60)
+            r = requests.post(srv.rest_url + "/v1/models/slow:predict", json={"instances": [[1.0]]},
+                              timeout=120)
+            return r.status_code, r.text
+
+        def grpc(_: int) -> tuple[int, str]:
+            with GrpcClient(srv.grpc_target, timeout_s=120) as client:
+                client.status("slow")  # connected before the race starts
+                barrier.wait(timeout=60)
+                try:
+                    client.predict("slow", {"x": [[1.0]]})
+                    return 200, ""
+                except ClientServingError as e:
+                    return -1, f"{e.code}: {e}"
+
+        with ThreadPoolExecutor(12) as pool:
+            futures = [pool.submit(rest, i) for i in range(6)] + [pool.submit(grpc, i) for i in range(6)]
+            answers = [f.result() for f in futures]
+    ok = [a for a in answers if a[0] == 200]
+    refused = [a for a in answers if a[0] != 200]
+    assert 1 <= len(ok) <= 2 and len(refused) >= 10, answers
+    for code, text in refused:
+        if code == -1:
+            assert text.startswith("RESOURCE_EXHAUSTED") and "queue" in text, text
+        else:
+            assert code == 429 and "batch scheduling queue" in text and "is full" in text, text
+    assert any(c == 429 for c, _ in refused) and any(c == -1 for c, _ in refused), answers

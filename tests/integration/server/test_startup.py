@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from tests.helpers.server import free_port, run_server_expect_exit
+from tests.helpers.server import ServerExited, ServerProcess, free_port, run_server_expect_exit
 
 pytestmark = pytest.mark.integration
 
@@ -169,3 +169,12 @@ def test_session_config_file_and_refused_flags(tmp_path):
         assert res.returncode == 255
         name = flag.split("=")[0]
         assert res.stdout.startswith(f"Failed to start server. Error: INVALID_ARGUMENT: {name}: "), res.stdout
+
+
+def test_a_server_that_exits_is_reported_at_once_with_its_log(tmp_path):
+    """The test fixture stops waiting when the process ends (ServerExited, with the log tail)
+    instead of polling a dead port until its deadline (TimeoutError)."""
+    args = [f"--model_config_file={tmp_path / 'missing.config'}"]
+    with pytest.raises(ServerExited, match="server exited with") as info, ServerProcess(args):
+        pass
+    assert "missing.config" in str(info.value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import grpc
@@ -10,13 +9,14 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from tests.helpers.requires import require_tool
 from tests.helpers.server import ServerProcess, export_half_plus_two_tf1
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
 def test_grpc_tls(tmp_path):
+    require_tool("openssl", "apt-get install -y openssl")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
         [

@@ -14,6 +14,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from orchestrator.client import _methods
 from orchestrator.protos import apis_pb2, example_pb2, meta_graph_pb2, tensor_pb2
+from tests.helpers.requires import require_module
 
 UPSTREAM_MODULES = (
     "tensorflow.core.framework.tensor_pb2",
@@ -61,7 +62,7 @@ ENUM_AS_INT = {"tensorflow.serving.StatusProto.error_code"}
 
 @pytest.fixture(scope="module")
 def upstream_pool():
-    pytest.importorskip("tensorflow_serving.apis.predict_pb2")
+    require_module("tensorflow_serving")
     for name in UPSTREAM_MODULES:
         importlib.import_module(name)
     return descriptor_pool.Default()

@@ -14,8 +14,10 @@ from orchestrator.client.tensors import (
     to_tensor_proto,
 )
 from orchestrator.protos import tensor_pb2
+from tests.helpers.requires import require_module
 
-ml_dtypes = pytest.importorskip("ml_dtypes")
+require_module("ml_dtypes")
+import ml_dtypes  # noqa: E402
 
 NUMERIC = [
     (np.float16, tensor_pb2.DT_HALF),

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from orchestrator.client.tensors import TensorProto, from_tensor_proto, to_tensor_proto
+from tests.helpers.requires import require_module
 
 from .test_tensors import NUMERIC, sample
 
-tf = pytest.importorskip("tensorflow")
+require_module("tensorflow")
+import tensorflow as tf  # noqa: E402
 
 
 @pytest.mark.parametrize(("dtype", "enum"), [*NUMERIC, (object, 7)], ids=lambda v: str(v))

@@ -14,9 +14,17 @@ from orchestrator.compose import render_compose
 from orchestrator.runtime._docker_api import ContainerRequest
 from orchestrator.runtime.docker import container_template, effective_specs
 from orchestrator.spec import load_spec, parse_spec
+from tests.helpers.requires import require, require_haproxy
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "compose" / "demo"
+
+
+# The flags written out by hand (not computed by the code under test): what the official image's
+# entrypoint appends to `tensorflow_model_server --port=8500 --rest_api_port=8501 ...`.
+CPU_COMMAND = ["--port=8500", "--rest_api_port=8501", "--model_config_file=/config/models.config",
+               "--file_system_poll_wait_seconds=1", "--rest_api_timeout_in_ms=30000",
+               "--enable_model_warmup=true", "--monitoring_config_file=/config/monitoring.config"]
 
 
 def demo_files() -> dict[str, str]:
@@ -47,7 +55,8 @@ def test_services_match_the_runtime_request(tmp_path: Path) -> None:
     assert sorted(cpu) == ["m-0", "m-1"]
     first = cpu["m-0"]
     assert first["image"] == request.image == "tensorflow/serving:2.19.0"
-    assert first["command"] == list(request.command)
+    assert first["command"] == CPU_COMMAND
+    assert list(request.command) == CPU_COMMAND, "compose and the Docker runtime start the same server"
     assert first["ports"] == ["127.0.0.1:7000:8500", "127.0.0.1:7001:8501"]
     assert cpu["m-1"]["ports"] == ["127.0.0.1:7002:8500", "127.0.0.1:7003:8501"]
     assert first["volumes"] == [
@@ -61,10 +70,18 @@ def test_services_match_the_runtime_request(tmp_path: Path) -> None:
     gpu_request = container_template(effective_specs([spec.model_copy(update={"device": "gpu"})]),
                                      out / "config", manager="compose")
     assert gpu["m-0"]["image"] == "tensorflow/serving:2.19.0-gpu"
-    assert gpu["m-0"]["command"] == list(gpu_request.command)
-    assert "--per_process_gpu_memory_fraction=0.45" in gpu["m-0"]["command"]
+    assert gpu["m-0"]["command"] == [*CPU_COMMAND, "--per_process_gpu_memory_fraction=0.45"]
+    assert list(gpu_request.command) == gpu["m-0"]["command"]
     assert gpu["m-0"]["deploy"] == {"resources": {"reservations": {"devices": [
         {"capabilities": ["gpu"], "count": "all"}]}}}
+
+
+def require_compose() -> list[str]:
+    """`docker-compose` or `docker compose`: fails under CI, skips with what to install elsewhere."""
+    command = _compose_command()
+    require(command, "`docker compose` or `docker-compose`", "apt-get install -y docker-compose")
+    assert command is not None
+    return command
 
 
 def _compose_command() -> list[str] | None:
@@ -78,9 +95,7 @@ def _compose_command() -> list[str] | None:
 
 @pytest.mark.parametrize("file", ["compose.yaml", "compose.gpu.yaml"])
 def test_compose_accepts_the_examples(file: str) -> None:
-    command = _compose_command()
-    if command is None:
-        pytest.skip("neither `docker compose` nor `docker-compose` is installed (apt-get install docker-compose)")
+    command = require_compose()
     run = subprocess.run([*command, "-f", str(EXAMPLE / file), "config"], capture_output=True,
                          text=True, timeout=60, cwd=EXAMPLE)
     assert run.returncode == 0, run.stderr
@@ -110,12 +125,9 @@ def test_router_spec_adds_an_haproxy_service(tmp_path: Path) -> None:
     for name, text in files.items():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text(text)
-    if shutil.which("haproxy"):
-        check = subprocess.run(["haproxy", "-c", "-f", str(out / "router" / "haproxy.cfg")],
-                               capture_output=True, text=True, timeout=60)
-        assert check.returncode == 0, check.stdout + check.stderr
-    command = _compose_command()
-    if command is not None:
-        run = subprocess.run([*command, "-f", str(out / "compose.yaml"), "config"], capture_output=True,
-                             text=True, timeout=60, cwd=out)
-        assert run.returncode == 0, run.stderr
+    check = subprocess.run([require_haproxy(), "-c", "-f", str(out / "router" / "haproxy.cfg")],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    run = subprocess.run([*require_compose(), "-f", str(out / "compose.yaml"), "config"], capture_output=True,
+                         text=True, timeout=60, cwd=out)
+    assert run.returncode == 0, run.stderr
