@@ -101,6 +101,7 @@ class GrpcApi:
 
     def _wrap(self, fn: Callable[[Any], Awaitable[Any]], api: str):  # type: ignore[no-untyped-def]
         metrics = self.core.metrics
+        method = api.lower().replace("multiinference", "multi_inference")
 
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
             start = time.perf_counter()
@@ -112,18 +113,24 @@ class GrpcApi:
                     else getattr(request, "model_spec", None)
                 )
                 model = spec.name if spec is not None else ""
+            call = metrics.begin(model, method, "grpc") if api else None
             try:
                 resp = await fn(request)
             except ServingStatus as e:
                 if api:
                     metrics.record_request(model, api, "GRPC", e.code, 0)
+                metrics.end(call, e.code, start)
                 await context.abort(_grpc_code(e.code), _message(e.message))
             except ConfigError as e:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(str(e)))
+            except Exception:
+                metrics.end(call, "INTERNAL", start)
+                raise
             if api:
                 metrics.record_request(
                     model, api, "GRPC", "OK", (time.perf_counter() - start) * 1e6
                 )
+            metrics.end(call, "OK", start)
             return resp
 
         return handler

@@ -20,6 +20,8 @@ TFS_LOG_LEVEL (default INFO), TFS_RUN_THREADS (session-run threads, default max(
 TFS_INLINE_RUN=0 (never run small graphs in the calling thread; see runner._is_simple_graph).
 TFS_LOOP_RUN_MAX_US (default 500; 0 = never): small graphs whose runs typically take less run
 right on the event loop, saving the hand-off to a run thread (see batching.DirectRunner).
+TFS_VERSION_METRICS=0 turns off our per-version `tfso_*` metrics (see server.metrics); TF Serving's
+own metrics stay.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -157,6 +160,7 @@ class ModelServer:
         metrics = Metrics()
 
         def load(name: str, version: int, path: str) -> Any:
+            started = time.perf_counter()
             try:
                 servable = r.Servable(name, version, path, session_options)
             except r.LoadError:
@@ -165,6 +169,10 @@ class ModelServer:
             if o.enable_model_warmup:
                 warmup(servable, max(1, o.num_request_iterations_for_warmup))
             metrics.load_attempts.inc(path, "success")
+            if metrics.versions is not None:  # a load thread: one dict store, no lock needed
+                metrics.versions.load_duration.set(
+                    time.perf_counter() - started, name, str(version)
+                )
             return servable
 
         health = Health()
@@ -196,10 +204,12 @@ class ModelServer:
         run: Any
         if batching is not None:
             run = BatchingRunner(self.pool, batching)
-            run.on_batch = lambda model, size: metrics.batch_size.observe(size, model)
+            run.on_batch = self._on_batch
         else:
             run = DirectRunner(self.pool)
         self.core = Core(self.manager, run, metrics)
+        if metrics.versions is not None:
+            metrics.versions.collectors.append(self._scrape_gauges)
 
         try:
             await self.manager.apply_config(configs)
@@ -232,6 +242,27 @@ class ModelServer:
         self.manager.start_polling()
         if o.model_config_file and o.model_config_file_poll_wait_seconds > 0:
             self._tasks.append(loop.create_task(self._poll_config_file()))
+
+    def _on_batch(self, model: str, size: int, version: int) -> None:
+        metrics = self.core.metrics
+        metrics.batch_size.observe(size, model)
+        if metrics.versions is not None:
+            metrics.versions.batch_size.observe(size, model, str(version))
+
+    def _scrape_gauges(self) -> Any:
+        """Per-version gauges computed when Prometheus scrapes: availability, batch queues."""
+        from orchestrator.server import metrics as m
+
+        batching = getattr(self.core.runner, "options", None)
+        if batching is not None:
+            yield m.QUEUE_CAPACITY, float(batching.max_enqueued_batches), ()
+        for name, entry in self.manager.models.items():
+            for vs in entry.versions.values():
+                version = str(vs.version)
+                yield m.MODEL_AVAILABLE, 1.0 if vs.state == "AVAILABLE" else 0.0, (name, version)
+                if batching is not None and vs.servable is not None:
+                    depth = sum(len(q.waiting) for q in vs.servable.batch_queues.values())
+                    yield m.QUEUE_DEPTH, float(depth), (name, version)
 
     def _forget(self, task: asyncio.Task) -> None:
         with contextlib.suppress(ValueError):

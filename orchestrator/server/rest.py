@@ -113,10 +113,12 @@ class RestApi:
         start = time.perf_counter()
         model = ""
         api = ""
+        call = None
         try:
             m = _PREDICT_RE.fullmatch(path)
             if m and method == "POST":
                 model, api = m.group(1), m.group(4).lower()
+                call = self.core.metrics.begin(model, api, "rest")
                 body = await self._body(request)
                 async with asyncio.timeout(self.timeout_s):
                     out = await self._predict_like(
@@ -140,18 +142,23 @@ class RestApi:
         except ServingStatus as e:
             if model:
                 self.core.metrics.record_request(model, api, "REST", e.code, 0)
+            self.core.metrics.end(call, e.code, start)
             return self._response(e.http_status, jt.error_body(e.message))
         except asyncio.TimeoutError:
             self.core.metrics.record_request(model, api, "REST", "DEADLINE_EXCEEDED", 0)
+            self.core.metrics.end(call, "DEADLINE_EXCEEDED", start)
             return self._response(504, jt.error_body("Deadline Exceeded"))
         except _TooLarge as e:
+            self.core.metrics.end(call, "RESOURCE_EXHAUSTED", start)
             return self._response(413, jt.error_body(str(e)))
         except Exception as e:  # a bug: answer like TF Serving would for an internal error
             log.exception("REST %s %s failed", method, path)
+            self.core.metrics.end(call, "INTERNAL", start)
             return self._response(500, jt.error_body(f"{type(e).__name__}: {e}"))
         self.core.metrics.record_request(
             model, api, "REST", "OK", (time.perf_counter() - start) * 1e6
         )
+        self.core.metrics.end(call, "OK", start)
         return self._response(200, out)
 
     async def _body(self, request: web.BaseRequest) -> bytes:

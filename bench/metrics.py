@@ -1,0 +1,119 @@
+"""What per-version metrics cost: tfs-model-server with `tfso_*` metrics on vs off, in one run.
+
+Two servers on the same model (Keras MLP 784 -> 256 -> 10, monitoring on), one with
+TFS_VERSION_METRICS=0. Each round loads them in turn (wrk on REST, then an asyncio gRPC generator),
+alternating which goes first; rps is the mean over rounds. While a server is under REST load, a
+thread scrapes its metrics page every 100 ms, as Prometheus would, and times each scrape.
+Prints a markdown table with rps on/off and the scrape times (goal: ratio >= 0.97, scrape < 5 ms).
+
+    .venv/bin/python bench/metrics.py [--duration 8] [--rounds 2] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench.serve_rest import MODEL, export_mlp, grpc_load, warm, wrk  # noqa: E402
+from tests.helpers.server import ServerProcess  # noqa: E402
+
+PATH = "/monitoring/prometheus/metrics"
+
+
+class Scraper(threading.Thread):
+    """GETs the metrics page every `interval_s` until stopped; keeps each scrape's duration."""
+
+    def __init__(self, url: str, interval_s: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.url, self.interval_s = url, interval_s
+        self.times_ms: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval_s):
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(self.url, timeout=5) as resp:
+                resp.read()
+            self.times_ms.append((time.perf_counter() - t0) * 1e3)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--connections", type=int, default=16)
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    random.seed(0)
+    row = [round(random.random(), 4) for _ in range(784)]
+    body = json.dumps({"instances": [row]})
+    work = Path(tempfile.mkdtemp(prefix="bench-metrics-"))
+    base = export_mlp(work / MODEL)
+    (work / "monitoring.config").write_text(f'prometheus_config {{ enable: true path: "{PATH}" }}\n')
+    common = [f"--model_name={MODEL}", f"--model_base_path={base}",
+              f"--monitoring_config_file={work / 'monitoring.config'}"]
+    totals = {key: {"rest": 0.0, "grpc": 0.0} for key in ("on", "off")}
+    scrapes: dict[str, list[float]] = {"on": [], "off": []}
+    try:
+        with ServerProcess(common, env={"TFS_VERSION_METRICS": "1"}) as on, \
+                ServerProcess(common, env={"TFS_VERSION_METRICS": "0"}) as off:
+            servers = {"on": on, "off": off}
+            for srv in servers.values():
+                srv.wait_until_available(MODEL)
+                warm(f"{srv.rest_url}/v1/models/{MODEL}:predict", body)
+            for i in range(args.rounds):
+                order = ["on", "off"] if i % 2 == 0 else ["off", "on"]
+                for key in order:
+                    srv = servers[key]
+                    scraper = Scraper(srv.rest_url + PATH)
+                    scraper.start()
+                    stats = wrk(f"{srv.rest_url}/v1/models/{MODEL}:predict", body,
+                                duration=args.duration, connections=args.connections)
+                    scraper.stop.set()
+                    scraper.join(10)
+                    scrapes[key] += scraper.times_ms
+                    totals[key]["rest"] += stats["rps"]
+                for key in order:
+                    stats = asyncio.run(grpc_load(servers[key].grpc_target, row,
+                                                  duration=args.duration, concurrency=args.connections))
+                    totals[key]["grpc"] += stats["rps"]
+            page = urllib.request.urlopen(on.rest_url + PATH, timeout=5).read()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\nKeras MLP 784-256-10, one-row requests, {args.connections} connections, "
+          f"{args.rounds} rounds x {args.duration}s per server and protocol, {os.cpu_count()} CPUs\n")
+    print("| protocol | rps, metrics on | rps, metrics off | on / off |")
+    print("| --- | ---: | ---: | ---: |")
+    for proto in ("rest", "grpc"):
+        on_rps = totals["on"][proto] / args.rounds
+        off_rps = totals["off"][proto] / args.rounds
+        print(f"| {proto} | {on_rps:.0f} | {off_rps:.0f} | {on_rps / off_rps:.3f} |")
+    print("\n| metrics page under REST load | scrapes | p50 ms | p90 ms | max ms |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for key, times in scrapes.items():
+        times.sort()
+        if times:
+            print(f"| per-version metrics {key} | {len(times)} | {times[len(times) // 2]:.2f} | "
+                  f"{times[int(len(times) * 0.9)]:.2f} | {times[-1]:.2f} |")
+    print(f"\npage size with per-version metrics: {len(page)} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
