@@ -24,7 +24,7 @@ install: $(STAMP) ## Create .venv and install the project with all extras (fast 
 convert-deps: $(STAMP) ## Install model-packaging tools (tensorflowjs, tfjs for Node, Chromium).
 	bash scripts/install_convert_deps.sh
 
-system: ## Install Docker, HAProxy, wrk, busybox when missing and start dockerd (needs root).
+system: ## Install Docker, HAProxy, wrk, busybox, Prometheus when missing and start dockerd (needs root).
 	bash scripts/setup_system.sh
 
 demo-model: $(STAMP) ## Build the demo Keras model (versions 1 and 2) under models/demo.

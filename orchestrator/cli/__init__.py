@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "orchestrator.cli.convert",
     "orchestrator.cli.docker",
     "orchestrator.cli.rollout",
+    "orchestrator.cli.monitor",
 )
 
 

@@ -55,6 +55,7 @@ class RouterConfig:
     extra_global: tuple[str, ...] = field(default=())
     extra_sections: tuple[str, ...] = field(default=())  # e.g. a `resolvers` section (Compose)
     server_options: str = ""  # appended to every stable server line
+    metrics_port: int = 0  # HAProxy's built-in Prometheus exporter on 127.0.0.1 (0 = none)
 
 
 def group_weights(canary_percent: int, n_stable: int, n_canary: int) -> tuple[int, int]:
@@ -104,6 +105,14 @@ def render_config(config: RouterConfig, socket_path: str) -> str:
         f"    default_backend {GRPC_BACKEND}",
         "",
     ]
+    if config.metrics_port:
+        lines += [
+            "frontend metrics",
+            f"    bind 127.0.0.1:{config.metrics_port}",
+            "    http-request use-service prometheus-exporter if { path /metrics }",
+            "    http-request return status 404",
+            "",
+        ]
     for backend, is_grpc in ((REST_BACKEND, False), (GRPC_BACKEND, True)):
         lines += [
             f"backend {backend}",

@@ -274,11 +274,12 @@ class LocalRuntime(Runtime):
             name=name, model=spec.name, rest_port=spec.ports.rest, grpc_port=spec.ports.grpc,
             bind_host=spec.ports.host,
             stable=tuple(Upstream(grpc_port=r["grpc_port"], rest_port=r["rest_port"]) for r in replicas),
+            metrics_port=free_port("127.0.0.1"),
         )
         pid = router.start(config)
         wait_until_routed(router, len(replicas), deadline_s=spec.health.deadline_s)
         return {"pid": pid, "folder": str(router.folder), "rest_port": spec.ports.rest,
-                "grpc_port": spec.ports.grpc}
+                "grpc_port": spec.ports.grpc, "metrics_port": config.metrics_port}
 
     def _apply_config(self, name: str, state: dict[str, Any], files: Mapping[str, str],
                       wanted: dict[str, list[int]], spec: Spec, on_poll: OnPoll | None) -> Deployment:
