@@ -176,16 +176,27 @@ class VersionMetrics:
         self.load_duration = Gauge(p + "model_load_duration_seconds", ("model", "version"))
         # Filled at scrape time by the server (collectors), so they cost nothing per request.
         self.collectors: list[Callable[[], Iterable[tuple[Gauge, float, tuple[str, ...]]]]] = []
+        # One cell per label set: [request count, the duration histogram's own cell list], so a
+        # request costs one dict lookup (this runs on every call; see bench/metrics.py).
+        self._cells: dict[tuple[str, ...], list] = {}
+        self._buckets = len(DURATION_BUCKETS)
 
     def record(self, call: Call, code: str, seconds: float) -> None:
         key = (call.model, call.version, call.signature, call.method, call.protocol)
-        self.requests.inc(*key)
+        cell = self._cells.get(key)
+        if cell is None:
+            hist = self.duration.cells[key] = [0.0] * (self._buckets + 2)
+            cell = self._cells[key] = [0, hist]
+        cell[0] += 1
         if code == "OK":
-            self.duration.observe(seconds, *key)
+            hist = cell[1]
+            hist[bisect.bisect_right(DURATION_BUCKETS, seconds)] += 1
+            hist[-1] += seconds
         else:
             self.errors.inc(*key, code)
 
     def render(self, out: list[str]) -> None:
+        self.requests.values = {key: cell[0] for key, cell in self._cells.items()}
         for m in (self.requests, self.errors, self.duration, self.batch_size, self.load_duration):
             m.render(out)
         gauges: dict[str, Gauge] = {}
