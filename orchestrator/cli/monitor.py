@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from orchestrator.cli._common import console, output_option, print_json, print_table
@@ -88,6 +90,30 @@ def monitor_status(name: str, output: str) -> None:
         print_table(None, ["job", "role", "replica", "url", "health", "error"],
                     [[t["job"], t["role"], t["replica"], t["url"], t["health"], t["error"]]
                      for t in result["targets"]])
+
+
+@monitor.command("dashboard")
+@click.argument("name")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="File to write (default .tfso/monitor/NAME/dashboard.json).")
+@click.option("--window", default=None,
+              help="Rate window of the rules it reads (default: the running monitor's, or 1m).")
+def monitor_dashboard(name: str, out: Path | None, window: str | None) -> None:
+    """Write a Grafana dashboard (JSON, import-ready) for NAME's Prometheus."""
+    import json
+
+    from orchestrator.monitor.dashboard import dashboard
+    from orchestrator.monitor.rules import RuleNames
+    from orchestrator.monitor.server import folder, read_info
+    from orchestrator.state import write_atomic
+
+    store = _store()
+    info = read_info(store, name) or {}
+    names = RuleNames(window or info.get("window") or "1m")
+    path = out or folder(store, name) / "dashboard.json"
+    write_atomic(path.absolute(), json.dumps(dashboard(name, names), indent=2) + "\n")
+    console.print(f"wrote {path} (Grafana: Dashboards > New > Import; pick the Prometheus at "
+                  f"{info.get('url', 'your Prometheus')})", highlight=False)
 
 
 COMMANDS = [monitor]

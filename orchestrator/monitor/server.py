@@ -56,8 +56,7 @@ def folder(store: StateStore, name: str) -> Path:
 
 
 def prometheus_binary() -> str:
-    found = shutil.which("prometheus") or (
-        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)
+    found = shutil.which("prometheus")
     if found is None:
         raise MonitorError("Prometheus is not installed (no `prometheus` on PATH)",
                            fix="install Debian's package: `apt-get install -y prometheus` "

@@ -79,6 +79,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("num_request_iterations_for_warmup", int, 1, "Times each warmup request is replayed"),
     Flag("version", bool, False, "Print the version and exit"),
     Flag("monitoring_config_file", str, "", "MonitoringConfig text proto (Prometheus)"),
+    Flag(
+        "log_format",
+        str,
+        os.environ.get("TFS_LOG_FORMAT", "text"),
+        "Log lines as text or json (ours; TF Serving has no such flag). Env: TFS_LOG_FORMAT",
+    ),
     Flag("remove_unused_fields_from_bundle_metagraph", bool, True, "Accepted for compatibility"),
     Flag("prefer_tflite_model", bool, False, "Accepted for compatibility"),
     Flag("num_tflite_pools", int, _CPUS, "Accepted for compatibility"),
@@ -167,6 +173,8 @@ def validate(opts: Options) -> None:
         )
     if opts.port == 0 and opts.rest_api_port == 0 and not opts.grpc_socket_path:
         raise FlagError("Nothing to serve: --port=0 and --rest_api_port=0")
+    if opts.log_format not in ("text", "json"):
+        raise FlagError(f"--log_format={opts.log_format}: expected text or json")
     for name in ("port", "rest_api_port"):
         if not 0 <= getattr(opts, name) <= 65535:
             raise FlagError(f"--{name}={getattr(opts, name)} is not a valid port (0-65535)")

@@ -15,6 +15,11 @@ model loads, and the process exits non-zero. Logs go to stderr, one line per eve
 (`time level logger: message`); TensorFlow's own C++ logs are quietened unless
 TF_CPP_MIN_LOG_LEVEL is set. SIGTERM / SIGINT stop the server cleanly (exit 0).
 
+`--log_format=json` (or TFS_LOG_FORMAT=json; ours, not TF Serving's) writes one JSON object per
+line with time, level, logger, message and, for a request, model, version and request_id.
+Request ids come from the `X-Request-Id` header / `x-request-id` gRPC metadata, or are generated,
+and are returned in the response header / trailing metadata.
+
 Environment: TFS_BIND_HOST, TFS_MAX_REQUEST_BYTES (REST body limit, default 256 MiB),
 TFS_LOG_LEVEL (default INFO), TFS_RUN_THREADS (session-run threads, default max(4, 2 x CPUs)),
 TFS_INLINE_RUN=0 (never run small graphs in the calling thread; see runner._is_simple_graph).
@@ -59,13 +64,13 @@ class StartupError(Exception):
     """The server cannot start; the message says why."""
 
 
-def _setup_logging() -> None:
+def _setup_logging(fmt: str = "text") -> None:
+    from orchestrator.logs import RequestContext, configure
+    from orchestrator.server.metrics import CURRENT_CALL
+
     level = os.environ.get("TFS_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure(fmt, getattr(logging, level, logging.INFO), stream=sys.stderr,
+              context=RequestContext(CURRENT_CALL.get))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # TensorFlow's Python logger repeats deprecation notices for the TF1 loader we use on purpose.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
@@ -374,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     except flagmod.FlagError as e:
         print(f"tfs-model-server: {e}\n\n{flagmod.usage()}", file=sys.stderr)
         return 2
-    _setup_logging()
+    _setup_logging(opts.log_format)
     try:
         import uvloop
 

@@ -122,12 +122,13 @@ def version_metrics_enabled() -> bool:
 class Call:
     """What one request resolved to, filled in as it goes (model, version, signature)."""
 
-    __slots__ = ("method", "model", "protocol", "signature", "version")
+    __slots__ = ("method", "model", "protocol", "request_id", "signature", "version")
 
-    def __init__(self, model: str, method: str, protocol: str) -> None:
+    def __init__(self, model: str, method: str, protocol: str, request_id: str = "") -> None:
         self.model = model
         self.method = method
         self.protocol = protocol
+        self.request_id = request_id
         self.version = ""
         self.signature = ""
 
@@ -238,11 +239,9 @@ class Metrics:
         on = version_metrics_enabled() if version_metrics is None else version_metrics
         self.versions: VersionMetrics | None = VersionMetrics() if on else None
 
-    def begin(self, model: str, method: str, protocol: str) -> Call | None:
-        """Start tracking one request (None when per-version metrics are off)."""
-        if self.versions is None:
-            return None
-        call = Call(model, method, protocol)
+    def begin(self, model: str, method: str, protocol: str, request_id: str = "") -> Call:
+        """Start tracking one request: what it resolves to is filled in as it goes (and logged)."""
+        call = Call(model, method, protocol, request_id)
         CURRENT_CALL.set(call)
         return call
 

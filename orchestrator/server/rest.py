@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 from aiohttp import HttpVersion11, web
 
+from orchestrator.logs import REQUEST_ID_HEADER, request_id
 from orchestrator.server import json_tensor as jt
 from orchestrator.server.config import MonitoringOptions
 from orchestrator.server.core import Core
@@ -104,6 +105,13 @@ class RestApi:
         return resp
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
+        """Every answer carries X-Request-Id: the caller's, or a new one (see orchestrator.logs)."""
+        rid = request_id(request.headers.get(REQUEST_ID_HEADER))
+        response = await self._handle(request, rid)
+        response.headers[REQUEST_ID_HEADER] = rid
+        return response
+
+    async def _handle(self, request: web.BaseRequest, rid: str) -> web.Response:
         path = request.path
         method = request.method
         if self.monitoring.enable and method == "GET" and path == self.monitoring.path:
@@ -118,7 +126,7 @@ class RestApi:
             m = _PREDICT_RE.fullmatch(path)
             if m and method == "POST":
                 model, api = m.group(1), m.group(4).lower()
-                call = self.core.metrics.begin(model, api, "rest")
+                call = self.core.metrics.begin(model, api, "rest", rid)
                 body = await self._body(request)
                 async with asyncio.timeout(self.timeout_s):
                     out = await self._predict_like(
@@ -143,6 +151,8 @@ class RestApi:
             if model:
                 self.core.metrics.record_request(model, api, "REST", e.code, 0)
             self.core.metrics.end(call, e.code, start)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("REST %s %s: %s %s", method, path, e.code, e.message)
             return self._response(e.http_status, jt.error_body(e.message))
         except asyncio.TimeoutError:
             self.core.metrics.record_request(model, api, "REST", "DEADLINE_EXCEEDED", 0)
@@ -159,6 +169,8 @@ class RestApi:
             model, api, "REST", "OK", (time.perf_counter() - start) * 1e6
         )
         self.core.metrics.end(call, "OK", start)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("REST %s %s: OK in %.3f ms", method, path, (time.perf_counter() - start) * 1e3)
         return self._response(200, out)
 
     async def _body(self, request: web.BaseRequest) -> bytes:

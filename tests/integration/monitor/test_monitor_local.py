@@ -191,3 +191,18 @@ def test_alert_fires_when_model_breaks_and_clears(deployed: dict[str, Any]) -> N
     finally:
         stop.set()
         worker.join(15)
+
+
+def test_dashboard_queries_answer(deployed: dict[str, Any]) -> None:
+    root, prom = deployed["root"], deployed["prom"]
+    run = tfsctl(root, "monitor", "dashboard", MODEL, "--out", "board.json")
+    assert run.returncode == 0, run.stderr
+    board = json.loads((root / "board.json").read_text())
+    answered = {}
+    for panel in board["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"].replace("$model", MODEL).replace("$version", ".*")
+            answered[(panel["title"], target["refId"])] = query(prom, expr)
+    assert answered[("Requests per second", "A")], "rps panel has no series"
+    assert answered[("Latency percentiles", "C")], "p99 panel has no series"
+    assert answered[("Router requests per second", "A")], "router panel has no series"

@@ -75,6 +75,5 @@ def test_version_metrics_read_back_by_prometheus_client():
 
 def test_version_metrics_off():
     m = Metrics(version_metrics=False)
-    assert m.begin("hpt", "predict", "rest") is None
-    m.end(None, "OK", 0.0)
+    m.end(m.begin("hpt", "predict", "rest"), "OK", 0.0)
     assert "tfso_" not in m.render()
