@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
+from rich.table import Table
 
 from orchestrator.cli._common import console, output_option, print_json, print_table
 
 
-@click.group()
+class _MonitorGroup(click.Group):
+    """`tfsctl monitor NAME` is `tfsctl monitor watch NAME` (the live view)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["watch", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_MonitorGroup)
 def monitor() -> None:
-    """Prometheus for a deployment: scrape config, recording and alert rules, dashboards."""
+    """Prometheus for a deployment, and a live view: `tfsctl monitor NAME`.
+
+    up|down|status run a real Prometheus; dashboard writes Grafana JSON; report draws a PNG or HTML.
+    """
 
 
 def _store():  # type: ignore[no-untyped-def]
@@ -114,6 +128,124 @@ def monitor_dashboard(name: str, out: Path | None, window: str | None) -> None:
     write_atomic(path.absolute(), json.dumps(dashboard(name, names), indent=2) + "\n")
     console.print(f"wrote {path} (Grafana: Dashboards > New > Import; pick the Prometheus at "
                   f"{info.get('url', 'your Prometheus')})", highlight=False)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _table(name: str, source: str, rows: list) -> Table:
+    table = Table(title=f"{name} ({source}, {time.strftime('%H:%M:%S')})", title_justify="left",
+                  header_style="bold")
+    for column in ("replica", "address", "state", "version", "requests", "rps", "errors",
+                   "p50 ms", "p99 ms", "queue"):
+        table.add_column(column, justify="right" if column not in ("replica", "address",
+                                                                      "state") else "left")
+    for r in rows:
+        table.add_row(f"{r.role} {r.replica}", r.address,
+                      "[green]up[/]" if r.up else "[bold red]down[/]", r.version or "-",
+                      _fmt(r.requests if r.up else None, ".0f"), _fmt(r.rps, ".1f"),
+                      _fmt(r.error_ratio, ".1%"), _fmt(r.p50_ms, ".2f"), _fmt(r.p99_ms, ".2f"),
+                      _fmt(r.queue, ".0f"))
+    return table
+
+
+@monitor.command("watch")
+@click.argument("name")
+@click.option("--source", type=click.Choice(["auto", "prometheus", "direct"]), default="auto",
+              show_default=True,
+              help="auto: the deployment's Prometheus when it runs, else the replicas directly.")
+@click.option("--interval", type=click.FloatRange(0.2, 60), default=1.0, show_default=True,
+              help="Seconds between refreshes.")
+@click.option("--once", is_flag=True, help="Print one view (after one interval) and exit.")
+@output_option
+def monitor_watch(name: str, source: str, interval: float, once: bool, output: str) -> None:
+    """Live per-replica, per-version rps, errors, latency and queue depth (Ctrl-C ends)."""
+    from rich.live import Live
+
+    from orchestrator.monitor import MonitorError
+    from orchestrator.monitor.live import DirectSource, PrometheusSource, targets
+    from orchestrator.monitor.scrape import metrics_path
+    from orchestrator.monitor.server import is_running, read_info
+
+    store = _store()
+    state = store.load(name)
+    if state is None:
+        raise MonitorError(f"no deployment named {name!r}",
+                           fix=f"deploy it first with `tfsctl deploy {name}`")
+    model = (state.get("models") or [name])[0]
+    info = read_info(store, name)
+    src: DirectSource | PrometheusSource
+    if source == "prometheus" or (source == "auto" and is_running(info)):
+        if not is_running(info):
+            raise MonitorError(f"no Prometheus runs for {name}",
+                               fix=f"start it with `tfsctl monitor up {name}`, or use "
+                                   "`--source direct`")
+        assert info is not None
+        src = PrometheusSource(info["url"], model, info.get("window", "1m"))
+    else:
+        path = metrics_path(state)
+        if path is None:
+            raise MonitorError(f"{name} does not export Prometheus metrics",
+                               fix="set `monitoring: {prometheus: true}` in its spec and deploy")
+        src = DirectSource(model, path)
+
+    def rows() -> list:
+        st = store.load(name) or state
+        try:
+            return src.sample(targets(st, store.load(f"{name}.canary")))
+        except Exception as exc:  # Prometheus went away mid-view: say so, keep the view alive
+            import requests
+
+            if not isinstance(exc, (requests.RequestException, KeyError, ValueError)):
+                raise
+            raise MonitorError(f"{src.name} source failed: {exc}",
+                               fix="check `tfsctl monitor status`, or use `--source direct`") from exc
+
+    if once:
+        rows()
+        time.sleep(interval)
+        result = rows()
+        if output == "json":
+            print_json({"name": name, "source": src.name, "rows": [r.to_json() for r in result]})
+        else:
+            console.print(_table(name, src.name, result))
+        return
+    rows()
+    with Live(_table(name, src.name, []), console=console, refresh_per_second=4) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(_table(name, src.name, rows()))
+        except KeyboardInterrupt:
+            pass
+
+
+@monitor.command("report")
+@click.argument("name")
+@click.option("--since", default="1h", show_default=True, help="How far back: 90s, 30m, 1h, 2d.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="report.png or report.html (the numbers go to OUT.json beside it).")
+def monitor_report(name: str, since: str, out: Path) -> None:
+    """Per-version rps, error ratio and latency over time, with deploy/rollout events marked."""
+    from orchestrator.monitor import MonitorError
+    from orchestrator.monitor import report as rep
+    from orchestrator.monitor.server import is_running, read_info
+
+    store = _store()
+    since_s = rep.parse_since(since)
+    info = read_info(store, name)
+    if not is_running(info):
+        raise MonitorError(f"no Prometheus runs for {name}: the report reads its stored data",
+                           fix=f"start it with `tfsctl monitor up {name}` (it reports from then on)")
+    assert info is not None
+    state = store.load(name) or {}
+    model = (state.get("models") or [name])[0]
+    data = rep.build(store, name, model, info["url"], info.get("window", "1m"), since_s)
+    beside = rep.write(data, out)
+    versions = sorted({s["version"] for s in data["series"]})
+    console.print(f"wrote {out} and {beside}: versions {', '.join(versions) or 'none'}, "
+                  f"{len(data['events'])} events", highlight=False)
 
 
 COMMANDS = [monitor]

@@ -10,7 +10,9 @@ every wait is on a condition with a deadline.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -206,3 +208,74 @@ def test_dashboard_queries_answer(deployed: dict[str, Any]) -> None:
     assert answered[("Requests per second", "A")], "rps panel has no series"
     assert answered[("Latency percentiles", "C")], "p99 panel has no series"
     assert answered[("Router requests per second", "A")], "router panel has no series"
+
+
+def watch(root: Path, source: str) -> list[dict[str, Any]]:
+    run = tfsctl(root, "monitor", MODEL, "--once", "--source", source, "-o", "json")
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    assert doc["source"] == source
+    return doc["rows"]
+
+
+def test_live_view_from_prometheus_and_direct(deployed: dict[str, Any]) -> None:
+    root, rest = deployed["root"], deployed["rest"]
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            requests.post(f"{rest}/v1/models/{MODEL}:predict", json={"instances": [[1.0]]},
+                          timeout=10)
+            stop.wait(0.01)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    try:
+        for source in ("direct", "prometheus"):
+            def busy(s: str = source) -> list[dict[str, Any]] | None:
+                rows = [r for r in watch(root, s) if r["version"] == "1"]
+                ok = len(rows) == 2 and all(r["up"] and (r["rps"] or 0) > 0 for r in rows)
+                return rows if ok else None
+
+            rows = wait_for(busy, 30, f"both replicas serving version 1 in the {source} view")
+            assert {r["role"] for r in rows} == {"stable"}
+            assert all(r["p99_ms"] is not None and r["p99_ms"] > 0 for r in rows)
+            assert all(r["error_ratio"] == 0 for r in rows)
+    finally:
+        stop.set()
+        worker.join(15)
+    run = tfsctl(root, "monitor", MODEL, "--once", "--interval", "0.2")  # the table itself
+    assert run.returncode == 0 and "stable 0" in run.stdout and "p99 ms" in run.stdout
+
+
+def test_report_png_and_html(deployed: dict[str, Any]) -> None:
+    root = deployed["root"]
+    for out in ("report.png", "report.html"):
+        run = tfsctl(root, "monitor", "report", MODEL, "--since", "15m", "--out", out)
+        assert run.returncode == 0, run.stderr
+        data = json.loads((root / f"{out}.json").read_text())
+        versions = {s["version"] for s in data["series"] if s["what"] == "rps" and s["points"]}
+        assert {"1", "3"} <= versions  # the broken version's traffic is in the picture too
+        assert {"p50", "p95", "p99", "error_ratio"} <= {s["what"] for s in data["series"]}
+        assert [e["what"] for e in data["events"]].count("deploy: reloaded") == 2
+    assert (root / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (root / "report.html").read_text()
+    assert "data:image/png;base64," in page and "deploy: reloaded" in page
+    run = tfsctl(root, "monitor", "report", MODEL, "--out", "report.pdf")
+    assert run.returncode != 0 and ".png or an .html" in run.stderr
+
+
+def test_vanished_replica_shows_down_and_alerts(deployed: dict[str, Any]) -> None:
+    root, prom = deployed["root"], deployed["prom"]
+    state = json.loads((root / ".tfso" / "deployments" / f"{MODEL}.json").read_text())
+    victim = state["replicas"][1]
+    os.killpg(victim["pid"], signal.SIGKILL)
+    for source in ("direct", "prometheus"):
+        def down(s: str = source) -> list[dict[str, Any]] | None:
+            rows = watch(root, s)
+            gone = [r for r in rows if r["replica"] == "1" and not r["up"]]
+            return rows if gone and any(r["up"] for r in rows if r["replica"] == "0") else None
+
+        wait_for(down, 30, f"replica 1 shown down by the {source} view")
+    alerts = wait_for(lambda: firing(prom, "TfsoReplicaDown"), 30, "TfsoReplicaDown firing")
+    assert {a["labels"]["replica"] for a in alerts} == {"1"}
