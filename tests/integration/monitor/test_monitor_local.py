@@ -210,6 +210,41 @@ def test_dashboard_queries_answer(deployed: dict[str, Any]) -> None:
     assert answered[("Router requests per second", "A")], "router panel has no series"
 
 
+def test_rollout_metrics_prometheus_equals_replicas(deployed: dict[str, Any]) -> None:
+    """`rollout --metrics prometheus` and `--metrics replicas` see the same windows per version."""
+    from orchestrator.monitor.versions import reader_for
+    from orchestrator.rollout.analysis import analyse
+    from orchestrator.rollout.target import window
+    from orchestrator.state import StateStore
+
+    store = StateStore(deployed["root"] / ".tfso")
+    direct = reader_for("replicas", MODEL, MODEL, 1, 3, store=store)
+    prom = reader_for("prometheus", MODEL, MODEL, 1, 3, store=store)
+
+    def agreed() -> tuple[dict, dict] | None:
+        a, b = direct.sample(), prom.sample()
+        return (a, b) if a == b else None
+
+    before, _ = wait_for(agreed, 20, "Prometheus caught up with the replicas")
+    assert before["canary"].errors > 0  # version 3's failures from the alert test
+    for i in range(30):
+        assert requests.post(f"{deployed['rest']}/v1/models/{MODEL}:predict",
+                             json={"instances": [[float(i)]]}, timeout=30).ok
+    after_direct, after_prom = wait_for(
+        lambda: (lambda r: r if r and r[0]["stable"].requests == before["stable"].requests + 30
+                 else None)(agreed()), 20, "both sources counting the 30 new requests")
+    results = []
+    for after in (after_direct, after_prom):
+        stable = window(after["stable"], before["stable"])
+        canary = window(after["canary"], before["canary"])
+        results.append((stable, canary, analyse(stable, canary, max_error_rate=0.01,
+                                                max_latency_p99_ms=1000, min_requests=10)))
+    assert results[0] == results[1]
+    stable, canary, verdict = results[0]
+    assert (stable.requests, stable.errors) == (30, 0) and stable.p99_ms is not None
+    assert canary.requests == 0 and verdict.verdict.value == "no_data"
+
+
 def watch(root: Path, source: str) -> list[dict[str, Any]]:
     run = tfsctl(root, "monitor", MODEL, "--once", "--source", source, "-o", "json")
     assert run.returncode == 0, run.stderr
