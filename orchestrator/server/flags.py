@@ -174,7 +174,7 @@ def validate(opts: Options) -> None:
     if opts.port == 0 and opts.rest_api_port == 0 and not opts.grpc_socket_path:
         raise FlagError("Nothing to serve: --port=0 and --rest_api_port=0")
     if opts.log_format not in ("text", "json"):
-        raise FlagError(f"--log_format={opts.log_format}: expected text or json")
+        raise FlagError(f"--log_format={opts.log_format} (or TFS_LOG_FORMAT): expected text or json")
     for name in ("port", "rest_api_port"):
         if not 0 <= getattr(opts, name) <= 65535:
             raise FlagError(f"--{name}={getattr(opts, name)} is not a valid port (0-65535)")

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from orchestrator.runtime.base import free_port
-from tests.helpers.rollout import build_models, tfsctl, wait_for
+from tests.helpers.rollout import Load, build_models, rollout_status, start_args, tfsctl, wait_for
 
 pytestmark = pytest.mark.integration
 MODEL = "mon"
@@ -237,12 +237,30 @@ def test_rollout_metrics_prometheus_equals_replicas(deployed: dict[str, Any]) ->
     for after in (after_direct, after_prom):
         stable = window(after["stable"], before["stable"])
         canary = window(after["canary"], before["canary"])
-        results.append((stable, canary, analyse(stable, canary, max_error_rate=0.01,
+        results.append((stable, canary, analyse(canary, stable, max_error_rate=0.01,
                                                 max_latency_p99_ms=1000, min_requests=10)))
     assert results[0] == results[1]
     stable, canary, verdict = results[0]
     assert (stable.requests, stable.errors) == (30, 0) and stable.p99_ms is not None
     assert canary.requests == 0 and verdict.verdict.value == "no_data"
+
+
+def test_rollout_with_prometheus_metrics_rolls_back_a_bad_canary(deployed: dict[str, Any]) -> None:
+    """End to end: the canary is scraped as soon as it starts; its errors, read per version from
+    Prometheus, roll the rollout back; stable keeps serving."""
+    root = deployed["root"]
+    with Load(deployed["rest"], f"127.0.0.1:{deployed['grpc']}", model=MODEL) as load:
+        wait_for(lambda: len(load.records) > 30, 30, "load to start")
+        run = tfsctl(root, *start_args(MODEL, "3", "50,100", "3s", "--min-requests", "10",
+                                       "--threshold", "1", "--metrics", "prometheus"))
+    assert run.returncode == 1, run.stdout + run.stderr
+    status = rollout_status(root, MODEL)
+    assert status["phase"] == "failed" and status["extra"]["metrics"] == "prometheus"
+    assert "error rate" in status["message"], status["message"]
+    assert not (root / ".tfso" / "deployments" / f"{MODEL}.canary.json").exists()
+    targets = json.loads((root / ".tfso" / "monitor" / MODEL / "replicas.json").read_text())
+    assert [t["labels"]["role"] for t in targets] == ["stable", "stable"]  # canary gone again
+    assert {r[2] for r in load.records if r[2] is not None} <= {1}
 
 
 def watch(root: Path, source: str) -> list[dict[str, Any]]:
@@ -293,6 +311,8 @@ def test_report_png_and_html(deployed: dict[str, Any]) -> None:
         assert {"1", "3"} <= versions  # the broken version's traffic is in the picture too
         assert {"p50", "p95", "p99", "error_ratio"} <= {s["what"] for s in data["series"]}
         assert [e["what"] for e in data["events"]].count("deploy: reloaded") == 2
+        assert any(e["what"].startswith("rollout start v1→v3") for e in data["events"])
+        assert any(e["what"] == "rollout failed" for e in data["events"])
     assert (root / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (root / "report.html").read_text()
     assert "data:image/png;base64," in page and "deploy: reloaded" in page

@@ -89,4 +89,4 @@ def test_bad_log_format_refused(tmp_path: Path) -> None:
 
     out = run_server_expect_exit(["--model_base_path=/nope", "--log_format=xml"])
     assert out.returncode == 2
-    assert "--log_format=xml: expected text or json" in out.stderr
+    assert "--log_format=xml (or TFS_LOG_FORMAT): expected text or json" in out.stderr
