@@ -1,9 +1,10 @@
 """What per-version metrics cost: tfs-model-server with `tfso_*` metrics on vs off, in one run.
 
-Two servers on the same model (Keras MLP 784 -> 256 -> 10, monitoring on), one with
-TFS_VERSION_METRICS=0. Each round loads them in turn (wrk on REST, then an asyncio gRPC generator),
-alternating which goes first; rps is the mean over rounds, and since the machine's other load
-varies, the on/off ratio is also given per round (paired runs) with its median. While a server is under REST load, a
+The same model (Keras MLP 784 -> 256 -> 10, monitoring on) served with TFS_VERSION_METRICS=1 and
+=0. Each round starts a fresh server for each setting in turn (alternating which goes first) and
+loads it (wrk on REST, then an asyncio gRPC generator); rps is the mean over rounds, and since the
+machine's other load varies, the on/off ratio is also given per round (paired runs) with its
+median. While a server is under REST load, a
 thread scrapes its metrics page every 100 ms, as Prometheus would, and times each scrape.
 Prints a markdown table with rps on/off and the scrape times (goal: ratio >= 0.97, scrape < 5 ms).
 
@@ -71,35 +72,35 @@ def main() -> int:
     totals = {key: {"rest": 0.0, "grpc": 0.0} for key in ("on", "off")}
     ratios: dict[str, list[float]] = {"rest": [], "grpc": []}  # on/off, per round (paired)
     scrapes: dict[str, list[float]] = {"on": [], "off": []}
+    page = b""
     try:
-        with ServerProcess(common, env={"TFS_VERSION_METRICS": "1"}) as on, \
-                ServerProcess(common, env={"TFS_VERSION_METRICS": "0"}) as off:
-            servers = {"on": on, "off": off}
-            for srv in servers.values():
-                srv.wait_until_available(MODEL)
-                warm(f"{srv.rest_url}/v1/models/{MODEL}:predict", body)
-            for i in range(args.rounds):
-                order = ["on", "off"] if i % 2 == 0 else ["off", "on"]
-                this_round: dict[str, dict[str, float]] = {"on": {}, "off": {}}
-                for key in order:
-                    srv = servers[key]
+        for i in range(args.rounds):
+            order = ["on", "off"] if i % 2 == 0 else ["off", "on"]
+            this_round: dict[str, dict[str, float]] = {"on": {}, "off": {}}
+            for key in order:
+                # A fresh server per round and setting, so no process keeps a lucky (or unlucky)
+                # placement for the whole run; only one server runs at a time.
+                env = {"TFS_VERSION_METRICS": "1" if key == "on" else "0"}
+                with ServerProcess(common, env=env) as srv:
+                    srv.wait_until_available(MODEL)
+                    url = f"{srv.rest_url}/v1/models/{MODEL}:predict"
+                    warm(url, body)
                     scraper = Scraper(srv.rest_url + PATH)
                     scraper.start()
-                    stats = wrk(f"{srv.rest_url}/v1/models/{MODEL}:predict", body,
-                                duration=args.duration, connections=args.connections)
+                    stats = wrk(url, body, duration=args.duration, connections=args.connections)
                     scraper.stop.set()
                     scraper.join(10)
                     scrapes[key] += scraper.times_ms
-                    totals[key]["rest"] += stats["rps"]
                     this_round[key]["rest"] = stats["rps"]
-                for key in order:
-                    stats = asyncio.run(grpc_load(servers[key].grpc_target, row,
-                                                  duration=args.duration, concurrency=args.connections))
-                    totals[key]["grpc"] += stats["rps"]
+                    stats = asyncio.run(grpc_load(srv.grpc_target, row, duration=args.duration,
+                                                  concurrency=args.connections))
                     this_round[key]["grpc"] = stats["rps"]
-                for proto in ratios:
-                    ratios[proto].append(this_round["on"][proto] / this_round["off"][proto])
-            page = urllib.request.urlopen(on.rest_url + PATH, timeout=5).read()
+                    if key == "on":
+                        page = urllib.request.urlopen(srv.rest_url + PATH, timeout=5).read()
+                for proto in ("rest", "grpc"):
+                    totals[key][proto] += this_round[key][proto]
+            for proto in ratios:
+                ratios[proto].append(this_round["on"][proto] / this_round["off"][proto])
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -104,6 +104,11 @@ def monitor_status(name: str, output: str) -> None:
         print_table(None, ["job", "role", "replica", "url", "health", "error"],
                     [[t["job"], t["role"], t["replica"], t["url"], t["health"], t["error"]]
                      for t in result["targets"]])
+    if result["alerts"]:
+        print_table("alerts", ["alert", "state", "since", "summary"],
+                    [[a["alert"], a["state"], a["since"], a["summary"]] for a in result["alerts"]])
+    elif result["running"]:
+        console.print("no alerts pending or firing")
 
 
 @monitor.command("dashboard")

@@ -235,7 +235,8 @@ def status(store: StateStore, name: str) -> dict[str, Any]:
         raise MonitorError(f"no monitor for {name!r}", fix=f"start one with `tfsctl monitor up {name}`")
     running = is_running(info)
     result: dict[str, Any] = {"name": name, "running": running, "url": info["url"],
-                              "pid": info["pid"], "folder": info["folder"], "targets": []}
+                              "pid": info["pid"], "folder": info["folder"], "targets": [],
+                              "alerts": []}
     if not running:
         return result
     refresh_targets(store, name)
@@ -249,4 +250,10 @@ def status(store: StateStore, name: str) -> dict[str, Any]:
             "job": labels.get("job"), "role": labels.get("role"), "replica": labels.get("replica", ""),
             "url": t.get("scrapeUrl"), "health": t.get("health"), "error": t.get("lastError", ""),
         })
+    result["alerts"] = []
+    with contextlib.suppress(requests.RequestException, ValueError, KeyError):
+        alerts = requests.get(info["url"] + "/api/v1/alerts", timeout=5).json()["data"]["alerts"]
+        result["alerts"] = [{"alert": a["labels"].get("alertname"), "state": a.get("state"),
+                             "summary": a.get("annotations", {}).get("summary", ""),
+                             "since": a.get("activeAt", "")} for a in alerts]
     return result

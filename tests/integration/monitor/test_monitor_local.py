@@ -334,3 +334,9 @@ def test_vanished_replica_shows_down_and_alerts(deployed: dict[str, Any]) -> Non
         wait_for(down, 30, f"replica 1 shown down by the {source} view")
     alerts = wait_for(lambda: firing(prom, "TfsoReplicaDown"), 30, "TfsoReplicaDown firing")
     assert {a["labels"]["replica"] for a in alerts} == {"1"}
+    run = tfsctl(root, "monitor", "status", MODEL, "-o", "json")
+    assert run.returncode == 0, run.stderr
+    shown = json.loads(run.stdout)
+    assert [t["health"] for t in shown["targets"] if t["replica"] == "1"] == ["down"]
+    assert any(a["alert"] == "TfsoReplicaDown" and a["state"] == "firing"
+               and "stable replica 1" in a["summary"] for a in shown["alerts"])
