@@ -92,6 +92,8 @@ def main() -> int:
                     scraper.join(10)
                     scrapes[key] += scraper.times_ms
                     this_round[key]["rest"] = stats["rps"]
+                    asyncio.run(grpc_load(srv.grpc_target, row, duration=1,  # warm the channel
+                                          concurrency=args.connections))
                     stats = asyncio.run(grpc_load(srv.grpc_target, row, duration=args.duration,
                                                   concurrency=args.connections))
                     this_round[key]["grpc"] = stats["rps"]
