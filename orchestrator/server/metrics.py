@@ -77,14 +77,14 @@ class Histogram:
 
     def render(self, out: list[str]) -> None:
         out.append(f"# TYPE {self.name} histogram")
+        les = [f'le="{_fmt(x)}"}} ' for x in self.limits] + ['le="+Inf"} ']  # once per scrape
         for lv, cell in self.cells.items():
             labels = ",".join(f'{k}="{_esc(x)}"' for k, x in zip(self.labels, lv, strict=False))
             prefix = f"{self.name}_bucket{{{labels}{',' if labels else ''}"
             total = 0
-            for i in range(len(self.limits) + 1):
+            for i, le in enumerate(les):
                 total += int(cell[i])
-                le = _fmt(self.limits[i]) if i < len(self.limits) else "+Inf"
-                out.append(f'{prefix}le="{le}"}} {total}')
+                out.append(f"{prefix}{le}{total}")
             out.append(f"{self.name}_sum{{{labels}}} {_fmt(cell[-1])}")
             out.append(f"{self.name}_count{{{labels}}} {total}")
 
