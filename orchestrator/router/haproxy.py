@@ -58,6 +58,20 @@ class RouterConfig:
     metrics_port: int = 0  # HAProxy's built-in Prometheus exporter on 127.0.0.1 (0 = none)
 
 
+_PROMEX: dict[str, bool] = {}
+
+
+def supports_prometheus(binary: str) -> bool:
+    """Whether this HAProxy was built with its Prometheus exporter (`haproxy -vv` lists it)."""
+    if binary not in _PROMEX:
+        try:
+            out = subprocess.run([binary, "-vv"], capture_output=True, text=True, timeout=30)
+            _PROMEX[binary] = "prometheus-exporter" in out.stdout + out.stderr
+        except (OSError, subprocess.SubprocessError):
+            _PROMEX[binary] = False
+    return _PROMEX[binary]
+
+
 def group_weights(canary_percent: int, n_stable: int, n_canary: int) -> tuple[int, int]:
     """Per-server weights so that canary servers together get `canary_percent` of requests."""
     if not 0 <= canary_percent <= 100:
