@@ -5,7 +5,10 @@ lists, `data/` (the TSDB), prometheus.log and monitor.json (pid, port, settings)
 binds 127.0.0.1 only. `up` on a running monitor refreshes its targets and changes nothing else.
 
 Runtimes: the local runtime's replicas, canary and router all listen on 127.0.0.1, and Prometheus
-runs beside them as a process. Docker deployments are refused for now (see `up`).
+runs beside them as a process. For a Docker deployment it is a host process too, not a container:
+the replicas publish their ports on 127.0.0.1, which a host process reaches directly (a container
+would need the host network anyway), and no Prometheus image can be pulled where this is tested.
+The Docker router's exporter is not scraped yet (its container has no metrics port).
 """
 
 from __future__ import annotations
@@ -135,13 +138,12 @@ def up(store: StateStore, name: str, settings: MonitorSettings, *,
        deadline_s: float = 30.0) -> dict[str, Any]:
     """Start Prometheus for `name` (or refresh a running one); returns monitor.json's content."""
     state = _deployment(store, name)
-    if state.get("runtime") != "local":
+    if state.get("runtime") not in ("local", "docker"):
         raise MonitorError(
             f"{name} runs on the {state.get('runtime')} runtime; `tfsctl monitor up` supports the "
-            "local runtime only for now",
-            fix="deploy with `--runtime local` to monitor it, or point your own Prometheus at the "
-                "replicas' published ports (the scrape config `tfsctl monitor up` writes for a "
-                "local deployment shows the jobs and rules)")
+            "local and docker runtimes",
+            fix="point your own Prometheus at the replicas (`tfsctl monitor up` writes the scrape "
+                "config and rules for a local deployment)")
     path = metrics_path(state)
     if path is None:
         raise MonitorError(f"{name} does not export Prometheus metrics",

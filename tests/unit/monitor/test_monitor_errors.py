@@ -70,7 +70,7 @@ def test_data_folder_unwritable(project: Path) -> None:
     assert "writable" in err["fix"]
 
 
-def test_monitoring_off_and_docker_refused(project: Path) -> None:
+def test_monitoring_off_and_unknown_runtime_refused(project: Path) -> None:
     config = project / ".tfso" / "deployments" / "m" / "config" / "monitoring.config"
     config.unlink()
     err = error_of(tfsctl(project, "monitor", "up", "m"))
@@ -78,9 +78,10 @@ def test_monitoring_off_and_docker_refused(project: Path) -> None:
     assert "monitoring: {prometheus: true}" in err["fix"]
     state_file = project / ".tfso" / "deployments" / "m.json"
     state = json.loads(state_file.read_text())
-    state_file.write_text(json.dumps({**state, "runtime": "docker"}))
+    state_file.write_text(json.dumps({**state, "runtime": "kubernetes"}))
     err = error_of(tfsctl(project, "monitor", "up", "m"))
-    assert "local runtime only" in err["message"] and "--runtime local" in err["fix"]
+    assert "supports the local and docker runtimes" in err["message"]
+    assert "your own Prometheus" in err["fix"]
 
 
 def test_status_and_down_without_monitor(project: Path) -> None:
