@@ -24,7 +24,7 @@ install: $(STAMP) ## Create .venv and install the project with all extras (fast 
 convert-deps: $(STAMP) ## Install model-packaging tools (tensorflowjs, tfjs for Node, Chromium).
 	bash scripts/install_convert_deps.sh
 
-system: ## Install Docker, HAProxy, wrk, busybox when missing and start dockerd (needs root).
+system: ## Install Docker, HAProxy, wrk, busybox, Prometheus when missing and start dockerd (needs root).
 	bash scripts/setup_system.sh
 
 demo-model: $(STAMP) ## Build the demo Keras model (versions 1 and 2) under models/demo.
@@ -50,7 +50,7 @@ lint: $(STAMP) ## ruff and mypy.
 protos: $(STAMP) ## Regenerate orchestrator/protos/*_pb2.py from the .proto sources.
 	bash scripts/gen_protos.sh
 
-BENCHES := bench/serve_rest.py bench/client.py bench/deploy.py bench/router.py
+BENCHES := bench/serve_rest.py bench/client.py bench/deploy.py bench/router.py bench/metrics.py
 
 bench: $(STAMP) system ## Run the benchmarks (side-by-side ratios, printed as tables; slow).
 	@for b in $(BENCHES); do echo "== $$b"; $(PY) $$b || exit 1; done

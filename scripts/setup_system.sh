@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests use (Docker engine, HAProxy, busybox for the stand-in
-# image, wrk for benchmarks) when missing, and starts dockerd when no daemon answers.
+# image, wrk for benchmarks, Prometheus and promtool for monitoring) when missing, and starts
+# dockerd when no daemon answers.
 # Idempotent and quick when everything is there. Needs root (as CI and the dev machines are).
 set -euo pipefail
 
@@ -9,6 +10,8 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+# Prometheus and promtool (`tfsctl monitor`); the package's service is not started here.
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then

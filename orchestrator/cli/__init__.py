@@ -25,13 +25,25 @@ _COMMAND_MODULES = (
     "orchestrator.cli.convert",
     "orchestrator.cli.docker",
     "orchestrator.cli.rollout",
+    "orchestrator.cli.monitor",
 )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tfsctl")
-def cli() -> None:
+@click.option("--log-format", type=click.Choice(["text", "json"]), envvar="TFSO_LOG_FORMAT",
+              default="text", show_default=True,
+              help="Logs and errors as text or one JSON object per line (local replicas too).")
+def cli(log_format: str) -> None:
     """Deploy TensorFlow models to TF Serving, locally or in Docker, and roll them out safely."""
+    if log_format == "json":
+        import logging
+
+        from orchestrator.logs import configure
+
+        os.environ["TFSO_LOG_FORMAT"] = "json"  # run_cli prints errors as JSON lines
+        os.environ["TFS_LOG_FORMAT"] = "json"  # servers this command starts log JSON too
+        configure("json", logging.WARNING)
 
 
 for _name in _COMMAND_MODULES:

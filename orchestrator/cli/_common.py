@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -104,6 +105,10 @@ def run_cli(group: Callable[..., Any]) -> None:
     try:
         group(standalone_mode=False)
     except OrchestratorError as exc:
+        if os.environ.get("TFSO_LOG_FORMAT") == "json":  # --log-format json
+            print(json.dumps({"level": "error", "message": exc.message, "fix": exc.fix,
+                              "exit_code": exc.exit_code}), file=sys.stderr)
+            sys.exit(exc.exit_code)
         if exc.fix:
             err_console.print(
                 f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True

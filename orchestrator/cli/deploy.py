@@ -95,6 +95,7 @@ def _apply(names: tuple[str, ...], configs_dir: Path, runtime_name: str | None, 
 
         result = runtime.reload(specs, on_poll=on_poll) if verb == "reload" else runtime.deploy(specs, on_poll=on_poll)
     elapsed = time.monotonic() - started
+    _after_deploy(result.name, result.action)
     if output == "json":
         print_json({"name": result.name, "runtime": result.runtime, "action": result.action,
                     "rest_url": result.rest_url, "grpc_address": result.grpc_address,
@@ -106,6 +107,18 @@ def _apply(names: tuple[str, ...], configs_dir: Path, runtime_name: str | None, 
     console.print(f"  REST  {result.rest_url}/v1/models/{result.name}")
     console.print(f"  gRPC  {result.grpc_address}")
     console.print(f"  try   {_curl_line(specs[0], result.rest_url)}", highlight=False, soft_wrap=True)
+
+
+def _after_deploy(name: str, action: str) -> None:
+    """Point a running `tfsctl monitor` at the replicas as they are now; note the event."""
+    from orchestrator.monitor.events import record
+    from orchestrator.monitor.server import refresh_targets
+    from orchestrator.state import StateStore
+
+    store = StateStore()
+    refresh_targets(store, name)
+    if action != "unchanged":
+        record(store, name, f"deploy: {action}")
 
 
 def _curl_line(spec, rest_url: str) -> str:

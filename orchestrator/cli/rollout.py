@@ -122,10 +122,14 @@ def rollout() -> None:
               help="replicas: canary replicas behind the router; labels: stable/canary labels on one server, "
               "split by clients (orchestrator.client.split.LabelSplit).")
 @click.option("--webhook", "webhooks", multiple=True, help="KIND=URL (pre-rollout, step, promote, rollback).")
+@click.option("--metrics", "metrics", type=click.Choice(["router", "replicas", "prometheus"]), default="router",
+              show_default=True,
+              help="Where analysis reads counts and p99: router + TF Serving's counters; per-version "
+              "tfso_* counters from the replicas; or the same from `tfsctl monitor up`'s Prometheus.")
 @output_option
 def start(name: str, version: int, steps: str, interval: str, max_error_rate: float,
           max_latency_p99_ms: float | None, threshold: int, min_requests: int, canary_replicas: int,
-          webhooks: tuple[str, ...], mode: str, output: str) -> None:
+          webhooks: tuple[str, ...], mode: str, metrics: str, output: str) -> None:
     """Roll NAME out to VERSION through canary steps; exit 0 when promoted, 1 when rolled back."""
     from orchestrator.rollout.machine import Thresholds
     from orchestrator.rollout.manager import new_status, owner_alive
@@ -160,10 +164,21 @@ def start(name: str, version: int, steps: str, interval: str, max_error_rate: fl
     current = spec.wanted_versions()
     if version in current:
         raise RolloutError(f"{name} already serves version {version}", fix="roll out a version it does not serve")
-    target = _rollout_target(name, mode, version, canary_replicas)
+    target = _with_metrics(_rollout_target(name, mode, version, canary_replicas), metrics, name, max(current),
+                           version)
     status = new_status(name, name, max(current), version, steps=_steps(steps), interval_s=parse_duration(interval),
-                        thresholds=thresholds, mode=mode, webhooks=list(webhooks), canary_replicas=canary_replicas)
+                        thresholds=thresholds, mode=mode, webhooks=list(webhooks), canary_replicas=canary_replicas,
+                        metrics=metrics)
     _run(status, target, hooks, output)
+
+
+def _with_metrics(target, metrics: str, name: str, from_version: int, to_version: int):  # type: ignore[no-untyped-def]
+    """`--metrics replicas|prometheus`: the same target, sampled from per-version counters."""
+    if metrics == "router":
+        return target
+    from orchestrator.monitor.versions import VersionSampled, reader_for
+
+    return VersionSampled(target, reader_for(metrics, name, name, from_version, to_version))
 
 
 @rollout.command()
@@ -201,7 +216,8 @@ def resume(name: str, output: str) -> None:
         return
     if s.phase is machine.Phase.PAUSED:
         s = machine.resume(s, time.time())
-    target = _rollout_target(name, s.mode, s.to_version, int(s.extra.get("canary_replicas", 1)))
+    target = _with_metrics(_rollout_target(name, s.mode, s.to_version, int(s.extra.get("canary_replicas", 1))),
+                           str(s.extra.get("metrics", "router")), name, s.from_version, s.to_version)
     _run(s, target, Webhooks.parse(s.extra.get("webhooks", [])), output)
 
 

@@ -43,6 +43,13 @@ class RolloutTarget(ABC):
     def remove_canary(self) -> None: ...
 
 
+def _refresh_monitor(store: Any, name: str) -> None:
+    """A running `tfsctl monitor` scrapes the canary from the moment it exists until it is gone."""
+    from orchestrator.monitor.server import refresh_targets
+
+    refresh_targets(store, name)
+
+
 def window(after: Snapshot, before: Snapshot) -> Window:
     diff = after - before
     return Window(int(diff.requests), int(diff.errors), diff.quantile_ms(0.99), after.source)
@@ -205,6 +212,7 @@ class LocalTarget(RoutedTarget):
         replicas = [{k: v for k, v in r.items() if not k.startswith("_")} for r in started]
         self.runtime.store.save(self.canary_key, {"name": self.canary_key, "runtime": "local-canary",
                                                    "version": version, "replicas": replicas})
+        _refresh_monitor(self.runtime.store, self.name)
         self._route_canary(replicas, version)
 
     def _canary_replicas(self) -> Sequence[dict[str, Any]]:
@@ -247,6 +255,7 @@ class LocalTarget(RoutedTarget):
         if state:
             self.runtime._terminate(state["replicas"])
             self.runtime.store.delete(self.canary_key)
+            _refresh_monitor(self.runtime.store, self.name)
 
 
 class DockerTarget(RoutedTarget):

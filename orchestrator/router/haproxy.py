@@ -65,6 +65,21 @@ class RouterConfig:
     # The version every stable replica must have AVAILABLE to take traffic (versions.map); None
     # when unknown at render time (Compose): then any version's exact AVAILABLE state counts.
     stable_version: int | None = None
+    metrics_port: int = 0  # HAProxy's built-in Prometheus exporter on 127.0.0.1 (0 = none)
+
+
+_PROMEX: dict[str, bool] = {}
+
+
+def supports_prometheus(binary: str) -> bool:
+    """Whether this HAProxy was built with its Prometheus exporter (`haproxy -vv` lists it)."""
+    if binary not in _PROMEX:
+        try:
+            out = subprocess.run([binary, "-vv"], capture_output=True, text=True, timeout=30)
+            _PROMEX[binary] = "prometheus-exporter" in out.stdout + out.stderr
+        except (OSError, subprocess.SubprocessError):
+            _PROMEX[binary] = False
+    return _PROMEX[binary]
 
 
 def group_weights(canary_percent: int, n_stable: int, n_canary: int) -> tuple[int, int]:
@@ -135,6 +150,14 @@ def render_config(config: RouterConfig, socket_path: str, versions_map: str | No
         f"    default_backend {GRPC_BACKEND}",
         "",
     ]
+    if config.metrics_port:
+        lines += [
+            "frontend metrics",
+            f"    bind 127.0.0.1:{config.metrics_port}",
+            "    http-request use-service prometheus-exporter if { path /metrics }",
+            "    http-request return status 404",
+            "",
+        ]
     for backend, is_grpc in ((REST_BACKEND, False), (GRPC_BACKEND, True)):
         lines += [
             f"backend {backend}",

@@ -22,7 +22,13 @@ from typing import Any
 from orchestrator.errors import HealthTimeout, RuntimeError_
 from orchestrator.health import model_status, wait_until_available
 from orchestrator.plan import MODELS_CONFIG, build_plan
-from orchestrator.router.haproxy import HAProxyRouter, RouterConfig, Upstream, wait_until_routed
+from orchestrator.router.haproxy import (
+    HAProxyRouter,
+    RouterConfig,
+    Upstream,
+    supports_prometheus,
+    wait_until_routed,
+)
 from orchestrator.runtime.base import (
     Deployment,
     OnPoll,
@@ -276,11 +282,13 @@ class LocalRuntime(Runtime):
             bind_host=spec.ports.host,
             stable=tuple(Upstream(grpc_port=r["grpc_port"], rest_port=r["rest_port"]) for r in replicas),
             stable_version=max(wanted.get(spec.name) or [0]) or None,
+            # HAProxy's Prometheus exporter, when this build has it (Debian's and the official do).
+            metrics_port=free_port("127.0.0.1") if supports_prometheus(router.binary) else 0,
         )
         pid = router.start(config)
         wait_until_routed(router, len(replicas), deadline_s=spec.health.deadline_s)
         return {"pid": pid, "folder": str(router.folder), "rest_port": spec.ports.rest,
-                "grpc_port": spec.ports.grpc}
+                "grpc_port": spec.ports.grpc, "metrics_port": config.metrics_port}
 
     def _apply_config(self, name: str, state: dict[str, Any], files: Mapping[str, str],
                       wanted: dict[str, list[int]], spec: Spec, on_poll: OnPoll | None) -> Deployment:

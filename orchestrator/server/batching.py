@@ -230,7 +230,7 @@ class _Queue:
                 try:
                     inputs, total = _concat(group, self.options)
                     outs = await self.runner.pool.submit(servable.run, self.key, inputs)
-                    self.runner.record(servable.name, len(group), total)
+                    self.runner.record(servable.name, len(group), total, getattr(servable, "version", 0))
                     _split(group, outs, total)
                 except Exception as e:
                     for t in group:
@@ -290,12 +290,12 @@ class BatchingRunner:
         self.pool = pool
         self.options = options
         self._direct = DirectRunner(pool)
-        self.on_batch: Any = None  # callable(model_name, batch_size) for metrics
+        self.on_batch: Any = None  # callable(model_name, batch_size, version) for metrics
         self.queuing_latency_us = 0.0
 
-    def record(self, model: str, tasks: int, rows: int) -> None:
+    def record(self, model: str, tasks: int, rows: int, version: int = 0) -> None:
         if self.on_batch is not None:
-            self.on_batch(model, rows)
+            self.on_batch(model, rows, version)
 
     async def run(
         self, servable: Servable, key: RunKey, arrays: list[np.ndarray]

@@ -14,7 +14,7 @@ import numpy as np
 
 from orchestrator.server import runner as r
 from orchestrator.server.manager import Manager
-from orchestrator.server.metrics import Metrics
+from orchestrator.server.metrics import CURRENT_CALL, Metrics
 from orchestrator.server.status import ServingStatus, invalid
 
 _DT_NAMES = {
@@ -72,7 +72,17 @@ class Core:
     def servable(self, name: str, version: int | None, label: str | None) -> r.Servable:
         if not name:
             raise invalid("Missing model name in request.")
-        return self.manager.resolve(name, version, label)
+        servable = self.manager.resolve(name, version, label)
+        call = CURRENT_CALL.get()
+        if call is not None:
+            call.version = str(servable.version)
+        return servable
+
+    @staticmethod
+    def _note_signature(name: str) -> None:
+        call = CURRENT_CALL.get()
+        if call is not None:
+            call.signature = name
 
     async def _run(self, servable: r.Servable, key: r.RunKey, arrays: list[np.ndarray], api: str):  # type: ignore[no-untyped-def]
         t0 = time.perf_counter()
@@ -88,6 +98,7 @@ class Core:
             info = r.signature_input_info(servable, signature_name)
             if len(cache) < _PLAN_CACHE_MAX:
                 cache[signature_name] = info
+        self._note_signature(signature_name or r.DEFAULT_SIGNATURE)  # a signature that exists
         return info
 
     async def predict(
@@ -104,6 +115,7 @@ class Core:
             plan = r.plan_predict(servable, signature_name, list(inputs), output_filter or [])
             if len(cache) < _PLAN_CACHE_MAX:
                 cache[ck] = plan
+        self._note_signature(plan.signature_name)
         arrays = []
         for i, (alias, want) in enumerate(zip(plan.input_aliases, plan.input_dtypes, strict=False)):
             a = inputs[alias]
@@ -123,6 +135,7 @@ class Core:
     async def _examples_run(
         self, servable: r.Servable, plan: r.ExamplePlan, examples: list[bytes], api: str
     ):  # type: ignore[no-untyped-def]
+        self._note_signature(plan.signature_name)
         if not examples:
             raise invalid("Input is empty.")
         self.metrics.record_examples(servable.name, len(examples))
@@ -167,6 +180,7 @@ class Core:
         # that tf.saved_model.save wrote (one input placeholder each) work together.
         feeds = tuple(sorted({p.input_name for p in plans}))
         fetches = tuple(sorted({n for p in plans for n in p.output_names}))
+        self._note_signature(",".join(sorted(p.signature_name for p in plans)))
         if not examples:
             raise invalid("Input is empty.")
         self.metrics.record_examples(servable.name, len(examples))

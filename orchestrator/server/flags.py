@@ -116,6 +116,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("version", bool, False, "Print the version and exit"),
     Flag("monitoring_config_file", str, "", "MonitoringConfig text proto (Prometheus)"),
     Flag(
+        "log_format",
+        str,
+        os.environ.get("TFS_LOG_FORMAT", "text"),
+        "Log lines as text or json (ours; TF Serving has no such flag). Env: TFS_LOG_FORMAT",
+    ),
+    Flag(
         "remove_unused_fields_from_bundle_metagraph",
         bool,
         True,
@@ -284,6 +290,8 @@ def validate(opts: Options) -> None:
             "(server_options.tensorflow_intra_op_parallelism, "
             "server_options.tensorflow_inter_op_parallelism) separately. You cannot configure all."
         )
+    if opts.log_format not in ("text", "json"):
+        raise FlagError(f"--log_format={opts.log_format} (or TFS_LOG_FORMAT): expected text or json")
     for name in ("port", "rest_api_port"):
         if not 0 <= getattr(opts, name) <= 65535:
             raise FlagError(f"--{name}={getattr(opts, name)} is not a valid port (0-65535)")

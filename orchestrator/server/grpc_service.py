@@ -25,6 +25,7 @@ from google.protobuf.message import DecodeError
 from orchestrator.client import _methods as M
 from orchestrator.client import _wire
 from orchestrator.client.tensors import from_tensor_proto
+from orchestrator.logs import REQUEST_ID_METADATA, request_id
 from orchestrator.protos import apis_pb2
 from orchestrator.server import runner as r
 from orchestrator.server.config import ConfigError, models_from_bytes
@@ -68,6 +69,13 @@ def _examples(inp: Any) -> list[bytes]:
         ctx = inp.example_list_with_context.context.SerializeToString()
         return [ctx + e.SerializeToString() for e in inp.example_list_with_context.examples]
     raise invalid("Input is empty.")
+
+
+def _request_id(context: Any) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_METADATA:
+            return request_id(value if isinstance(value, str) else None)
+    return request_id(None)
 
 
 def _fill_spec(out: Any, name: str, version: int, signature_name: str) -> None:
@@ -114,6 +122,7 @@ class GrpcApi:
 
     def _wrap(self, fn: Callable[[Any], Awaitable[Any]], api: str):  # type: ignore[no-untyped-def]
         metrics = self.core.metrics
+        method = api.lower().replace("multiinference", "multi_inference")
 
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if isinstance(
@@ -129,18 +138,28 @@ class GrpcApi:
                     else getattr(request, "model_spec", None)
                 )
                 model = spec.name if spec is not None else ""
+            rid = _request_id(context)
+            context.set_trailing_metadata(((REQUEST_ID_METADATA, rid),))
+            call = metrics.begin(model, method, "grpc", rid) if api else None
             try:
                 resp = await fn(request)
             except ServingStatus as e:
                 if api:
                     metrics.record_request(model, api, "GRPC", e.code, 0)
+                metrics.end(call, e.code, start)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("gRPC %s: %s %s", api or "call", e.code, e.message)
                 await context.abort(_grpc_code(e.code), _message(e.message))
             except ConfigError as e:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(str(e)))
+            except Exception:
+                metrics.end(call, "INTERNAL", start)
+                raise
             if api:
                 metrics.record_request(
                     model, api, "GRPC", "OK", (time.perf_counter() - start) * 1e6
                 )
+            metrics.end(call, "OK", start)
             return resp
 
         return handler

@@ -16,11 +16,18 @@ CODE: message` on stdout and exit status 255 (its main() returns -1). Logs go to
 (`time level logger: message`); TensorFlow's own C++ logs are quietened unless
 TF_CPP_MIN_LOG_LEVEL is set. SIGTERM / SIGINT stop the server cleanly (exit 0).
 
+`--log_format=json` (or TFS_LOG_FORMAT=json; ours, not TF Serving's) writes one JSON object per
+line with time, level, logger, message and, for a request, model, version and request_id.
+Request ids come from the `X-Request-Id` header / `x-request-id` gRPC metadata, or are generated,
+and are returned in the response header / trailing metadata.
+
 Environment: TFS_BIND_HOST, TFS_MAX_REQUEST_BYTES (REST body limit, default 256 MiB),
 TFS_LOG_LEVEL (default INFO), TFS_RUN_THREADS (session-run threads, default max(4, 2 x CPUs)),
 TFS_INLINE_RUN=0 (never run small graphs in the calling thread; see runner._is_simple_graph).
 TFS_LOOP_RUN_MAX_US (default 500; 0 = never): small graphs whose runs typically take less run
 right on the event loop, saving the hand-off to a run thread (see batching.DirectRunner).
+TFS_VERSION_METRICS=0 turns off our per-version `tfso_*` metrics (see server.metrics); TF Serving's
+own metrics stay.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -72,13 +80,13 @@ def _failed_to_start(code: str, message: str) -> int:
     return EXIT_FAILURE
 
 
-def _setup_logging() -> None:
+def _setup_logging(fmt: str = "text") -> None:
+    from orchestrator.logs import RequestContext, configure
+    from orchestrator.server.metrics import CURRENT_CALL
+
     level = os.environ.get("TFS_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure(fmt, getattr(logging, level, logging.INFO), stream=sys.stderr,
+              context=RequestContext(CURRENT_CALL.get))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # TensorFlow's Python logger repeats deprecation notices for the TF1 loader we use on purpose.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
@@ -225,6 +233,7 @@ class ModelServer:
 
         def load(name: str, version: int, path: str) -> Any:
             servable: r.Servable
+            started = time.perf_counter()
             try:
                 if o.prefer_tflite_model and has_tflite(path):
                     servable = TfLiteServable(name, version, path, tflite_options)
@@ -242,6 +251,10 @@ class ModelServer:
             if o.enable_model_warmup:
                 warmup(servable, max(1, o.num_request_iterations_for_warmup))
             metrics.load_attempts.inc(path, "success")
+            if metrics.versions is not None:  # a load thread: one dict store, no lock needed
+                metrics.versions.load_duration.set(
+                    time.perf_counter() - started, name, str(version)
+                )
             return servable
 
         health = Health()
@@ -273,10 +286,12 @@ class ModelServer:
         run: Any
         if batching is not None:
             run = BatchingRunner(self.pool, batching)
-            run.on_batch = lambda model, size: metrics.batch_size.observe(size, model)
+            run.on_batch = self._on_batch
         else:
             run = DirectRunner(self.pool)
         self.core = Core(self.manager, run, metrics)
+        if metrics.versions is not None:
+            metrics.versions.collectors.append(self._scrape_gauges)
 
         # TensorFlow is imported once, here, before loads run on parallel threads: first imports
         # of its modules from two threads at once can deadlock (a TFLite load imports its protos
@@ -322,6 +337,27 @@ class ModelServer:
         self.manager.start_polling()
         if o.model_config_file and o.model_config_file_poll_wait_seconds > 0:
             self._tasks.append(loop.create_task(self._poll_config_file()))
+
+    def _on_batch(self, model: str, size: int, version: int) -> None:
+        metrics = self.core.metrics
+        metrics.batch_size.observe(size, model)
+        if metrics.versions is not None:
+            metrics.versions.batch_size.observe(size, model, str(version))
+
+    def _scrape_gauges(self) -> Any:
+        """Per-version gauges computed when Prometheus scrapes: availability, batch queues."""
+        from orchestrator.server import metrics as m
+
+        batching = getattr(self.core.runner, "options", None)
+        if batching is not None:
+            yield m.QUEUE_CAPACITY, float(batching.max_enqueued_batches), ()
+        for name, entry in self.manager.models.items():
+            for vs in entry.versions.values():
+                version = str(vs.version)
+                yield m.MODEL_AVAILABLE, 1.0 if vs.state == "AVAILABLE" else 0.0, (name, version)
+                if batching is not None and vs.servable is not None:
+                    depth = sum(len(q.waiting) for q in vs.servable.batch_queues.values())
+                    yield m.QUEUE_DEPTH, float(depth), (name, version)
 
     def _forget(self, task: asyncio.Task) -> None:
         with contextlib.suppress(ValueError):
@@ -471,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
             f"TensorFlow Library: {_tensorflow_version()}"
         )
         return 0
-    _setup_logging()
+    _setup_logging(opts.log_format if opts.log_format in ("text", "json") else "text")
     try:
         flagmod.validate(opts)
     except flagmod.FlagError as e:

@@ -24,6 +24,7 @@ from aiohttp import ClientPayloadError, HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from orchestrator import limits
+from orchestrator.logs import REQUEST_ID_HEADER, request_id
 from orchestrator.server import json_tensor as jt
 from orchestrator.server.config import MonitoringOptions
 from orchestrator.server.core import Core
@@ -114,6 +115,13 @@ class RestApi:
         return resp
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
+        """Every answer carries X-Request-Id: the caller's, or a new one (see orchestrator.logs)."""
+        rid = request_id(request.headers.get(REQUEST_ID_HEADER))
+        response = await self._handle(request, rid)
+        response.headers[REQUEST_ID_HEADER] = rid
+        return response
+
+    async def _handle(self, request: web.BaseRequest, rid: str) -> web.Response:
         path = request.path
         method = request.method
         if self.monitoring.enable and method == "GET" and path == self.monitoring.path:
@@ -123,10 +131,12 @@ class RestApi:
         start = time.perf_counter()
         model = ""
         api = ""
+        call = None
         try:
             m = _PREDICT_RE.fullmatch(path)
             if m and method == "POST":
                 model, api = m.group(1), m.group(4).lower()
+                call = self.core.metrics.begin(model, api, "rest", rid)
                 body = await self._body(request)
                 async with asyncio.timeout(self.timeout_s):
                     out = await self._predict_like(
@@ -150,23 +160,34 @@ class RestApi:
         except ServingStatus as e:
             if model:
                 self.core.metrics.record_request(model, api, "REST", e.code, 0)
+            self.core.metrics.end(call, e.code, start)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("REST %s %s: %s %s", method, path, e.code, e.message)
             return self._response(e.http_status, jt.error_body(e.message))
         except asyncio.TimeoutError:
             self.core.metrics.record_request(model, api, "REST", "DEADLINE_EXCEEDED", 0)
+            self.core.metrics.end(call, "DEADLINE_EXCEEDED", start)
             return self._response(504, jt.error_body("Deadline Exceeded"))
         except _TooLarge as e:
+            self.core.metrics.end(call, "RESOURCE_EXHAUSTED", start)
             return self._response(413, jt.error_body(str(e)))
         except _BadEncoding as e:
+            self.core.metrics.end(call, "INVALID_ARGUMENT", start)
             return self._response(e.status, jt.error_body(str(e)))
         except _Disconnected as e:  # nobody reads this answer; one quiet line, no traceback
             log.info("REST %s %s: client went away mid-body (%s)", method, path, e)
+            self.core.metrics.end(call, "CANCELLED", start)
             return self._response(400, jt.error_body(str(e)))
         except Exception as e:  # a bug: answer like TF Serving would for an internal error
             log.exception("REST %s %s failed", method, path)
+            self.core.metrics.end(call, "INTERNAL", start)
             return self._response(500, jt.error_body(f"{type(e).__name__}: {e}"))
         self.core.metrics.record_request(
             model, api, "REST", "OK", (time.perf_counter() - start) * 1e6
         )
+        self.core.metrics.end(call, "OK", start)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("REST %s %s: OK in %.3f ms", method, path, (time.perf_counter() - start) * 1e3)
         return self._response(200, out)
 
     async def _body(self, request: web.BaseRequest) -> bytes:

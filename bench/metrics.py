@@ -1,0 +1,134 @@
+"""What per-version metrics cost: tfs-model-server with `tfso_*` metrics on vs off, in one run.
+
+The same model (Keras MLP 784 -> 256 -> 10, monitoring on) served with TFS_VERSION_METRICS=1 and
+=0. Each round starts a fresh server for each setting in turn (alternating which goes first) and
+loads it (wrk on REST, then an asyncio gRPC generator); rps is the mean over rounds, and since the
+machine's other load varies, the on/off ratio is also given per round (paired runs) with its
+median. While a server is under REST load, a
+thread scrapes its metrics page every 100 ms, as Prometheus would, and times each scrape.
+Prints a markdown table with rps on/off and the scrape times (goal: ratio >= 0.97, scrape < 5 ms).
+
+    .venv/bin/python bench/metrics.py [--duration 5] [--rounds 6] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench.serve_rest import MODEL, export_mlp, grpc_load, warm, wrk  # noqa: E402
+from tests.helpers.server import ServerProcess  # noqa: E402
+
+PATH = "/monitoring/prometheus/metrics"
+
+
+class Scraper(threading.Thread):
+    """GETs the metrics page every `interval_s` until stopped; keeps each scrape's duration."""
+
+    def __init__(self, url: str, interval_s: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.url, self.interval_s = url, interval_s
+        self.times_ms: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval_s):
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(self.url, timeout=5) as resp:
+                resp.read()
+            self.times_ms.append((time.perf_counter() - t0) * 1e3)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--connections", type=int, default=16)
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    random.seed(0)
+    row = [round(random.random(), 4) for _ in range(784)]
+    body = json.dumps({"instances": [row]})
+    work = Path(tempfile.mkdtemp(prefix="bench-metrics-"))
+    base = export_mlp(work / MODEL)
+    (work / "monitoring.config").write_text(f'prometheus_config {{ enable: true path: "{PATH}" }}\n')
+    common = [f"--model_name={MODEL}", f"--model_base_path={base}",
+              f"--monitoring_config_file={work / 'monitoring.config'}"]
+    totals = {key: {"rest": 0.0, "grpc": 0.0} for key in ("on", "off")}
+    ratios: dict[str, list[float]] = {"rest": [], "grpc": []}  # on/off, per round (paired)
+    scrapes: dict[str, list[float]] = {"on": [], "off": []}
+    page = b""
+    try:
+        for i in range(args.rounds):
+            order = ["on", "off"] if i % 2 == 0 else ["off", "on"]
+            this_round: dict[str, dict[str, float]] = {"on": {}, "off": {}}
+            for key in order:
+                # A fresh server per round and setting, so no process keeps a lucky (or unlucky)
+                # placement for the whole run; only one server runs at a time.
+                env = {"TFS_VERSION_METRICS": "1" if key == "on" else "0"}
+                with ServerProcess(common, env=env) as srv:
+                    srv.wait_until_available(MODEL)
+                    url = f"{srv.rest_url}/v1/models/{MODEL}:predict"
+                    warm(url, body)
+                    scraper = Scraper(srv.rest_url + PATH)
+                    scraper.start()
+                    stats = wrk(url, body, duration=args.duration, connections=args.connections)
+                    scraper.stop.set()
+                    scraper.join(10)
+                    scrapes[key] += scraper.times_ms
+                    this_round[key]["rest"] = stats["rps"]
+                    asyncio.run(grpc_load(srv.grpc_target, row, duration=1,  # warm the channel
+                                          concurrency=args.connections))
+                    stats = asyncio.run(grpc_load(srv.grpc_target, row, duration=args.duration,
+                                                  concurrency=args.connections))
+                    this_round[key]["grpc"] = stats["rps"]
+                    if key == "on":
+                        page = urllib.request.urlopen(srv.rest_url + PATH, timeout=5).read()
+                for proto in ("rest", "grpc"):
+                    totals[key][proto] += this_round[key][proto]
+            for proto in ratios:
+                ratios[proto].append(this_round["on"][proto] / this_round["off"][proto])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\nKeras MLP 784-256-10, one-row requests, {args.connections} connections, "
+          f"{args.rounds} rounds x {args.duration}s per server and protocol, {os.cpu_count()} CPUs\n")
+    print("| protocol | rps, metrics on | rps, metrics off | on / off (means) | "
+          "on / off (median of rounds) | per round |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for proto in ("rest", "grpc"):
+        on_rps = totals["on"][proto] / args.rounds
+        off_rps = totals["off"][proto] / args.rounds
+        per_round = sorted(ratios[proto])
+        median = per_round[len(per_round) // 2] if len(per_round) % 2 else (
+            per_round[len(per_round) // 2 - 1] + per_round[len(per_round) // 2]) / 2
+        print(f"| {proto} | {on_rps:.0f} | {off_rps:.0f} | {on_rps / off_rps:.3f} | {median:.3f} | "
+              f"{' '.join(f'{r:.2f}' for r in ratios[proto])} |")
+    print("\n| metrics page under REST load | scrapes | p50 ms | p90 ms | max ms |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for key, times in scrapes.items():
+        times.sort()
+        if times:
+            print(f"| per-version metrics {key} | {len(times)} | {times[len(times) // 2]:.2f} | "
+                  f"{times[int(len(times) * 0.9)]:.2f} | {times[-1]:.2f} |")
+    print(f"\npage size with per-version metrics: {len(page)} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
