@@ -155,6 +155,96 @@ class ExtraMount(_Frozen):
         return value
 
 
+MODEL_URI_SCHEMES = ("gs", "pvc", "image")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_IMAGE_REF = re.compile(
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+)
+
+
+class ModelUri(_Frozen):
+    """Where a cluster finds the model: a bucket, a volume claim, or an OCI image (modelcar)."""
+
+    scheme: Literal["gs", "pvc", "image"]
+    location: str  # gs: bucket/path; pvc: claim name; image: REPO:TAG
+    path: str = ""  # pvc: the folder inside the claim holding the version folders
+
+    @property
+    def uri(self) -> str:
+        if self.scheme == "pvc":
+            return f"pvc://{self.location}/{self.path}" if self.path else f"pvc://{self.location}"
+        return f"{self.scheme}://{self.location}"
+
+
+def parse_model_uri(value: str) -> ModelUri:
+    """`gs://BUCKET/PATH`, `pvc://CLAIM/PATH` or `image://REGISTRY/REPO:TAG`; anything else is refused."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        raise ValueError(f"{value!r} has no scheme: use gs://BUCKET/PATH, pvc://CLAIM/PATH or "
+                         "image://REPO:TAG")
+    if scheme not in MODEL_URI_SCHEMES:
+        raise ValueError(f"unknown scheme {scheme + '://'!r}: use gs://, pvc:// or image://")
+    if not rest or any(c.isspace() for c in rest) or ".." in rest.split("/"):
+        raise ValueError(f"{value!r} is missing its location (or holds spaces or '..')")
+    if scheme == "gs":
+        bucket = rest.split("/")[0]
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]", bucket):
+            raise ValueError(f"{bucket!r} is not a valid bucket name")
+        return ModelUri(scheme="gs", location=rest.rstrip("/"))
+    if scheme == "pvc":
+        claim, _, path = rest.partition("/")
+        if not _DNS_LABEL.fullmatch(claim) or len(claim) > 253:
+            raise ValueError(f"{claim!r} is not a valid PersistentVolumeClaim name (lowercase DNS name)")
+        return ModelUri(scheme="pvc", location=claim, path=path.strip("/"))
+    if not _IMAGE_REF.fullmatch(rest):
+        raise ValueError(f"{rest!r} is not an image reference with a tag, e.g. "
+                         "image://registry.example.com/models/demo:1")
+    return ModelUri(scheme="image", location=rest)
+
+
+class Autoscale(_Frozen):
+    """A HorizontalPodAutoscaler on CPU (Kubernetes only)."""
+
+    min: int = Field(default=1, ge=1)
+    max: int = Field(ge=1, le=1000)
+    target_cpu: int = Field(default=70, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _range(self) -> Autoscale:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+
+class GatewayRouter(_Frozen):
+    """Canary traffic split by Gateway API routes attached to a Gateway the user runs."""
+
+    gateway: str
+    namespace: str | None = None  # the Gateway's namespace, when not the deployment's
+
+    @field_validator("gateway", "namespace")
+    @classmethod
+    def _dns(cls, value: str | None) -> str | None:
+        if value is not None and (not _DNS_LABEL.fullmatch(value) or len(value) > 63):
+            raise ValueError(f"{value!r} is not a Kubernetes object name (lowercase DNS label)")
+        return value
+
+
+class KubernetesOptions(_Frozen):
+    """Where on a cluster: a kubeconfig context and a namespace."""
+
+    namespace: str = "default"
+    context: str | None = None
+    service_monitor: bool = False  # a prometheus-operator ServiceMonitor beside the scrape annotations
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not _DNS_LABEL.fullmatch(value) or len(value) > 63:
+            raise ValueError(f"{value!r} is not a namespace name (lowercase DNS label)")
+        return value
+
+
 class Spec(_Frozen):
     """One model's deployment: what TF Serving loads and how it runs."""
 
@@ -182,7 +272,12 @@ class Spec(_Frozen):
     enable_model_warmup: bool = True
     # --prefer_tflite_model: versions holding model.tflite (tfsctl convert --install) run on LiteRT
     prefer_tflite_model: bool = False
-    router: bool = False  # HAProxy in front: spec ports are the router's, replicas get free ones
+    # true: HAProxy in front (local/docker): spec ports are the router's, replicas get free ones;
+    # {gateway: NAME}: Gateway API routes on a cluster (kubernetes manifests only)
+    router: bool | GatewayRouter = False
+    model_uri: ModelUri | None = None  # where a cluster reads the model (gs://, pvc://, image://)
+    autoscale: Autoscale | None = None  # Kubernetes HorizontalPodAutoscaler
+    kubernetes: KubernetesOptions = KubernetesOptions()
     router_image: str = DEFAULT_ROUTER_IMAGE  # the router's image under the Docker runtime
     source: Path | None = Field(default=None, exclude=True)
 
@@ -192,6 +287,15 @@ class Spec(_Frozen):
         if not NAME_PATTERN.fullmatch(value):
             raise ValueError(f"{value!r} is not a valid model name: use letters, digits and _ only")
         _check_length("model name", value)
+        return value
+
+    @field_validator("model_uri", mode="before")
+    @classmethod
+    def _model_uri(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_model_uri(value)
+        if value is not None and not isinstance(value, ModelUri):
+            raise ValueError("must be a string such as gs://BUCKET/PATH")
         return value
 
     @field_validator("restart")
@@ -280,6 +384,12 @@ _FIXES: dict[str, str] = {
     "pull": "use missing (pull when absent), always or never, as Docker Compose's pull_policy",
     "restart": "use no, always, unless-stopped or on-failure[:N]",
     "router_image": "an HAProxy image (official `haproxy:2.6` or one built the same way), e.g. haproxy:2.6",
+    "model_uri": "use gs://BUCKET/PATH, pvc://CLAIM/PATH (a PersistentVolumeClaim) or "
+    "image://REGISTRY/REPO:TAG (build one with `tfsctl package NAME --image REPO:TAG`)",
+    "autoscale": "e.g. `autoscale: {min: 2, max: 10, target_cpu: 70}` (min ≤ max, target_cpu 1-100)",
+    "router": "`router: true` (HAProxy, local/docker) or `router: {gateway: NAME}` (a Kubernetes "
+    "Gateway API Gateway)",
+    "kubernetes": "e.g. `kubernetes: {namespace: models, context: kind-dev}` (lowercase DNS names)",
     "extra_mounts": "test-only: a list of {source: /host/path, target: /container/path}",
 }
 

@@ -27,6 +27,16 @@ def runtime_by_name(name: str, store: StateStore | None = None) -> Runtime:
 
 def choose_runtime(spec: Spec, requested: str | None, store: StateStore | None = None) -> tuple[Runtime, str]:
     """The runtime and a sentence saying why it was chosen."""
+    from orchestrator.spec import GatewayRouter
+
+    if isinstance(spec.router, GatewayRouter) or spec.autoscale is not None:
+        field = "router.gateway" if isinstance(spec.router, GatewayRouter) else "autoscale"
+        raise RuntimeError_(
+            f"{spec.name}: {field} is a Kubernetes setting; the local and docker runtimes cannot "
+            "honour it (the kubernetes runtime's deploy is not built yet)",
+            fix=f"render manifests with `tfsctl render {spec.name} --target kubernetes --out DIR`, "
+            "or drop the field (router: true puts HAProxy in front locally)",
+        )
     wanted = requested or spec.runtime
     if wanted != "auto":
         return runtime_by_name(wanted, store), f"runtime {wanted} (as asked)"
