@@ -463,6 +463,8 @@ def parse_spec(text: str, *, file: Path, check_files: bool = True) -> Spec:
     lines = _LineIndex(text, node)
     stem = file.stem
     data.setdefault("name", stem)
+    if "base_path" not in data and "model_uri" in data:
+        data["base_path"] = f"../models/{data['name']}"  # where `tfsctl package` reads the versions
     if "base_path" not in data:
         raise SpecError(
             "base_path is required",

@@ -29,15 +29,33 @@ runtime_option = click.option(
 @click.argument("names", nargs=-1, required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write.")
 @configs_option
-def render(names: tuple[str, ...], out: Path, configs_dir: Path) -> None:
+@click.option("--target", type=click.Choice(["server", "kubernetes", "kserve"]), default="server",
+              show_default=True,
+              help="server: TF Serving's files and flags; kubernetes: manifests + kustomization.yaml; "
+              "kserve: an InferenceService.")
+@click.option("--namespace", default=None, help="Kubernetes namespace (default: the spec's).")
+@click.option("--canary-version", type=int, default=None,
+              help="Also render a canary serving this version (kubernetes, kserve).")
+@click.option("--canary-weight", type=click.IntRange(0, 100), default=0, show_default=True,
+              help="Percent of traffic to the canary (Gateway routes; KServe canaryTrafficPercent).")
+def render(names: tuple[str, ...], out: Path, configs_dir: Path, target: str, namespace: str | None,
+           canary_version: int | None, canary_weight: int) -> None:
     """Write models.config, batching and monitoring files and the server flags (dry run).
 
-    Several NAMEs render one server holding all of those models.
+    Several NAMEs render one server holding all of those models. `--target kubernetes` writes
+    the cluster's objects instead (one YAML file each, plus kustomization.yaml), `--target
+    kserve` a KServe InferenceService.
     """
     from orchestrator.plan import build_plan
     from orchestrator.spec import load_spec
     from orchestrator.state import write_files_atomic
 
+    if target != "server":
+        _render_cluster(names, out, configs_dir, target, namespace, canary_version, canary_weight)
+        return
+    if namespace or canary_version is not None or canary_weight:
+        raise click.UsageError("--namespace, --canary-version and --canary-weight apply to "
+                               "--target kubernetes or kserve")
     specs = [load_spec(n, configs_dir=configs_dir) for n in names]
     plan = build_plan(specs, config_dir=str(out.resolve()))
     files = dict(plan.files)
@@ -52,6 +70,26 @@ def render(names: tuple[str, ...], out: Path, configs_dir: Path) -> None:
     for name in sorted(files):
         console.print(f"wrote {out / name}")
     console.print("tensorflow_model_server " + " ".join(plan.args), highlight=False, soft_wrap=True)
+
+
+def _render_cluster(names: tuple[str, ...], out: Path, configs_dir: Path, target: str,
+                    namespace: str | None, canary_version: int | None, canary_weight: int) -> None:
+    from orchestrator.cli.kube import write_manifests
+    from orchestrator.spec import KubernetesOptions, load_spec
+
+    # the cluster reads model_uri, so the local model folder need not exist here
+    specs = [load_spec(n, configs_dir=configs_dir, check_files=False) for n in names]
+    if namespace is not None:
+        try:
+            options = KubernetesOptions(namespace=namespace)
+        except ValueError:
+            raise click.BadParameter(f"{namespace!r} is not a namespace name (lowercase DNS label)",
+                                     param_hint="--namespace") from None
+        specs = [s.model_copy(update={"kubernetes": s.kubernetes.model_copy(
+            update={"namespace": options.namespace})}) for s in specs]
+    for path in write_manifests(specs, target, out, canary_version=canary_version,
+                                canary_weight=canary_weight):
+        console.print(f"wrote {path}")
 
 
 def _image_overrides(image: str | None, pull: str | None) -> dict[str, str]:

@@ -1,0 +1,61 @@
+"""Kubernetes commands' shared parts: `render --target kubernetes|kserve` writes manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.spec import Spec
+
+
+class _Dumper(yaml.SafeDumper):
+    """No `&id001` anchors: a reader (or kubectl diff) sees every value where it applies."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
+def _dump(obj: object) -> str:
+    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000)
+
+
+def manifest_files(specs: list[Spec], target: str, *, canary_version: int | None = None,
+                   canary_weight: int = 0) -> dict[str, str]:
+    """File name → YAML text: one object per file, plus kustomization.yaml for GitOps."""
+    from orchestrator.kube import manifests
+
+    files: dict[str, str] = {}
+    for spec in specs:
+        if target == "kserve":
+            objects = [manifests.inference_service(
+                spec, canary_traffic_percent=canary_weight if canary_version is not None else None)]
+        else:
+            objects = manifests.render(spec, canary_version=canary_version, canary_weight=canary_weight)
+        for obj in objects:
+            meta = obj["metadata"]
+            files[f"{meta['name']}.{obj['kind'].lower()}.yaml"] = _dump(obj)
+    namespaces = {s.kubernetes.namespace for s in specs}
+    kustomization: dict[str, object] = {"apiVersion": "kustomize.config.k8s.io/v1beta1",
+                                        "kind": "Kustomization"}
+    if len(namespaces) == 1:
+        kustomization["namespace"] = namespaces.pop()
+    kustomization["resources"] = list(files)
+    files["kustomization.yaml"] = _dump(kustomization)
+    return files
+
+
+def write_manifests(specs: list[Spec], target: str, out: Path, *, canary_version: int | None,
+                    canary_weight: int) -> list[Path]:
+    from orchestrator.state import write_files_atomic
+
+    files = manifest_files(specs, target, canary_version=canary_version, canary_weight=canary_weight)
+    try:
+        write_files_atomic(out, files)
+    except OSError as e:
+        raise OrchestratorError(
+            f"cannot write to {out}: {e.strerror}",
+            fix="pass --out a folder you may write to (it is created if missing)",
+        ) from None
+    return [out / name for name in files]

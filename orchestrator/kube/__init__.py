@@ -1,0 +1,1 @@
+"""Kubernetes: manifests rendered from Specs (pure), and later the runtime that applies them."""
