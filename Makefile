@@ -16,7 +16,7 @@ help: ## Show this help.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[serve,dev,convert,bench]'
+	$(PY) -m pip install -q -e '.[serve,dev,convert,bench,kubernetes]'
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the project with all extras (fast when done).

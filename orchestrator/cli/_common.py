@@ -58,6 +58,7 @@ _EXTRA_OF = {
     "ai_edge_litert": "convert",
     "tf_keras": "convert",
     "tensorflowjs": "convert",
+    "kubernetes": "kubernetes",
 }
 
 # Fixes for errors raised without one, by class name (the most specific class wins).

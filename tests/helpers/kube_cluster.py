@@ -1,0 +1,472 @@
+"""An emulated Kubernetes API server and a test-side node agent, for tests only.
+
+No cluster can run on these machines, so tests talk to `EmulatedApiServer` over real HTTP
+with the unmodified official `kubernetes` client. It stores objects and implements the
+subset of API semantics the project uses, written to behave as the real server does where
+it matters to us (unlike kmock 0.8, whose gaps are listed in issue 12):
+
+- create (409 if present, 404 if the namespace is missing), get, list with equality label
+  selectors, replace (PUT), delete; uid, resourceVersion, generation, creationTimestamp;
+- PATCH: JSON merge patch (RFC 7386) and server-side apply (creates a missing object; the
+  applied fields replace ours). Strategic merge is treated as a merge patch in which lists
+  are replaced whole (no merge keys), and JSON patch is refused with 415;
+- the pod proxy, `/api/v1/namespaces/NS/pods/POD:PORT/proxy/PATH`, forwarded to the pod.
+
+`NodeAgent` plays kubelet and the Deployment controller: it turns every Deployment into pods
+that are REAL `tfs-model-server` processes on free loopback ports, keeps each pod's /config
+in step with its ConfigMap (so TF Serving's config poll hot-reloads), maps PVC claims to
+local folders, marks pods Ready from the container's readiness probe, and fills the
+Deployment's status. Only scheduling, images and networking are simulated; what is NOT
+emulated (watch, RBAC, admission, CEL rules, real rollouts) is proved by the real-cluster suite.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.helpers.server import ServerProcess
+
+Obj = dict[str, Any]
+_CORE = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<plural>[a-z]+)(?:/(?P<name>[^/]+)(?:/(?P<sub>.*))?)?$")
+_GROUP = re.compile(
+    r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[a-z]+)"
+    r"(?:/(?P<name>[^/]+)(?:/(?P<sub>.*))?)?$"
+)
+_NAMESPACES = re.compile(r"^/api/v1/namespaces(?:/(?P<name>[^/]+))?$")
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge, null deletes, everything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge(out.get(key), value)
+    return out
+
+
+def _status(code: int, reason: str, message: str) -> Obj:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}
+
+
+def _matches(obj: Obj, selector: str) -> bool:
+    labels = obj.get("metadata", {}).get("labels") or {}
+    for term in filter(None, selector.split(",")):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key) == value:
+                return False
+        elif "=" in term:
+            key, value = term.split("=", 1)
+            if labels.get(key.rstrip("=")) != value.lstrip("="):
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+class EmulatedApiServer:
+    """The API server's object store over real HTTP on 127.0.0.1; one per test."""
+
+    def __init__(self, namespaces: tuple[str, ...] = ("default",)) -> None:
+        self.lock = threading.RLock()
+        self.objects: dict[tuple[str, str, str], Obj] = {}  # (api-path prefix+plural, ns, name)
+        self.namespaces: set[str] = set(namespaces)
+        self.pod_ports: dict[tuple[str, str], dict[int, int]] = {}  # (ns, pod) → container→host port
+        self._rv = 0
+        self.requests: list[tuple[str, str]] = []
+        handler = self._handler()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> EmulatedApiServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def client_configuration(self) -> Any:
+        from kubernetes import client
+
+        config = client.Configuration()
+        config.host = self.url
+        return config
+
+    # -- store ------------------------------------------------------------------------------
+    def _next_rv(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+    def items(self, kind_path: str, namespace: str, selector: str = "") -> list[Obj]:
+        with self.lock:
+            return [copy.deepcopy(o) for (k, ns, _), o in sorted(self.objects.items())
+                    if k == kind_path and ns == namespace and _matches(o, selector)]
+
+    def get(self, kind_path: str, namespace: str, name: str) -> Obj | None:
+        with self.lock:
+            obj = self.objects.get((kind_path, namespace, name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def put(self, kind_path: str, namespace: str, obj: Obj, *, create: bool) -> Obj:
+        """Store `obj` with server-set metadata; bumps generation when spec changes."""
+        with self.lock:
+            name = obj["metadata"]["name"]
+            old = self.objects.get((kind_path, namespace, name))
+            meta = obj.setdefault("metadata", {})
+            meta["namespace"] = namespace
+            if old is None or create:
+                meta["uid"] = str(uuid.uuid4())
+                meta["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                meta["generation"] = 1
+            else:
+                for key in ("uid", "creationTimestamp"):
+                    meta[key] = old["metadata"][key]
+                changed = old.get("spec") != obj.get("spec")
+                meta["generation"] = old["metadata"].get("generation", 1) + (1 if changed else 0)
+                if "status" in old and "status" not in obj:
+                    obj["status"] = old["status"]
+            meta["resourceVersion"] = self._next_rv()
+            self.objects[(kind_path, namespace, name)] = obj
+            return copy.deepcopy(obj)
+
+    def set_status(self, kind_path: str, namespace: str, name: str, status: Obj) -> None:
+        """What a controller writes: status only, on the object as it is now."""
+        with self.lock:
+            obj = self.objects.get((kind_path, namespace, name))
+            if obj is not None and obj.get("status") != status:
+                obj["status"] = copy.deepcopy(status)
+                obj["metadata"]["resourceVersion"] = self._next_rv()
+
+    def delete(self, kind_path: str, namespace: str, name: str) -> Obj | None:
+        with self.lock:
+            return self.objects.pop((kind_path, namespace, name), None)
+
+    # -- HTTP -------------------------------------------------------------------------------
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _send(self, code: int, body: Any, content_type: str = "application/json") -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _body(self) -> bytes:
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
+
+            def _route(self, method: str) -> None:
+                raw_path, _, query = self.path.partition("?")
+                path = urllib.parse.unquote(raw_path)
+                params = dict(urllib.parse.parse_qsl(query))
+                server.requests.append((method, path))
+                try:
+                    code, body, ctype = server.handle(method, path, params, self.headers, self._body())
+                except Exception as exc:  # a harness bug shows as a 500 with its message
+                    code, body, ctype = 500, _status(500, "InternalError", repr(exc)), "application/json"
+                self._send(code, body, ctype)
+
+            def do_GET(self) -> None:
+                self._route("GET")
+
+            def do_POST(self) -> None:
+                self._route("POST")
+
+            def do_PUT(self) -> None:
+                self._route("PUT")
+
+            def do_PATCH(self) -> None:
+                self._route("PATCH")
+
+            def do_DELETE(self) -> None:
+                self._route("DELETE")
+
+        return Handler
+
+    def handle(self, method: str, path: str, params: dict[str, str], headers: Any,
+               body: bytes) -> tuple[int, Any, str]:
+        js = "application/json"
+        m = _NAMESPACES.match(path)
+        if m:
+            return self._namespaces(method, m.group("name"), body)
+        m = _CORE.match(path) or _GROUP.match(path)
+        if not m:
+            return 404, _status(404, "NotFound", f"no route for {path}"), js
+        ns, plural, name, sub = m.group("ns"), m.group("plural"), m.group("name"), m.group("sub")
+        prefix = path.split("/namespaces/")[0]
+        kind_path = f"{prefix}/{plural}"
+        if plural == "pods" and name and sub is not None and sub.startswith("proxy"):
+            return self._proxy(method, ns, name, sub[len("proxy"):], body)
+        if ns not in self.namespaces:
+            return 404, _status(404, "NotFound", f'namespaces "{ns}" not found'), js
+        if sub:
+            return 404, _status(404, "NotFound", f"subresource {sub} is not emulated"), js
+        if name is None:
+            if method == "GET":
+                items = self.items(kind_path, ns, params.get("labelSelector", ""))
+                return 200, {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": str(self._rv)},
+                             "items": items}, js
+            if method == "POST":
+                obj = json.loads(body)
+                if self.get(kind_path, ns, obj["metadata"]["name"]) is not None:
+                    return 409, _status(409, "AlreadyExists",
+                                        f'{plural} "{obj["metadata"]["name"]}" already exists'), js
+                return 201, self.put(kind_path, ns, obj, create=True), js
+            return 405, _status(405, "MethodNotAllowed", method), js
+        current = self.get(kind_path, ns, name)
+        if method == "GET":
+            if current is None:
+                return 404, _status(404, "NotFound", f'{plural} "{name}" not found'), js
+            return 200, current, js
+        if method == "DELETE":
+            gone = self.delete(kind_path, ns, name)
+            if gone is None:
+                return 404, _status(404, "NotFound", f'{plural} "{name}" not found'), js
+            return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}, js
+        if method == "PUT":
+            if current is None:
+                return 404, _status(404, "NotFound", f'{plural} "{name}" not found'), js
+            return 200, self.put(kind_path, ns, json.loads(body), create=False), js
+        if method == "PATCH":
+            ctype = (headers.get("Content-Type") or "").split(";")[0]
+            if ctype == "application/apply-patch+yaml":
+                applied = yaml.safe_load(body)
+                merged = _merge(current or {}, applied) if current else applied
+                return (200 if current else 201), self.put(kind_path, ns, merged, create=current is None), js
+            if ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+                if current is None:
+                    return 404, _status(404, "NotFound", f'{plural} "{name}" not found'), js
+                return 200, self.put(kind_path, ns, _merge(current, json.loads(body)), create=False), js
+            return 415, _status(415, "UnsupportedMediaType", f"{ctype} is not emulated"), js
+        return 405, _status(405, "MethodNotAllowed", method), js
+
+    def _namespaces(self, method: str, name: str | None, body: bytes) -> tuple[int, Any, str]:
+        js = "application/json"
+
+        def ns_obj(n: str) -> Obj:
+            return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n},
+                    "status": {"phase": "Active"}}
+
+        if name is None and method == "GET":
+            return 200, {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {},
+                         "items": [ns_obj(n) for n in sorted(self.namespaces)]}, js
+        if name is None and method == "POST":
+            new = json.loads(body)["metadata"]["name"]
+            if new in self.namespaces:
+                return 409, _status(409, "AlreadyExists", f'namespaces "{new}" already exists'), js
+            self.namespaces.add(new)
+            return 201, ns_obj(new), js
+        if name is not None and method == "GET":
+            if name not in self.namespaces:
+                return 404, _status(404, "NotFound", f'namespaces "{name}" not found'), js
+            return 200, ns_obj(name), js
+        return 405, _status(405, "MethodNotAllowed", method), js
+
+    def _proxy(self, method: str, ns: str, pod_ref: str, rest: str, body: bytes) -> tuple[int, Any, str]:
+        """The API server's pod proxy: `POD:PORT/proxy/PATH` to that pod's container port."""
+        pod, _, port_text = pod_ref.partition(":")
+        ports = self.pod_ports.get((ns, pod))
+        if ports is None:
+            return 404, _status(404, "NotFound", f'pods "{pod}" not found'), "application/json"
+        port = int(port_text) if port_text else next(iter(ports))
+        if port not in ports:
+            return 503, _status(503, "ServiceUnavailable", f"no endpoint on port {port}"), "application/json"
+        url = f"http://127.0.0.1:{ports[port]}{rest or '/'}"
+        request = urllib.request.Request(url, data=body or None, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return resp.status, resp.read(), resp.headers.get("Content-Type", "application/json")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read(), exc.headers.get("Content-Type", "application/json")
+        except OSError as exc:
+            return 503, _status(503, "ServiceUnavailable", f"error trying to reach service: {exc}"), \
+                "application/json"
+
+
+DEPLOYMENTS = "/apis/apps/v1/deployments"
+PODS = "/api/v1/pods"
+CONFIG_MAPS = "/api/v1/configmaps"
+
+
+class NodeAgent:
+    """kubelet + Deployment controller for the emulator: Deployments become real server pods."""
+
+    def __init__(self, api: EmulatedApiServer, *, claims: dict[str, Path] | None = None,
+                 interval_s: float = 0.1) -> None:
+        self.api = api
+        self.claims = claims or {}  # PVC claim name → local folder
+        self.interval_s = interval_s
+        self.root = Path(tempfile.mkdtemp(prefix="tfso-node-"))
+        self.pods: dict[tuple[str, str], tuple[ServerProcess, Obj]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self.errors: list[str] = []
+
+    def __enter__(self) -> NodeAgent:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        for proc, _ in self.pods.values():
+            proc.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.sync()
+            except Exception as exc:  # shown by tests that fail to converge
+                self.errors.append(repr(exc))
+
+    def sync(self) -> None:
+        wanted: set[tuple[str, str]] = set()
+        with self.api.lock:
+            deployments = [o for (k, _, _), o in self.api.objects.items() if k == DEPLOYMENTS]
+            deployments = copy.deepcopy(deployments)
+        for dep in deployments:
+            ns, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
+            template = dep["spec"]["template"]
+            template_hash = str(abs(hash(json.dumps(template, sort_keys=True))) % 10**10)
+            replicas = dep["spec"].get("replicas", 1)
+            names = [f"{name}-{template_hash}-{i}" for i in range(replicas)]
+            wanted.update((ns, n) for n in names)
+            ready = 0
+            for pod_name in names:
+                if (ns, pod_name) not in self.pods:
+                    self._start_pod(ns, pod_name, template)
+                self._sync_config(ns, pod_name)
+                if self._probe(ns, pod_name):
+                    ready += 1
+            self.api.set_status(DEPLOYMENTS, ns, name, {
+                "observedGeneration": dep["metadata"]["generation"], "replicas": replicas,
+                "updatedReplicas": replicas, "readyReplicas": ready, "availableReplicas": ready})
+        for key in list(self.pods):
+            if key not in wanted:
+                proc, _ = self.pods.pop(key)
+                proc.stop()
+                self.api.pod_ports.pop(key, None)
+                self.api.delete(PODS, *key)
+
+    def _paths(self, ns: str, pod_name: str, pod_spec: Obj) -> dict[str, str]:
+        """Container mount path → local folder, for the config and model volumes."""
+        volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
+        out = {}
+        for mount in pod_spec["containers"][0].get("volumeMounts", []):
+            volume = volumes[mount["name"]]
+            if "configMap" in volume:
+                out[mount["mountPath"]] = str(self.root / ns / pod_name / "config")
+            elif "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                base = self.claims[claim]
+                out[mount["mountPath"]] = str(base / mount.get("subPath", ""))
+        return out
+
+    def _start_pod(self, ns: str, pod_name: str, template: Obj) -> None:
+        pod_spec = template["spec"]
+        container = pod_spec["containers"][0]
+        paths = self._paths(ns, pod_name, pod_spec)
+        args = []
+        for arg in container.get("args", []):
+            if arg.startswith(("--port=", "--rest_api_port=")):
+                continue  # the agent picks free loopback ports
+            for inside, outside in paths.items():
+                arg = arg.replace(f"={inside}/", f"={outside}/")
+            args.append(arg)
+        pod: Obj = {"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": pod_name, "labels": template["metadata"].get("labels", {})},
+                    "spec": pod_spec, "status": {"phase": "Pending"}}
+        self.api.put(PODS, ns, pod, create=True)
+        self.pods[(ns, pod_name)] = (ServerProcess(args), pod)
+        self._sync_config(ns, pod_name)
+        proc = self.pods[(ns, pod_name)][0].start()
+        self.api.pod_ports[(ns, pod_name)] = {8500: proc.grpc_port, 8501: proc.rest_port}
+
+    def _sync_config(self, ns: str, pod_name: str) -> None:
+        """The kubelet's ConfigMap volume: files follow the ConfigMap, paths rewritten."""
+        _, pod = self.pods[(ns, pod_name)]
+        pod_spec = pod["spec"]
+        paths = self._paths(ns, pod_name, pod_spec)
+        for volume in pod_spec.get("volumes", []):
+            if "configMap" not in volume:
+                continue
+            cm = self.api.get(CONFIG_MAPS, ns, volume["configMap"]["name"])
+            if cm is None:
+                continue  # the real kubelet waits too (ContainerCreating)
+            folder = self.root / ns / pod_name / "config"
+            folder.mkdir(parents=True, exist_ok=True)
+            for file, text in cm.get("data", {}).items():
+                for inside, outside in paths.items():
+                    text = text.replace(f'"{inside}"', f'"{outside}"')
+                target = folder / file
+                if not target.exists() or target.read_text() != text:
+                    tmp = folder / f".{file}.tmp"
+                    tmp.write_text(text)
+                    tmp.replace(target)
+
+    def _probe(self, ns: str, pod_name: str) -> bool:
+        proc, pod = self.pods[(ns, pod_name)]
+        probe = pod["spec"]["containers"][0].get("readinessProbe", {}).get("httpGet")
+        ready = False
+        if probe is not None and proc.proc is not None and proc.proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{proc.rest_url}{probe['path']}", timeout=2) as resp:
+                    ready = resp.status == 200
+            except OSError:
+                ready = False
+        current = self.api.get(PODS, ns, pod_name)
+        if current is not None:
+            phase = "Running" if proc.proc is not None and proc.proc.poll() is None else "Failed"
+            status = {"phase": phase, "podIP": "127.0.0.1",
+                      "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+            if current.get("status") != status:
+                self.api.set_status(PODS, ns, pod_name, status)
+        return ready
+
+    def wait(self, cond: Any, *, timeout_s: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            value = cond()
+            if value:
+                return value
+            time.sleep(0.1)
+        logs = "\n".join(p.logs()[-2000:] for p, _ in self.pods.values())
+        raise TimeoutError(f"timed out waiting for {what}; agent errors {self.errors[-3:]}; logs:\n{logs}")
