@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "orchestrator.cli.docker",
     "orchestrator.cli.rollout",
     "orchestrator.cli.monitor",
+    "orchestrator.cli.kube",
 )
 
 

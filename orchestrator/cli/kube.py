@@ -1,9 +1,10 @@
-"""Kubernetes commands' shared parts: `render --target kubernetes|kserve` writes manifests."""
+"""Kubernetes commands: `package` builds a modelcar image; `render --target kubernetes|kserve` writes manifests."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import yaml
 
 from orchestrator.errors import OrchestratorError
@@ -59,3 +60,31 @@ def write_manifests(specs: list[Spec], target: str, out: Path, *, canary_version
             fix="pass --out a folder you may write to (it is created if missing)",
         ) from None
     return [out / name for name in files]
+
+
+@click.command()
+@click.argument("name")
+@click.option("--image", "image", required=True, help="REGISTRY/REPO:TAG of the image to build.")
+@click.option("--push", "push_after", is_flag=True, help="Push it after building (needs `docker login`).")
+@click.option("--copier", type=click.Path(path_type=Path), default=None,
+              help="A static busybox to put in the image as /bin/cp (default: /bin/busybox).")
+@click.option("--configs-dir", type=click.Path(path_type=Path), default=Path("serving_configs"),
+              show_default=True, help="Folder of deployment specs.")
+def package(name: str, image: str, push_after: bool, copier: Path | None, configs_dir: Path) -> None:
+    """Build a modelcar image from the spec's models folder, for `model_uri: image://REPO:TAG`."""
+    from orchestrator.cli._common import console
+    from orchestrator.kube import package as modelcar
+    from orchestrator.spec import load_spec
+
+    spec = load_spec(name, configs_dir=configs_dir, check_files=False)
+    with console.status(f"building {image} from {spec.base_path}…"):
+        image_id, versions = modelcar.build(spec, image, copier=copier or modelcar.DEFAULT_COPIER)
+    console.print(f"built {image} ({image_id[:19]}) with versions {versions}")
+    if push_after:
+        with console.status(f"pushing {image}…"):
+            modelcar.push(image)
+        console.print(f"pushed {image}")
+    console.print(f"use it with `model_uri: image://{image}`", highlight=False)
+
+
+COMMANDS = [package]

@@ -23,7 +23,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SHARED_TESTDATA = REPO.parent / "shared" / "testdata" / "tfserving"
 SETUP_SYSTEM = "bash scripts/setup_system.sh"
-INSTALL_PROJECT = "make install (pip install -e '.[serve,dev,convert,bench]')"
+INSTALL_PROJECT = "make install (pip install -e '.[serve,dev,convert,bench,kubernetes]')"
 
 
 def in_ci() -> bool:

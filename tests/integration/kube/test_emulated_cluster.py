@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-kubernetes = pytest.importorskip("kubernetes", reason="needs the [kubernetes] extra")
+from tests.helpers.requires import require_module
+
+require_module("kubernetes")
 from kubernetes import client  # noqa: E402
 
 from orchestrator.kube import manifests  # noqa: E402
