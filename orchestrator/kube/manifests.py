@@ -104,7 +104,7 @@ def _resources(spec: Spec) -> Obj:
     if spec.device == "gpu":
         # `count: all` has no meaning on a shared node: one GPU per pod (README: compatibility)
         count = 1 if spec.gpu.count == "all" else spec.gpu.count
-        limits["nvidia.com/gpu"] = count
+        limits["nvidia.com/gpu"] = str(count)  # a quantity: the API (and its client) want a string
     out: Obj = {}
     if requests:
         out["requests"] = requests

@@ -96,6 +96,7 @@ class EmulatedApiServer:
         self.objects: dict[tuple[str, str, str], Obj] = {}  # (api-path prefix+plural, ns, name)
         self.namespaces: set[str] = set(namespaces)
         self.pod_ports: dict[tuple[str, str], dict[int, int]] = {}  # (ns, pod) → container→host port
+        self.pod_logs: dict[tuple[str, str], Any] = {}  # (ns, pod) → callable returning the log text
         self._rv = 0
         self.requests: list[tuple[str, str]] = []
         handler = self._handler()
@@ -165,6 +166,15 @@ class EmulatedApiServer:
             if obj is not None and obj.get("status") != status:
                 obj["status"] = copy.deepcopy(status)
                 obj["metadata"]["resourceVersion"] = self._next_rv()
+
+    def event(self, namespace: str, pod: str, reason: str, message: str, type_: str = "Warning") -> None:
+        """An Event about a pod, as kubelet and the scheduler record them."""
+        with self.lock:
+            name = f"{pod}.{self._rv + 1}"
+            self.put(EVENTS, namespace, {
+                "apiVersion": "v1", "kind": "Event", "metadata": {"name": name},
+                "involvedObject": {"kind": "Pod", "name": pod, "namespace": namespace},
+                "reason": reason, "message": message, "type": type_, "count": 1}, create=True)
 
     def delete(self, kind_path: str, namespace: str, name: str) -> Obj | None:
         with self.lock:
@@ -236,6 +246,14 @@ class EmulatedApiServer:
             return self._proxy(method, ns, name, sub[len("proxy"):], body)
         if ns not in self.namespaces:
             return 404, _status(404, "NotFound", f'namespaces "{ns}" not found'), js
+        if plural == "pods" and name and sub == "log" and method == "GET":
+            logs = self.pod_logs.get((ns, name))
+            if logs is None:
+                return 400, _status(400, "BadRequest", f'container in pod "{name}" is waiting to start'), js
+            lines = logs().splitlines()
+            if "tailLines" in params:
+                lines = lines[-int(params["tailLines"]):]
+            return 200, ("\n".join(lines) + "\n").encode(), "text/plain"
         if sub:
             return 404, _status(404, "NotFound", f"subresource {sub} is not emulated"), js
         if name is None:
@@ -323,14 +341,19 @@ class EmulatedApiServer:
 DEPLOYMENTS = "/apis/apps/v1/deployments"
 PODS = "/api/v1/pods"
 CONFIG_MAPS = "/api/v1/configmaps"
+EVENTS = "/api/v1/events"
 
 
 class NodeAgent:
     """kubelet + Deployment controller for the emulator: Deployments become real server pods."""
 
     def __init__(self, api: EmulatedApiServer, *, claims: dict[str, Path] | None = None,
-                 interval_s: float = 0.1) -> None:
+                 images: set[str] | None = None, gpus: int = 0, interval_s: float = 0.1) -> None:
+        """`images`: what the node can pull (None: any); `gpus`: nvidia.com/gpu the node has."""
         self.api = api
+        self.images = images
+        self.gpus = gpus
+        self.blocked: dict[tuple[str, str], str] = {}  # pods that cannot start: the reason
         self.claims = claims or {}  # PVC claim name → local folder
         self.interval_s = interval_s
         self.root = Path(tempfile.mkdtemp(prefix="tfso-node-"))
@@ -371,19 +394,28 @@ class NodeAgent:
             wanted.update((ns, n) for n in names)
             ready = 0
             for pod_name in names:
+                if (ns, pod_name) in self.blocked:
+                    continue
                 if (ns, pod_name) not in self.pods:
                     self._start_pod(ns, pod_name, template)
+                    if (ns, pod_name) in self.blocked:
+                        continue
                 self._sync_config(ns, pod_name)
                 if self._probe(ns, pod_name):
                     ready += 1
             self.api.set_status(DEPLOYMENTS, ns, name, {
                 "observedGeneration": dep["metadata"]["generation"], "replicas": replicas,
                 "updatedReplicas": replicas, "readyReplicas": ready, "availableReplicas": ready})
+        for key in list(self.blocked):
+            if key not in wanted:
+                del self.blocked[key]
+                self.api.delete(PODS, *key)
         for key in list(self.pods):
             if key not in wanted:
                 proc, _ = self.pods.pop(key)
                 proc.stop()
                 self.api.pod_ports.pop(key, None)
+                self.api.pod_logs.pop(key, None)
                 self.api.delete(PODS, *key)
 
     def _paths(self, ns: str, pod_name: str, pod_spec: Obj) -> dict[str, str]:
@@ -400,9 +432,39 @@ class NodeAgent:
                 out[mount["mountPath"]] = str(base / mount.get("subPath", ""))
         return out
 
+    def _unstartable(self, ns: str, pod_name: str, pod_spec: Obj) -> str | None:
+        """Why the node cannot run the pod (no GPU, image not pullable), with its event."""
+        container = pod_spec["containers"][0]
+        wanted_gpus = int(container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0))
+        if wanted_gpus > self.gpus:
+            self.api.event(ns, pod_name, "FailedScheduling",
+                           "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")
+            return "Unschedulable"
+        for c in [*pod_spec.get("initContainers", []), container]:
+            if self.images is not None and c["image"] not in self.images:
+                self.api.event(ns, pod_name, "Failed", f'Failed to pull image "{c["image"]}": '
+                               "rpc error: code = NotFound desc = manifest unknown")
+                return "ImagePullBackOff"
+        return None
+
     def _start_pod(self, ns: str, pod_name: str, template: Obj) -> None:
         pod_spec = template["spec"]
         container = pod_spec["containers"][0]
+        why = self._unstartable(ns, pod_name, pod_spec)
+        if why is not None:
+            self.blocked[(ns, pod_name)] = why
+            status: Obj = {"phase": "Pending"}
+            if why == "Unschedulable":
+                status["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                         "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."}]
+            else:
+                status["containerStatuses"] = [{"name": container["name"], "ready": False, "restartCount": 0,
+                                                "image": container["image"], "imageID": "",
+                                                "state": {"waiting": {"reason": why}}}]
+            self.api.put(PODS, ns, {"apiVersion": "v1", "kind": "Pod",
+                                    "metadata": {"name": pod_name, "labels": template["metadata"].get("labels", {})},
+                                    "spec": pod_spec, "status": status}, create=True)
+            return
         paths = self._paths(ns, pod_name, pod_spec)
         args = []
         for arg in container.get("args", []):
@@ -419,6 +481,7 @@ class NodeAgent:
         self._sync_config(ns, pod_name)
         proc = self.pods[(ns, pod_name)][0].start()
         self.api.pod_ports[(ns, pod_name)] = {8500: proc.grpc_port, 8501: proc.rest_port}
+        self.api.pod_logs[(ns, pod_name)] = proc.logs
 
     def _sync_config(self, ns: str, pod_name: str) -> None:
         """The kubelet's ConfigMap volume: files follow the ConfigMap, paths rewritten."""
@@ -454,8 +517,14 @@ class NodeAgent:
                 ready = False
         current = self.api.get(PODS, ns, pod_name)
         if current is not None:
-            phase = "Running" if proc.proc is not None and proc.proc.poll() is None else "Failed"
-            status = {"phase": phase, "podIP": "127.0.0.1",
+            code = proc.proc.poll() if proc.proc is not None else None
+            state: Obj = {"running": {}} if code is None else {"waiting": {"reason": "CrashLoopBackOff"}}
+            container = {"name": pod["spec"]["containers"][0]["name"], "ready": ready, "restartCount": 0,
+                         "image": pod["spec"]["containers"][0]["image"], "imageID": "", "state": state}
+            if code is not None:
+                container["restartCount"] = 1
+                container["lastState"] = {"terminated": {"exitCode": code, "reason": "Error"}}
+            status = {"phase": "Running", "podIP": "127.0.0.1", "containerStatuses": [container],
                       "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
             if current.get("status") != status:
                 self.api.set_status(PODS, ns, pod_name, status)

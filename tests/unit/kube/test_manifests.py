@@ -111,7 +111,7 @@ def test_gpu_variant_has_gpu_image_limit_and_toleration() -> None:
     pod = _deployment("gpu")["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["image"] == "tensorflow/serving:2.19.0-gpu"
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert "--per_process_gpu_memory_fraction=0.5" in container["args"]
 
