@@ -3,7 +3,8 @@
 No cluster can run on these machines, so tests talk to `EmulatedApiServer` over real HTTP
 with the unmodified official `kubernetes` client. It stores objects and implements the
 subset of API semantics the project uses, written to behave as the real server does where
-it matters to us (unlike kmock 0.8, whose gaps are listed in issue 12):
+it matters to us (kmock 0.8 ignores label selectors, cannot create through server-side apply
+and sets no uid or generation, among other gaps):
 
 - create (409 if present, 404 if the namespace is missing), get, list with equality label
   selectors, replace (PUT), delete; uid, resourceVersion, generation, creationTimestamp;
@@ -33,7 +34,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,7 @@ class EmulatedApiServer:
             meta["namespace"] = namespace
             if old is None or create:
                 meta["uid"] = str(uuid.uuid4())
-                meta["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                meta["creationTimestamp"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
                 meta["generation"] = 1
             else:
                 for key in ("uid", "creationTimestamp"):
