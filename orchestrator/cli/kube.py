@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import yaml
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.spec import Spec
+
+if TYPE_CHECKING:
+    from orchestrator.spec import Spec
 
 
 class _Dumper(yaml.SafeDumper):
