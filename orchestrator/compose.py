@@ -84,6 +84,10 @@ def _service(request: ContainerRequest, spec: Spec, out_dir: Path, index: int) -
 
 def compose_document(specs: Sequence[Spec], out_dir: Path) -> dict[str, Any]:
     """The Compose document for `specs`, paths relative to `out_dir` (where it will be written)."""
+    from orchestrator.runtime.select import check_host_runtime
+
+    for spec in specs:
+        check_host_runtime(spec)
     specs = effective_specs(specs)
     main = specs[0]
     template = container_template(specs, out_dir.absolute() / "config", manager=MANAGER)

@@ -111,12 +111,18 @@ def _apply(names: tuple[str, ...], configs_dir: Path, runtime_name: str | None, 
            overrides: dict[str, str] | None = None) -> None:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from orchestrator.runtime.select import choose_runtime, runtime_of_deployment
+    from orchestrator.runtime.select import (
+        check_host_runtime,
+        choose_runtime,
+        runtime_of_deployment,
+    )
     from orchestrator.spec import load_spec
 
     specs = [load_spec(n, configs_dir=configs_dir) for n in names]
     if overrides:
         specs = [s.model_copy(update=overrides) for s in specs]
+    for spec in specs:
+        check_host_runtime(spec)
     if verb == "reload":
         runtime, why = runtime_of_deployment(specs[0].name), "the deployment's runtime"
     else:

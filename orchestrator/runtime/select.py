@@ -25,8 +25,8 @@ def runtime_by_name(name: str, store: StateStore | None = None) -> Runtime:
     raise RuntimeError_(f"unknown runtime {name!r}", fix="use auto, local or docker")
 
 
-def choose_runtime(spec: Spec, requested: str | None, store: StateStore | None = None) -> tuple[Runtime, str]:
-    """The runtime and a sentence saying why it was chosen."""
+def check_host_runtime(spec: Spec) -> None:
+    """Local, docker and compose cannot honour the Kubernetes-only fields: refuse, never ignore."""
     from orchestrator.spec import GatewayRouter
 
     if isinstance(spec.router, GatewayRouter) or spec.autoscale is not None:
@@ -37,6 +37,11 @@ def choose_runtime(spec: Spec, requested: str | None, store: StateStore | None =
             fix=f"render manifests with `tfsctl render {spec.name} --target kubernetes --out DIR`, "
             "or drop the field (router: true puts HAProxy in front locally)",
         )
+
+
+def choose_runtime(spec: Spec, requested: str | None, store: StateStore | None = None) -> tuple[Runtime, str]:
+    """The runtime and a sentence saying why it was chosen."""
+    check_host_runtime(spec)
     wanted = requested or spec.runtime
     if wanted != "auto":
         return runtime_by_name(wanted, store), f"runtime {wanted} (as asked)"

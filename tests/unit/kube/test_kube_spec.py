@@ -91,3 +91,28 @@ def test_local_and_docker_refuse_kubernetes_only_fields(tmp_path: Path) -> None:
             choose_runtime(spec, "local")
         assert "Kubernetes setting" in info.value.message
         assert info.value.fix and "tfsctl render demo --target kubernetes" in info.value.fix
+
+
+def test_compose_refuses_kubernetes_only_fields(tmp_path: Path) -> None:
+    from orchestrator.compose import compose_document
+
+    spec = _spec(tmp_path, "router: {gateway: gw}")
+    with pytest.raises(RuntimeError_) as info:
+        compose_document([spec], tmp_path / "out")
+    assert "router.gateway is a Kubernetes setting" in info.value.message
+
+
+def test_deploy_cli_refuses_a_gateway_spec_with_error_and_fix(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "models" / "gw" / "1").mkdir(parents=True)
+    (tmp_path / "models" / "gw" / "1" / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "gw.yaml").write_text("base_path: models/gw\nrouter: {gateway: public}\n")
+    result = subprocess.run([sys.executable, "-m", "orchestrator", "deploy", "gw", "--configs-dir", str(tmp_path),
+                             "--runtime", "local"], capture_output=True, text=True, timeout=120, check=False,
+                            env={**__import__("os").environ, "TFSO_STATE_DIR": str(tmp_path / "state")})
+    assert result.returncode == RuntimeError_.exit_code, result.stderr
+    assert "error:" in result.stderr and "router.gateway is a Kubernetes setting" in result.stderr
+    assert "tfsctl render gw --target kubernetes" in result.stderr
+    assert not (tmp_path / "state" / "deployments" / "gw.json").exists()
