@@ -157,7 +157,7 @@ class ExtraMount(_Frozen):
 
 MODEL_URI_SCHEMES = ("gs", "pvc", "image")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_IMAGE_REF = re.compile(
+IMAGE_REF = re.compile(
     r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 )
 
@@ -196,7 +196,7 @@ def parse_model_uri(value: str) -> ModelUri:
         if not _DNS_LABEL.fullmatch(claim) or len(claim) > 253:
             raise ValueError(f"{claim!r} is not a valid PersistentVolumeClaim name (lowercase DNS name)")
         return ModelUri(scheme="pvc", location=claim, path=path.strip("/"))
-    if not _IMAGE_REF.fullmatch(rest):
+    if not IMAGE_REF.fullmatch(rest):
         raise ValueError(f"{rest!r} is not an image reference with a tag, e.g. "
                          "image://registry.example.com/models/demo:1")
     return ModelUri(scheme="image", location=rest)

@@ -10,17 +10,15 @@ separate step that tests never run.
 from __future__ import annotations
 
 import io
-import re
 import tarfile
 from pathlib import Path
 
 from orchestrator.errors import ModelError, RuntimeError_
-from orchestrator.spec import Spec
+from orchestrator.spec import IMAGE_REF, Spec
 
 DEFAULT_COPIER = Path("/bin/busybox")
 COPIER_FIX = ("install a static busybox (`sudo apt-get install busybox-static`), or pass --copier "
               "with any statically linked busybox")
-_REF = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 def dockerfile(name: str) -> str:
@@ -75,7 +73,7 @@ def _client():  # type: ignore[no-untyped-def]
 
 
 def check_ref(image: str) -> None:
-    if not _REF.fullmatch(image):
+    if not IMAGE_REF.fullmatch(image):
         raise RuntimeError_(f"{image!r} is not an image reference with a tag",
                             fix="pass --image REGISTRY/REPO:TAG, e.g. registry.example.com/models/demo:1")
 
