@@ -22,8 +22,8 @@ import numpy as np
 import orjson
 
 from orchestrator import limits
-from orchestrator.client.tensors import enum_to_numpy_dtype
 from orchestrator.limits import JSON_PARSER_DEPTH
+from orchestrator.protocol.tensors import enum_to_numpy_dtype
 from orchestrator.server.status import invalid
 
 DT_FLOAT, DT_DOUBLE, DT_INT32, DT_UINT8, DT_INT16, DT_INT8, DT_STRING = 1, 2, 3, 4, 5, 6, 7
