@@ -18,13 +18,13 @@ from __future__ import annotations
 import bisect
 import json
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from orchestrator.files import write_atomic
 from orchestrator.protocol.labels import BUCKETS_US, empty_cell, parse_weights, stats_document
 
 
@@ -123,11 +123,7 @@ class LabelSplit:
         if self._stats_file is None:
             return
         self._flushed_at = time.monotonic()
-        self._stats_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self._stats_file.parent, prefix=".stats.", suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(stats_document(self._stats), handle)
-        os.replace(tmp, self._stats_file)
+        write_atomic(self._stats_file, json.dumps(stats_document(self._stats)))
 
     def stats(self) -> dict[str, dict[str, float | list[int]]]:
         with self._lock:

@@ -18,8 +18,8 @@ from typing import Any
 from orchestrator.errors import RolloutError
 from orchestrator.protocol.labels import parse_stats, weights_document
 from orchestrator.rollout.metrics import Snapshot
-from orchestrator.rollout.target import RolloutTarget, pin_spec_file
-from orchestrator.spec import Spec
+from orchestrator.rollout.target import RolloutTarget
+from orchestrator.spec import Spec, pin_spec_file
 from orchestrator.state import StateStore, write_atomic
 
 LABEL_GRACE_S = 2.0

@@ -13,7 +13,13 @@ import orchestrator.client as client
 CLIENT_DIR = Path(client.__file__).parent
 FORBIDDEN = ("tensorflow", "tensorflow_serving", "pydantic", "docker", "keras")
 # The client and the protocol package it shares with the server.
-ALLOWED_OURS = ("orchestrator.client", "orchestrator.protocol", "orchestrator.errors", "orchestrator.protos")
+ALLOWED_OURS = (
+    "orchestrator.client",
+    "orchestrator.protocol",
+    "orchestrator.errors",
+    "orchestrator.files",
+    "orchestrator.protos",
+)
 PROTOCOL_DIR = CLIENT_DIR.parent / "protocol"
 
 
