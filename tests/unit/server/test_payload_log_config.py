@@ -68,3 +68,27 @@ def test_server_refuses_logging_config_it_cannot_honour(fragment: str, why: str)
             f"logging_config {{ {fragment} }} }} }}")
     with pytest.raises(ConfigError, match=why):
         parse_model_server_config(text)
+
+
+def test_our_prediction_log_copy_matches_upstream_fields() -> None:
+    """orchestrator/protos/prediction_log.proto must read what upstream's message writes."""
+    from tensorflow_serving.apis import logging_pb2, prediction_log_pb2
+
+    from orchestrator.protos import prediction_log_pb2 as ours
+
+    for upstream, copy in ((prediction_log_pb2.PredictionLog, ours.PredictionLog),
+                           (prediction_log_pb2.PredictLog, ours.PredictLog),
+                           (logging_pb2.LogMetadata, ours.LogMetadata)):
+        for f in copy.DESCRIPTOR.fields:
+            up = upstream.DESCRIPTOR.fields_by_name[f.name]
+            assert (up.number, up.type) == (f.number, f.type), f.full_name
+    rec = prediction_log_pb2.PredictionLog()
+    rec.log_metadata.model_spec.name = "m"
+    rec.log_metadata.model_spec.version.value = 3
+    rec.log_metadata.request_origin = "rid"
+    rec.log_metadata.timestamp_secs = 123
+    rec.predict_log.request.inputs["x"].float_val.append(1.5)
+    back = ours.PredictionLog.FromString(rec.SerializeToString())
+    assert back.log_metadata.model_spec.version.value == 3
+    assert back.predict_log.request.inputs["x"].float_val == [1.5]
+    assert back.SerializeToString() == rec.SerializeToString()
