@@ -87,7 +87,7 @@ def read_logs(
 
 
 def _tensor(proto: Any) -> Any:
-    from orchestrator.client.tensors import from_tensor_proto
+    from orchestrator.protocol.tensors import from_tensor_proto
 
     arr = from_tensor_proto(proto)
     if arr.dtype == object:

@@ -176,7 +176,7 @@ class ModelLogger:
     def _record(self, item: tuple) -> bytes:
         from tensorflow_serving.apis import prediction_log_pb2
 
-        from orchestrator.client.tensors import to_tensor_proto
+        from orchestrator.protocol.tensors import to_tensor_proto
 
         version, signature, inputs, outputs, rid, ts = item
         pl = prediction_log_pb2.PredictionLog()

@@ -19,8 +19,8 @@ import requests
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from orchestrator.client.tensors import from_tensor_proto
 from orchestrator.plan import model_config, models_config_text
+from orchestrator.protocol.tensors import from_tensor_proto
 from orchestrator.spec import Spec
 from tests.helpers.server import SERVER_CMD, ServerProcess, export_half_plus_two_tf1, wait_until
 
