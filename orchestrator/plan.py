@@ -67,7 +67,27 @@ def model_config(
         policy.specific.versions.extend(sorted(spec.version_policy.versions))
     for label, version in sorted((spec.version_labels if labels is None else labels).items()):
         config.version_labels[label] = version
+    if spec.logging is not None:
+        _logging_config(config, spec)
     return config
+
+
+def _logging_config(config: msc_pb2.ModelConfig, spec: Spec) -> None:
+    """TF Serving's own `logging_config`; the size cap rides in `custom_logging_config`.
+
+    LogCollectorConfig has no size field, so `max_mb` is a google.protobuf.Struct in the Any
+    that upstream reserves for the logger's own settings (our server reads it; others ignore it).
+    """
+    from google.protobuf.struct_pb2 import Struct
+
+    assert spec.logging is not None
+    lc = config.logging_config
+    lc.sampling_config.sampling_rate = spec.logging.sample
+    lc.log_collector_config.type = "tfrecord"
+    lc.log_collector_config.filename_prefix = f"{spec.logging.path}/{spec.name}"
+    extra = Struct()
+    extra.update({"max_mb": spec.logging.max_mb})
+    lc.custom_logging_config.Pack(extra)
 
 
 def models_config_text(configs: Sequence[msc_pb2.ModelConfig]) -> str:

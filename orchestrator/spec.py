@@ -86,6 +86,17 @@ class Monitoring(_Frozen):
         return value
 
 
+class PayloadLogging(_Frozen):
+    """Sampled request/response pairs written as TF Serving PredictionLog TFRecord files.
+
+    Rendered as TF Serving's own `logging_config` in models.config (see orchestrator.plan).
+    """
+
+    sample: float = Field(default=0.01, ge=0.0, le=1.0)
+    path: Path = Path("prediction_logs")
+    max_mb: float = Field(default=256.0, gt=0)
+
+
 class Ports(_Frozen):
     """Host ports of the first replica; further replicas take the next free ones."""
 
@@ -254,6 +265,7 @@ class Spec(_Frozen):
     version_labels: dict[str, int] = Field(default_factory=dict)
     batching: Batching = Batching()
     monitoring: Monitoring = Monitoring()
+    logging: PayloadLogging | None = None
     ports: Ports = Ports()
     runtime: Literal["auto", "local", "docker"] = "auto"
     device: Literal["cpu", "gpu"] = "cpu"
@@ -376,6 +388,7 @@ _FIXES: dict[str, str] = {
     "ports": "choose two different ports between 1 and 65535",
     "replicas": "replicas is a whole number from 1 to 64",
     "batching": "see TF Serving's batching guide: allowed_batch_sizes increase and end at max_batch_size",
+    "logging": "e.g. `logging: {sample: 0.01, path: ../logs, max_mb: 256}` (sample in [0, 1])",
     "monitoring": "e.g. `monitoring: {prometheus: true, path: /monitoring/prometheus/metrics}`",
     "gpu": "e.g. `gpu: {count: all, memory_fraction: 0.5}` (fraction between 0 and 1)",
     "resources": "e.g. `resources: {cpus: 2, memory: 4g}`",
@@ -487,6 +500,13 @@ def parse_spec(text: str, *, file: Path, check_files: bool = True) -> Spec:
                 fix="write the path in full, or relative to the spec file",
             ) from None
         data["base_path"] = base if base.is_absolute() else (file.parent / base)
+    raw_log = data.get("logging")
+    if isinstance(raw_log, dict) and isinstance(raw_log.get("path", ""), str):
+        log_path = Path(raw_log.get("path") or "prediction_logs").expanduser()
+        data["logging"] = {
+            **raw_log,
+            "path": log_path if log_path.is_absolute() else (file.parent / log_path),
+        }
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:

@@ -251,11 +251,13 @@ def web(name: str, version: int | None, fmt: str, host: str, port: int, out_dir:
 @samples_option
 @click.option("--count", type=int, default=10, show_default=True, help="Records (1-1000).")
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Examples per request.")
+@click.option("--from-log", "from_log", is_flag=True,
+              help="Use the newest COUNT logged Predict requests (the spec's `logging:`) instead.")
 @signature_option
 @configs_option
 @output_option
 def warmup(name: str, version: int | None, samples: Path | None, count: int, batch_size: int,
-           signature: str, configs_dir: Path, output: str) -> None:
+           from_log: bool, signature: str, configs_dir: Path, output: str) -> None:
     """Write assets.extra/tf_serving_warmup_requests into the version folder.
 
     TF Serving replays these Predict requests when it loads the version.
@@ -266,6 +268,19 @@ def warmup(name: str, version: int | None, samples: Path | None, count: int, bat
     _quiet_tensorflow()
     check_count(count)
     model, version, version_dir = resolve_version(name, version, configs_dir)
+    if from_log:
+        if samples is not None:
+            raise click.UsageError("--from-log and --samples are alternatives: give one")
+        from orchestrator.monitor.warmup_log import warmup_from_log
+
+        result = warmup_from_log(name, model, version, version_dir, configs_dir,
+                                 count=count, signature=signature)
+        if output == "json":
+            print_json(result)
+        else:
+            console.print(f"wrote {result['records']} warmup records from the prediction log "
+                          f"→ [bold]{result['path']}[/]")
+        return
     loaded = _load_samples(samples, version_dir, signature)
     if loaded is None:
         _warn_loudly(SYNTHETIC_WARNING)

@@ -236,14 +236,50 @@ def status(name: str, output: str) -> None:
 
 @click.command()
 @click.argument("name")
-@click.option("--tail", "-n", default=100, show_default=True, help="Lines per replica.")
-def logs(name: str, tail: int) -> None:
-    """Last log lines of every replica."""
+@click.option("--tail", "-n", default=100, show_default=True,
+              help="Lines per replica (with --predictions: the newest N records).")
+@click.option("--predictions", is_flag=True,
+              help="Logged request/response pairs (the spec's `logging:`) instead of server logs.")
+@click.option("--since", default=None, help="With --predictions: only records this recent (10m, 1h, 2d).")
+@click.option("--version", "version", type=int, default=None, help="With --predictions: one version.")
+@output_option
+@configs_option
+def logs(name: str, tail: int, predictions: bool, since: str | None, version: int | None,
+         output: str, configs_dir: Path) -> None:
+    """Last log lines of every replica, or (--predictions) the logged predictions."""
+    if predictions:
+        _prediction_logs(name, tail, since, version, output, configs_dir)
+        return
+    if since is not None or version is not None or output != "table":
+        raise click.UsageError("--since, --version and --output go with --predictions")
     from orchestrator.runtime.select import runtime_of_deployment
 
     for index, text in runtime_of_deployment(name).logs(name, tail=tail).items():
         click.echo("==> router <==" if index == -1 else f"==> replica {index} <==")
         click.echo(text)
+
+
+def _prediction_logs(name: str, tail: int, since: str | None, version: int | None, output: str,
+                     configs_dir: Path) -> None:
+    from collections import deque
+
+    from orchestrator.monitor import payload
+    from orchestrator.monitor.report import parse_since
+
+    since_s = parse_since(since) if since is not None else None
+    prefix = payload.log_prefix(payload.spec_for(name, configs_dir))
+    rows = deque(
+        (payload.record_dict(r) for r in payload.read_logs(prefix, since_s=since_s, version=version)),
+        maxlen=max(tail, 1),
+    )
+    if output == "json":
+        print_json(list(rows))
+        return
+    print_table(f"{name}: logged predictions ({prefix}-*.tfrecord)",
+                ["TIME (UTC)", "REQUEST ID", "VERSION", "SIGNATURE", "INPUTS", "OUTPUTS"],
+                [[time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["time"])), r["request_id"],
+                  r["version"], r["signature"], payload.short(r["inputs"]),
+                  payload.short(r["outputs"])] for r in rows])
 
 
 @click.command()

@@ -510,6 +510,13 @@ class DockerRuntime(Runtime):
         specs = effective_specs(specs)
         main = specs[0]
         name = main.name
+        for s in specs:
+            if s.logging is not None:  # the real image fails on logging_config (no logger)
+                raise RuntimeError_(
+                    f"{s.name}: payload logging (`logging:`) is not available under the docker "
+                    "runtime yet: tensorflow/serving cannot log and router capture is not built",
+                    fix="deploy with --runtime local, or remove `logging:` from the spec",
+                )
         state = self.store.load(name)
         if state is not None and state.get("runtime") != self.name:
             raise RuntimeError_(

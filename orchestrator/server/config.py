@@ -13,11 +13,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf import text_format
+from google.protobuf import struct_pb2, text_format
 
 from orchestrator import limits
 from orchestrator.protos import config_pb2
 
+# logging_config's custom_logging_config carries a Struct ({max_mb}); text format names its type.
+_ = struct_pb2.Struct
 LABEL_RE = re.compile(r"^[a-zA-Z0-9_]+$")
 log = logging.getLogger("tfs.server")
 
@@ -98,6 +100,7 @@ class ModelConfig:
     base_path: str
     policy: VersionPolicy = VersionPolicy()
     labels: dict[str, int] = field(default_factory=dict)
+    logging: Any = None  # payload_log.LogOptions when logging_config asks for payload logging
 
 
 def single_model(name: str, base_path: str) -> list[ModelConfig]:
@@ -149,12 +152,18 @@ def models_from_proto(msg, *, source: str) -> list[ModelConfig]:  # type: ignore
             raise ConfigError(
                 f"{source}: model {c.name}: model_platform {c.model_platform!r} is not supported"
             )
+        payload = None
+        if c.HasField("logging_config"):
+            from orchestrator.server.payload_log import options_from_proto
+
+            payload = options_from_proto(c.name, c.logging_config, source=source)
         out.append(
             ModelConfig(
                 name=c.name,
                 base_path=c.base_path,
                 policy=_policy(c.model_version_policy),
                 labels=_labels(c.name, dict(c.version_labels), source),
+                logging=payload,
             )
         )
     return out

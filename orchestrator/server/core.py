@@ -68,6 +68,9 @@ class Core:
         self.manager = manager
         self.runner = runner
         self.metrics = metrics
+        from orchestrator.server.payload_log import PayloadLogs
+
+        self.payload = PayloadLogs()
 
     def servable(self, name: str, version: int | None, label: str | None) -> r.Servable:
         if not name:
@@ -127,9 +130,13 @@ class Core:
                 )
             arrays.append(a)
         outs = await self._run(servable, plan.key, arrays, "Predict")
-        return PredictResult(
+        result = PredictResult(
             servable, plan.signature_name, dict(zip(plan.output_aliases, outs, strict=False))
         )
+        payload = self.payload.by_model.get(servable.name)
+        if payload is not None:
+            payload.maybe(servable.version, plan.signature_name, inputs, result.outputs)
+        return result
 
     # -- classify / regress ---------------------------------------------------------------------
     async def _examples_run(

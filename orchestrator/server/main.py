@@ -290,6 +290,7 @@ class ModelServer:
         else:
             run = DirectRunner(self.pool)
         self.core = Core(self.manager, run, metrics)
+        metrics.renderers.append(self.core.payload.counters.render)
         if metrics.versions is not None:
             metrics.versions.collectors.append(self._scrape_gauges)
 
@@ -301,6 +302,7 @@ class ModelServer:
             await self.manager.apply_config(configs)
         except ServingStatus as e:
             raise StartupError(e.message, e.code) from None
+        self.core.payload.configure(configs)
 
         if o.port or o.grpc_socket_path:
             grpc_api = GrpcApi(
@@ -416,6 +418,7 @@ class ModelServer:
         names = ", ".join(c.name for c in configs) or "(none)"
         log.info("Reloading model config: %s", names)
         await self.manager.apply_config(configs)
+        self.core.payload.configure(configs)
 
     async def _poll_config_file(self) -> None:
         path = self.opts.model_config_file
@@ -457,6 +460,8 @@ class ModelServer:
             await self._rest_runner.cleanup()
         if hasattr(self, "manager"):
             await self.manager.close()
+        if hasattr(self, "core"):
+            await asyncio.get_running_loop().run_in_executor(None, self.core.payload.close)
 
 
 async def _serve(opts: Any) -> int:

@@ -238,6 +238,7 @@ class Metrics:
         )
         on = version_metrics_enabled() if version_metrics is None else version_metrics
         self.versions: VersionMetrics | None = VersionMetrics() if on else None
+        self.renderers: list[Callable[[list[str]], None]] = []  # e.g. payload-log counters
 
     def begin(self, model: str, method: str, protocol: str, request_id: str = "") -> Call:
         """Start tracking one request: what it resolves to is filled in as it goes (and logged)."""
@@ -277,4 +278,6 @@ class Metrics:
             m.render(out)
         if self.versions is not None:
             self.versions.render(out)
+        for extra in self.renderers:
+            extra(out)
         return "\n".join(out) + "\n"

@@ -1,0 +1,120 @@
+"""What payload logging costs: tfs-model-server rps with logging off, at 1% and at 100%, one run.
+
+The same model (Keras MLP 784 -> 256 -> 10) served from a models.config rendered by the plan from a
+spec with no `logging:`, `logging: {sample: 0.01}` and `logging: {sample: 1.0}`. Each round starts
+a fresh server per setting (rotating which goes first) and loads it with wrk (REST) and an asyncio
+gRPC generator; rps is the mean over rounds, and the ratio to "off" is also given per round
+(paired runs) with its median. Goals: 1% >= 0.95x off, 100% >= 0.8x off. Also prints how many
+records were written and dropped (queue full) at 100%.
+
+    .venv/bin/python bench/payload_log.py [--duration 5] [--rounds 4] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench.serve_rest import MODEL, export_mlp, grpc_load, warm, wrk  # noqa: E402
+from orchestrator.plan import model_config, models_config_text  # noqa: E402
+from orchestrator.spec import Spec  # noqa: E402
+from tests.helpers.server import ServerProcess  # noqa: E402
+
+PATH = "/monitoring/prometheus/metrics"
+SETTINGS = {"off": None, "1%": 0.01, "100%": 1.0}
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def _counter(page: str, name: str) -> float:
+    return sum(float(m.group(1)) for m in re.finditer(rf"^{name}\{{[^}}]*\}} (\S+)$", page, re.M))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--connections", type=int, default=16)
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    random.seed(0)
+    row = [round(random.random(), 4) for _ in range(784)]
+    body = json.dumps({"instances": [row]})
+    work = Path(tempfile.mkdtemp(prefix="bench-payload-"))
+    base = export_mlp(work / MODEL)
+    (work / "monitoring.config").write_text(f'prometheus_config {{ enable: true path: "{PATH}" }}\n')
+    for key, rate in SETTINGS.items():
+        raw: dict = {"name": MODEL, "base_path": str(base)}
+        if rate is not None:
+            raw["logging"] = {"sample": rate, "path": str(work / f"logs-{key}"), "max_mb": 256}
+        (work / f"{key}.config").write_text(models_config_text([model_config(Spec.model_validate(raw))]))
+    keys = list(SETTINGS)
+    totals = {k: {"rest": 0.0, "grpc": 0.0} for k in keys}
+    ratios = {k: {"rest": [], "grpc": []} for k in keys if k != "off"}  # type: ignore[var-annotated]
+    written = dropped = 0.0
+    try:
+        for i in range(args.rounds):
+            order = keys[i % 3:] + keys[: i % 3]
+            this: dict[str, dict[str, float]] = {k: {} for k in keys}
+            for key in order:
+                common = [f"--model_config_file={work / f'{key}.config'}",
+                          f"--monitoring_config_file={work / 'monitoring.config'}"]
+                with ServerProcess(common) as srv:
+                    srv.wait_until_available(MODEL)
+                    url = f"{srv.rest_url}/v1/models/{MODEL}:predict"
+                    warm(url, body)
+                    this[key]["rest"] = wrk(url, body, duration=args.duration,
+                                            connections=args.connections)["rps"]
+                    asyncio.run(grpc_load(srv.grpc_target, row, duration=1,
+                                          concurrency=args.connections))
+                    this[key]["grpc"] = asyncio.run(grpc_load(
+                        srv.grpc_target, row, duration=args.duration,
+                        concurrency=args.connections))["rps"]
+                    if key == "100%":
+                        page = urllib.request.urlopen(srv.rest_url + PATH, timeout=5).read().decode()
+                        written += _counter(page, "tfso_prediction_log_records_total")
+                        dropped += _counter(page, "tfso_prediction_log_dropped_total")
+                for proto in ("rest", "grpc"):
+                    totals[key][proto] += this[key][proto]
+            for key in ratios:
+                for proto in ("rest", "grpc"):
+                    ratios[key][proto].append(this[key][proto] / this["off"][proto])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\nKeras MLP 784-256-10, one-row requests, {args.connections} connections, "
+          f"{args.rounds} rounds x {args.duration}s per server and protocol, {os.cpu_count()} CPUs\n")
+    print("| protocol | logging | rps | vs off (means) | vs off (median of rounds) | per round | goal |")
+    print("| --- | --- | ---: | ---: | ---: | --- | --- |")
+    for proto in ("rest", "grpc"):
+        off = totals["off"][proto] / args.rounds
+        print(f"| {proto} | off | {off:.0f} | 1.000 | | | |")
+        for key, goal in (("1%", 0.95), ("100%", 0.8)):
+            rps = totals[key][proto] / args.rounds
+            rs = ratios[key][proto]
+            print(f"| {proto} | {key} | {rps:.0f} | {rps / off:.3f} | {_median(rs):.3f} | "
+                  f"{' '.join(f'{r:.2f}' for r in rs)} | >= {goal} |")
+    print(f"\nat 100%: {written:.0f} records written, {dropped:.0f} dropped (queue full or write error)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

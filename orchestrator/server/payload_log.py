@@ -1,0 +1,326 @@
+"""Payload logging: sampled Predict request/response pairs as TF Serving PredictionLog records.
+
+Configured per model by TF Serving's own `logging_config` in models.config
+(`sampling_config.sampling_rate`, `log_collector_config {type: "tfrecord" filename_prefix}`, and
+`max_mb` in a Struct in `custom_logging_config`). Files are TFRecord, named
+`PREFIX-<unix ms>.tfrecord` (so names sort by time), rotated at a quarter of the cap and the oldest
+deleted when the folder's files for this model pass `max_mb`.
+
+Logging never blocks or fails a prediction: the request path only draws a random number and, when
+sampled, puts references on a bounded queue; a writer thread builds and writes the protos. A full
+queue drops the sample (`tfso_prediction_log_dropped_total{reason="queue_full"}`); a write that
+fails (read-only or full disk) logs one warning per failure streak and counts
+`reason="write_error"`. LogMetadata has no request-id field: the request id goes in
+`request_origin`, the timestamp in `timestamp_secs`.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from orchestrator.server.config import ConfigError
+from orchestrator.server.metrics import CURRENT_CALL, PREFIX
+
+log = logging.getLogger("tfs.payload")
+
+QUEUE_SIZE = int(os.environ.get("TFS_PAYLOAD_LOG_QUEUE", "1024") or 1024)
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    rate: float
+    prefix: str
+    max_bytes: int
+
+
+def options_from_proto(model: str, lc: Any, *, source: str) -> LogOptions | None:
+    """A ModelConfig's logging_config -> LogOptions (None when it asks for no logging)."""
+    rate = lc.sampling_config.sampling_rate
+    if not (0.0 <= rate <= 1.0):
+        raise ConfigError(
+            f"{source}: model {model}: sampling_rate {rate} is outside [0, 1]"
+        )
+    if lc.sampling_config.per_task_sampling_configs:
+        raise ConfigError(
+            f"{source}: model {model}: per_task_sampling_configs is not supported; "
+            "use sampling_rate"
+        )
+    collector = lc.log_collector_config
+    if rate == 0.0 and not collector.filename_prefix:
+        return None
+    if collector.type not in ("", "tfrecord"):
+        raise ConfigError(
+            f"{source}: model {model}: log_collector_config type {collector.type!r} is not "
+            'supported; use "tfrecord"'
+        )
+    if not collector.filename_prefix:
+        raise ConfigError(
+            f"{source}: model {model}: logging_config needs log_collector_config.filename_prefix"
+        )
+    max_mb = 256.0
+    if lc.HasField("custom_logging_config"):
+        from google.protobuf.struct_pb2 import Struct
+
+        extra = Struct()
+        if not lc.custom_logging_config.Unpack(extra):
+            raise ConfigError(
+                f"{source}: model {model}: custom_logging_config must be a "
+                "google.protobuf.Struct like {max_mb: 256}"
+            )
+        unknown = set(extra.keys()) - {"max_mb"}
+        if unknown:
+            raise ConfigError(
+                f"{source}: model {model}: custom_logging_config has unknown keys "
+                f"{sorted(unknown)}; only max_mb is read"
+            )
+        if "max_mb" in extra:
+            max_mb = float(extra["max_mb"])
+            if max_mb <= 0:
+                raise ConfigError(f"{source}: model {model}: max_mb must be positive")
+    return LogOptions(rate, collector.filename_prefix, int(max_mb * 1024 * 1024))
+
+
+class Counters:
+    """Process-wide counts, rendered with the server's metrics."""
+
+    def __init__(self) -> None:
+        self.written: dict[str, int] = {}
+        self.dropped: dict[tuple[str, str], int] = {}
+        self.writable: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def drop(self, model: str, reason: str) -> None:
+        with self.lock:
+            self.dropped[(model, reason)] = self.dropped.get((model, reason), 0) + 1
+
+    def render(self, out: list[str]) -> None:
+        with self.lock:
+            written, dropped, writable = (
+                dict(self.written),
+                dict(self.dropped),
+                dict(self.writable),
+            )
+        if not (written or dropped or writable):
+            return
+        name = PREFIX + "prediction_log_records_total"
+        out.append(f"# TYPE {name} counter")
+        out.extend(f'{name}{{model="{m}"}} {n}' for m, n in sorted(written.items()))
+        name = PREFIX + "prediction_log_dropped_total"
+        out.append(f"# TYPE {name} counter")
+        out.extend(
+            f'{name}{{model="{m}",reason="{r}"}} {n}' for (m, r), n in sorted(dropped.items())
+        )
+        name = PREFIX + "prediction_log_writable"
+        out.append(f"# TYPE {name} gauge")
+        out.extend(f'{name}{{model="{m}"}} {n}' for m, n in sorted(writable.items()))
+
+
+class ModelLogger:
+    """One model's sampler, queue and writer thread."""
+
+    def __init__(self, model: str, opts: LogOptions, counters: Counters) -> None:
+        self.model = model
+        self.opts = opts
+        self.rate = opts.rate
+        self.counters = counters
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
+        self._file_cap = max(64 * 1024, opts.max_bytes // 4)
+        self._writer: Any = None
+        self._file = ""
+        self._file_bytes = 0
+        self._failing = False
+        with counters.lock:
+            counters.writable.setdefault(model, 1)
+            counters.written.setdefault(model, 0)
+        self._thread = threading.Thread(
+            target=self._run, name=f"tfs-payload-{model}", daemon=True
+        )
+        self._thread.start()
+
+    # -- request path (event loop): cheap ---------------------------------------------------------
+    def maybe(
+        self,
+        version: int,
+        signature: str,
+        inputs: dict[str, np.ndarray],
+        outputs: dict[str, np.ndarray],
+    ) -> None:
+        if self.rate < 1.0 and random.random() >= self.rate:
+            return
+        call = CURRENT_CALL.get()
+        rid = call.request_id if call is not None else ""
+        try:
+            self._queue.put_nowait((version, signature, inputs, outputs, rid, time.time()))
+        except queue.Full:
+            self.counters.drop(self.model, "queue_full")
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        try:
+            self._queue.put(_STOP, timeout=timeout_s)
+        except queue.Full:
+            pass
+        self._thread.join(timeout_s)
+
+    # -- writer thread -----------------------------------------------------------------------------
+    def _record(self, item: tuple) -> bytes:
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        from orchestrator.protocol.tensors import to_tensor_proto
+
+        version, signature, inputs, outputs, rid, ts = item
+        pl = prediction_log_pb2.PredictionLog()
+        md = pl.log_metadata
+        md.model_spec.name = self.model
+        md.model_spec.version.value = version
+        md.model_spec.signature_name = signature
+        md.sampling_config.sampling_rate = self.rate
+        md.saved_model_tags.append("serve")
+        md.timestamp_secs = int(ts)
+        md.request_origin = rid
+        req = pl.predict_log.request
+        req.model_spec.name = self.model
+        req.model_spec.signature_name = signature
+        # orchestrator's TensorProto is a wire-compatible copy of TF's: move it as bytes.
+        for k, v in inputs.items():
+            req.inputs[k].ParseFromString(to_tensor_proto(v).SerializeToString())
+        resp = pl.predict_log.response
+        resp.model_spec.CopyFrom(md.model_spec)
+        for k, v in outputs.items():
+            resp.outputs[k].ParseFromString(to_tensor_proto(v).SerializeToString())
+        return pl.SerializeToString()
+
+    def _open(self) -> None:
+        import tensorflow as tf
+
+        directory = os.path.dirname(self.opts.prefix) or "."
+        os.makedirs(directory, exist_ok=True)
+        self._file = f"{self.opts.prefix}-{int(time.time() * 1000):013d}.tfrecord"
+        while os.path.exists(self._file):
+            self._file = f"{self.opts.prefix}-{int(time.time() * 1000) + 1:013d}.tfrecord"
+        self._writer = tf.io.TFRecordWriter(self._file)
+        self._file_bytes = 0
+        self._trim()
+
+    def _close_file(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:  # a failing disk must not kill the writer
+                pass
+            self._writer = None
+
+    def _trim(self) -> None:
+        """Delete this model's oldest files until the rest fit in max_bytes."""
+        files = sorted(glob.glob(glob.escape(self.opts.prefix) + "-*.tfrecord"))
+        sizes = []
+        for f in files:
+            try:
+                sizes.append(os.path.getsize(f))
+            except OSError:
+                sizes.append(0)
+        total = sum(sizes)
+        for f, size in zip(files, sizes, strict=False):
+            if total <= self.opts.max_bytes - self._file_cap or f == self._file:
+                break
+            try:
+                os.remove(f)
+            except OSError:
+                pass
+            total -= size
+
+    def _write(self, items: list) -> None:
+        try:
+            if self._writer is None:
+                self._open()
+            for item in items:
+                data = self._record(item)
+                if self._file_bytes + len(data) + 16 > self._file_cap and self._file_bytes:
+                    self._close_file()
+                    self._open()
+                self._writer.write(data)
+                self._file_bytes += len(data) + 16
+            self._writer.flush()
+        except Exception as e:  # disk full, read-only, gone: warn, count, go on
+            self._close_file()
+            try:
+                if self._file and os.path.getsize(self._file) == 0:
+                    os.remove(self._file)  # no empty file per failed attempt
+            except OSError:
+                pass
+            for _ in items:
+                self.counters.drop(self.model, "write_error")
+            with self.counters.lock:
+                self.counters.writable[self.model] = 0
+            if not self._failing:
+                log.warning(
+                    "prediction log for model %s cannot be written to %s: %s; samples are "
+                    "dropped (tfso_prediction_log_dropped_total) until it can",
+                    self.model,
+                    self.opts.prefix,
+                    str(e).splitlines()[0] if str(e) else type(e).__name__,
+                )
+            self._failing = True
+            return
+        if self._failing:
+            log.warning("prediction log for model %s is writable again", self.model)
+        self._failing = False
+        with self.counters.lock:
+            self.counters.writable[self.model] = 1
+            self.counters.written[self.model] += len(items)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            items = [self._queue.get()]
+            while len(items) < 256:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if _STOP in items:
+                stop = True
+                items = [i for i in items if i is not _STOP]
+            if items:
+                self._write(items)
+        self._close_file()
+
+
+class PayloadLogs:
+    """Model name -> ModelLogger, replaced whole on each config apply."""
+
+    def __init__(self) -> None:
+        self.counters = Counters()
+        self.by_model: dict[str, ModelLogger] = {}
+
+    def configure(self, configs: list) -> None:
+        old = self.by_model
+        new: dict[str, ModelLogger] = {}
+        for c in configs:
+            opts = getattr(c, "logging", None)
+            if opts is None:
+                continue
+            keep = old.get(c.name)
+            if keep is not None and keep.opts == opts:
+                new[c.name] = keep
+            else:
+                new[c.name] = ModelLogger(c.name, opts, self.counters)
+        self.by_model = new
+        for name, lg in old.items():
+            if new.get(name) is not lg:
+                threading.Thread(target=lg.close, daemon=True).start()
+
+    def close(self) -> None:
+        for lg in self.by_model.values():
+            lg.close()
+        self.by_model = {}
