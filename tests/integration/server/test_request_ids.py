@@ -88,5 +88,9 @@ def test_bad_log_format_refused(tmp_path: Path) -> None:
     from tests.helpers.server import run_server_expect_exit
 
     out = run_server_expect_exit(["--model_base_path=/nope", "--log_format=xml"])
-    assert out.returncode == 2
-    assert "--log_format=xml (or TFS_LOG_FORMAT): expected text or json" in out.stderr
+    # Every start-up failure ends as TF Serving's do: the reason on stdout, exit status 255.
+    assert out.returncode == 255
+    assert out.stdout == (
+        "Failed to start server. Error: INVALID_ARGUMENT: "
+        "--log_format=xml (or TFS_LOG_FORMAT): expected text or json\n"
+    )
