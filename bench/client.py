@@ -93,8 +93,8 @@ def bench_tensors(budget_s: float) -> list[dict[str, Any]]:
     import numpy as np
     import tensorflow as tf
 
-    from orchestrator.client import _wire
-    from orchestrator.client.tensors import TensorProto, from_tensor_proto, to_tensor_proto
+    from orchestrator.protocol import wire as _wire
+    from orchestrator.protocol.tensors import TensorProto, from_tensor_proto, to_tensor_proto
 
     rows = []
     rng = np.random.default_rng(0)

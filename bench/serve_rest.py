@@ -84,8 +84,8 @@ async def grpc_load(
     import grpc
     import numpy as np
 
-    from orchestrator.client import _methods as M
-    from orchestrator.client.tensors import to_tensor_proto
+    from orchestrator.protocol import methods as M
+    from orchestrator.protocol.tensors import to_tensor_proto
 
     req = M.PREDICT.request()
     req.model_spec.name = MODEL

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from orchestrator.files import write_atomic
 from orchestrator.savedmodel import export_model, list_versions
 
 DEMO_SPEC = """\
@@ -50,7 +51,6 @@ def build_classifier(seed: int, epochs: int) -> object:
 
 def build_demo(models_dir: Path, configs_dir: Path, *, force: bool = False) -> list[Path]:
     """Write models/demo/1 and /2 (skipping versions that exist) and the demo spec if missing."""
-    import os
     import tempfile
 
     from orchestrator.savedmodel import _export_keras_model
@@ -73,7 +73,5 @@ def build_demo(models_dir: Path, configs_dir: Path, *, force: bool = False) -> l
     configs_dir.mkdir(parents=True, exist_ok=True)
     spec_file = configs_dir / "demo.yaml"
     if not spec_file.exists():
-        tmp_file = spec_file.with_suffix(".yaml.tmp")
-        tmp_file.write_text(DEMO_SPEC, encoding="utf-8")
-        os.replace(tmp_file, spec_file)
+        write_atomic(spec_file, DEMO_SPEC)
     return written

@@ -200,7 +200,7 @@ def plan_label_move(
     1. load {current versions} ∪ {to_version}, labels unchanged (every model kept: reloads
        replace the whole config); 2. once `to_version` is AVAILABLE, move the label.
     """
-    from orchestrator.spec import NAME_PATTERN
+    from orchestrator.names import NAME_PATTERN
 
     if not NAME_PATTERN.fullmatch(label):
         raise SpecError(f"label {label!r} is not valid", fix="labels match [A-Za-z0-9_]+")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ModelError
+from orchestrator.names import NAME_PATTERN
 
 SERVE_TAG = "serve"
 
@@ -197,8 +198,6 @@ def export_model(
     The new version appears atomically (written beside, then renamed), so a polling
     TF Serving never sees half a model, and an existing version is never overwritten.
     """
-    from orchestrator.spec import NAME_PATTERN
-
     if not NAME_PATTERN.fullmatch(name):
         raise ModelError(
             f"{name!r} is not a valid model name", fix="use letters, digits and _ only"

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestrator import limits
 from orchestrator.errors import SpecError
+from orchestrator.names import NAME_PATTERN
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
 """TF Serving's rule for model and label names; it also rules out path tricks."""
 
 DEFAULT_CONFIGS_DIR = Path("serving_configs")
@@ -612,3 +612,29 @@ def load_spec(
             fix="save the spec as UTF-8 (YAML in an editor's default encoding usually is)",
         ) from None
     return parse_spec(text, file=path, check_files=check_files)
+
+
+def pin_spec_file(spec_file: Path, version: int, labels: dict[str, int]) -> None:
+    """Rewrite version_policy (and labels) in the spec file, keeping every other line as written."""
+    from orchestrator.files import write_atomic
+
+    text = spec_file.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    spans: dict[str, tuple[int, int]] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value in ("version_policy", "version_labels"):
+                end = value.end_mark.line + (1 if value.end_mark.column else 0)
+                spans[key.value] = (key.start_mark.line, max(end, key.start_mark.line + 1))
+    policy_line = f"version_policy: {{specific: [{version}]}}"
+    label_line = ("version_labels: {" + ", ".join(f"{k}: {v}" for k, v in sorted(labels.items())) + "}") if labels else None
+    replacements = {"version_policy": policy_line, "version_labels": label_line}
+    for key in sorted(spans, key=lambda k: spans[k][0], reverse=True):
+        start, end = spans[key]
+        new = replacements[key]
+        lines[start:end] = [new] if new else []
+    for key, new in replacements.items():
+        if key not in spans and new:
+            lines.append(new)
+    write_atomic(spec_file, "\n".join(lines) + "\n")

@@ -32,7 +32,7 @@ from orchestrator.client.errors import (
     Unimplemented,
 )
 from orchestrator.client.split import LabelSplit
-from orchestrator.client.tensors import from_tensor_proto, to_tensor_proto
+from orchestrator.protocol.tensors import from_tensor_proto, to_tensor_proto
 
 if TYPE_CHECKING:
     from orchestrator.client._aio import AsyncGrpcClient

@@ -15,7 +15,6 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from orchestrator.client import _methods, _wire
 from orchestrator.client._common import (
     NOT_READY,
     Examples,
@@ -34,6 +33,8 @@ from orchestrator.client._common import (
 from orchestrator.client._config import NO_RETRY, RetryPolicy, call_async
 from orchestrator.client._grpc import _GrpcBase
 from orchestrator.client.errors import DeadlineExceeded
+from orchestrator.protocol import methods as _methods
+from orchestrator.protocol import wire as _wire
 from orchestrator.protos import apis_pb2
 
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.client import _methods, tensors
 from orchestrator.client.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -21,6 +20,8 @@ from orchestrator.client.errors import (
     ServingUnavailable,
     error_for_code,
 )
+from orchestrator.protocol import methods as _methods
+from orchestrator.protocol import tensors
 from orchestrator.protos import apis_pb2, example_pb2, tensor_pb2
 
 DEFAULT_SIGNATURE = "serving_default"

@@ -14,7 +14,6 @@ import grpc
 import numpy as np
 from google.protobuf import text_format
 
-from orchestrator.client import _methods, _wire, tensors
 from orchestrator.client._common import (
     BlockingReadiness,
     Examples,
@@ -45,6 +44,9 @@ from orchestrator.client.errors import (
     ServingUnavailable,
     error_for_code,
 )
+from orchestrator.protocol import methods as _methods
+from orchestrator.protocol import tensors
+from orchestrator.protocol import wire as _wire
 from orchestrator.protos import apis_pb2
 
 

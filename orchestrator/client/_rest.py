@@ -20,7 +20,6 @@ import requests
 from google.protobuf import json_format
 from requests.adapters import HTTPAdapter
 
-from orchestrator.client import tensors
 from orchestrator.client._common import (
     BlockingReadiness,
     Examples,
@@ -42,6 +41,7 @@ from orchestrator.client.errors import (
     Unauthenticated,
     error_for_http,
 )
+from orchestrator.protocol import tensors
 from orchestrator.protos import apis_pb2
 
 # -- JSON <-> numpy -------------------------------------------------------------------------

@@ -18,15 +18,14 @@ from __future__ import annotations
 import bisect
 import json
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-# Latency buckets in microseconds: TF Serving's request_latency layout (10 µs × 1.8^i).
-BUCKETS_US = [10 * 1.8**i for i in range(33)]
+from orchestrator.files import write_atomic
+from orchestrator.protocol.labels import BUCKETS_US, empty_cell, parse_weights, stats_document
 
 
 class LabelSplit:
@@ -65,11 +64,10 @@ class LabelSplit:
             mtime = self._weights_file.stat().st_mtime
             if mtime == self._mtime:
                 return
-            data = json.loads(self._weights_file.read_text())
+            weights = parse_weights(self._weights_file.read_text())
         except (OSError, ValueError):
             return  # keep the last good weights
         self._mtime = mtime
-        weights = {str(k): int(v) for k, v in data.get("weights", data).items() if int(v) >= 0}
         if weights and weights != self._weights:
             self._weights = weights
             self._current = {}
@@ -106,9 +104,7 @@ class LabelSplit:
 
     def record(self, label: str, ok: bool, latency_s: float) -> None:
         with self._lock:
-            cell = self._stats.setdefault(
-                label, {"requests": 0, "errors": 0, "buckets": [0] * (len(BUCKETS_US) + 1)}
-            )
+            cell = self._stats.setdefault(label, empty_cell())
             cell["requests"] += 1  # type: ignore[operator]
             if not ok:
                 cell["errors"] += 1  # type: ignore[operator]
@@ -127,11 +123,7 @@ class LabelSplit:
         if self._stats_file is None:
             return
         self._flushed_at = time.monotonic()
-        self._stats_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self._stats_file.parent, prefix=".stats.", suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"bounds_us": BUCKETS_US, "labels": self._stats}, handle)
-        os.replace(tmp, self._stats_file)
+        write_atomic(self._stats_file, json.dumps(stats_document(self._stats)))
 
     def stats(self) -> dict[str, dict[str, float | list[int]]]:
         with self._lock:

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import RolloutError
+from orchestrator.protocol.labels import parse_stats, weights_document
 from orchestrator.rollout.metrics import Snapshot
-from orchestrator.rollout.target import RolloutTarget, pin_spec_file
-from orchestrator.spec import Spec
+from orchestrator.rollout.target import RolloutTarget
+from orchestrator.spec import Spec, pin_spec_file
 from orchestrator.state import StateStore, write_atomic
 
 LABEL_GRACE_S = 2.0
@@ -89,8 +90,7 @@ class LabelsTarget(RolloutTarget):
         return True
 
     def set_weight(self, percent: int) -> None:
-        write_atomic(self.weights_file, json.dumps({"weights": {"stable": 100 - percent, "canary": percent},
-                                                    "updated_at": time.time()}) + "\n")
+        write_atomic(self.weights_file, weights_document({"stable": 100 - percent, "canary": percent}, time.time()))
 
     def sample(self) -> dict[str, Snapshot]:
         result = {"stable": Snapshot(), "canary": Snapshot()}
@@ -99,16 +99,9 @@ class LabelsTarget(RolloutTarget):
                 data = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-            bounds = [*data.get("bounds_us", []), float("inf")]
-            for label, cell in data.get("labels", {}).items():
-                if label not in result:
-                    continue
-                running, buckets = 0.0, {}
-                for bound, count in zip(bounds, cell.get("buckets", []), strict=False):
-                    running += count
-                    buckets[bound] = running
-                result[label] = result[label] + Snapshot(cell.get("requests", 0), cell.get("errors", 0), buckets,
-                                                         "client-side label counters")
+            for label, requests, errors, buckets in parse_stats(data):
+                if label in result:
+                    result[label] = result[label] + Snapshot(requests, errors, buckets, "client-side label counters")
         return result
 
     def promote(self, version: int) -> None:

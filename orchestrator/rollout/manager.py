@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from orchestrator import procs
 from orchestrator.errors import OrchestratorError, RolloutError
 from orchestrator.rollout import machine
 from orchestrator.rollout.analysis import Verdict, analyse
@@ -60,15 +61,15 @@ class RolloutStore:
 
 
 def owner_alive(status: Status) -> bool:
+    """Another process drives this rollout: its pid runs and started when the recorded one did."""
     pid = status.extra.get("owner_pid")
     if not pid or pid == os.getpid():
         return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"orchestrator" in cmdline or b"tfsctl" in cmdline
+    return procs.process_alive(pid, status.extra.get("owner_start"), OWNER_MARKERS)
 
+
+OWNER_MARKERS = ("orchestrator", "tfsctl")  # checked only for statuses saved without a start time
+_OWN_START = procs.start_ticks(os.getpid())
 
 OnStep = Callable[[Status], None]
 
@@ -87,7 +88,7 @@ class RolloutManager:
         self._before: dict[str, Snapshot] = {}
 
     def _save(self, status: Status) -> Status:
-        status = dataclasses.replace(status, extra={**status.extra, "owner_pid": os.getpid()})
+        status = dataclasses.replace(status, extra={**status.extra, "owner_pid": os.getpid(), "owner_start": _OWN_START})
         self.store.save(status)
         if self.on_step:
             self.on_step(status)

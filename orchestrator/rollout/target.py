@@ -18,7 +18,7 @@ from typing import Any
 from orchestrator.errors import RolloutError, RuntimeError_
 from orchestrator.rollout.analysis import Window
 from orchestrator.rollout.metrics import Snapshot, scrape, total
-from orchestrator.spec import Spec, VersionPolicy
+from orchestrator.spec import Spec, VersionPolicy, pin_spec_file
 
 
 class RolloutTarget(ABC):
@@ -66,34 +66,6 @@ def pick_counters(prom: list[Snapshot | None], router: Snapshot) -> Snapshot:
     if prom and len(answered) == len(prom):
         return merged
     return Snapshot(router.requests, router.errors, merged.buckets, ROUTER_SOURCE)
-
-
-def pin_spec_file(spec_file: Path, version: int, labels: dict[str, int]) -> None:
-    """Rewrite version_policy (and labels) in the spec file, keeping every other line as written."""
-    import yaml
-
-    from orchestrator.state import write_atomic
-
-    text = spec_file.read_text(encoding="utf-8")
-    lines = text.splitlines()
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
-    spans: dict[str, tuple[int, int]] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if key.value in ("version_policy", "version_labels"):
-                end = value.end_mark.line + (1 if value.end_mark.column else 0)
-                spans[key.value] = (key.start_mark.line, max(end, key.start_mark.line + 1))
-    policy_line = f"version_policy: {{specific: [{version}]}}"
-    label_line = ("version_labels: {" + ", ".join(f"{k}: {v}" for k, v in sorted(labels.items())) + "}") if labels else None
-    replacements = {"version_policy": policy_line, "version_labels": label_line}
-    for key in sorted(spans, key=lambda k: spans[k][0], reverse=True):
-        start, end = spans[key]
-        new = replacements[key]
-        lines[start:end] = [new] if new else []
-    for key, new in replacements.items():
-        if key not in spans and new:
-            lines.append(new)
-    write_atomic(spec_file, "\n".join(lines) + "\n")
 
 
 class RoutedTarget(RolloutTarget):

@@ -112,7 +112,7 @@ def reload_config(grpc_address: str, models_config_text: str, *, timeout_s: floa
     import grpc
     from google.protobuf import text_format
 
-    from orchestrator.client._methods import HANDLE_RELOAD_CONFIG
+    from orchestrator.protocol.methods import HANDLE_RELOAD_CONFIG
     from orchestrator.protos import apis_pb2
 
     request = apis_pb2.ReloadConfigRequest()

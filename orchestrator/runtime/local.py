@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from orchestrator import procs
 from orchestrator.errors import HealthTimeout, RuntimeError_
 from orchestrator.health import model_status, wait_until_available
 from orchestrator.plan import MODELS_CONFIG, build_plan
@@ -54,40 +55,9 @@ def server_command() -> list[str]:
     return [sys.executable, "-c", "from orchestrator.server.main import main; main()"]
 
 
-def _start_ticks(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
 def process_alive(pid: int, start_ticks: int | None) -> bool:
-    """Our server still runs as `pid`: not gone, not a zombie, and not a reused pid.
-
-    The start time (from /proc/PID/stat) identifies the process; the command line is checked
-    only when no start time was recorded, since /proc/PID/cmdline can read empty while a busy
-    process holds its memory map lock.
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return False
-    if fields[0] in ("Z", "X"):
-        return False
-    if start_ticks is not None:
-        return int(fields[19]) == start_ticks
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    return any(marker in cmdline for marker in SERVER_MARKERS)
+    """Our server still runs as `pid` (see orchestrator.procs)."""
+    return procs.process_alive(pid, start_ticks, SERVER_MARKERS)
 
 
 class LocalRuntime(Runtime):
@@ -121,7 +91,7 @@ class LocalRuntime(Runtime):
                 env=env,
                 start_new_session=True,
             )
-        return {"index": index, "pid": proc.pid, "start_ticks": _start_ticks(proc.pid), "_proc": proc}
+        return {"index": index, "pid": proc.pid, "start_ticks": procs.start_ticks(proc.pid), "_proc": proc}
 
     def _alive(self, replica: dict[str, Any]) -> bool:
         proc = replica.get("_proc")

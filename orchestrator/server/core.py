@@ -43,7 +43,7 @@ def _dtype_enum(a: np.ndarray) -> int:
     enum = _ENUM_OF_DTYPE.get(a.dtype)
     if enum is not None:
         return enum
-    from orchestrator.client.tensors import numpy_dtype_to_enum
+    from orchestrator.protocol.tensors import numpy_dtype_to_enum
 
     if a.dtype == object or a.dtype.kind in "SU":
         enum = 7

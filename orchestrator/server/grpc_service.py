@@ -3,7 +3,7 @@
 `tensorflow.serving.PredictionService` (Predict, Classify, Regress, MultiInference,
 GetModelMetadata) and `tensorflow.serving.ModelService` (GetModelStatus, HandleReloadConfigRequest)
 are registered as generic handlers with our wire-compatible messages (orchestrator.protos.apis_pb2)
-from the method table in orchestrator.client._methods. Errors carry TF Serving's codes and
+from the method table in orchestrator.protocol.methods. Errors carry TF Serving's codes and
 messages (truncated at 1024 characters like grpc_status_util.cc).
 
 Health (grpc.health.v1): always on. The overall service "" is SERVING only when every configured
@@ -22,10 +22,10 @@ import grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 
-from orchestrator.client import _methods as M
-from orchestrator.client import _wire
-from orchestrator.client.tensors import from_tensor_proto
 from orchestrator.logs import REQUEST_ID_METADATA, request_id
+from orchestrator.protocol import methods as M
+from orchestrator.protocol import wire as _wire
+from orchestrator.protocol.tensors import from_tensor_proto
 from orchestrator.protos import apis_pb2
 from orchestrator.server import runner as r
 from orchestrator.server.config import ConfigError, models_from_bytes

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from orchestrator import limits
-from orchestrator.client.tensors import enum_to_numpy_dtype
+from orchestrator.protocol.tensors import enum_to_numpy_dtype
 from orchestrator.protos import tensor_pb2
 from orchestrator.server.status import invalid
 

@@ -22,8 +22,8 @@ import numpy as np
 import orjson
 
 from orchestrator import limits
-from orchestrator.client.tensors import enum_to_numpy_dtype
 from orchestrator.limits import JSON_PARSER_DEPTH
+from orchestrator.protocol.tensors import enum_to_numpy_dtype
 from orchestrator.server.status import invalid
 
 DT_FLOAT, DT_DOUBLE, DT_INT32, DT_UINT8, DT_INT16, DT_INT8, DT_STRING = 1, 2, 3, 4, 5, 6, 7
@@ -329,12 +329,12 @@ def instances_to_arrays(instances: list[Any], inputs: dict[str, int]) -> dict[st
     _check_rank(len(_dense_shape(instances)))
     if isinstance(first, dict):
         _check_inputs(len(first))
-    if not isinstance(first, dict) and len(inputs) > 1:
+    objects = isinstance(first, dict) and not _is_b64(first)
+    if not objects and len(inputs) != 1:  # a b64 object is a value, not an object of inputs
         raise invalid(
             "instances is a plain list, but expecting list of objects as multiple input tensors "
             "required as per tensorinfo_map"
         )
-    objects = isinstance(first, dict) and not _is_b64(first)
     if not objects:
         ((name, dt),) = inputs.items()
         fast = _fast_array(instances, dt)

@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from orchestrator.client._wire import _fields
+from orchestrator.protocol.wire import _fields
 
 log = logging.getLogger("tfs.profiler")
 SERVICE = "tensorflow.ProfilerService"

@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-from orchestrator.client.errors import CODE_TO_HTTP
+from orchestrator.protocol import status as _shared
 
-# Canonical codes (google.rpc.Code / grpc.StatusCode), by name and number.
-CODES = {
-    "OK": 0,
-    "CANCELLED": 1,
-    "UNKNOWN": 2,
-    "INVALID_ARGUMENT": 3,
-    "DEADLINE_EXCEEDED": 4,
-    "NOT_FOUND": 5,
-    "ALREADY_EXISTS": 6,
-    "PERMISSION_DENIED": 7,
-    "RESOURCE_EXHAUSTED": 8,
-    "FAILED_PRECONDITION": 9,
-    "ABORTED": 10,
-    "OUT_OF_RANGE": 11,
-    "UNIMPLEMENTED": 12,
-    "INTERNAL": 13,
-    "UNAVAILABLE": 14,
-    "DATA_LOSS": 15,
-    "UNAUTHENTICATED": 16,
-}
-CODE_NAMES = {v: k for k, v in CODES.items()}
+# Canonical codes (google.rpc.Code / grpc.StatusCode), by name and number: one table, shared.
+CODES = {name: number for number, name in enumerate(_shared.CODE_NAMES)}
+CODE_NAMES = dict(enumerate(_shared.CODE_NAMES))
 
-# TF Serving's code -> HTTP status table (http_server.cc), kept by the client.
-HTTP_STATUS = CODE_TO_HTTP
+# TF Serving's code -> HTTP status table (http_server.cc).
+HTTP_STATUS = _shared.CODE_TO_HTTP
 
 
 class ServingStatus(Exception):

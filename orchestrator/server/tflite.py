@@ -136,7 +136,7 @@ class TfLiteServable(r.Servable):
     def _signature(inputs: dict[str, Any], outputs: dict[str, Any]) -> Any:
         from tensorflow.core.protobuf import meta_graph_pb2
 
-        from orchestrator.client.tensors import numpy_dtype_to_enum
+        from orchestrator.protocol.tensors import numpy_dtype_to_enum
 
         sig = meta_graph_pb2.SignatureDef(method_name=r.PREDICT_METHOD)
         for target, details in ((sig.inputs, inputs), (sig.outputs, outputs)):

@@ -6,7 +6,7 @@ import grpc
 import pytest
 from tensorflow_serving.apis import predict_pb2
 
-from orchestrator.client.tensors import from_tensor_proto
+from orchestrator.protocol.tensors import from_tensor_proto
 
 pytestmark = pytest.mark.integration
 

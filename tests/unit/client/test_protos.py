@@ -12,7 +12,7 @@ import pytest
 from google.protobuf import any_pb2, descriptor_pool, unknown_fields
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from orchestrator.client import _methods
+from orchestrator.protocol import methods as _methods
 from orchestrator.protos import apis_pb2, example_pb2, meta_graph_pb2, tensor_pb2
 from tests.helpers.requires import require_module
 

@@ -12,7 +12,15 @@ import orchestrator.client as client
 
 CLIENT_DIR = Path(client.__file__).parent
 FORBIDDEN = ("tensorflow", "tensorflow_serving", "pydantic", "docker", "keras")
-ALLOWED_OURS = ("orchestrator.client", "orchestrator.errors", "orchestrator.protos")
+# The client and the protocol package it shares with the server.
+ALLOWED_OURS = (
+    "orchestrator.client",
+    "orchestrator.protocol",
+    "orchestrator.errors",
+    "orchestrator.files",
+    "orchestrator.protos",
+)
+PROTOCOL_DIR = CLIENT_DIR.parent / "protocol"
 
 
 def test_all_is_sorted_and_complete() -> None:
@@ -60,7 +68,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_no_forbidden_imports_in_source() -> None:
-    for path in sorted(CLIENT_DIR.rglob("*.py")):
+    for path in sorted([*CLIENT_DIR.rglob("*.py"), *PROTOCOL_DIR.rglob("*.py")]):
         for name in _imports(path):
             top = name.split(".")[0]
             assert top not in FORBIDDEN, f"{path.name} imports {name}"

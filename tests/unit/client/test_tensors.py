@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.client import tensors
-from orchestrator.client.tensors import (
+from orchestrator.protocol import tensors
+from orchestrator.protocol.tensors import (
     TensorProto,
     enum_to_numpy_dtype,
     from_tensor_proto,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.client.tensors import TensorProto, from_tensor_proto, to_tensor_proto
+from orchestrator.protocol.tensors import TensorProto, from_tensor_proto, to_tensor_proto
 from tests.helpers.requires import require_module
 
 from .test_tensors import NUMERIC, sample

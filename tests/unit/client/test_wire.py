@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.client import _wire
-from orchestrator.client.tensors import TensorProto, from_tensor_proto, to_tensor_proto
+from orchestrator.protocol import wire as _wire
+from orchestrator.protocol.tensors import TensorProto, from_tensor_proto, to_tensor_proto
 from orchestrator.protos import apis_pb2
 
 from .test_tensors import NUMERIC, sample

@@ -185,3 +185,29 @@ def test_bad_webhook_flag() -> None:
 
     with pytest.raises(RolloutError, match="KIND=URL"):
         Webhooks.parse(["nope"])
+
+
+def test_owner_check_compares_start_times() -> None:
+    """A reused pid (same pid, another start time) is not the rollout's controller."""
+    import dataclasses
+    import os
+    import subprocess
+    import sys
+
+    from orchestrator.procs import start_ticks
+    from orchestrator.rollout.manager import owner_alive
+
+    status = new_status("owner", "m", 1, 2, steps=(50, 100), interval_s=1.0, thresholds=Thresholds())
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        started = start_ticks(child.pid)
+        assert started is not None
+        same = dataclasses.replace(status, extra={"owner_pid": child.pid, "owner_start": started})
+        reused = dataclasses.replace(status, extra={"owner_pid": child.pid, "owner_start": started + 1})
+        assert owner_alive(same)
+        assert not owner_alive(reused)
+        assert not owner_alive(dataclasses.replace(status, extra={"owner_pid": os.getpid()}))
+    finally:
+        child.stdin.close()  # type: ignore[union-attr]
+        child.wait(timeout=10)
+    assert not owner_alive(same)

@@ -163,3 +163,11 @@ def test_loads_and_arrays_refuse_deep_nesting():
     for _ in range(5000):
         very_deep = [very_deep]
     assert jt.debug_string(very_deep) == "<Array nested too deep to print>"
+
+
+@pytest.mark.parametrize("inputs", [{}, {"a": 1, "b": 1}])
+def test_row_format_b64_value_needs_exactly_one_input(inputs):
+    """A `{"b64": ...}` instance is a value, not an object of named inputs: with zero or several
+    signature inputs it is the plain-list error, never an unpacking crash (found by hypothesis)."""
+    with pytest.raises(ServingStatus, match="plain list"):
+        jt.instances_to_arrays([{"b64": "AA=="}], inputs)

@@ -14,7 +14,7 @@ from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.client.tensors import from_tensor_proto
+from orchestrator.protocol.tensors import from_tensor_proto
 from orchestrator.protos import apis_pb2, tensor_pb2
 from orchestrator.server import guard
 from orchestrator.server.config import ConfigError, parse_model_server_config

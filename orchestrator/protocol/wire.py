@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from orchestrator.client import tensors
+from orchestrator.protocol import tensors
 from orchestrator.protos import apis_pb2
 
 _Part = bytes | memoryview
