@@ -241,8 +241,8 @@ def build_bodies(grpc_target: str, rest_url: str) -> tuple[str, bytes, bytes, by
     import grpc
     import numpy as np
 
-    from orchestrator.client import _methods as M
-    from orchestrator.client.tensors import to_tensor_proto
+    from orchestrator.protocol import methods as M
+    from orchestrator.protocol.tensors import to_tensor_proto
 
     rest_body = json.dumps({"instances": [ROW]})
     req = urllib.request.Request(

@@ -124,8 +124,8 @@ def main() -> int:
         raise SystemExit("h2load is not installed: bash scripts/setup_system.sh")
     import numpy as np
 
-    from orchestrator.client import _methods as M
-    from orchestrator.client.tensors import to_tensor_proto
+    from orchestrator.protocol import methods as M
+    from orchestrator.protocol.tensors import to_tensor_proto
 
     work = Path(tempfile.mkdtemp(prefix="bench-cnn-"))
     try:
