@@ -50,7 +50,7 @@ lint: $(STAMP) ## ruff and mypy.
 protos: $(STAMP) ## Regenerate orchestrator/protos/*_pb2.py from the .proto sources.
 	bash scripts/gen_protos.sh
 
-BENCHES := bench/serve_rest.py bench/client.py bench/deploy.py bench/router.py bench/metrics.py
+BENCHES := bench/ceiling.py bench/cnn_batching.py bench/serve_rest.py bench/client.py bench/deploy.py bench/router.py bench/metrics.py
 
 bench: $(STAMP) system ## Run the benchmarks (side-by-side ratios, printed as tables; slow).
 	@for b in $(BENCHES); do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests use (Docker engine, HAProxy, busybox for the stand-in
-# image, wrk for benchmarks, Prometheus and promtool for monitoring) when missing, and starts
+# image, wrk and h2load (nghttp2-client) for benchmarks, Prometheus and promtool for monitoring) when missing, and starts
 # dockerd when no daemon answers.
 # Idempotent and quick when everything is there. Needs root (as CI and the dev machines are).
 set -euo pipefail
@@ -10,6 +10,7 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
 # Prometheus and promtool (`tfsctl monitor`); the package's service is not started here.
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ -x /bin/busybox ] || missing+=(busybox-static)

@@ -93,7 +93,19 @@ def _timed_run(servable: Any, key: RunKey, arrays: list[np.ndarray]) -> list[np.
 def _note_cost(servable: Any, key: RunKey, seconds: float) -> None:
     costs = servable.run_seconds
     prev = costs.get(key)
-    costs[key] = seconds if prev is None else prev + 0.25 * (seconds - prev)
+    if prev is None:
+        costs[key] = seconds
+    elif seconds > _OUTLIER * prev:
+        # Most likely the thread lost its core mid-run (a busy machine), not a slower model: a
+        # small step, so one preemption does not send a tiny model to the pool for many runs,
+        # while a model that really got slower still crosses the limit after a few dozen runs.
+        costs[key] = prev + _OUTLIER_WEIGHT * (seconds - prev)
+    else:
+        costs[key] = prev + 0.25 * (seconds - prev)
+
+
+_OUTLIER = 4.0
+_OUTLIER_WEIGHT = 0.02
 
 
 class DirectRunner:

@@ -196,6 +196,15 @@ class RestApi:
         if length is not None and length > limit:
             raise _TooLarge(f"Request body of {length} bytes exceeds the limit of {limit} bytes")
         inflater = _Inflater.for_header(request.headers.get("Content-Encoding", ""), limit)
+        if inflater is None and length is not None:
+            # The common case, a plain body of known length (already under the limit): one read,
+            # no copies.
+            if length == 0:
+                return b""
+            try:
+                return await request.content.readexactly(length)
+            except _DISCONNECTS as e:
+                raise _Disconnected(f"request body incomplete: {type(e).__name__}") from None
         body = bytearray()
         raw = 0
         try:

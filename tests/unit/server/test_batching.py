@@ -171,3 +171,16 @@ def test_direct_runner_never_runs_on_the_loop_when_disabled_or_not_simple():
 
         run(main())
         assert threading.current_thread().name not in servable.threads
+
+
+def test_run_cost_estimate_shrugs_off_one_preempted_run_but_follows_a_real_slowdown():
+    from orchestrator.server.batching import _note_cost
+
+    servable = InlineServable()
+    for _ in range(5):
+        _note_cost(servable, KEY, 50e-6)
+    _note_cost(servable, KEY, 20e-3)  # one run that lost its core for 20 ms
+    assert servable.run_seconds[KEY] < 500e-6  # still cheap enough to run on the loop
+    for _ in range(200):  # the model really is slow now
+        _note_cost(servable, KEY, 20e-3)
+    assert servable.run_seconds[KEY] > 500e-6

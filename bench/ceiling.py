@@ -1,0 +1,434 @@
+"""Protocol ceiling: tfs-model-server vs the same framework answering a fixed response.
+
+The "ceiling" is what our server would do if our own work cost nothing: an aiohttp low-level server
+returning a fixed JSON body (REST) and a grpc.aio generic handler returning fixed bytes (gRPC),
+both on the same pinned core as our server. Load comes from outside Python, pinned to the other
+core: wrk for REST and h2load (Debian's nghttp2-client) for gRPC with a prebuilt Predict body.
+Ours and the ceiling alternate, round after round, in ONE run; the table shows medians and the
+ratio ours / ceiling (the issue's goal is >= 0.8). Also prints the CPU time per request of our
+server (from /proc), which is what sets the scaling with more worker processes.
+
+    .venv/bin/python bench/ceiling.py [--duration 5] [--rounds 3] [--connections 16]
+    .venv/bin/python bench/ceiling.py --profile DIR   # py-spy flame graphs of ours under load
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tests.helpers import server as helpers  # noqa: E402
+from tests.helpers.server import ServerProcess, free_port, wait_until  # noqa: E402
+
+MODEL = "demo"
+SERVER_CORE, LOAD_CORE = "0", "1"
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+
+def export_demo(base: Path) -> Path:
+    """The demo's shape: 4 features -> 16 relu -> 3 softmax (untrained: speed does not care)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,), name="features")
+    hid = keras.layers.Dense(16, activation="relu")(inp)
+    out = keras.layers.Dense(3, activation="softmax", name="probabilities")(hid)
+    keras.Model(inp, out).export(str(base / "1"), verbose=False)
+    return base
+
+
+# -- fixed-answer servers (run as `python bench/ceiling.py --serve rest|grpc PORT FILE`) -----------
+def serve_rest(port: int, body: bytes) -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    async def handle(request: web.BaseRequest) -> web.Response:
+        await request.read()
+        return web.Response(body=body, content_type="application/json")
+
+    async def main() -> None:
+        server = web.Server(handle, access_log=None)
+        runner = web.ServerRunner(server, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def serve_grpc(port: int, body: bytes) -> None:
+    import asyncio
+
+    import grpc
+
+    async def predict(request: bytes, context: object) -> bytes:
+        return body
+
+    handler = grpc.method_handlers_generic_handler(
+        "tensorflow.serving.PredictionService",
+        {"Predict": grpc.unary_unary_rpc_method_handler(predict)},  # raw bytes in and out
+    )
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((handler,))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+class Fixed:
+    """A fixed-answer server process pinned to the server core."""
+
+    def __init__(self, kind: str, body: bytes) -> None:
+        self.kind = kind
+        self.port = free_port()
+        fd, self._body = tempfile.mkstemp(prefix="ceiling-")
+        os.write(fd, body)
+        os.close(fd)
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Fixed:
+        self.proc = subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                SERVER_CORE,
+                sys.executable,
+                __file__,
+                "--serve",
+                self.kind,
+                str(self.port),
+                self._body,
+            ],
+        )
+        import socket
+
+        def up() -> bool:
+            if self.proc.poll() is not None:  # type: ignore[union-attr]
+                raise helpers.ServerExited(f"{self.kind} ceiling server exited")
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+
+        wait_until(up, timeout_s=30, what=f"{self.kind} ceiling server on {self.port}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(20)
+        os.unlink(self._body)
+
+
+# -- load generators ---------------------------------------------------------------------------------
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    assert m, text
+    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)]
+
+
+def wrk(url: str, body: str, *, duration: int, connections: int) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = {json.dumps(body)}\n"
+        )
+        script = fh.name
+    try:
+        out = subprocess.run(
+            [
+                "taskset",
+                "-c",
+                LOAD_CORE,
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{duration}s",
+                "--latency",
+                "-s",
+                script,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=duration + 60,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(script)
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert m, out
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    p99 = re.search(r"\s99%\s+([\d.]+\w+)", out)
+    return {
+        "rps": float(m.group(1)),
+        "p99": _ms(p99.group(1)) if p99 else float("nan"),
+        "errors": float(non2xx.group(1)) if non2xx else 0.0,
+    }
+
+
+def grpc_frame(message: bytes) -> bytes:
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def h2load(
+    target: str, body_file: str, *, duration: int, connections: int, path: str
+) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            LOAD_CORE,
+            "h2load",
+            "-c",
+            str(connections),
+            "-m",
+            "1",
+            "-t",
+            "1",
+            "-D",
+            str(duration),
+            "--warm-up-time=1",
+            "-d",
+            body_file,
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            f"http://{target}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        check=False,
+    ).stdout
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    assert m, out
+    ok = re.search(r"status codes: (\d+) 2xx", out)
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    errors = float(int(done.group(1)) - int(done.group(2))) if done else 0.0
+    del ok
+    return {"rps": float(m.group(1)), "p99": float("nan"), "errors": errors}
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- main --------------------------------------------------------------------------------------------
+def build_bodies(grpc_target: str, rest_url: str) -> tuple[str, bytes, bytes, bytes]:
+    """REST body, gRPC request, and the answers our server gives (the ceilings answer those)."""
+    import urllib.request
+
+    import grpc
+    import numpy as np
+
+    from orchestrator.protocol import methods as M
+    from orchestrator.protocol.tensors import to_tensor_proto
+
+    rest_body = json.dumps({"instances": [ROW]})
+    req = urllib.request.Request(
+        f"{rest_url}/v1/models/{MODEL}:predict",
+        data=rest_body.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        rest_answer = resp.read()
+    preq = M.PREDICT.request()
+    preq.model_spec.name = MODEL
+    preq.inputs["features"].CopyFrom(to_tensor_proto(np.asarray([ROW], dtype=np.float32)))
+    grpc_req = preq.SerializeToString()
+    with grpc.insecure_channel(grpc_target) as ch:
+        call = ch.unary_unary(M.PREDICT.path, request_serializer=None, response_deserializer=None)
+        grpc_answer = call(grpc_req, timeout=30)
+    return rest_body, rest_answer, grpc_req, grpc_answer
+
+
+def run(args: argparse.Namespace) -> list[tuple[str, float, float, float]]:
+    for tool in ("wrk", "h2load", "taskset"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed: bash scripts/setup_system.sh")
+    work = Path(tempfile.mkdtemp(prefix="bench-ceiling-"))
+    base = export_demo(work / MODEL)
+    helpers.SERVER_CMD = ["taskset", "-c", SERVER_CORE, *helpers.SERVER_CMD]
+    rows: list[tuple[str, float, float, float]] = []
+    try:
+        with ServerProcess([f"--model_name={MODEL}", f"--model_base_path={base}"]) as srv:
+            srv.wait_until_available(MODEL)
+            rest_body, rest_answer, grpc_req, grpc_answer = build_bodies(
+                srv.grpc_target, srv.rest_url
+            )
+            body_file = work / "predict.grpc"
+            body_file.write_bytes(grpc_frame(grpc_req))
+            path = "/tensorflow.serving.PredictionService/Predict"
+            url = f"{srv.rest_url}/v1/models/{MODEL}:predict"
+            assert srv.proc is not None
+            ours: dict[str, list[float]] = {"REST": [], "gRPC": []}
+            ceil: dict[str, list[float]] = {"REST": [], "gRPC": []}
+            cpu_us: dict[str, list[float]] = {"REST": [], "gRPC": []}
+            with Fixed("rest", rest_answer) as frest, Fixed("grpc", grpc_answer) as fgrpc:
+                for rnd in range(args.rounds):
+                    for proto in ("REST", "gRPC"):
+                        c0, t0 = cpu_seconds(srv.proc.pid), time.perf_counter()
+                        if proto == "REST":
+                            s = wrk(
+                                url, rest_body, duration=args.duration, connections=args.connections
+                            )
+                            c = wrk(
+                                f"http://127.0.0.1:{frest.port}/",
+                                rest_body,
+                                duration=args.duration,
+                                connections=args.connections,
+                            )
+                        else:
+                            s = h2load(
+                                srv.grpc_target,
+                                str(body_file),
+                                duration=args.duration,
+                                connections=args.connections,
+                                path=path,
+                            )
+                            c = h2load(
+                                f"127.0.0.1:{fgrpc.port}",
+                                str(body_file),
+                                duration=args.duration,
+                                connections=args.connections,
+                                path=path,
+                            )
+                        used = cpu_seconds(srv.proc.pid) - c0
+                        del t0
+                        ours[proto].append(s["rps"])
+                        ceil[proto].append(c["rps"])
+                        # requests served in the ours-window (h2load's warm-up adds ~1 s of load)
+                        served = s["rps"] * (args.duration + (1 if proto == "gRPC" else 0))
+                        cpu_us[proto].append(used / max(served, 1) * 1e6)
+                        if s["errors"] or c["errors"]:
+                            print(
+                                f"warning: {proto} round {rnd}: errors ours={s['errors']:.0f} "
+                                f"ceiling={c['errors']:.0f}",
+                                file=sys.stderr,
+                            )
+                        print(
+                            f"round {rnd} {proto}: ours {s['rps']:.0f} rps, "
+                            f"ceiling {c['rps']:.0f} rps",
+                            file=sys.stderr,
+                        )
+                        if args.profile and rnd == 0:
+                            profile(
+                                srv.proc.pid,
+                                proto,
+                                args,
+                                url,
+                                rest_body,
+                                srv.grpc_target,
+                                str(body_file),
+                                path,
+                            )
+            for proto in ("REST", "gRPC"):
+                o, c = statistics.median(ours[proto]), statistics.median(ceil[proto])
+                rows.append((f"{proto} Predict", o, c, statistics.median(cpu_us[proto])))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def profile(
+    pid: int,
+    proto: str,
+    args: argparse.Namespace,
+    url: str,
+    rest_body: str,
+    grpc_target: str,
+    body_file: str,
+    path: str,
+) -> None:
+    """py-spy flame graph (svg) and top functions (raw collapsed stacks) of ours under load."""
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("py-spy is not installed: .venv/bin/pip install -e '.[bench]'")
+    out = Path(args.profile)
+    out.mkdir(parents=True, exist_ok=True)
+    procs = [
+        subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(args.duration),
+                "--rate",
+                "200",
+                "--nonblocking",
+                "--format",
+                fmt,
+                "--output",
+                str(out / f"{proto.lower()}.{ext}"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for fmt, ext in (("flamegraph", "svg"), ("raw", "txt"))
+    ]
+    time.sleep(0.5)  # let py-spy attach before the load starts (it records for a fixed time)
+    if proto == "REST":
+        wrk(url, rest_body, duration=args.duration, connections=args.connections)
+    else:
+        h2load(
+            grpc_target, body_file, duration=args.duration, connections=args.connections, path=path
+        )
+    for p in procs:
+        p.wait(args.duration + 60)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--profile", default="", help="directory for py-spy flame graphs")
+    ap.add_argument(
+        "--serve", nargs=3, metavar=("KIND", "PORT", "BODY_FILE"), help=argparse.SUPPRESS
+    )
+    args = ap.parse_args()
+    if args.serve:
+        kind, port, body_file = args.serve
+        body = Path(body_file).read_bytes()
+        (serve_rest if kind == "rest" else serve_grpc)(int(port), body)
+        return 0
+    rows = run(args)
+    load = os.getloadavg()[0]
+    print(
+        f"\nDemo model (4 floats in, 3 out), {args.connections} connections, server and ceiling "
+        f"pinned to core {SERVER_CORE}, load generator to core {LOAD_CORE}, medians of "
+        f"{args.rounds} interleaved rounds of {args.duration}s, load average {load:.1f}\n"
+    )
+    print("| path | ours rps | ceiling rps | ours / ceiling | goal | our CPU µs / request |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for label, o, c, us in rows:
+        print(f"| {label} | {o:.0f} | {c:.0f} | {o / c:.2f} | 0.8 | {us:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Does batching pay on a compute-bound model? A 3-conv CNN on 64x64x3, 32 one-row gRPC clients.
+
+The physical limit is the model's own throughput in-process at batch size 32 (our Servable, one
+session callable, no server). The server then answers 32 concurrent one-row gRPC Predict clients
+(h2load with a prebuilt body, one request in flight per connection), without batching and with
+each batching file below. All in one run, unpinned. Prints rows/s, p50/p99 (from h2load's
+per-request log), served / in-process ratio (goal >= 0.8) and the p99 budget of the issue:
+2 x batch_timeout + one batch's compute.
+
+    .venv/bin/python bench/cnn_batching.py [--duration 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench.ceiling import grpc_frame  # noqa: E402
+from tests.helpers.server import ServerProcess  # noqa: E402
+
+MODEL = "cnn"
+CLIENTS = 32
+BATCHINGS = {
+    "issue's file (32, 2000 µs, 2 threads)": (32, 2000, 2),
+    "32, 5000 µs, 1 thread": (32, 5000, 1),
+    "32, 10000 µs, 1 thread": (32, 10000, 1),
+}
+
+
+def export_cnn(base: Path) -> Path:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((64, 64, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, activation="relu", padding="same")(inp)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(16, 3, activation="relu", padding="same")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(32, 3, activation="relu", padding="same")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(10, activation="softmax", name="scores")(x)
+    keras.Model(inp, out).export(str(base / "1"), verbose=False)
+    return base
+
+
+def in_process(base: Path, batch: int, seconds: float) -> float:
+    """Rows/s of the model at `batch` rows per call, through our own Servable."""
+    import numpy as np
+
+    from orchestrator.server import runner as r
+
+    servable = r.Servable(MODEL, 1, str(base / "1"), r.SessionOptions())
+    plan = r.plan_predict(servable, "", ["image"], [])
+    x = np.random.default_rng(0).random((batch, 64, 64, 3), dtype=np.float32)
+    for _ in range(3):
+        servable.run(plan.key, [x])
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        servable.run(plan.key, [x])
+        n += 1
+    rate = n * batch / (time.perf_counter() - t0)
+    servable.close()
+    return rate
+
+
+def h2load_latency(target: str, body_file: str, duration: int, log: Path) -> dict[str, float]:
+    path = "/tensorflow.serving.PredictionService/Predict"
+    out = subprocess.run(
+        [
+            "h2load",
+            "-c",
+            str(CLIENTS),
+            "-m",
+            "1",
+            "-t",
+            "1",
+            "-D",
+            str(duration),
+            "--warm-up-time=2",
+            f"--log-file={log}",
+            "-d",
+            body_file,
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            f"http://{target}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        check=False,
+    ).stdout
+    import re
+
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    assert m, out
+    # log lines: start time (µs since epoch), status, response time (µs)
+    lat = sorted(int(line.split()[2]) / 1e3 for line in log.read_text().splitlines() if line)
+    return {
+        "rps": float(m.group(1)),
+        "p50": lat[len(lat) // 2] if lat else float("nan"),
+        "p99": lat[int(len(lat) * 0.99)] if lat else float("nan"),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--duration", type=int, default=10)
+    args = ap.parse_args()
+    if shutil.which("h2load") is None:
+        raise SystemExit("h2load is not installed: bash scripts/setup_system.sh")
+    import numpy as np
+
+    from orchestrator.protocol import methods as M
+    from orchestrator.protocol.tensors import to_tensor_proto
+
+    work = Path(tempfile.mkdtemp(prefix="bench-cnn-"))
+    try:
+        base = export_cnn(work / MODEL)
+        one_row = in_process(base, 1, 3.0)
+        batch32 = in_process(base, 32, 5.0)
+        batch_ms = 32 / batch32 * 1e3
+        req = M.PREDICT.request()
+        req.model_spec.name = MODEL
+        x = np.random.default_rng(1).random((1, 64, 64, 3), dtype=np.float32)
+        req.inputs["image"].CopyFrom(to_tensor_proto(x))
+        body = work / "predict.grpc"
+        body.write_bytes(grpc_frame(req.SerializeToString()))
+        rows: list[tuple[str, dict[str, float], float]] = []
+        for label, cfg in [("no batching", None), *BATCHINGS.items()]:
+            extra: list[str] = []
+            budget = float("nan")
+            if cfg is not None:
+                size, timeout_us, threads = cfg
+                f = work / f"batching-{size}-{timeout_us}-{threads}.config"
+                f.write_text(
+                    f"max_batch_size {{ value: {size} }}\n"
+                    f"batch_timeout_micros {{ value: {timeout_us} }}\n"
+                    f"num_batch_threads {{ value: {threads} }}\n"
+                    "max_enqueued_batches { value: 1000 }\n"
+                )
+                extra = ["--enable_batching", f"--batching_parameters_file={f}"]
+                budget = 2 * timeout_us / 1e3 + batch_ms
+            with ServerProcess(
+                [f"--model_name={MODEL}", f"--model_base_path={base}", *extra]
+            ) as srv:
+                srv.wait_until_available(MODEL)
+                stats = h2load_latency(srv.grpc_target, str(body), args.duration, work / "h2.log")
+            rows.append((label, stats, budget))
+            print(f"{label}: {stats['rps']:.0f} rows/s, p99 {stats['p99']:.1f} ms", file=sys.stderr)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"\n3-conv CNN 64x64x3, {CLIENTS} one-row gRPC clients (h2load), {args.duration}s each, "
+        f"unpinned, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n"
+        f"in-process: batch 1 {one_row:.0f} rows/s, batch 32 {batch32:.0f} rows/s "
+        f"({batch_ms:.1f} ms a batch)\n"
+    )
+    print("| server | rows/s | p50 ms | p99 ms | served / in-process b32 | goal | p99 budget ms |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for label, s, budget in rows:
+        print(
+            f"| {label} | {s['rps']:.0f} | {s['p50']:.1f} | {s['p99']:.1f} | "
+            f"{s['rps'] / batch32:.2f} | 0.8 | {budget:.1f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
