@@ -463,7 +463,16 @@ def parse_spec(text: str, *, file: Path, check_files: bool = True) -> Spec:
     """Validate spec text; `file` names the source in errors and anchors relative paths."""
     label = str(file)
     node = _compose(text, label)
-    data = yaml.SafeLoader(text).construct_document(node) if node is not None else None
+    try:
+        data = yaml.SafeLoader(text).construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:  # e.g. a tag no safe constructor knows (`=`, `!!python/...`)
+        mark = getattr(exc, "problem_mark", None)
+        raise SpecError(
+            f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
+            file=label,
+            line=mark.line + 1 if mark else None,
+            fix="quote the value, or remove the YAML tag on that line",
+        ) from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -141,3 +141,13 @@ def test_policy_short_forms(tree: Path) -> None:
 def test_demo_spec_in_repo_is_valid() -> None:
     spec = parse_spec(Path("serving_configs/demo.yaml").read_text(), file=Path("serving_configs/demo.yaml"), check_files=False)
     assert spec.name == "demo"
+
+
+@pytest.mark.parametrize("text", ["=", "base_path: !!python/object:os.system x"])
+def test_yaml_tags_without_a_safe_constructor_are_spec_errors(tmp_path: Path, text: str) -> None:
+    """Found by the property tests: `=` (YAML's value tag) raised a bare ConstructorError."""
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match="not valid YAML") as info:
+        load_spec(str(path))
+    assert info.value.fix
