@@ -466,13 +466,7 @@ def parse_spec(text: str, *, file: Path, check_files: bool = True) -> Spec:
     try:
         data = yaml.SafeLoader(text).construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:  # e.g. a tag no safe constructor knows (`=`, `!!python/...`)
-        mark = getattr(exc, "problem_mark", None)
-        raise SpecError(
-            f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
-            file=label,
-            line=mark.line + 1 if mark else None,
-            fix="quote the value, or remove the YAML tag on that line",
-        ) from exc
+        raise _not_yaml(exc, label, "quote the value, or remove the YAML tag on that line") from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -570,6 +564,16 @@ def _flow_depth(text: str) -> int:
     return deepest
 
 
+def _not_yaml(exc: yaml.YAMLError, label: str, fix: str) -> SpecError:
+    mark = getattr(exc, "problem_mark", None)
+    return SpecError(
+        f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
+        file=label,
+        line=mark.line + 1 if mark else None,
+        fix=fix,
+    )
+
+
 def _compose(text: str, label: str) -> yaml.Node | None:
     """The YAML node graph, refused when it is nested too deep or its aliases expand too far."""
     if _flow_depth(text) > limits.SPEC_MAX_DEPTH:
@@ -577,13 +581,7 @@ def _compose(text: str, label: str) -> yaml.Node | None:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise SpecError(
-            f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
-            file=label,
-            line=mark.line + 1 if mark else None,
-            fix="check indentation and quoting on that line",
-        ) from exc
+        raise _not_yaml(exc, label, "check indentation and quoting on that line") from exc
     except RecursionError:
         raise _too_deep(label) from None
     if node is not None:
