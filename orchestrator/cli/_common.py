@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -143,3 +144,16 @@ def run_cli(group: Callable[..., Any]) -> None:
             "may read or write it",
         )
         sys.exit(1)
+
+
+def write_output(out: Path, files: Mapping[str, str]) -> None:
+    """Rendered files into --out, all or nothing; a folder we may not write to is a user error."""
+    from orchestrator.state import write_files_atomic
+
+    try:
+        write_files_atomic(out, files)
+    except OSError as e:
+        raise OrchestratorError(
+            f"cannot write to {out}: {e.strerror}",
+            fix="pass --out a folder you may write to (it is created if missing)",
+        ) from None

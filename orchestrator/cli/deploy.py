@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from orchestrator.cli._common import console, output_option, print_json, print_table
-from orchestrator.errors import OrchestratorError
 
 configs_option = click.option(
     "--configs-dir",
@@ -46,9 +45,9 @@ def render(names: tuple[str, ...], out: Path, configs_dir: Path, target: str, na
     the cluster's objects instead (one YAML file each, plus kustomization.yaml), `--target
     kserve` a KServe InferenceService.
     """
+    from orchestrator.cli._common import write_output
     from orchestrator.plan import build_plan
     from orchestrator.spec import load_spec
-    from orchestrator.state import write_files_atomic
 
     if target != "server":
         _render_cluster(names, out, configs_dir, target, namespace, canary_version, canary_weight)
@@ -60,13 +59,7 @@ def render(names: tuple[str, ...], out: Path, configs_dir: Path, target: str, na
     plan = build_plan(specs, config_dir=str(out.resolve()))
     files = dict(plan.files)
     files["args.txt"] = "\n".join(plan.args) + "\n"
-    try:
-        write_files_atomic(out, files)
-    except OSError as e:
-        raise OrchestratorError(
-            f"cannot write to {out}: {e.strerror}",
-            fix="pass --out a folder you may write to (it is created if missing)",
-        ) from None
+    write_output(out, files)
     for name in sorted(files):
         console.print(f"wrote {out / name}")
     console.print("tensorflow_model_server " + " ".join(plan.args), highlight=False, soft_wrap=True)

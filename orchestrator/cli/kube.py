@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING
 import click
 import yaml
 
-from orchestrator.errors import OrchestratorError
-
 if TYPE_CHECKING:
     from orchestrator.spec import Spec
 
@@ -52,16 +50,10 @@ def manifest_files(specs: list[Spec], target: str, *, canary_version: int | None
 
 def write_manifests(specs: list[Spec], target: str, out: Path, *, canary_version: int | None,
                     canary_weight: int) -> list[Path]:
-    from orchestrator.state import write_files_atomic
+    from orchestrator.cli._common import write_output
 
     files = manifest_files(specs, target, canary_version=canary_version, canary_weight=canary_weight)
-    try:
-        write_files_atomic(out, files)
-    except OSError as e:
-        raise OrchestratorError(
-            f"cannot write to {out}: {e.strerror}",
-            fix="pass --out a folder you may write to (it is created if missing)",
-        ) from None
+    write_output(out, files)
     return [out / name for name in files]
 
 
