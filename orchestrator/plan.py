@@ -7,7 +7,7 @@ here, so every generated file is checked by golden tests and parsed back with th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from google.protobuf import text_format
@@ -199,11 +199,13 @@ def build_plan(
 
 @dataclass(frozen=True)
 class ReloadStep:
-    """One whole-config reload, applied only after `wait_available` versions are AVAILABLE."""
+    """One whole-config reload, applied only after `wait_available` versions are AVAILABLE;
+    `then_available` must be AVAILABLE after it before anything else happens."""
 
     description: str
     models_config: str
     wait_available: Mapping[str, tuple[int, ...]]
+    then_available: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def plan_label_move(
@@ -220,16 +222,32 @@ def plan_label_move(
     1. load {current versions} ∪ {to_version}, labels unchanged (every model kept: reloads
        replace the whole config); 2. once `to_version` is AVAILABLE, move the label.
     """
+    return plan_label_moves(specs, model, {label: to_version}, to_version,
+                            current_versions=current_versions, model_path=model_path)
+
+
+def plan_label_moves(
+    specs: Sequence[Spec],
+    model: str,
+    moves: Mapping[str, int],
+    to_version: int,
+    *,
+    current_versions: Sequence[int],
+    model_path: ModelPath = host_model_path,
+) -> list[ReloadStep]:
+    """`plan_label_move` for several labels at once (none: only load `to_version` beside)."""
     from orchestrator.names import NAME_PATTERN
 
-    if not NAME_PATTERN.fullmatch(label):
-        raise SpecError(f"label {label!r} is not valid", fix="labels match [A-Za-z0-9_]+")
+    for label in moves:
+        if not NAME_PATTERN.fullmatch(label):
+            raise SpecError(f"label {label!r} is not valid", fix="labels match [A-Za-z0-9_]+")
     by_name = {s.name: s for s in specs}
     if model not in by_name:
         raise SpecError(f"model {model!r} is not in this server ({sorted(by_name)})")
     target = by_name[model]
     versions = sorted(set(current_versions) | {to_version})
-    new_labels = {**target.version_labels, label: to_version}
+    new_labels = {**target.version_labels, **moves}
+    ready = {model: (to_version,)}
 
     def config_with(labels: Mapping[str, int]) -> str:
         return models_config_text(
@@ -241,15 +259,54 @@ def plan_label_move(
             ]
         )
 
-    return [
+    steps = [
         ReloadStep(
             f"load version {to_version} of {model} beside {list(current_versions)}",
             config_with(target.version_labels),
             wait_available={},
-        ),
-        ReloadStep(
-            f"point label {label!r} of {model} at version {to_version}",
-            config_with(new_labels),
-            wait_available={model: (to_version,)},
-        ),
+            then_available=ready,
+        )
     ]
+    if moves:
+        steps.append(ReloadStep(
+            f"point label(s) {', '.join(repr(k) for k in moves)} of {model} at version {to_version}",
+            config_with(new_labels),
+            wait_available=ready,
+            then_available=ready,
+        ))
+    return steps
+
+
+def plan_safe_reload(specs: Sequence[Spec], available: Mapping[str, Collection[int]],
+                     wanted: Mapping[str, Sequence[int]], *, model_path: ModelPath = host_model_path,
+                     final: str | None = None) -> list[ReloadStep]:
+    """A new config (`final`, default the specs') whose labels may name versions not loaded yet:
+    first without those labels, then, once every wanted version is AVAILABLE, as written
+    (TF Serving labels only AVAILABLE versions)."""
+    ready = {m: tuple(v) for m, v in wanted.items()}
+    if final is None:
+        final = models_config_text([model_config(s, model_path) for s in specs])
+    first = models_config_text([
+        model_config(s, model_path, labels={label: v for label, v in s.version_labels.items()
+                                            if v in available.get(s.name, ())})
+        for s in specs])
+    if first == final:
+        return [ReloadStep("the config as written", final, {}, ready)]
+    return [ReloadStep("load new versions, labels on AVAILABLE ones only", first, {}, ready),
+            ReloadStep("the config as written", final, ready, ready)]
+
+
+def plan_label_drop(specs: Sequence[Spec], model: str, label: str, *, current_versions: Sequence[int],
+                    keep_versions: Sequence[int], model_path: ModelPath = host_model_path) -> list[ReloadStep]:
+    """The reverse of a label move: `label` goes first, then the versions not in `keep_versions`
+    (a version may only be unloaded once no label points at it)."""
+    target = {s.name: s for s in specs}[model]
+    labels = {k: v for k, v in target.version_labels.items() if k != label}
+
+    def config_with(versions: Sequence[int]) -> str:
+        return models_config_text([model_config(s, model_path, versions=versions, labels=labels)
+                                   if s.name == model else model_config(s, model_path) for s in specs])
+
+    return [ReloadStep(f"remove label {label!r} of {model}", config_with(sorted(current_versions)), {}),
+            ReloadStep(f"unload {model} versions {sorted(set(current_versions) - set(keep_versions))}",
+                       config_with(sorted(keep_versions)), {})]

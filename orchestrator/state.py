@@ -5,6 +5,7 @@ Layout (under `.tfso/` in the working directory, or `$TFSO_STATE_DIR`):
     deployments/NAME.json          runtime, replicas (pid or container id, ports), endpoints, hashes
     deployments/NAME/config/       the rendered models.config, batching and monitoring files
     deployments/NAME/logs/         replica-<i>.log (local runtime)
+    deployments/NAME.canary.json   a running rollout's canary replicas (`load_canary`), not a deployment
 
 Every file is written atomically (temp file + rename), so a crash never leaves half a file.
 """
@@ -62,5 +63,22 @@ class StateStore:
         self._file(name).unlink(missing_ok=True)
 
     def names(self) -> list[str]:
+        """Deployments only: a canary record's name has a dot, which no deployment name has."""
         folder = self.root / "deployments"
-        return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+        return sorted(p.stem for p in folder.glob("*.json") if "." not in p.stem) if folder.is_dir() else []
+
+    # -- a deployment's canary (rollouts) -----------------------------------------------------
+
+    @staticmethod
+    def canary_key(name: str) -> str:
+        """Where `name`'s canary keeps its config and logs (`deployments/NAME.canary/`)."""
+        return f"{name}.canary"
+
+    def load_canary(self, name: str) -> dict[str, Any] | None:
+        return self.load(self.canary_key(name))
+
+    def save_canary(self, name: str, data: Mapping[str, Any]) -> None:
+        self.save(self.canary_key(name), data)
+
+    def delete_canary(self, name: str) -> None:
+        self.delete(self.canary_key(name))

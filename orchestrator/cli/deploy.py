@@ -295,8 +295,6 @@ def list_deployments(output: str) -> None:
     rows = []
     for name in store.names():
         state = store.load(name) or {}
-        if state.get("runtime") not in ("local", "docker"):
-            continue  # canary bookkeeping, shown by `tfsctl rollout status`
         rows.append({"name": name, "runtime": state["runtime"], "models": state.get("models", [name]),
                      "replicas": len(state.get("replicas", [])), "router": bool(state.get("router")),
                      "rest_url": state.get("rest_url"), "grpc_address": state.get("grpc_address")})

@@ -84,13 +84,9 @@ def _run(status, target, webhooks, output: str) -> None:
 
 def _target(name: str, canary_replicas: int = 1):
     """Canary replicas on the runtime the deployment runs on (its state says which)."""
-    from orchestrator.rollout.target import DockerTarget, LocalTarget
-    from orchestrator.spec import load_spec
-    from orchestrator.state import StateStore
+    from orchestrator.rollout.target import routed_target
 
-    state = StateStore().load(name) or {}
-    kind = DockerTarget if state.get("runtime") == "docker" else LocalTarget
-    return kind(load_spec(name), canary_replicas=canary_replicas)
+    return routed_target(name, canary_replicas)
 
 
 def _rollout_target(name: str, mode: str, version: int, canary_replicas: int = 1):

@@ -13,14 +13,17 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import RolloutError
 from orchestrator.protocol.labels import parse_stats, weights_document
 from orchestrator.rollout.metrics import Snapshot
 from orchestrator.rollout.target import RolloutTarget
-from orchestrator.spec import Spec, pin_spec_file
+from orchestrator.spec import Spec, load_spec, pin_spec_file
 from orchestrator.state import StateStore, write_atomic
+
+if TYPE_CHECKING:
+    from orchestrator.runtime.base import Runtime
 
 LABEL_GRACE_S = 2.0
 """How long clients have to see new weights (LabelSplit re-reads them every 0.5 s by default)
@@ -44,27 +47,24 @@ class LabelsTarget(RolloutTarget):
 
     # -- config pushes ------------------------------------------------------------------------
 
-    def _model_path(self) -> Any:
-        from orchestrator.plan import container_model_path, host_model_path
+    def _runtime(self) -> Runtime:
+        from orchestrator.runtime.select import runtime_of_deployment
 
-        return container_model_path if self.state.get("runtime") == "docker" else host_model_path
+        return runtime_of_deployment(self.name, self.store)
 
-    def _push(self, versions: list[int], labels: dict[str, int], wait_for: list[int]) -> None:
-        """Reload every stable replica with this one model config, then wait for `wait_for`."""
-        from orchestrator.health import wait_until_available
-        from orchestrator.plan import MODELS_CONFIG, model_config, models_config_text
-        from orchestrator.runtime.base import reload_config
+    def _specs(self, labels: dict[str, int]) -> list[Spec]:
+        """The spec with the labels its servers have now, and the deployment's other models."""
+        labelled = self.spec.model_copy(update={"version_labels": labels})
+        others = [s for s in (load_spec(p) for p in self.state.get("specs", [])) if s.name != self.name]
+        return [labelled, *others]
 
-        text = models_config_text([model_config(self.spec, self._model_path(), versions=versions, labels=labels)])
-        if self.state.get("config_dir"):
-            write_atomic(Path(self.state["config_dir"]) / MODELS_CONFIG, text)
-        for replica in self.state["replicas"]:
-            reload_config(f"127.0.0.1:{replica['grpc_port']}", text)
-            if wait_for:
-                ready = wait_until_available(f"http://127.0.0.1:{replica['rest_port']}", {self.name: wait_for},
-                                             deadline_s=self.spec.health.deadline_s)
-                if not ready.ready:
-                    raise RolloutError(f"version(s) {wait_for} not AVAILABLE on replica {replica['index']}: {ready.detail}")
+    def _apply(self, plan: Any, *args: Any, labels: dict[str, int] | None = None, **kwargs: Any) -> None:
+        """Plan the reloads with `plan` (from the servers' `labels`, default this mode's `stable`
+        ones) for this runtime's model paths; the runtime applies them."""
+        runtime = self._runtime()
+        steps = plan(self._specs(labels or self._labels()), self.name, *args, model_path=runtime.model_path,
+                     **kwargs)
+        runtime.apply_label_steps(self.name, steps, spec=self.spec)
 
     def _labels(self) -> dict[str, int]:
         return dict(self.spec.version_labels) or {"stable": max(self.old)}
@@ -72,11 +72,11 @@ class LabelsTarget(RolloutTarget):
     # -- RolloutTarget ------------------------------------------------------------------------
 
     def start_canary(self, version: int) -> None:
+        from orchestrator.plan import plan_label_move
+
         self.version = version
         self.set_weight(0)
-        both = sorted(set(self.old) | {version})
-        self._push(both, self._labels(), wait_for=[version])
-        self._push(both, {**self._labels(), "canary": version}, wait_for=[])
+        self._apply(plan_label_move, "canary", version, current_versions=self.old)
 
     def canary_alive(self) -> bool:
         from orchestrator.health import model_status
@@ -105,20 +105,19 @@ class LabelsTarget(RolloutTarget):
         return result
 
     def promote(self, version: int) -> None:
-        from orchestrator.runtime.select import runtime_of_deployment
-        from orchestrator.spec import load_spec
+        from orchestrator.plan import plan_label_moves
 
-        both = sorted(set(self.old) | {version})
         labels = {k: (version if v in self.old else v) for k, v in self._labels().items()}
         # Move the labels while both versions are loaded, then let the pinned spec drop the old one.
-        self._push(both, {**labels, "canary": version}, wait_for=[])
+        self._apply(plan_label_moves, {**labels, "canary": version}, version, current_versions=self.old,
+                    labels={**self._labels(), "canary": version})
         self.set_weight(0)
         time.sleep(LABEL_GRACE_S)  # clients stop choosing `canary` before it disappears
         if self.spec.source is None:
             raise RolloutError("the spec has no file to pin the promoted version in")
         pin_spec_file(Path(self.spec.source), version, labels if self.spec.version_labels else {})
         promoted = load_spec(str(self.spec.source))
-        runtime_of_deployment(self.name, self.store).deploy([promoted])
+        self._runtime().deploy([promoted])
         self.spec = promoted
         self.old = [version]
 
@@ -128,7 +127,8 @@ class LabelsTarget(RolloutTarget):
             return
         time.sleep(LABEL_GRACE_S)  # clients stop choosing `canary` before it disappears
         # Labels first (the canary label goes), then the version: each step a whole config.
-        both = sorted(set(self.old) | {self.version})
-        self._push(both, self._labels(), wait_for=[])
-        self._push(sorted(self.old), self._labels(), wait_for=[])
+        from orchestrator.plan import plan_label_drop
+
+        self._apply(plan_label_drop, "canary", current_versions=sorted(set(self.old) | {self.version}),
+                    keep_versions=sorted(self.old))
         self.version = None

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.errors import RuntimeError_
+from orchestrator.router.base import Backend, check_weights
 
 REST_BACKEND = "rest_pool"
 GRPC_BACKEND = "grpc_pool"
@@ -218,8 +219,10 @@ class ServerCounters:
 class HAProxyRouter:
     """A local HAProxy process for one deployment, with its files in `folder`."""
 
-    def __init__(self, folder: Path, binary: str | None = None) -> None:
+    def __init__(self, folder: Path, binary: str | None = None, *,
+                 endpoint: tuple[str, int, int] | None = None) -> None:
         self.folder = Path(folder)
+        self._endpoint = endpoint
         self.binary = binary or shutil.which("haproxy") or "/usr/sbin/haproxy"
         self.config_path = self.folder / "haproxy.cfg"
         self.socket_path = str(self.folder / "admin.sock")
@@ -227,7 +230,7 @@ class HAProxyRouter:
         self.log_path = self.folder / "haproxy.log"
         self.map_path = self.folder / VERSIONS_MAP
         self.api = RuntimeApi(self.socket_path)
-        self._canary: list[Upstream] = []
+        self._canary: list[Backend] = []
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -342,7 +345,7 @@ class HAProxyRouter:
 
     # -- canary ---------------------------------------------------------------------------
 
-    def set_canary(self, upstreams: Sequence[Upstream], version: int | None = None) -> None:
+    def set_canary(self, upstreams: Sequence[Backend], version: int | None = None) -> None:
         """Point canary slots at these replicas (weight 0 until set_weight) and enable checks,
         which ask for `version` (the one the canary serves) when the checks are per version."""
         if len(upstreams) > CANARY_SLOTS:
@@ -380,6 +383,49 @@ class HAProxyRouter:
                     if r["pxname"] == backend and r["svname"].startswith(group) and "MAINT" not in r["status"]:
                         self.api.command(f"set weight {backend}/{r['svname']} "
                                          f"{canary_w if group == 'canary' else stable_w}")
+
+    # -- the Router interface (orchestrator.router.base) ----------------------------------
+
+    def set_weights(self, weights: Mapping[str, int]) -> None:
+        self.set_weight(check_weights(weights)[1])
+
+    def get_weights(self) -> dict[str, int]:
+        """The split HAProxy applies now, from its servers' live weights (REST backend)."""
+        totals = {"stable": 0, "canary": 0}
+        for r in self.api.stats():
+            if r["pxname"] == REST_BACKEND and "MAINT" not in r["status"]:
+                for group in totals:
+                    if r["svname"].startswith(group):
+                        totals[group] += _int(r.get("weight"))
+        whole = sum(totals.values())
+        canary = round(100 * totals["canary"] / whole) if whole else 0
+        return {"stable": 100 - canary, "canary": canary}
+
+    def endpoint(self) -> tuple[str, int, int]:
+        if self._endpoint is None:
+            raise RuntimeError_(f"the router in {self.folder} was opened without its ports",
+                                fix="open it through its runtime: `runtime.router(name)`")
+        return self._endpoint
+
+    def route_canary(self, replicas: Sequence[Backend], version: int | None = None, *,
+                     deadline_s: float = 30.0) -> None:
+        """`set_canary`, then wait until HAProxy's checks see every canary UP in both backends."""
+        self.set_canary(replicas, version)
+        end = time.monotonic() + deadline_s
+        states: Mapping[str, str] = {}
+        while time.monotonic() < end:
+            states = self.server_states()
+            if sum(1 for k, v in states.items() if "/canary" in k and v.startswith("UP")) >= 2 * len(replicas):
+                return
+            time.sleep(0.05)
+        raise RuntimeError_(
+            f"the router's checks never saw the canary UP within {deadline_s:g} s: {dict(states)}",
+            fix="read the canary's log (local: the deployment's canary/logs/ folder in the state folder; "
+            "docker: `docker logs` of the containers labelled io.tfso.role=canary) and the router's "
+            f"({self.log_path})")
+
+    def close(self) -> None:
+        """Nothing held: the router process belongs to its deployment, not to this handle."""
 
     def drain_canary(self, *, deadline_s: float = 30.0) -> None:
         """Stable back to full weight, canary slots to weight 0 and maintenance, then wait until

@@ -14,13 +14,40 @@ import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import RuntimeError_
 from orchestrator.health import ModelHealth, Readiness
 from orchestrator.spec import Spec
+from orchestrator.state import StateStore
+
+if TYPE_CHECKING:
+    from orchestrator.plan import ReloadStep
+    from orchestrator.router.base import Router
 
 OnPoll = Callable[[Readiness], None]
+STABLE, CANARY = "stable", "canary"
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One serving replica (process, container or pod) as a rollout and a router see it."""
+
+    name: str
+    role: str  # STABLE | CANARY
+    version: int | None  # the one version a canary serves; None for stable replicas
+    host: str  # always 127.0.0.1 for what tests reach
+    rest_port: int
+    grpc_port: int
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.host}:{self.rest_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
 
 
 @dataclass(frozen=True)
@@ -77,6 +104,17 @@ def wanted_versions(specs: Sequence[Spec]) -> dict[str, list[int]]:
                 )
         wanted[spec.name] = versions
     return wanted
+
+
+def deployed_spec(state: Mapping[str, Any], name: str) -> Spec:
+    """The spec `name` was deployed from (its state records the files), else serving_configs/NAME."""
+    from orchestrator.spec import load_spec
+
+    for path in state.get("specs") or []:
+        spec = load_spec(path)
+        if spec.name == name:
+            return spec
+    return load_spec(name)
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -138,9 +176,12 @@ def reload_config(grpc_address: str, models_config_text: str, *, timeout_s: floa
 
 
 class Runtime(ABC):
-    """deploy, status, reload, logs, scale, stop — the same verbs for every backend."""
+    """deploy, status, reload, logs, scale, stop — the same verbs for every backend — and the
+    replica verbs a rollout drives (replicas, start_canary, remove_canary, apply_label_steps,
+    router), so a new runtime needs no rollout code of its own."""
 
     name: str
+    store: StateStore
 
     @abstractmethod
     def deploy(self, specs: Sequence[Spec], *, on_poll: OnPoll | None = None) -> Deployment: ...
@@ -168,3 +209,85 @@ class Runtime(ABC):
         return [{"replica": r.index, "id": r.id, "status": "running" if r.running else "exited",
                  "grpc_port": r.grpc_port, "rest_port": r.rest_port, "detail": r.detail}
                 for r in self.status(name)]
+
+    # -- what a rollout drives -----------------------------------------------------------------
+
+    def replicas(self, name: str) -> list[Replica]:
+        """The stable replicas of `name`, then its canary replicas (if a canary runs)."""
+        raise RuntimeError_(f"the {self.name} runtime cannot list the replicas of {name} yet",
+                            fix="roll out on the local or docker runtime")
+
+    def start_canary(self, name: str, version: int, *, count: int = 1) -> list[Replica]:
+        """Canary replicas serving only `version` of `name`'s model, returned once each has it
+        AVAILABLE (or a named error); the stable replicas keep serving untouched."""
+        raise RuntimeError_(f"the {self.name} runtime cannot start canary replicas yet",
+                            fix="roll out with `--mode labels`, or on the local or docker runtime")
+
+    def remove_canary(self, name: str) -> None:
+        """Stop every canary replica of `name` and forget it; nothing to remove is fine."""
+        raise RuntimeError_(f"the {self.name} runtime cannot remove canary replicas yet",
+                            fix="roll out on the local or docker runtime")
+
+    def canary_alive(self, name: str) -> bool:
+        """Every canary replica still runs (never restarted): a crashed canary fails the rollout."""
+        canary = [r for r in self.replicas(name) if r.role == CANARY]
+        return bool(canary)
+
+    def router(self, name: str) -> Router:
+        """The router in front of `name` (its `router: true`)."""
+        raise RuntimeError_(f"the {self.name} runtime has no router for {name}",
+                            fix="roll out with `--mode labels`")
+
+    def wait_replica(self, name: str, replica: Replica, wanted: Mapping[str, Sequence[int]],
+                     spec: Spec, on_poll: OnPoll | None = None) -> None:
+        """Return once `replica` has every `wanted` version AVAILABLE, or raise a named error."""
+        from orchestrator.errors import HealthTimeout
+        from orchestrator.health import wait_until_available
+
+        result = wait_until_available(replica.rest_url, {m: list(v) for m, v in wanted.items()},
+                                      deadline_s=spec.health.deadline_s,
+                                      poll_interval_s=spec.health.poll_interval_s, on_poll=on_poll)
+        if not result.ready:
+            raise HealthTimeout(f"{name}: {replica.name} not AVAILABLE ({result.detail})",
+                                fix=f"raise health.deadline_s, or read `tfsctl logs {name}`")
+
+    def apply_label_steps(self, name: str, steps: Sequence[ReloadStep], *, spec: Spec | None = None,
+                          replicas: Sequence[Replica] | None = None, on_poll: OnPoll | None = None) -> None:
+        """The one step-applier for `plan.plan_label_move` (and deploy's two-step reloads).
+
+        Each step is one whole-config reload on every stable replica (or on `replicas`), applied
+        once its `wait_available` versions are AVAILABLE there (TF Serving labels only AVAILABLE
+        versions); `then_available` is waited for after it. Steps go one at a time over all
+        replicas, so every replica has a step before any has the next.
+        """
+        from orchestrator.spec import load_spec
+
+        targets = [r for r in self.replicas(name) if r.role == STABLE] if replicas is None else list(replicas)
+        if spec is None:
+            spec = load_spec(name)
+        for step in steps:
+            if replicas is None:
+                self.write_models_config(name, step.models_config)
+            for replica in targets:
+                if step.wait_available:
+                    self.wait_replica(name, replica, step.wait_available, spec, on_poll)
+                reload_config(replica.grpc_address, step.models_config)
+            for replica in targets:
+                if step.then_available:
+                    self.wait_replica(name, replica, step.then_available, spec, on_poll)
+
+    def write_models_config(self, name: str, text: str) -> None:
+        """Keep the deployment's models.config file as its servers now run it (for a restart)."""
+        from orchestrator.files import write_atomic
+        from orchestrator.plan import MODELS_CONFIG
+
+        config_dir = (self.store.load(name) or {}).get("config_dir")
+        if config_dir:
+            write_atomic(Path(config_dir) / MODELS_CONFIG, text)
+
+    @property
+    def model_path(self) -> Callable[[Spec], str]:
+        """Where this runtime's servers find a model (`plan.host_model_path` or the container's)."""
+        from orchestrator.plan import host_model_path
+
+        return host_model_path

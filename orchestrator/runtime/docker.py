@@ -35,7 +35,7 @@ import dataclasses
 import os
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +46,7 @@ from orchestrator.plan import (
     Plan,
     build_plan,
     container_model_path,
-    model_config,
-    models_config_text,
+    plan_safe_reload,
 )
 from orchestrator.router.haproxy import (
     HAProxyRouter,
@@ -67,11 +66,15 @@ from orchestrator.runtime._docker_api import (
     Mount,
 )
 from orchestrator.runtime.base import (
+    CANARY,
+    STABLE,
     Deployment,
     OnPoll,
+    Replica,
     ReplicaStatus,
     Runtime,
     check_ports_free,
+    deployed_spec,
     digest,
     free_port,
     reload_config,
@@ -213,11 +216,6 @@ def _replica_ports(spec: Spec, index: int, old: tuple[int, int] | None = None) -
     return two_free_ports(_replica_host(spec))
 
 
-def canary_key(deployment: str) -> str:
-    """The state key of a deployment's canary (`.tfso/deployments/NAME.canary.json`)."""
-    return f"{deployment}.canary"
-
-
 def container_name(deployment: str, index: int) -> str:
     return f"tfso-{deployment}-{index}-{secrets.token_hex(3)}"
 
@@ -245,8 +243,9 @@ class DockerHAProxyRouter(HAProxyRouter):
     """
 
     def __init__(self, folder: Path, api: Any, deployment: str, *, image: str = "haproxy:2.6",
-                 mounts: Sequence[Sequence[str]] = (), stop_timeout_s: float = 5.0) -> None:
-        super().__init__(folder)
+                 mounts: Sequence[Sequence[str]] = (), stop_timeout_s: float = 5.0,
+                 endpoint: tuple[str, int, int] | None = None) -> None:
+        super().__init__(folder, endpoint=endpoint)
         self.docker = api
         self.deployment = deployment
         self.image = image
@@ -724,21 +723,16 @@ class DockerRuntime(Runtime):
         """Reload the new models.config; labels on versions not yet AVAILABLE wait for a 2nd reload.
 
         TF Serving refuses a label on a version that is not AVAILABLE, so a config that loads a
-        version and labels it at once goes in two reloads: first without those labels, then,
-        once every wanted version is AVAILABLE, as written.
+        version and labels it at once goes in two reloads (`plan.plan_safe_reload`), applied by
+        the one step-applier.
         """
-        address = f"{_endpoint_host(host)}:{container.ports[GRPC_INSIDE][1]}"
-        rest = f"http://{_endpoint_host(host)}:{container.ports[REST_INSIDE][1]}"
-        available = {s.name: model_status(rest, s.name).available() for s in specs}
-        safe = [model_config(s, container_model_path, labels={
-                    label: v for label, v in s.version_labels.items() if v in available[s.name]})
-                for s in specs]
-        first = models_config_text(safe)
-        if first != plan.files[MODELS_CONFIG]:
-            reload_config(address, first)
-            self._wait(name, container, wanted, health, on_poll, host)
-        reload_config(address, plan.files[MODELS_CONFIG])
-        self._wait(name, container, wanted, health, on_poll, host)
+        replica = Replica(container.name, STABLE, None, _endpoint_host(host), container.ports[REST_INSIDE][1],
+                          container.ports[GRPC_INSIDE][1])
+        available = {s.name: model_status(replica.rest_url, s.name).available() for s in specs}
+        steps = plan_safe_reload(specs, available, wanted, model_path=container_model_path,
+                                 final=plan.files[MODELS_CONFIG])
+        self.apply_label_steps(name, steps, spec=specs[0].model_copy(update={"health": health}),
+                               replicas=[replica], on_poll=on_poll)
 
     def _replace(self, name: str, index: int, old: ContainerInfo, template: ContainerRequest,
                  spec_hash: str, wanted: Mapping[str, list[int]], spec: Spec, on_poll: OnPoll | None,
@@ -782,9 +776,11 @@ class DockerRuntime(Runtime):
         """The deployment's router (found by labels); `settings` as kept in state, default: state's."""
         if settings is None:
             settings = (self.store.load(name) or {}).get("router") or {}
+        endpoint = ((_endpoint_host(settings.get("bind_host", "127.0.0.1")), settings["rest_port"],
+                     settings["grpc_port"]) if "rest_port" in settings else None)
         return DockerHAProxyRouter(self.store.folder(name) / "router", self.api, name,
                                    image=settings.get("image", "haproxy:2.6"),
-                                   mounts=settings.get("mounts", ()))
+                                   mounts=settings.get("mounts", ()), endpoint=endpoint)
 
     def _ensure_router(self, name: str, settings: Mapping[str, Any], replicas: Sequence[ContainerInfo],
                        health: Health, wanted: Mapping[str, Sequence[int]]) -> tuple[dict[str, Any], bool]:
@@ -817,19 +813,44 @@ class DockerRuntime(Runtime):
         return sorted((c for c in found if c.labels.get(LABEL_DEPLOYMENT) == name),
                       key=lambda c: int(c.labels.get(LABEL_CANARY, "0")))
 
-    def start_canary(self, spec: Spec, version: int, replicas: int = 1) -> list[dict[str, Any]]:
-        """Canary containers serving only `version` of the spec's model, each AVAILABLE.
+    def replicas(self, name: str) -> list[Replica]:
+        state = self._state(name)
+        host = _endpoint_host(state.get("host", "127.0.0.1"))
+        result = [Replica(r["name"], STABLE, None, host, r["rest_port"], r["grpc_port"])
+                  for r in state.get("replicas", [])]
+        canary = self.store.load_canary(name) or {}
+        result += [Replica(r["name"], CANARY, canary.get("version"), "127.0.0.1", r["rest_port"], r["grpc_port"])
+                   for r in canary.get("replicas", [])]
+        return result
+
+    def wait_replica(self, name: str, replica: Replica, wanted: Mapping[str, Sequence[int]],
+                     spec: Spec, on_poll: OnPoll | None = None) -> None:
+        """Docker's own wait (it sees the container exit or restart); the replica's name is the
+        container's."""
+        self._wait(name, self.api.inspect(replica.name), {m: list(v) for m, v in wanted.items()},
+                   spec.health, on_poll, replica.host)
+
+    @property
+    def model_path(self) -> Callable[[Spec], str]:
+        return container_model_path
+
+    def start_canary(self, name: str, version: int, *, count: int = 1) -> list[Replica]:
+        """Canary containers serving only `version` of `name`'s model, each AVAILABLE.
 
         The same image and mounts as the stable replicas (an image chosen with `deploy --image`
         included), their own config folder, ports published on 127.0.0.1 for the router, and
         restart policy `no`: a canary that crashes stays down and the rollout sees it.
         """
-        name = spec.name
         state = self._state(name)
+        existing = self.store.load_canary(name)
+        if existing and existing.get("version") == version and self.canary_alive(name):
+            return [r for r in self.replicas(name) if r.role == CANARY]
+        self.remove_canary(name)
+        spec = deployed_spec(state, name)
         canary = spec.model_copy(update={
             **(state.get("image_fields") or {}),
             "version_policy": VersionPolicy(kind="specific", versions=(version,)), "version_labels": {}})
-        key = canary_key(name)
+        key = self.store.canary_key(name)
         config_dir = self.store.config_dir(key)
         plan = container_plan([canary])
         self._write_config(config_dir, plan.files)
@@ -839,7 +860,7 @@ class DockerRuntime(Runtime):
         self._ensure_image(canary, template.image)
         started: list[ContainerInfo] = []
         try:
-            for index in range(replicas):
+            for index in range(count):
                 grpc_port, rest_port = two_free_ports("127.0.0.1")
                 request = dataclasses.replace(
                     template, name=f"tfso-{name}-canary{index}-{secrets.token_hex(3)}",
@@ -861,13 +882,13 @@ class DockerRuntime(Runtime):
         entries = [{"index": int(c.labels[LABEL_CANARY]), "id": c.id, "name": c.name,
                     "grpc_port": c.ports[GRPC_INSIDE][1], "rest_port": c.ports[REST_INSIDE][1],
                     "started_at": c.started_at} for c in started]
-        self.store.save(key, {"name": key, "runtime": "docker-canary", "deployment": name,
-                              "version": version, "replicas": entries})
-        return entries
+        self.store.save_canary(name, {"name": key, "runtime": "docker-canary", "deployment": name,
+                                      "version": version, "replicas": entries})
+        return [r for r in self.replicas(name) if r.role == CANARY]
 
     def canary_alive(self, name: str) -> bool:
-        """Every canary container of the state still runs, never restarted."""
-        state = self.store.load(canary_key(name))
+        """Every canary container of the record still runs, never restarted."""
+        state = self.store.load_canary(name)
         if not state or not state.get("replicas"):
             return False
         for r in state["replicas"]:
@@ -879,13 +900,16 @@ class DockerRuntime(Runtime):
                 return False
         return True
 
-    def remove_canary(self, name: str) -> list[str]:
-        """Stop and remove every canary container of `name` (found by labels), forget its state."""
+    def remove_canary(self, name: str) -> None:
+        self._remove_canary(name)
+
+    def _remove_canary(self, name: str) -> list[str]:
+        """Stop and remove every canary container of `name` (found by labels), forget its record."""
         removed = []
         for c in self.canary_containers(name):
             self._stop_and_remove(c)
             removed.append(c.name)
-        self.store.delete(canary_key(name))
+        self.store.delete_canary(name)
         return removed
 
     # -- the other verbs -------------------------------------------------------------------
@@ -1014,7 +1038,7 @@ class DockerRuntime(Runtime):
         for container in router.containers():
             stopped.append(container.name)
         router.stop()
-        stopped += self.remove_canary(name)
+        stopped += self._remove_canary(name)
         for container in self.containers(name):
             self._stop_and_remove(container)
             stopped.append(container.name)

@@ -31,8 +31,11 @@ from orchestrator.router.haproxy import (
     wait_until_routed,
 )
 from orchestrator.runtime.base import (
+    CANARY,
+    STABLE,
     Deployment,
     OnPoll,
+    Replica,
     ReplicaStatus,
     Runtime,
     check_ports_free,
@@ -41,7 +44,7 @@ from orchestrator.runtime.base import (
     reload_config,
     wanted_versions,
 )
-from orchestrator.spec import Spec
+from orchestrator.spec import Spec, VersionPolicy
 from orchestrator.state import StateStore, write_files_atomic
 
 SERVER_MARKERS = ("tfs-model-server", "orchestrator.server")
@@ -242,7 +245,74 @@ class LocalRuntime(Runtime):
                           state["replicas"], note)
 
     def router(self, name: str) -> HAProxyRouter:
-        return HAProxyRouter(self.store.folder(name) / "router")
+        routed = (self.store.load(name) or {}).get("router") or {}
+        endpoint = (("127.0.0.1", routed["rest_port"], routed["grpc_port"])
+                    if "rest_port" in routed else None)
+        return HAProxyRouter(self.store.folder(name) / "router", endpoint=endpoint)
+
+    # -- replicas and canary replicas (rollouts) --------------------------------------------
+
+    def replicas(self, name: str) -> list[Replica]:
+        state = self._state(name)
+        result = [Replica(f"{name}-{r['index']}", STABLE, None, "127.0.0.1", r["rest_port"], r["grpc_port"])
+                  for r in state["replicas"]]
+        canary = self.store.load_canary(name) or {}
+        result += [Replica(f"{name}-canary{r['index']}", CANARY, canary.get("version"), "127.0.0.1",
+                           r["rest_port"], r["grpc_port"]) for r in canary.get("replicas", [])]
+        return result
+
+    def wait_replica(self, name: str, replica: Replica, wanted: Mapping[str, Sequence[int]],
+                     spec: Spec, on_poll: OnPoll | None = None) -> None:
+        for r in (self.store.load(name) or {}).get("replicas", []):
+            if r["rest_port"] == replica.rest_port:  # ours: the wait that sees the process exit
+                self._wait(name, r, {m: list(v) for m, v in wanted.items()}, spec, on_poll)
+                return
+        super().wait_replica(name, replica, wanted, spec, on_poll)
+
+    def start_canary(self, name: str, version: int, *, count: int = 1) -> list[Replica]:
+        """Canary server processes serving only `version`, on free 127.0.0.1 ports, with their
+        config and logs in `deployments/NAME.canary/` and their record in `NAME.canary.json`."""
+        from orchestrator.runtime.base import deployed_spec
+
+        state = self._state(name)
+        existing = self.store.load_canary(name)
+        if existing and existing.get("version") == version and self.canary_alive(name):
+            return [r for r in self.replicas(name) if r.role == CANARY]
+        self.remove_canary(name)
+        spec = deployed_spec(state, name)
+        canary_spec = spec.model_copy(update={
+            "version_policy": VersionPolicy(kind="specific", versions=(version,)), "version_labels": {}})
+        key = self.store.canary_key(name)
+        config_dir = self.store.config_dir(key)
+        started: list[dict[str, Any]] = []
+        try:
+            for index in range(count):
+                grpc_port, rest_port = free_port(), free_port()
+                plan = build_plan([canary_spec], config_dir=str(config_dir), grpc_port=grpc_port, rest_port=rest_port)
+                write_files_atomic(config_dir, plan.files)
+                replica = self._start_replica(key, index, plan.args, "127.0.0.1")
+                replica.update(grpc_port=grpc_port, rest_port=rest_port)
+                started.append(replica)
+            for replica in started:
+                self._wait(key, replica, {name: [version]}, canary_spec, None)
+        except BaseException:
+            self._terminate(started)
+            raise
+        replicas = [{k: v for k, v in r.items() if not k.startswith("_")} for r in started]
+        self.store.save_canary(name, {"name": key, "runtime": "local-canary", "version": version,
+                                      "replicas": replicas})
+        return [r for r in self.replicas(name) if r.role == CANARY]
+
+    def canary_alive(self, name: str) -> bool:
+        canary = self.store.load_canary(name)
+        return bool(canary and canary.get("replicas")) and all(
+            self._alive(r) for r in canary["replicas"])  # type: ignore[index]
+
+    def remove_canary(self, name: str) -> None:
+        canary = self.store.load_canary(name)
+        if canary:
+            self._terminate(canary["replicas"])
+            self.store.delete_canary(name)
 
     def _start_router(self, name: str, spec: Spec, replicas: Sequence[dict[str, Any]],
                       wanted: Mapping[str, list[int]]) -> dict[str, Any]:

@@ -16,7 +16,9 @@ from orchestrator.plan import (
     MONITORING_CONFIG,
     build_plan,
     container_model_path,
+    plan_label_drop,
     plan_label_move,
+    plan_safe_reload,
 )
 from orchestrator.protos import config_pb2
 from orchestrator.spec import parse_spec
@@ -134,3 +136,25 @@ def test_label_move_is_two_reloads_keeping_other_models(configs: Path) -> None:
     # A reload replaces the whole config: beta is in both steps.
     assert [c.name for c in second.model_config_list.config] == ["alpha", "beta"]
     check_golden("label_move.step2.models.config", steps[1].models_config)
+
+
+def test_label_drop_removes_the_label_before_the_version(configs: Path) -> None:
+    a = spec(configs, "alpha", "base_path: ../models/alpha\nversion_policy: {specific: [2]}\nversion_labels: {stable: 2}\n")
+    a = a.model_copy(update={"version_labels": {"stable": 2, "canary": 3}})
+    steps = plan_label_drop([a], "alpha", "canary", current_versions=[2, 3], keep_versions=[2])
+    first, second = (text_format.Parse(s.models_config, model_server_config_pb2.ModelServerConfig()) for s in steps)
+    assert dict(first.model_config_list.config[0].version_labels) == {"stable": 2}
+    assert list(first.model_config_list.config[0].model_version_policy.specific.versions) == [2, 3]
+    assert list(second.model_config_list.config[0].model_version_policy.specific.versions) == [2]
+
+
+def test_safe_reload_labels_only_available_versions_first(configs: Path) -> None:
+    a = spec(configs, "alpha", "base_path: ../models/alpha\nversion_policy: {specific: [2, 3]}\n"
+             "version_labels: {stable: 2, canary: 3}\n")
+    steps = plan_safe_reload([a], {"alpha": [2]}, {"alpha": [2, 3]})
+    first = text_format.Parse(steps[0].models_config, model_server_config_pb2.ModelServerConfig())
+    assert dict(first.model_config_list.config[0].version_labels) == {"stable": 2}
+    assert steps[0].wait_available == {} and steps[1].wait_available == {"alpha": (2, 3)}
+    # Every labelled version already AVAILABLE: one reload, nothing to wait for before it.
+    only = plan_safe_reload([a], {"alpha": [2, 3]}, {"alpha": [2, 3]})
+    assert len(only) == 1 and only[0].wait_available == {} and only[0].models_config == steps[1].models_config
