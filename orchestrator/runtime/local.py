@@ -22,7 +22,7 @@ from typing import Any
 from orchestrator import procs
 from orchestrator.errors import HealthTimeout, RuntimeError_
 from orchestrator.health import model_status, wait_until_available
-from orchestrator.plan import MODELS_CONFIG, build_plan
+from orchestrator.plan import MODELS_CONFIG, build_plan, plan_safe_reload
 from orchestrator.router.haproxy import (
     HAProxyRouter,
     RouterConfig,
@@ -188,7 +188,7 @@ class LocalRuntime(Runtime):
                     if state.get("router") and not self.router(name).running():
                         state["router"] = self._start_router(name, main, replicas, wanted)
                         self.store.save(name, state)
-                    return self._apply_config(name, state, base_plan.files, wanted, main, on_poll)
+                    return self._apply_config(name, state, base_plan.files, wanted, specs, on_poll)
                 note = "server flags changed: replicas replaced"
                 self._terminate(replicas)
                 if state.get("router"):
@@ -331,8 +331,10 @@ class LocalRuntime(Runtime):
                 "grpc_port": spec.ports.grpc, "metrics_port": config.metrics_port}
 
     def _apply_config(self, name: str, state: dict[str, Any], files: Mapping[str, str],
-                      wanted: dict[str, list[int]], spec: Spec, on_poll: OnPoll | None) -> Deployment:
-        """Same flags: hot-reload a changed models.config; on failure put the old one back."""
+                      wanted: dict[str, list[int]], specs: Sequence[Spec], on_poll: OnPoll | None) -> Deployment:
+        """Same flags: hot-reload a changed models.config (labels on versions not yet AVAILABLE
+        in a second reload, `plan.plan_safe_reload`); on failure put the old one back."""
+        spec = specs[0]
         def outcome(action: str, note: str = "") -> Deployment:
             return Deployment(name, self.name, action, state["rest_url"], state["grpc_address"],
                               state["replicas"], note)
@@ -346,8 +348,11 @@ class LocalRuntime(Runtime):
         try:
             for replica in state["replicas"]:
                 reloaded.append(replica)  # before: a refused reload may have applied part of it
-                reload_config(f"127.0.0.1:{replica['grpc_port']}", files[MODELS_CONFIG])
-                self._wait(name, replica, wanted, spec, on_poll)
+                target = Replica(f"{name}-{replica['index']}", STABLE, None, "127.0.0.1", replica["rest_port"],
+                                 replica["grpc_port"])
+                available = {s.name: model_status(target.rest_url, s.name).available() for s in specs}
+                steps = plan_safe_reload(specs, available, wanted, final=files[MODELS_CONFIG])
+                self.apply_label_steps(name, steps, spec=spec, replicas=[target], on_poll=on_poll)
         except BaseException:
             write_files_atomic(config_dir, previous)
             for replica in reloaded:
