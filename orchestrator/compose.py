@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from orchestrator.runtime._docker_api import ContainerRequest
-from orchestrator.runtime.docker import (
+from orchestrator.runtime.docker.api import ContainerRequest
+from orchestrator.runtime.docker.templates import (
     GRPC_INSIDE,
     LABEL_REPLICA,
     REST_INSIDE,

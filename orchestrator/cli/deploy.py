@@ -87,7 +87,7 @@ def _render_cluster(names: tuple[str, ...], out: Path, configs_dir: Path, target
 
 def _image_overrides(image: str | None, pull: str | None) -> dict[str, str]:
     """`--image REPO[:TAG]` and `--pull` as spec fields (the tag keeps the `-gpu` rule)."""
-    from orchestrator.runtime._docker_api import split_ref
+    from orchestrator.runtime.docker.api import split_ref
 
     overrides = {}
     if image:

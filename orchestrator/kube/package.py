@@ -58,7 +58,7 @@ def build_context(spec: Spec, copier: Path) -> tuple[bytes, list[int]]:
 
 
 def _client():  # type: ignore[no-untyped-def]
-    from orchestrator.runtime._docker_api import translate_error
+    from orchestrator.runtime.docker.api import translate_error
 
     try:
         import docker
@@ -80,7 +80,7 @@ def check_ref(image: str) -> None:
 
 def build(spec: Spec, image: str, *, copier: Path = DEFAULT_COPIER) -> tuple[str, list[int]]:
     """Build the modelcar image tagged `image`; returns its id and the versions inside."""
-    from orchestrator.runtime._docker_api import translate_error
+    from orchestrator.runtime.docker.api import translate_error
 
     check_ref(image)
     context, versions = build_context(spec, copier)
@@ -103,7 +103,7 @@ def build(spec: Spec, image: str, *, copier: Path = DEFAULT_COPIER) -> tuple[str
 
 def push(image: str) -> None:
     """Push to the image's registry with the credentials `docker login` stored (never in tests)."""
-    from orchestrator.runtime._docker_api import translate_error
+    from orchestrator.runtime.docker.api import translate_error
 
     check_ref(image)
     repo, _, tag = image.rpartition(":")

@@ -27,7 +27,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from orchestrator.runtime._docker_api import DockerApi
+from orchestrator.runtime.docker.api import DockerApi
 
 STANDIN_REPO = "tfso-test/serving"
 STANDIN_TAG = "standin"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.runtime._docker_api import DockerApi, DockerError
 from orchestrator.runtime.docker import LABEL_DEPLOYMENT, LABEL_MANAGED_BY
+from orchestrator.runtime.docker.api import DockerApi, DockerError
 from tests.helpers.standin_image import (
     STANDIN_REPO,
     ensure_broken_image,

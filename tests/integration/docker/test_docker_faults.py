@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.runtime._docker_api import DockerApi
 from orchestrator.runtime.base import free_port
 from orchestrator.runtime.docker import LABEL_DEPLOYMENT, LABEL_MANAGED_BY
+from orchestrator.runtime.docker.api import DockerApi
 from orchestrator.runtime.select import choose_runtime
 from orchestrator.spec import load_spec
 from tests.helpers.standin_image import STANDIN_REPO, extra_mounts_yaml
@@ -64,7 +64,7 @@ def test_socket_not_permitted_is_a_clear_error() -> None:
         pytest.skip("needs root to switch to an unprivileged user")
     import docker  # noqa: F401  (imported before dropping privileges: nothing to read later)
 
-    from orchestrator.runtime._docker_api import DockerUnavailable
+    from orchestrator.runtime.docker.api import DockerUnavailable
 
     read, write = os.pipe()
     pid = os.fork()

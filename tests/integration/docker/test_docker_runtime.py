@@ -14,9 +14,9 @@ import pytest
 import requests
 
 from orchestrator.health import check_ready
-from orchestrator.runtime._docker_api import ContainerRequest, DockerApi
 from orchestrator.runtime.base import free_port
 from orchestrator.runtime.docker import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, LABEL_REPLICA
+from orchestrator.runtime.docker.api import ContainerRequest, DockerApi
 from tests.integration.docker.conftest import TEST_LABEL, tfsctl, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]

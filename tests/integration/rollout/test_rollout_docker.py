@@ -23,7 +23,6 @@ import pytest
 import requests
 
 from orchestrator.router.haproxy import GRPC_BACKEND, REST_BACKEND, RuntimeApi
-from orchestrator.runtime._docker_api import ContainerInfo, DockerApi, DockerError
 from orchestrator.runtime.base import free_port
 from orchestrator.runtime.docker import (
     LABEL_DEPLOYMENT,
@@ -31,6 +30,7 @@ from orchestrator.runtime.docker import (
     LABEL_REPLICA,
     LABEL_ROLE,
 )
+from orchestrator.runtime.docker.api import ContainerInfo, DockerApi, DockerError
 from tests.helpers.requires import require_haproxy
 from tests.helpers.rollout import (
     P99_THRESHOLD_MS,
@@ -310,8 +310,8 @@ def test_bad_input_changes_nothing(fresh, docker_api: DockerApi) -> None:
 
 def test_stop_removes_router_and_canary_only_ours(fresh, docker_api: DockerApi) -> None:
     """Last: `tfsctl stop` mid-rollout removes router, canary and replicas, and nothing else."""
-    from orchestrator.runtime._docker_api import ContainerRequest
     from orchestrator.runtime.base import port_in_use
+    from orchestrator.runtime.docker.api import ContainerRequest
 
     root, rest, grpc = fresh
     decoy = docker_api.create(ContainerRequest(

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from orchestrator.compose import render_compose
-from orchestrator.runtime._docker_api import ContainerRequest
-from orchestrator.runtime.docker import container_template, effective_specs
+from orchestrator.runtime.docker.api import ContainerRequest
+from orchestrator.runtime.docker.templates import container_template, effective_specs
 from orchestrator.spec import load_spec, parse_spec
 from tests.helpers.requires import require, require_haproxy
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.runtime._docker_api import (
+from orchestrator.runtime.docker.api import (
     ContainerRequest,
     DockerError,
     DockerUnavailable,
@@ -22,7 +22,7 @@ from orchestrator.runtime._docker_api import (
     split_ref,
     translate_error,
 )
-from orchestrator.runtime.docker import (
+from orchestrator.runtime.docker.templates import (
     LABEL_DEPLOYMENT,
     LABEL_MANAGED_BY,
     LABEL_REPLICA,

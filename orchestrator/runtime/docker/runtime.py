@@ -1,38 +1,20 @@
-"""The Docker runtime: one `tensorflow/serving` container per replica, driven by the Docker SDK.
+"""The Docker runtime's convergence: bring the containers to the specs, driven by the Docker SDK.
 
-Each replica is created from a `ContainerRequest` that is a pure function of the specs (see
-`container_template`): image `<image>:<tag>` (`-gpu` and a GPU device request for `device: gpu`),
-the Plan's exact flags as the container command (after the official entrypoint's own), every
-model folder mounted read-only at `/models/<name>`, the rendered config folder read-only at
-`/config`, ports published on the spec's host (127.0.0.1), a restart policy, CPU and memory
-limits, and labels that mark the container as ours:
-
-    io.tfso.managed-by=tfsctl  io.tfso.deployment=NAME  io.tfso.replica=I  io.tfso.spec-hash=H
-
-The runtime only ever touches containers it finds by those labels, so a container it did not
-create (or one `tfsctl compose` made, labelled `managed-by=compose`) is never stopped.
+The runtime only ever touches containers it finds by our labels (`templates`), so a container
+it did not create (or one `tfsctl compose` made, labelled `managed-by=compose`) is never stopped.
 
 Deploy is idempotent, like the local runtime's: same spec, nothing happens; a changed
 models.config is rewritten atomically and hot-reloaded into the running containers (same id,
 same start time); a changed container (image, flags, mounts, resources, ports) replaces the
 replicas one at a time, stopping the old one only when its successor is about to start and
-starting it again if the successor does not become healthy.
-
-With `router: true` the spec's ports belong to HAProxy (`DockerHAProxyRouter`): one container
-from `router_image` (the official `haproxy` image by default) on the host network, binding the
-spec's ports on the spec's host and reaching every replica on its own 127.0.0.1-published
-port. Its state folder (config and admin socket) is bind-mounted at the same path, so the host
-drives weights through the same runtime API as the local runtime's router. Router and canary
-containers carry the deployment's labels plus `io.tfso.role` (`router` or `canary`) and no
-replica label, so replica bookkeeping never mistakes them for replicas, while `stop` removes
-every container of the deployment.
+starting it again if the successor does not become healthy. The router container is
+`router.DockerHAProxyRouter`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -41,30 +23,8 @@ from typing import Any
 
 from orchestrator.errors import HealthTimeout, RuntimeError_
 from orchestrator.health import model_status, wait_until_available
-from orchestrator.plan import (
-    MODELS_CONFIG,
-    Plan,
-    build_plan,
-    container_model_path,
-    plan_safe_reload,
-)
-from orchestrator.router.haproxy import (
-    HAProxyRouter,
-    RouterConfig,
-    Upstream,
-    render_config,
-    wait_until_routed,
-)
-from orchestrator.runtime._docker_api import (
-    ContainerInfo,
-    ContainerRequest,
-    DockerApi,
-    DockerError,
-    DockerUnavailable,
-    GpuUnavailable,
-    ImageMissing,
-    Mount,
-)
+from orchestrator.plan import MODELS_CONFIG, Plan, container_model_path, plan_safe_reload
+from orchestrator.router.haproxy import RouterConfig, Upstream, wait_until_routed
 from orchestrator.runtime.base import (
     CANARY,
     STABLE,
@@ -80,113 +40,36 @@ from orchestrator.runtime.base import (
     reload_config,
     wanted_versions,
 )
+from orchestrator.runtime.docker.api import (
+    ContainerInfo,
+    ContainerRequest,
+    DockerApi,
+    DockerError,
+    GpuUnavailable,
+    ImageMissing,
+)
+from orchestrator.runtime.docker.router import DockerHAProxyRouter, router_settings
+from orchestrator.runtime.docker.templates import (
+    GRPC_INSIDE,
+    LABEL_CANARY,
+    LABEL_DEPLOYMENT,
+    LABEL_MANAGED_BY,
+    LABEL_REPLICA,
+    LABEL_ROLE,
+    LABEL_SPEC_HASH,
+    MANAGER,
+    REST_INSIDE,
+    ROLE_CANARY,
+    container_plan,
+    container_template,
+    effective_specs,
+    replica_request,
+    template_hash,
+)
 from orchestrator.spec import Health, Spec, VersionPolicy
 from orchestrator.state import StateStore, write_files_atomic
 
-__all__ = [
-    "CONFIG_TARGET",
-    "LABEL_CANARY",
-    "LABEL_DEPLOYMENT",
-    "LABEL_MANAGED_BY",
-    "LABEL_REPLICA",
-    "LABEL_ROLE",
-    "LABEL_SPEC_HASH",
-    "DockerHAProxyRouter",
-    "DockerRuntime",
-    "DockerUnavailable",
-    "GpuUnavailable",
-    "ImageMissing",
-    "container_template",
-    "docker_usable",
-    "effective_specs",
-    "replica_request",
-]
-
-LABEL_MANAGED_BY = "io.tfso.managed-by"
-LABEL_DEPLOYMENT = "io.tfso.deployment"
-LABEL_REPLICA = "io.tfso.replica"
-LABEL_SPEC_HASH = "io.tfso.spec-hash"
-LABEL_MODELS = "io.tfso.models"
-LABEL_ROLE = "io.tfso.role"  # router | canary; replicas carry LABEL_REPLICA instead
-LABEL_CANARY = "io.tfso.canary-replica"
-ROLE_ROUTER, ROLE_CANARY = "router", "canary"
-MANAGER = "tfsctl"
-
-CONFIG_TARGET = "/config"
-GRPC_INSIDE, REST_INSIDE = 8500, 8501  # the official image's ports
 STOP_TIMEOUT_S = 10.0
-GPU_SHARE = 0.9  # of a GPU's memory split between replicas that share it
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure: specs -> container requests
-
-
-def effective_specs(specs: Sequence[Spec]) -> list[Spec]:
-    """Specs as the containers run them: replicas sharing GPUs split their memory.
-
-    With `device: gpu`, every replica gets the same GPUs (`count: all` or the first N), so
-    when there are several and the spec sets no `memory_fraction`, each gets an equal share
-    (`--per_process_gpu_memory_fraction`) instead of the first one taking it all.
-    """
-    main = specs[0]
-    if main.device != "gpu" or main.replicas < 2 or main.gpu.memory_fraction:
-        return list(specs)
-    share = int(GPU_SHARE / main.replicas * 100) / 100
-    gpu = main.gpu.model_copy(update={"memory_fraction": share})
-    return [s.model_copy(update={"gpu": gpu}) for s in specs]
-
-
-def container_plan(specs: Sequence[Spec]) -> Plan:
-    """The Plan as a container sees it: config in /config, models in /models/<name>, 8500/8501."""
-    return build_plan(specs, config_dir=CONFIG_TARGET, model_path=container_model_path,
-                      grpc_port=GRPC_INSIDE, rest_port=REST_INSIDE)
-
-
-def _host_path(spec: Spec, path: Path) -> str:
-    if not path.is_absolute() and spec.source is not None:
-        path = spec.source.parent / path
-    return str(path.expanduser().absolute())
-
-
-def container_template(specs: Sequence[Spec], config_dir: Path | str, *,
-                       plan: Plan | None = None, manager: str = MANAGER) -> ContainerRequest:
-    """The request every replica of `specs` is created from, without name, ports or replica label."""
-    main = specs[0]
-    plan = plan or container_plan(specs)
-    mounts = [Mount(str(s.base_path), container_model_path(s)) for s in specs]
-    mounts.append(Mount(str(config_dir), CONFIG_TARGET))
-    mounts += [Mount(_host_path(main, m.source), m.target) for m in main.extra_mounts]
-    return ContainerRequest(
-        image=main.image_ref,
-        command=tuple(plan.args),
-        labels={LABEL_MANAGED_BY: manager, LABEL_DEPLOYMENT: main.name,
-                LABEL_MODELS: ",".join(s.name for s in specs)},
-        environment={"MODEL_NAME": main.name},
-        mounts=tuple(mounts),
-        restart=main.restart,
-        nano_cpus=int(main.resources.cpus * 1e9) if main.resources.cpus else None,
-        mem_limit=main.resources.memory,
-        gpus=main.gpu.count if main.device == "gpu" else None,
-    )
-
-
-def template_hash(template: ContainerRequest, spec: Spec) -> str:
-    """What forces a replacement when it changes: the container itself and replica 0's ports.
-
-    Behind a router no replica uses the spec's ports (the router does), so they do not count;
-    turning the router on or off does, since replica 0 moves off or onto those ports.
-    """
-    if spec.router:
-        return digest([template.to_json(), "router"])
-    return digest([template.to_json(), spec.ports.model_dump()])
-
-
-def replica_request(template: ContainerRequest, *, name: str, index: int, host: str,
-                    grpc_port: int, rest_port: int, spec_hash: str) -> ContainerRequest:
-    labels = {**template.labels, LABEL_REPLICA: str(index), LABEL_SPEC_HASH: spec_hash}
-    return dataclasses.replace(template, name=name, labels=labels,
-                               ports={GRPC_INSIDE: (host, grpc_port), REST_INSIDE: (host, rest_port)})
 
 
 def two_free_ports(host: str) -> tuple[int, int]:
@@ -218,120 +101,6 @@ def _replica_ports(spec: Spec, index: int, old: tuple[int, int] | None = None) -
 
 def container_name(deployment: str, index: int) -> str:
     return f"tfso-{deployment}-{index}-{secrets.token_hex(3)}"
-
-
-# ---------------------------------------------------------------------------------------------
-# The router container
-
-
-def router_settings(spec: Spec) -> dict[str, Any]:
-    """What the router container is made from, as kept in the deployment's state."""
-    return {"image": spec.router_image, "model": spec.name, "rest_port": spec.ports.rest,
-            "grpc_port": spec.ports.grpc, "bind_host": spec.ports.host,
-            "mounts": [[_host_path(spec, m.source), m.target] for m in spec.extra_mounts]}
-
-
-class DockerHAProxyRouter(HAProxyRouter):
-    """The deployment's HAProxy as a container of `image`, found again by its labels.
-
-    Host networking: HAProxy binds the spec's ports on the spec's host itself and reaches the
-    replicas on their 127.0.0.1-published ports. The state folder is mounted read-write at the
-    same path, so haproxy.cfg names the admin socket by its host path and `RuntimeApi` (hence
-    `set_canary`, `set_weight`, `counters`) works from the host unchanged. The container runs
-    as the calling user, so the socket (mode 600) is that user's, as with a local process.
-    The command is the official image's (`haproxy -f CFG`; its entrypoint adds `-W -db`).
-    """
-
-    def __init__(self, folder: Path, api: Any, deployment: str, *, image: str = "haproxy:2.6",
-                 mounts: Sequence[Sequence[str]] = (), stop_timeout_s: float = 5.0,
-                 endpoint: tuple[str, int, int] | None = None) -> None:
-        super().__init__(folder, endpoint=endpoint)
-        self.docker = api
-        self.deployment = deployment
-        self.image = image
-        self.mounts = tuple(Mount(str(src), str(tgt)) for src, tgt in mounts)
-        self.stop_timeout_s = stop_timeout_s
-
-    def labels(self) -> dict[str, str]:
-        return {LABEL_MANAGED_BY: MANAGER, LABEL_DEPLOYMENT: self.deployment, LABEL_ROLE: ROLE_ROUTER}
-
-    def config_hash(self, config: RouterConfig) -> str:
-        """Config text, image and mounts: the router is replaced only when one of them changes."""
-        return digest([render_config(config, self.socket_path, str(self.map_path)), self.image,
-                       [dataclasses.astuple(m) for m in self.mounts]])
-
-    def request(self, config: RouterConfig) -> ContainerRequest:
-        return ContainerRequest(
-            image=self.image,
-            command=("haproxy", "-f", str(self.config_path)),
-            name=f"tfso-{self.deployment}-router-{secrets.token_hex(3)}",
-            labels={**self.labels(), LABEL_SPEC_HASH: self.config_hash(config)},
-            mounts=(Mount(str(self.folder), str(self.folder), read_only=False), *self.mounts),
-            restart="unless-stopped",
-            user=f"{os.getuid()}:{os.getgid()}",
-            network_mode="host",
-        )
-
-    def containers(self) -> list[ContainerInfo]:
-        found = self.docker.list(self.labels())
-        return sorted((c for c in found if c.labels.get(LABEL_ROLE) == ROLE_ROUTER
-                       and c.labels.get(LABEL_DEPLOYMENT) == self.deployment),
-                      key=lambda c: (not c.running, c.started_at))
-
-    def container(self) -> ContainerInfo | None:
-        found = self.containers()
-        return found[0] if found else None
-
-    def start(self, config: RouterConfig, *, deadline_s: float = 15.0) -> int:
-        self.stop()
-        self.write_config(config)
-        Path(self.socket_path).unlink(missing_ok=True)
-        request = self.request(config)
-        cid = self.docker.create(request)
-        self._container_id = cid
-        try:
-            self.docker.start(cid, name=request.name)
-
-            def exited() -> str | None:
-                now = self.docker.inspect(cid)
-                if now.status in ("exited", "dead"):
-                    return f"router container {request.name} {now.describe()}"
-                if now.restart_count or now.status == "restarting":
-                    return f"router container {request.name} keeps exiting (last exit code {now.exit_code})"
-                return None
-
-            self.wait_until_answering(deadline_s, exited)
-        except BaseException:
-            with contextlib.suppress(DockerError):
-                self.docker.remove(cid)
-            raise
-        return int(self.docker.inspect(cid).pid)
-
-    def _log_tail(self) -> str:
-        cid = getattr(self, "_container_id", None) or (c.id if (c := self.container()) else None)
-        if cid is None:
-            return ""
-        try:
-            return str(self.docker.logs(cid, tail=20))
-        except DockerError as exc:
-            return f"(no logs: {exc.message})"
-
-    def pid(self) -> int | None:
-        c = self.container()
-        return c.pid if c is not None and c.running else None
-
-    def running(self) -> bool:
-        c = self.container()
-        return c is not None and c.running
-
-    def stop(self, deadline_s: float = 10.0) -> None:
-        for c in self.containers():
-            if c.running:
-                with contextlib.suppress(DockerError):
-                    self.docker.stop(c.id, timeout_s=min(deadline_s, self.stop_timeout_s))
-            with contextlib.suppress(DockerError):
-                self.docker.remove(c.id)
-        Path(self.socket_path).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
