@@ -240,8 +240,7 @@ def _request_or_apply(name: str, what: str, wait_s: float = 300.0) -> None:
     # No controller: do it here.
     manager = RolloutManager(_rollout_target(name, s.mode, s.to_version, int(s.extra.get("canary_replicas", 1))), store,
                              webhooks=Webhooks.parse(s.extra.get("webhooks", [])))
-    store.request(name, what)
-    s = manager._tick(s) if what == "pause" else manager.run(s)
+    s = manager.request(s, what)
     console.print(f"rollout of {name}: {s.phase.value}")
 
 

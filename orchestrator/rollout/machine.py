@@ -10,7 +10,8 @@
                                         └──► aborted   (asked to)
 
 `advance` is pure: it takes the status, this interval's analysis and "now", and returns the
-new status plus the actions the manager must carry out. Every phase change goes through
+new status plus the actions the manager must carry out; `request` does the same for a pause,
+resume, promote or abort asked from another shell. Every phase change goes through
 `transition`, checked against TRANSITIONS; the manager persists the status before acting.
 """
 
@@ -236,3 +237,26 @@ def resume(status: Status, now: float) -> Status:
         return transition(status, Phase.PROGRESSING, now, "resumed", "resumed by request",
                           next_check_at=now + status.interval_s)
     return status
+
+
+REQUESTS = ("pause", "resume", "promote", "abort")
+
+
+def request(status: Status, what: str, now: float) -> tuple[Status, list[Action]] | None:
+    """A request from another shell as transitions of the table; None when it means nothing in
+    this phase (pause when not progressing, resume when not paused, anything once finished)."""
+    if what == "abort":
+        if Phase.ROLLING_BACK not in TRANSITIONS[status.phase] or status.phase is Phase.ROLLING_BACK:
+            return None
+        new, actions = rollback(status, now, "aborted by request")
+        return dataclasses.replace(new, extra={**new.extra, "aborted": True}), actions
+    if what == "pause":
+        return (pause(status, now), []) if Phase.PAUSED in TRANSITIONS[status.phase] else None
+    if what == "resume":
+        return (resume(status, now), []) if status.phase is Phase.PAUSED else None
+    if what == "promote":
+        if status.phase not in (Phase.PROGRESSING, Phase.PAUSED):
+            return None
+        status = resume(status, now)  # a paused rollout resumes, then promotes: both recorded
+        return transition(status, Phase.PROMOTING, now, "promote", "promoted by request"), []
+    raise RolloutError(f"unknown request {what!r}", fix=f"ask one of: {', '.join(REQUESTS)}")

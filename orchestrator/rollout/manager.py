@@ -26,7 +26,7 @@ from orchestrator.rollout.target import RolloutTarget, window
 from orchestrator.rollout.webhooks import Webhooks
 from orchestrator.state import StateStore, write_atomic
 
-REQUESTS = ("pause", "resume", "promote", "abort")
+REQUESTS = machine.REQUESTS
 
 
 class RolloutStore:
@@ -109,24 +109,25 @@ class RolloutManager:
     def run(self, status: Status) -> Status:
         """Drive the rollout until it is finished; returns the final status."""
         while not status.terminal:
-            status = self._tick(status)
+            status = self.tick(status)
         return status
 
-    def _tick(self, status: Status) -> Status:
+    def request(self, status: Status, what: str) -> Status:
+        """Carry out `what` here, for a rollout whose controller is gone: a pause returns once
+        paused; abort and promote run the rollout to its end."""
+        self.store.request(status.name, what)
+        status = self.tick(status)
+        return status if what == "pause" else self.run(status)
+
+    def tick(self, status: Status) -> Status:
+        """One step: a pending request first (through the machine's table), else the phase's work."""
         now = self.clock()
         request = self.store.take_request(status.name)
-        if request == "abort" and status.phase not in (Phase.ROLLING_BACK, *machine.TERMINAL):
-            status, actions = machine.rollback(status, now, "aborted by request")
-            status = dataclasses.replace(status, extra={**status.extra, "aborted": True})
-            return self._finish_rollback(self._apply(status, actions))
-        if request == "pause" and status.phase is Phase.PROGRESSING:
-            return self._save(machine.pause(status, now))
-        if request == "resume" and status.phase is Phase.PAUSED:
-            return self._save(machine.resume(status, now))
-        if request == "promote" and status.phase in (Phase.PROGRESSING, Phase.PAUSED):
-            if status.phase is Phase.PAUSED:
-                status = machine.resume(status, now)
-            status = machine.transition(status, Phase.PROMOTING, now, "promote", "promoted by request")
+        handled = machine.request(status, request, now) if request in REQUESTS else None
+        if handled is not None:
+            status, actions = handled
+            if status.phase is Phase.ROLLING_BACK:
+                return self._finish_rollback(self._apply(status, actions))
             return self._save(status)
 
         if status.phase is Phase.INITIALIZING:

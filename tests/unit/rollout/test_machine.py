@@ -147,3 +147,24 @@ def test_errors_stable_shares_are_not_the_canarys_fault() -> None:
     # 5% bad client requests everywhere: canary is no worse than stable.
     assert analyse(Window(100, 5), Window(900, 45), **limits).verdict is Verdict.PASS
     assert analyse(Window(100, 20), Window(900, 45), **limits).verdict is Verdict.FAIL
+
+
+def test_requests_go_through_the_table() -> None:
+    from orchestrator.rollout.machine import RemoveCanary, SetWeight, request
+
+    fresh = new_status()
+    assert request(fresh, "pause", 0) is None, "nothing to pause before the canary takes traffic"
+    s, _ = start(fresh, now=0)
+    assert request(s, "resume", 1) is None, "resume means nothing unless paused"
+    paused, actions = request(s, "pause", 1)
+    assert paused.phase is Phase.PAUSED and actions == []
+    promoting, _ = request(paused, "promote", 2)
+    assert promoting.phase is Phase.PROMOTING
+    assert [r.decision for r in promoting.history[-2:]] == ["resumed", "promote"]
+    aborted, actions = request(s, "abort", 3)
+    assert aborted.phase is Phase.ROLLING_BACK and aborted.extra["aborted"] is True
+    assert actions == [SetWeight(0), RemoveCanary()]
+    done = finish_rollback(aborted, now=4, aborted=True)
+    assert all(request(done, what, 5) is None for what in ("pause", "resume", "promote", "abort"))
+    with pytest.raises(RolloutError, match="unknown request"):
+        request(s, "restart", 6)

@@ -101,9 +101,9 @@ def test_errors_roll_back_after_threshold(store: RolloutStore) -> None:
 def test_quiet_traffic_holds_then_abort_request_rolls_back(store: RolloutStore) -> None:
     target, clock = FakeTarget(rate=2), Clock()
     m = manager(target, store, clock)
-    status = m._tick(status_for())  # initializing -> progressing at 10%
+    status = m.tick(status_for())  # initializing -> progressing at 10%
     for _ in range(200):
-        status = m._tick(status)
+        status = m.tick(status)
     assert status.phase is Phase.PROGRESSING and status.weight == 10 and status.failed_checks == 0
     assert status.history[-1].decision == "halt: no data"
     store.request("m", "abort")
@@ -114,21 +114,21 @@ def test_quiet_traffic_holds_then_abort_request_rolls_back(store: RolloutStore) 
 def test_pause_and_resume_requests(store: RolloutStore) -> None:
     target, clock = FakeTarget(), Clock()
     m = manager(target, store, clock)
-    status = m._tick(status_for())
+    status = m.tick(status_for())
     store.request("m", "pause")
-    status = m._tick(status)
+    status = m.tick(status)
     assert status.phase is Phase.PAUSED
     for _ in range(50):
-        status = m._tick(status)
+        status = m.tick(status)
     assert status.phase is Phase.PAUSED and status.weight == 10
     store.request("m", "resume")
-    assert m.run(m._tick(status)).phase is Phase.SUCCEEDED
+    assert m.run(m.tick(status)).phase is Phase.SUCCEEDED
 
 
 def test_crashed_canary_rolls_back(store: RolloutStore) -> None:
     target, clock = FakeTarget(), Clock()
     m = manager(target, store, clock)
-    status = m._tick(status_for())
+    status = m.tick(status_for())
     target.alive = False
     final = m.run(status)
     assert final.phase is Phase.FAILED and "crashed" in final.message
