@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.errors import RuntimeError_  # noqa: E402
+from orchestrator.errors import RuntimeFailure  # noqa: E402
 from orchestrator.health import check_ready  # noqa: E402
 from orchestrator.runtime.base import Runtime, free_port  # noqa: E402
 from orchestrator.spec import Spec, parse_spec  # noqa: E402
@@ -147,7 +147,7 @@ def main() -> None:
         while len(rounds) < args.rounds:
             try:
                 rounds.append(one_round(name))
-            except RuntimeError_ as exc:  # a failed start: say so, try the round again (3 at most)
+            except RuntimeFailure as exc:  # a failed start: say so, try the round again (3 at most)
                 retried.setdefault(name, []).append(exc.message)
                 if len(retried[name]) > 3:
                     raise

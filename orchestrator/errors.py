@@ -3,7 +3,7 @@
     OrchestratorError
      ├── SpecError            a deployment spec is invalid (file, field, line, fix)
      ├── ModelError           a model folder is missing, corrupt or not servable
-     ├── RuntimeError_        a runtime could not realise a plan (process, container, daemon)
+     ├── RuntimeFailure        a runtime could not realise a plan (process, container, daemon)
      │    └── HealthTimeout   a wait for AVAILABLE passed its deadline
      ├── ServingError         a server answered with an error (client side; see client.errors)
      └── RolloutError         a canary rollout could not go on
@@ -65,13 +65,17 @@ class ModelError(OrchestratorError):
     exit_code = 3
 
 
-class RuntimeError_(OrchestratorError):
+class RuntimeFailure(OrchestratorError):
     """A runtime failed to start, reach or stop replicas (with the replica's last log lines)."""
 
     exit_code = 4
 
 
-class HealthTimeout(RuntimeError_):
+RuntimeError_ = RuntimeFailure
+"""The old name, kept only so branches written before the rename still merge; use RuntimeFailure."""
+
+
+class HealthTimeout(RuntimeFailure):
     """Waiting for every wanted version to be AVAILABLE passed its deadline."""
 
     exit_code = 5
@@ -94,7 +98,7 @@ __all__ = [
     "ModelError",
     "OrchestratorError",
     "RolloutError",
-    "RuntimeError_",
+    "RuntimeFailure",
     "ServingError",
     "SpecError",
 ]

@@ -48,13 +48,7 @@ def cli(log_format: str) -> None:
 
 
 for _name in _COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(_name)
-    except ModuleNotFoundError as exc:  # a topic not written yet
-        if exc.name != _name:
-            raise
-        continue
-    for _command in _module.COMMANDS:
+    for _command in importlib.import_module(_name).COMMANDS:
         cli.add_command(_command)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from orchestrator.cli._common import output_option, print_json, print_table
-from orchestrator.errors import OrchestratorError, RuntimeError_
+from orchestrator.errors import OrchestratorError, RuntimeFailure
 
 
 def _bytes_leaves(obj: Any) -> Any:
@@ -74,14 +74,14 @@ def _endpoint(name: str, use_grpc: bool) -> str:
 
     state = StateStore().load(name)
     if state is None:
-        raise RuntimeError_(
+        raise RuntimeFailure(
             f"no deployment named {name!r}",
             fix=f"run `tfsctl deploy {name}` or pass --url (REST) / --address (gRPC)",
         )
     key = "grpc_address" if use_grpc else "rest_url"
     endpoint = state.get(key)
     if not endpoint:
-        raise RuntimeError_(f"deployment {name!r} has no {key}", fix="pass --url or --address")
+        raise RuntimeFailure(f"deployment {name!r} has no {key}", fix="pass --url or --address")
     return str(endpoint)
 
 

@@ -13,7 +13,7 @@ import io
 import tarfile
 from pathlib import Path
 
-from orchestrator.errors import ModelError, RuntimeError_
+from orchestrator.errors import ModelError, RuntimeFailure
 from orchestrator.spec import IMAGE_REF, Spec
 
 DEFAULT_COPIER = Path("/bin/busybox")
@@ -44,7 +44,7 @@ def build_context(spec: Spec, copier: Path) -> tuple[bytes, list[int]]:
             "base_path at models/NAME",
         )
     if not copier.is_file():
-        raise RuntimeError_(f"no static copier at {copier}", fix=COPIER_FIX)
+        raise RuntimeFailure(f"no static copier at {copier}", fix=COPIER_FIX)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         text = dockerfile(spec.name).encode()
@@ -66,16 +66,16 @@ def _client():  # type: ignore[no-untyped-def]
 
         return docker.APIClient(version="auto", **kwargs_from_env())
     except ImportError as exc:
-        raise RuntimeError_("the Docker SDK is not installed",
-                            fix="pip install 'tfserving-orchestrator[serve]'") from exc
+        raise RuntimeFailure("the Docker SDK is not installed",
+                             fix="pip install 'tfserving-orchestrator[serve]'") from exc
     except Exception as exc:
         raise translate_error(exc, "connect to Docker") from exc
 
 
 def check_ref(image: str) -> None:
     if not IMAGE_REF.fullmatch(image):
-        raise RuntimeError_(f"{image!r} is not an image reference with a tag",
-                            fix="pass --image REGISTRY/REPO:TAG, e.g. registry.example.com/models/demo:1")
+        raise RuntimeFailure(f"{image!r} is not an image reference with a tag",
+                             fix="pass --image REGISTRY/REPO:TAG, e.g. registry.example.com/models/demo:1")
 
 
 def build(spec: Spec, image: str, *, copier: Path = DEFAULT_COPIER) -> tuple[str, list[int]]:
@@ -90,11 +90,11 @@ def build(spec: Spec, image: str, *, copier: Path = DEFAULT_COPIER) -> tuple[str
         for chunk in client.build(fileobj=io.BytesIO(context), custom_context=True, tag=image, rm=True,
                                   forcerm=True, pull=False, decode=True):
             if "error" in chunk:
-                raise RuntimeError_(f"building {image} failed: {chunk['error'].strip()}",
-                                    fix="check the model folder and that dockerd can build images")
+                raise RuntimeFailure(f"building {image} failed: {chunk['error'].strip()}",
+                                     fix="check the model folder and that dockerd can build images")
             aux = chunk.get("aux") or {}
             image_id = aux.get("ID", image_id)
-    except RuntimeError_:
+    except RuntimeFailure:
         raise
     except Exception as exc:
         raise translate_error(exc, f"build {image}") from exc
@@ -111,9 +111,9 @@ def push(image: str) -> None:
     try:
         for chunk in client.push(repo, tag=tag, stream=True, decode=True):
             if "error" in chunk:
-                raise RuntimeError_(f"pushing {image} failed: {chunk['error'].strip()}",
-                                    fix="`docker login` to the registry, and check the repository name")
-    except RuntimeError_:
+                raise RuntimeFailure(f"pushing {image} failed: {chunk['error'].strip()}",
+                                     fix="`docker login` to the registry, and check the repository name")
+    except RuntimeFailure:
         raise
     except Exception as exc:
         raise translate_error(exc, f"push {image}") from exc

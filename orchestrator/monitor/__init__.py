@@ -8,10 +8,10 @@
 
 from __future__ import annotations
 
-from orchestrator.errors import RuntimeError_
+from orchestrator.errors import RuntimeFailure
 
 
-class MonitorError(RuntimeError_):
+class MonitorError(RuntimeFailure):
     """Prometheus could not be set up, started, reached or stopped."""
 
 

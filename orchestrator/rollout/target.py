@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from orchestrator.errors import RolloutError, RuntimeError_
+from orchestrator.errors import RolloutError, RuntimeFailure
 from orchestrator.rollout.analysis import Window
 from orchestrator.rollout.metrics import Snapshot, scrape, total
 from orchestrator.spec import Spec, load_spec, pin_spec_file
@@ -162,7 +162,7 @@ class RoutedTarget(RolloutTarget):
     def remove_canary(self) -> None:
         try:
             self.router.drain_canary()
-        except RuntimeError_:
+        except RuntimeFailure:
             pass  # no router answering: nothing to drain
         self.runtime.remove_canary(self.name)
         _refresh_monitor(self.runtime, self.name)

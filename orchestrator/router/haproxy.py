@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.errors import RuntimeError_
+from orchestrator.errors import RuntimeFailure
 from orchestrator.router.base import Backend, check_weights
 
 REST_BACKEND = "rest_pool"
@@ -190,15 +190,15 @@ class RuntimeApi:
             try:
                 sock.connect(self.socket_path)
             except OSError as exc:
-                raise RuntimeError_(f"router admin socket {self.socket_path} does not answer: {exc}",
-                                    fix="is the router running? `tfsctl status NAME` shows it") from exc
+                raise RuntimeFailure(f"router admin socket {self.socket_path} does not answer: {exc}",
+                                     fix="is the router running? `tfsctl status NAME` shows it") from exc
             sock.sendall(line.encode() + b"\n")
             chunks = []
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
         answer = b"".join(chunks).decode(errors="replace")
         if any(word in answer for word in ("Unknown command", "No such", "Require", "not found")):
-            raise RuntimeError_(f"router refused `{line}`: {answer.strip()}")
+            raise RuntimeFailure(f"router refused `{line}`: {answer.strip()}")
         return answer
 
     def stats(self) -> list[dict[str, str]]:
@@ -267,14 +267,14 @@ class HAProxyRouter:
 
     def start(self, config: RouterConfig, *, deadline_s: float = 15.0) -> int:
         if not Path(self.binary).exists():
-            raise RuntimeError_(f"HAProxy not found at {self.binary}",
-                                fix="install it: apt-get install -y haproxy")
+            raise RuntimeFailure(f"HAProxy not found at {self.binary}",
+                                 fix="install it: apt-get install -y haproxy")
         self.write_config(config)
         check = subprocess.run([self.binary, "-c", "-q", "-f", str(self.config_path)],
                                capture_output=True, text=True, timeout=30)
         if check.returncode != 0:
-            raise RuntimeError_(f"router config rejected by haproxy -c: {check.stderr.strip()}",
-                                logs=check.stderr)
+            raise RuntimeFailure(f"router config rejected by haproxy -c: {check.stderr.strip()}",
+                                 logs=check.stderr)
         Path(self.socket_path).unlink(missing_ok=True)
         with open(self.log_path, "ab") as log:
             proc = subprocess.Popen([self.binary, "-db", "-f", str(self.config_path)], stdin=subprocess.DEVNULL,
@@ -294,14 +294,14 @@ class HAProxyRouter:
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
             if (why := exited()) is not None:
-                raise RuntimeError_(why, fix="a port may be in use, or the config is wrong; see the log",
-                                    logs=self._log_tail())
+                raise RuntimeFailure(why, fix="a port may be in use, or the config is wrong; see the log",
+                                     logs=self._log_tail())
             try:
                 self.api.command("show info")
                 return
-            except RuntimeError_:
+            except RuntimeFailure:
                 time.sleep(0.05)
-        raise RuntimeError_(f"router did not open its admin socket within {deadline_s:g} s", logs=self._log_tail())
+        raise RuntimeFailure(f"router did not open its admin socket within {deadline_s:g} s", logs=self._log_tail())
 
     def _log_tail(self) -> str:
         try:
@@ -349,7 +349,7 @@ class HAProxyRouter:
         """Point canary slots at these replicas (weight 0 until set_weight) and enable checks,
         which ask for `version` (the one the canary serves) when the checks are per version."""
         if len(upstreams) > CANARY_SLOTS:
-            raise RuntimeError_(f"at most {CANARY_SLOTS} canary replicas", fix="use fewer canary replicas")
+            raise RuntimeFailure(f"at most {CANARY_SLOTS} canary replicas", fix="use fewer canary replicas")
         if version is not None:
             self._set_versions({f"canary{i}": version for i in range(len(upstreams))})
         for i in range(CANARY_SLOTS):
@@ -403,8 +403,8 @@ class HAProxyRouter:
 
     def endpoint(self) -> tuple[str, int, int]:
         if self._endpoint is None:
-            raise RuntimeError_(f"the router in {self.folder} was opened without its ports",
-                                fix="open it through its runtime: `runtime.router(name)`")
+            raise RuntimeFailure(f"the router in {self.folder} was opened without its ports",
+                                 fix="open it through its runtime: `runtime.router(name)`")
         return self._endpoint
 
     def route_canary(self, replicas: Sequence[Backend], version: int | None = None, *,
@@ -418,7 +418,7 @@ class HAProxyRouter:
             if sum(1 for k, v in states.items() if "/canary" in k and v.startswith("UP")) >= 2 * len(replicas):
                 return
             time.sleep(0.05)
-        raise RuntimeError_(
+        raise RuntimeFailure(
             f"the router's checks never saw the canary UP within {deadline_s:g} s: {dict(states)}",
             fix="read the canary's log (local: the deployment's canary/logs/ folder in the state folder; "
             "docker: `docker logs` of the containers labelled io.tfso.role=canary) and the router's "
@@ -493,5 +493,5 @@ def wait_until_routed(router: HAProxyRouter, n_stable: int, *, deadline_s: float
         if len(up) >= 2 * n_stable:
             return
         time.sleep(0.05)
-    raise RuntimeError_(f"router checks did not see the replicas UP within {deadline_s:g} s: {dict(states)}",
-                        fix="see the router log in the state folder", logs=router._log_tail())
+    raise RuntimeFailure(f"router checks did not see the replicas UP within {deadline_s:g} s: {dict(states)}",
+                         fix="see the router log in the state folder", logs=router._log_tail())

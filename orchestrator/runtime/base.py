@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import RuntimeError_
+from orchestrator.errors import RuntimeFailure
 from orchestrator.health import ModelHealth, Readiness
 from orchestrator.spec import Spec
 from orchestrator.state import StateStore
@@ -138,7 +138,7 @@ def check_ports_free(name: str, host: str, ports: Mapping[str, int]) -> None:
     busy = {what: port for what, port in ports.items() if port_in_use(host, port)}
     if busy:
         listing = ", ".join(f"{what} port {port}" for what, port in busy.items())
-        raise RuntimeError_(
+        raise RuntimeFailure(
             f"cannot deploy {name}: {listing} on {host} already in use",
             fix="stop whatever listens there (`ss -ltnp` shows it), or set other ports in the spec "
             "(`ports: {grpc: 9500, rest: 9501}`)",
@@ -164,12 +164,12 @@ def reload_config(grpc_address: str, models_config_text: str, *, timeout_s: floa
         try:
             response = call(request, timeout=timeout_s)
         except grpc.RpcError as exc:
-            raise RuntimeError_(
+            raise RuntimeFailure(
                 f"reload on {grpc_address} failed: {exc.code().name}: {exc.details()}",
                 fix="check the new config with `tfsctl render`; the previous config is still served",
             ) from exc
     if response.status.error_code != 0:
-        raise RuntimeError_(
+        raise RuntimeFailure(
             f"reload on {grpc_address} refused: {response.status.error_message}",
             fix="check the new config with `tfsctl render`; the previous config is still served",
         )
@@ -201,8 +201,8 @@ class Runtime(ABC):
 
     def scale(self, name: str, replicas: int, *, on_poll: OnPoll | None = None) -> Deployment:
         """Change the number of replicas only (runtimes that can't say so)."""
-        raise RuntimeError_(f"the {self.name} runtime cannot scale {name} yet",
-                            fix="set `replicas:` in the spec and deploy again")
+        raise RuntimeFailure(f"the {self.name} runtime cannot scale {name} yet",
+                             fix="set `replicas:` in the spec and deploy again")
 
     def ps(self, name: str) -> list[dict[str, Any]]:
         """One row per replica (process or container); runtimes add what they know."""
@@ -214,19 +214,19 @@ class Runtime(ABC):
 
     def replicas(self, name: str) -> list[Replica]:
         """The stable replicas of `name`, then its canary replicas (if a canary runs)."""
-        raise RuntimeError_(f"the {self.name} runtime cannot list the replicas of {name} yet",
-                            fix="roll out on the local or docker runtime")
+        raise RuntimeFailure(f"the {self.name} runtime cannot list the replicas of {name} yet",
+                             fix="roll out on the local or docker runtime")
 
     def start_canary(self, name: str, version: int, *, count: int = 1) -> list[Replica]:
         """Canary replicas serving only `version` of `name`'s model, returned once each has it
         AVAILABLE (or a named error); the stable replicas keep serving untouched."""
-        raise RuntimeError_(f"the {self.name} runtime cannot start canary replicas yet",
-                            fix="roll out with `--mode labels`, or on the local or docker runtime")
+        raise RuntimeFailure(f"the {self.name} runtime cannot start canary replicas yet",
+                             fix="roll out with `--mode labels`, or on the local or docker runtime")
 
     def remove_canary(self, name: str) -> None:
         """Stop every canary replica of `name` and forget it; nothing to remove is fine."""
-        raise RuntimeError_(f"the {self.name} runtime cannot remove canary replicas yet",
-                            fix="roll out on the local or docker runtime")
+        raise RuntimeFailure(f"the {self.name} runtime cannot remove canary replicas yet",
+                             fix="roll out on the local or docker runtime")
 
     def canary_alive(self, name: str) -> bool:
         """Every canary replica still runs (never restarted): a crashed canary fails the rollout."""
@@ -235,8 +235,8 @@ class Runtime(ABC):
 
     def router(self, name: str) -> Router:
         """The router in front of `name` (its `router: true`)."""
-        raise RuntimeError_(f"the {self.name} runtime has no router for {name}",
-                            fix="roll out with `--mode labels`")
+        raise RuntimeFailure(f"the {self.name} runtime has no router for {name}",
+                             fix="roll out with `--mode labels`")
 
     def wait_replica(self, name: str, replica: Replica, wanted: Mapping[str, Sequence[int]],
                      spec: Spec, on_poll: OnPoll | None = None) -> None:

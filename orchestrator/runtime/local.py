@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import procs
-from orchestrator.errors import HealthTimeout, RuntimeError_
+from orchestrator.errors import HealthTimeout, RuntimeFailure
 from orchestrator.health import model_status, wait_until_available
 from orchestrator.plan import MODELS_CONFIG, build_plan, plan_safe_reload
 from orchestrator.router.haproxy import (
@@ -146,13 +146,13 @@ class LocalRuntime(Runtime):
             return
         logs = self._tail(name, replica["index"])
         if result.failed:
-            raise RuntimeError_(
+            raise RuntimeFailure(
                 f"{name}: a version failed to load ({result.detail})",
                 fix="fix or re-export that version; the previous config was put back",
                 logs=logs,
             )
         if exited():
-            raise RuntimeError_(
+            raise RuntimeFailure(
                 f"{name}: {result.detail} before every wanted version was AVAILABLE",
                 fix=f"read the log ({self.store.log_path(name, replica['index'])}); fix the model or spec",
                 logs=logs,
@@ -177,7 +177,7 @@ class LocalRuntime(Runtime):
         state = self.store.load(name)
         note = ""
         if state is not None and state.get("runtime") != self.name:
-            raise RuntimeError_(
+            raise RuntimeFailure(
                 f"{name} is deployed on the {state.get('runtime')} runtime",
                 fix=f"stop it first (`tfsctl stop {name}`), or deploy with `--runtime {state.get('runtime')}`",
             )
@@ -356,7 +356,7 @@ class LocalRuntime(Runtime):
         except BaseException:
             write_files_atomic(config_dir, previous)
             for replica in reloaded:
-                with contextlib.suppress(RuntimeError_):
+                with contextlib.suppress(RuntimeFailure):
                     reload_config(f"127.0.0.1:{replica['grpc_port']}", previous[MODELS_CONFIG])
             raise
         state["config_hash"] = digest(files)
@@ -405,7 +405,7 @@ class LocalRuntime(Runtime):
         state = self.store.load(name)
         if state is None or state.get("runtime") != self.name:
             known = ", ".join(self.store.names()) or "none"
-            raise RuntimeError_(
+            raise RuntimeFailure(
                 f"no local deployment named {name!r} (deployments: {known})",
                 fix=f"deploy it with `tfsctl deploy {name}`",
             )

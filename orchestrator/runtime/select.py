@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-
-from orchestrator.errors import RuntimeError_
+from orchestrator.errors import RuntimeFailure
 from orchestrator.runtime.base import Runtime
 from orchestrator.spec import Spec
 from orchestrator.state import StateStore
@@ -16,13 +14,10 @@ def runtime_by_name(name: str, store: StateStore | None = None) -> Runtime:
 
         return LocalRuntime(store)
     if name == "docker":
-        if importlib.util.find_spec("orchestrator.runtime.docker") is None:
-            raise RuntimeError_("the docker runtime is not available in this build",
-                                fix="use --runtime local")
-        from orchestrator.runtime.docker import DockerRuntime  # type: ignore[import-not-found]
+        from orchestrator.runtime.docker import DockerRuntime
 
-        return DockerRuntime(store)  # type: ignore[no-any-return]
-    raise RuntimeError_(f"unknown runtime {name!r}", fix="use auto, local or docker")
+        return DockerRuntime(store)
+    raise RuntimeFailure(f"unknown runtime {name!r}", fix="use auto, local or docker")
 
 
 def check_host_runtime(spec: Spec) -> None:
@@ -31,7 +26,7 @@ def check_host_runtime(spec: Spec) -> None:
 
     if isinstance(spec.router, GatewayRouter) or spec.autoscale is not None:
         field = "router.gateway" if isinstance(spec.router, GatewayRouter) else "autoscale"
-        raise RuntimeError_(
+        raise RuntimeFailure(
             f"{spec.name}: {field} is a Kubernetes setting; the local and docker runtimes cannot "
             "honour it (the kubernetes runtime's deploy is not built yet)",
             fix=f"render manifests with `tfsctl render {spec.name} --target kubernetes --out DIR`, "
@@ -45,14 +40,12 @@ def choose_runtime(spec: Spec, requested: str | None, store: StateStore | None =
     wanted = requested or spec.runtime
     if wanted != "auto":
         return runtime_by_name(wanted, store), f"runtime {wanted} (as asked)"
-    if importlib.util.find_spec("orchestrator.runtime.docker") is not None:
-        from orchestrator.runtime.docker import docker_usable  # type: ignore[import-not-found]
+    from orchestrator.runtime.docker import docker_usable
 
-        usable, why = docker_usable(spec)
-        if usable:
-            return runtime_by_name("docker", store), f"runtime docker (auto: {why})"
-        return runtime_by_name("local", store), f"runtime local (auto: {why})"
-    return runtime_by_name("local", store), "runtime local (auto: the embedded server)"
+    usable, why = docker_usable(spec)
+    if usable:
+        return runtime_by_name("docker", store), f"runtime docker (auto: {why})"
+    return runtime_by_name("local", store), f"runtime local (auto: {why})"
 
 
 def runtime_of_deployment(name: str, store: StateStore | None = None) -> Runtime:
@@ -61,6 +54,6 @@ def runtime_of_deployment(name: str, store: StateStore | None = None) -> Runtime
     state = store.load(name)
     if state is None:
         known = ", ".join(store.names()) or "none"
-        raise RuntimeError_(f"no deployment named {name!r} (deployments: {known})",
-                            fix=f"deploy it first: `tfsctl deploy {name}`")
+        raise RuntimeFailure(f"no deployment named {name!r} (deployments: {known})",
+                             fix=f"deploy it first: `tfsctl deploy {name}`")
     return runtime_by_name(state["runtime"], store)

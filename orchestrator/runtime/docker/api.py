@@ -4,7 +4,7 @@ Each method maps to one Engine endpoint (docker-py's low-level `APIClient`) and 
 frozen dataclasses, so the runtime above never sees an SDK object. Every SDK, HTTP or socket
 error becomes one of our errors in ONE function, `translate_error`, chained with `from`:
 
-    RuntimeError_
+    RuntimeFailure
      └── DockerError            Docker refused or failed an operation (message from the Engine)
           ├── DockerUnavailable no daemon answers, or the socket is not ours to use
           ├── ImageMissing      the image is not present and the pull policy forbids a pull
@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from orchestrator.errors import RuntimeError_
+from orchestrator.errors import RuntimeFailure
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 API_TIMEOUT_S = 60.0
@@ -37,7 +37,7 @@ BUILD_API_VERSION = "1.41"
 # Errors
 
 
-class DockerError(RuntimeError_):
+class DockerError(RuntimeFailure):
     """Docker refused or failed an operation; the message carries the Engine's own words."""
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import HealthTimeout, RuntimeError_
+from orchestrator.errors import HealthTimeout, RuntimeFailure
 from orchestrator.health import model_status, wait_until_available
 from orchestrator.plan import MODELS_CONFIG, Plan, container_model_path, plan_safe_reload
 from orchestrator.router.haproxy import RouterConfig, Upstream, wait_until_routed
@@ -256,15 +256,15 @@ class DockerRuntime(Runtime):
             return
         logs = self._logs(container.id)
         if result.failed:
-            raise RuntimeError_(f"{deployment}: a version failed to load in {container.name} "
-                                f"({result.detail})",
-                                fix="fix or re-export that version; what served before still serves",
-                                logs=logs)
+            raise RuntimeFailure(f"{deployment}: a version failed to load in {container.name} "
+                                 f"({result.detail})",
+                                 fix="fix or re-export that version; what served before still serves",
+                                 logs=logs)
         if reason := exited():
-            raise RuntimeError_(f"{deployment}: {reason} before every wanted version was AVAILABLE",
-                                fix="its last log lines are below; fix the model, the spec or "
-                                "the image (`tfsctl render` shows the flags it was given)",
-                                logs=logs)
+            raise RuntimeFailure(f"{deployment}: {reason} before every wanted version was AVAILABLE",
+                                 fix="its last log lines are below; fix the model, the spec or "
+                                 "the image (`tfsctl render` shows the flags it was given)",
+                                 logs=logs)
         raise HealthTimeout(
             f"{deployment}: {container.name} not AVAILABLE after {health.deadline_s:g} s "
             f"({result.detail})",
@@ -280,14 +280,14 @@ class DockerRuntime(Runtime):
         name = main.name
         for s in specs:
             if s.logging is not None:  # the real image fails on logging_config (no logger)
-                raise RuntimeError_(
+                raise RuntimeFailure(
                     f"{s.name}: payload logging (`logging:`) is not available under the docker "
                     "runtime yet: tensorflow/serving cannot log and router capture is not built",
                     fix="deploy with --runtime local, or remove `logging:` from the spec",
                 )
         state = self.store.load(name)
         if state is not None and state.get("runtime") != self.name:
-            raise RuntimeError_(
+            raise RuntimeFailure(
                 f"{name} is deployed with the {state.get('runtime')} runtime",
                 fix=f"stop it first (`tfsctl stop {name}`), then deploy with --runtime docker",
             )
@@ -429,7 +429,7 @@ class DockerRuntime(Runtime):
         except BaseException:
             self._restore_config(config_dir, previous)
             for container in reloaded:
-                with contextlib.suppress(RuntimeError_):
+                with contextlib.suppress(RuntimeFailure):
                     reload_config(f"{_endpoint_host(host)}:{container.ports[GRPC_INSIDE][1]}",
                                   previous.get(MODELS_CONFIG, ""))
             raise
@@ -693,8 +693,8 @@ class DockerRuntime(Runtime):
         state = self.store.load(name)
         if state is None or state.get("runtime") != self.name:
             known = ", ".join(self.store.names()) or "none"
-            raise RuntimeError_(f"no docker deployment named {name!r} (deployments: {known})",
-                                fix=f"deploy it with `tfsctl deploy {name} --runtime docker`")
+            raise RuntimeFailure(f"no docker deployment named {name!r} (deployments: {known})",
+                                 fix=f"deploy it with `tfsctl deploy {name} --runtime docker`")
         return state
 
     def status(self, name: str) -> list[ReplicaStatus]:
@@ -758,7 +758,7 @@ class DockerRuntime(Runtime):
     def scale(self, name: str, replicas: int, *, on_poll: OnPoll | None = None) -> Deployment:
         """Change only the number of replicas: new ones from the template the others run."""
         if not 1 <= replicas <= 64:
-            raise RuntimeError_(f"cannot scale {name} to {replicas}", fix="use 1 to 64 replicas")
+            raise RuntimeFailure(f"cannot scale {name} to {replicas}", fix="use 1 to 64 replicas")
         state = self._state(name)
         template = ContainerRequest.from_json(state["template"])
         by_index, extra = self._by_index(name)

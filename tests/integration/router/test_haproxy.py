@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from orchestrator.errors import RuntimeError_
+from orchestrator.errors import RuntimeFailure
 from orchestrator.router.haproxy import (
     AVAILABLE_STATE,
     HAProxyRouter,
@@ -166,7 +166,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory):
             config.write_text(_models_config(root / name, (1,)))
             servers[name] = ServerProcess([f"--model_config_file={config}"]).__enter__()
             servers[name].wait_until_available("m", [1])
-            with contextlib.suppress(RuntimeError_):  # the load error may come back here or in status
+            with contextlib.suppress(RuntimeFailure):  # the load error may come back here or in status
                 reload_config(servers[name].grpc_target, _models_config(root / name, (1, 2)))
         servers["good"].wait_until_available("m", [1, 2])
         servers["failed"].wait_until_states("m", {1: "AVAILABLE", 2: "END"})

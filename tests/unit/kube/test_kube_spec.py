@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import RuntimeError_, SpecError
+from orchestrator.errors import RuntimeFailure, SpecError
 from orchestrator.spec import GatewayRouter, parse_spec
 
 
@@ -87,7 +87,7 @@ def test_local_and_docker_refuse_kubernetes_only_fields(tmp_path: Path) -> None:
 
     for extra in ("router: {gateway: gw}", "autoscale: {max: 3}"):
         spec = _spec(tmp_path, extra)
-        with pytest.raises(RuntimeError_) as info:
+        with pytest.raises(RuntimeFailure) as info:
             choose_runtime(spec, "local")
         assert "Kubernetes setting" in info.value.message
         assert info.value.fix and "tfsctl render demo --target kubernetes" in info.value.fix
@@ -97,7 +97,7 @@ def test_compose_refuses_kubernetes_only_fields(tmp_path: Path) -> None:
     from orchestrator.compose import compose_document
 
     spec = _spec(tmp_path, "router: {gateway: gw}")
-    with pytest.raises(RuntimeError_) as info:
+    with pytest.raises(RuntimeFailure) as info:
         compose_document([spec], tmp_path / "out")
     assert "router.gateway is a Kubernetes setting" in info.value.message
 
@@ -112,7 +112,7 @@ def test_deploy_cli_refuses_a_gateway_spec_with_error_and_fix(tmp_path: Path) ->
     result = subprocess.run([sys.executable, "-m", "orchestrator", "deploy", "gw", "--configs-dir", str(tmp_path),
                              "--runtime", "local"], capture_output=True, text=True, timeout=120, check=False,
                             env={**__import__("os").environ, "TFSO_STATE_DIR": str(tmp_path / "state")})
-    assert result.returncode == RuntimeError_.exit_code, result.stderr
+    assert result.returncode == RuntimeFailure.exit_code, result.stderr
     assert "error:" in result.stderr and "router.gateway is a Kubernetes setting" in result.stderr
     assert "tfsctl render gw --target kubernetes" in result.stderr
     assert not (tmp_path / "state" / "deployments" / "gw.json").exists()

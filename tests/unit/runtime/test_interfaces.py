@@ -19,9 +19,9 @@ def test_haproxy_is_a_router(tmp_path: Path) -> None:
 
 
 def test_a_router_opened_without_ports_says_so(tmp_path: Path) -> None:
-    from orchestrator.errors import RuntimeError_
+    from orchestrator.errors import RuntimeFailure
 
-    with pytest.raises(RuntimeError_, match="without its ports"):
+    with pytest.raises(RuntimeFailure, match="without its ports"):
         HAProxyRouter(tmp_path).endpoint()
 
 
