@@ -50,9 +50,9 @@ def spec_for(folder: Path, runtime: str, version: int, grpc: int, rest: int) -> 
         f"ports: {{grpc: {grpc}, rest: {rest}}}\n"
     )
     if runtime == "docker":
-        from tests.helpers.standin_image import STANDIN_REPO, extra_mounts_yaml
+        from tests.helpers.standin_image import STANDIN_REPO
 
-        text += f"image: {STANDIN_REPO}\ntag: standin\npull: never\n" + extra_mounts_yaml()
+        text += f"image: {STANDIN_REPO}\ntag: standin\npull: never\n"
     path = folder / "serving_configs" / "demo.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -62,8 +62,9 @@ def spec_for(folder: Path, runtime: str, version: int, grpc: int, rest: int) -> 
 def make_runtime(name: str, store: StateStore) -> Runtime:
     if name == "docker":
         from orchestrator.runtime.docker import DockerRuntime
+        from tests.helpers.standin_image import host_mounts
 
-        return DockerRuntime(store)
+        return DockerRuntime(store, host_mounts=host_mounts())
     from orchestrator.runtime.local import LocalRuntime
 
     return LocalRuntime(store)

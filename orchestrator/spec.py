@@ -148,24 +148,6 @@ class Resources(_Frozen):
 RESTART_PATTERN = re.compile(r"^(no|always|unless-stopped|on-failure(:[0-9]+)?)$")
 
 
-class ExtraMount(_Frozen):
-    """TEST-ONLY: a host folder bind-mounted read-only into every Docker replica.
-
-    The test suite uses it to run a stand-in image on the host's Python; real deployments
-    never need it, and no default adds one.
-    """
-
-    source: Path
-    target: str
-
-    @field_validator("target")
-    @classmethod
-    def _target(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must be an absolute path inside the container")
-        return value
-
-
 MODEL_URI_SCHEMES = ("gs", "pvc", "image")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 IMAGE_REF = re.compile(
@@ -274,7 +256,6 @@ class Spec(_Frozen):
     tag: str = DEFAULT_TAG
     pull: Literal["missing", "always", "never"] = "missing"
     restart: str = "unless-stopped"
-    extra_mounts: tuple[ExtraMount, ...] = ()  # test-only, see ExtraMount
     replicas: int = Field(default=1, ge=1, le=64)
     threads: Threads = Threads()
     health: Health = Health()
@@ -403,7 +384,6 @@ _FIXES: dict[str, str] = {
     "router": "`router: true` (HAProxy, local/docker) or `router: {gateway: NAME}` (a Kubernetes "
     "Gateway API Gateway)",
     "kubernetes": "e.g. `kubernetes: {namespace: models, context: kind-dev}` (lowercase DNS names)",
-    "extra_mounts": "test-only: a list of {source: /host/path, target: /container/path}",
 }
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
+
+from tests.helpers.standin_image import tfsctl_command
 
 ANSWERS = {2.5: 1, 3.5: 2}
 P99_THRESHOLD_MS = 25
@@ -39,7 +40,7 @@ def build_models(base: Path) -> None:
 
 def tfsctl(root: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
+        [*tfsctl_command(), *args],
         cwd=root,
         capture_output=True,
         text=True,
@@ -55,7 +56,7 @@ def start_args(name: str, version: str, steps: str, interval: str, *extra: str) 
 
 def tfsctl_bg(root: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", *args],
+        [*tfsctl_command(), *args],
         cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -8,26 +8,27 @@ official image's contract: entrypoint `/usr/bin/tf_serving_entrypoint.sh` runnin
 
 The image is a tiny rootfs (Debian's static busybox and two scripts) imported from a tar built
 here (`docker import`, no base image). The host's Python, libraries and this project's venv are
-not in it: a deployment adds them as read-only bind mounts through the spec's test-only
-`extra_mounts` (`standin_mounts()`). The image is labelled with a hash of its content and
+not in it: the Docker runtime adds them as read-only bind mounts (`DockerRuntime.host_mounts`,
+set by `tfsctl_command()`'s wrapper, tests/helpers/standin_tfsctl.py; no spec names them). The image is labelled with a hash of its content and
 rebuilt only when that changes (a new checkout path, a new busybox).
 
 The router's stand-in (`tfso-test/haproxy:standin`, for the official `haproxy:2.6`) is built
 the same way: busybox and a copy of the official image's `docker-entrypoint.sh` (`haproxy ARGS`
 becomes `haproxy -W -db ARGS`), with the host's `/usr/sbin/haproxy` and its libraries mounted
-read-only by the same `extra_mounts` (`standin_mounts(router=True)` adds `/usr/sbin`).
+read-only the same way (`standin_mounts(router=True)` adds `/usr/sbin`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import sys
 import tarfile
 from pathlib import Path
 
-from orchestrator.runtime.docker.api import DockerApi
+from orchestrator.runtime.docker.api import DockerApi, Mount
 
 STANDIN_REPO = "tfso-test/serving"
 STANDIN_TAG = "standin"
@@ -70,7 +71,7 @@ def server_script() -> Path:
 
 
 def standin_mounts(*, router: bool = False) -> list[dict[str, str]]:
-    """Host folders the stand-ins need, as `extra_mounts` entries (same path inside).
+    """Host folders the stand-ins need, as {source, target} (same path inside).
 
     `router`: also `/usr/sbin`, where the router stand-in finds the host's haproxy.
     """
@@ -91,11 +92,23 @@ def standin_mounts(*, router: bool = False) -> list[dict[str, str]]:
     return mounts
 
 
-def extra_mounts_yaml(*, router: bool = False) -> str:
-    """The `extra_mounts:` line a test spec needs to run the stand-in (and the router's)."""
-    items = ", ".join(f"{{source: '{m['source']}', target: '{m['target']}'}}"
-                      for m in standin_mounts(router=router))
-    return f"extra_mounts: [{items}]\n"
+HOST_MOUNTS_ENV = "TFSO_TEST_HOST_MOUNTS"
+"""JSON [[source, target], ...] for the wrapper instead of the stand-ins' mounts (a fault test)."""
+STANDIN_TFSCTL = Path(__file__).with_name("standin_tfsctl.py")
+
+
+def host_mounts() -> tuple[Mount, ...]:
+    """What the Docker runtime mounts into every container under test: $TFSO_TEST_HOST_MOUNTS,
+    else the host folders the stand-ins (replica and router) run on."""
+    given = os.environ.get(HOST_MOUNTS_ENV)
+    if given:
+        return tuple(Mount(source, target) for source, target in json.loads(given))
+    return tuple(Mount(m["source"], m["target"]) for m in standin_mounts(router=True))
+
+
+def tfsctl_command() -> list[str]:
+    """`tfsctl` as the tests run it: the real CLI, with the stand-ins' host mounts."""
+    return [sys.executable, str(STANDIN_TFSCTL)]
 
 
 def _add(tar: tarfile.TarFile, name: str, *, data: bytes | None = None, mode: int = 0o755,

@@ -127,7 +127,7 @@ def translate_error(exc: BaseException, doing: str, *, image: str | None = None,
     if "bind source path does not exist" in low or "mount source path" in low:
         return MountMissing(
             f"cannot {doing}: a folder to mount is missing on the host ({text})",
-            fix="check base_path (and extra_mounts) in the spec; the folder must exist on the "
+            fix="check base_path in the spec; the folder must exist on the "
             "machine that runs dockerd",
         )
     status = getattr(exc, "status_code", None)

@@ -30,16 +30,15 @@ from orchestrator.runtime.docker.templates import (
     LABEL_SPEC_HASH,
     MANAGER,
     ROLE_ROUTER,
-    host_path,
 )
 from orchestrator.spec import Spec
 
 
-def router_settings(spec: Spec) -> dict[str, Any]:
+def router_settings(spec: Spec, host_mounts: Sequence[Mount] = ()) -> dict[str, Any]:
     """What the router container is made from, as kept in the deployment's state."""
     return {"image": spec.router_image, "model": spec.name, "rest_port": spec.ports.rest,
             "grpc_port": spec.ports.grpc, "bind_host": spec.ports.host,
-            "mounts": [[host_path(spec, m.source), m.target] for m in spec.extra_mounts]}
+            "mounts": [[m.source, m.target] for m in host_mounts]}
 
 
 class DockerHAProxyRouter(HAProxyRouter):

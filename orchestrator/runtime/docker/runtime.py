@@ -47,6 +47,7 @@ from orchestrator.runtime.docker.api import (
     DockerError,
     GpuUnavailable,
     ImageMissing,
+    Mount,
 )
 from orchestrator.runtime.docker.router import DockerHAProxyRouter, router_settings
 from orchestrator.runtime.docker.templates import (
@@ -137,10 +138,16 @@ def _endpoint_host(host: str) -> str:
 
 class DockerRuntime(Runtime):
     name = "docker"
+    host_mounts: tuple[Mount, ...] = ()
+    """Host folders mounted read-only into every container this runtime creates (replicas,
+    canaries, the router). None in production: no spec can ask for one. The test suite's
+    stand-in images run on the host's Python and set them (tests/helpers/standin_tfsctl.py)."""
 
     def __init__(self, store: StateStore | None = None, *, api: Any = None,
-                 stop_timeout_s: float = STOP_TIMEOUT_S) -> None:
+                 stop_timeout_s: float = STOP_TIMEOUT_S, host_mounts: Sequence[Mount] | None = None) -> None:
         self.store = store or StateStore()
+        if host_mounts is not None:
+            self.host_mounts = tuple(host_mounts)
         self._api_given = api
         self._api: Any = api
         self.stop_timeout_s = stop_timeout_s
@@ -294,7 +301,7 @@ class DockerRuntime(Runtime):
         config_dir = self.store.config_dir(name)
         plan = container_plan(specs)
         wanted = wanted_versions(specs)
-        template = container_template(specs, config_dir, plan=plan)
+        template = container_template(specs, config_dir, plan=plan, host_mounts=self.host_mounts)
         spec_hash = template_hash(template, main)
         self._ensure_image(main, template.image)
         if main.router:
@@ -392,7 +399,7 @@ class DockerRuntime(Runtime):
             for container in started:
                 self._wait(name, container, wanted, main.health, on_poll, host)
             if main.router:
-                router, _ = self._ensure_router(name, router_settings(main), started, main.health, wanted)
+                router, _ = self._ensure_router(name, router_settings(main, self.host_mounts), started, main.health, wanted)
         except BaseException:
             for container in started:
                 self._remove(container)
@@ -472,11 +479,11 @@ class DockerRuntime(Runtime):
             actions.append("scaled")
 
         refreshed = [self.api.inspect(c.id) for _, c in sorted(current.items())]
-        router = (state.get("router") or router_settings(main)) if main.router else None
+        router = (state.get("router") or router_settings(main, self.host_mounts)) if main.router else None
         saved = self._save(specs, template, spec_hash, config_hash, wanted, refreshed,
                            created_at=state.get("created_at"), router=router)
         if main.router:
-            router, started = self._ensure_router(name, router_settings(main), refreshed, main.health,
+            router, started = self._ensure_router(name, router_settings(main, self.host_mounts), refreshed, main.health,
                                                   wanted)
             saved = {**saved, "router": router}
             self.store.save(name, saved)
@@ -623,7 +630,7 @@ class DockerRuntime(Runtime):
         config_dir = self.store.config_dir(key)
         plan = container_plan([canary])
         self._write_config(config_dir, plan.files)
-        template = container_template([canary], config_dir, plan=plan)
+        template = container_template([canary], config_dir, plan=plan, host_mounts=self.host_mounts)
         template = dataclasses.replace(template, restart="no",
                                        labels={**template.labels, LABEL_ROLE: ROLE_CANARY})
         self._ensure_image(canary, template.image)

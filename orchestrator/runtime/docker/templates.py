@@ -60,20 +60,16 @@ def container_plan(specs: Sequence[Spec]) -> Plan:
                       grpc_port=GRPC_INSIDE, rest_port=REST_INSIDE)
 
 
-def host_path(spec: Spec, path: Path) -> str:
-    if not path.is_absolute() and spec.source is not None:
-        path = spec.source.parent / path
-    return str(path.expanduser().absolute())
+def container_template(specs: Sequence[Spec], config_dir: Path | str, *, plan: Plan | None = None,
+                       manager: str = MANAGER, host_mounts: Sequence[Mount] = ()) -> ContainerRequest:
+    """The request every replica of `specs` is created from, without name, ports or replica label.
 
-
-def container_template(specs: Sequence[Spec], config_dir: Path | str, *,
-                       plan: Plan | None = None, manager: str = MANAGER) -> ContainerRequest:
-    """The request every replica of `specs` is created from, without name, ports or replica label."""
+    `host_mounts`: more read-only host folders (the runtime's, never a spec's; see DockerRuntime)."""
     main = specs[0]
     plan = plan or container_plan(specs)
     mounts = [Mount(str(s.base_path), container_model_path(s)) for s in specs]
     mounts.append(Mount(str(config_dir), CONFIG_TARGET))
-    mounts += [Mount(host_path(main, m.source), m.target) for m in main.extra_mounts]
+    mounts += host_mounts
     return ContainerRequest(
         image=main.image_ref,
         command=tuple(plan.args),

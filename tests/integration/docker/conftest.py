@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from tests.helpers.standin_image import (
     STANDIN_REPO,
     ensure_broken_image,
     ensure_standin_image,
-    extra_mounts_yaml,
+    tfsctl_command,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -82,7 +81,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, docker_api: DockerApi, sta
 
 def tfsctl(workdir: Path, *args: str, timeout: float = 240,
            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=workdir,
+    return subprocess.run([*tfsctl_command(), *args], cwd=workdir,
                           capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "COLUMNS": "200", **(env or {})})
 
@@ -91,5 +90,5 @@ def write_spec(root: Path, name: str, body: str, *, standin_image: bool = True) 
     """A spec for the stand-in: its image (never pulled) and the host mounts it runs on."""
     text = body
     if standin_image:
-        text += f"image: {STANDIN_REPO}\ntag: standin\npull: never\n" + extra_mounts_yaml()
+        text += f"image: {STANDIN_REPO}\ntag: standin\npull: never\n"
     (root / "serving_configs" / f"{name}.yaml").write_text(text)

@@ -19,7 +19,7 @@ from orchestrator.runtime.docker import LABEL_DEPLOYMENT, LABEL_MANAGED_BY
 from orchestrator.runtime.docker.api import DockerApi
 from orchestrator.runtime.select import choose_runtime
 from orchestrator.spec import load_spec
-from tests.helpers.standin_image import STANDIN_REPO, extra_mounts_yaml
+from tests.helpers.standin_image import HOST_MOUNTS_ENV, STANDIN_REPO, host_mounts
 from tests.integration.docker.conftest import tfsctl, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
@@ -120,9 +120,9 @@ def test_missing_model_folder(workdir: Path, docker_api: DockerApi) -> None:
     assert_clean_error(run, 2, "base_path", "does not exist")
     # A folder to mount that is missing on the host: Docker's refusal, translated.
     write_spec(workdir, "t_nomount", "base_path: ../models/hpt\n" + ports()
-               + f"image: {STANDIN_REPO}\ntag: standin\npull: never\n"
-               + "extra_mounts: [{source: /nonexistent/tfso, target: /x}]\n", standin_image=False)
-    run = tfsctl(workdir, "deploy", "t_nomount", "--runtime", "docker")
+               + f"image: {STANDIN_REPO}\ntag: standin\npull: never\n", standin_image=False)
+    run = tfsctl(workdir, "deploy", "t_nomount", "--runtime", "docker",
+                 env={HOST_MOUNTS_ENV: '[["/nonexistent/tfso", "/x"]]'})
     assert_clean_error(run, 4, "folder to mount is missing", "/nonexistent/tfso")
     assert no_containers_of(docker_api, "t_nomount")
 
@@ -130,7 +130,7 @@ def test_missing_model_folder(workdir: Path, docker_api: DockerApi) -> None:
 def test_container_that_exits_at_start_shows_its_logs(workdir: Path, docker_api: DockerApi,
                                                       broken_image: str) -> None:
     write_spec(workdir, "t_exits", "base_path: ../models/hpt\n" + ports() + "health: {deadline_s: 60}\n"
-               + f"image: {STANDIN_REPO}\ntag: broken\npull: never\n" + extra_mounts_yaml(),
+               + f"image: {STANDIN_REPO}\ntag: broken\npull: never\n",
                standin_image=False)
     run = tfsctl(workdir, "deploy", "t_exits", "--runtime", "docker")
     # Exit code 4, not 5 (HealthTimeout): stopped by the exit, not by the 60 s deadline.
@@ -200,7 +200,7 @@ def test_gpu_request_as_the_engine_received_it(workdir: Path, docker_api: Docker
     api = Recording()
     try:
         with pytest.raises(GpuUnavailable):
-            DockerRuntime(StateStore(tmp_path / "state"), api=api).deploy([spec])
+            DockerRuntime(StateStore(tmp_path / "state"), api=api, host_mounts=host_mounts()).deploy([spec])
     finally:
         docker_api.remove_image(f"{STANDIN_REPO}:standin-gpu")
         api.close()

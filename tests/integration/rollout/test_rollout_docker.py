@@ -51,7 +51,6 @@ from tests.helpers.standin_image import (
     STANDIN_REF,
     ensure_router_image,
     ensure_standin_image,
-    extra_mounts_yaml,
 )
 
 NAME = "rd_hpt"  # not `t_`: the docker suite's session cleanup removes `t_*` containers
@@ -140,7 +139,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory,
     spec = (f"base_path: ../models/{NAME}\nversion_policy: {{specific: [1]}}\nversion_labels: {{stable: 1}}\n"
             f"router: true\nreplicas: 2\nports: {{grpc: {grpc}, rest: {rest}}}\n"
             f"image: {STANDIN_REF.split(':')[0]}\ntag: {STANDIN_REF.split(':')[1]}\npull: never\n"
-            f"router_image: {ROUTER_REF}\n" + extra_mounts_yaml(router=True))
+            f"router_image: {ROUTER_REF}\n")
     (root / "serving_configs" / f"{NAME}.yaml").write_text(spec)
     run = tfsctl(root, "deploy", NAME, "--runtime", "docker")
     assert run.returncode == 0, run.stdout + run.stderr

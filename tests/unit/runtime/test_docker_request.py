@@ -16,6 +16,7 @@ from orchestrator.runtime.docker.api import (
     DockerUnavailable,
     GpuUnavailable,
     ImageMissing,
+    Mount,
     MountMissing,
     PortBusy,
     create_body,
@@ -48,9 +49,10 @@ def spec(tree: Path, text: str = ""):
     return parse_spec(path.read_text(), file=path)
 
 
-def body_for(tree: Path, text: str = "", *, index: int = 0, ports: tuple[int, int] = (9000, 9001)):
+def body_for(tree: Path, text: str = "", *, index: int = 0, ports: tuple[int, int] = (9000, 9001),
+             host_mounts: tuple[Mount, ...] = ()):
     specs = effective_specs([spec(tree, text)])
-    template = container_template(specs, tree / "state" / "config")
+    template = container_template(specs, tree / "state" / "config", host_mounts=host_mounts)
     request = replica_request(template, name=f"tfso-m-{index}-abc", index=index, host="127.0.0.1",
                               grpc_port=ports[0], rest_port=ports[1],
                               spec_hash=template_hash(template, specs[0]))
@@ -107,7 +109,7 @@ def test_one_gpu_replica_takes_what_tf_takes(tree: Path) -> None:
 
 
 def test_restart_policy_and_extra_mounts(tree: Path) -> None:
-    _, body = body_for(tree, "restart: on-failure:3\nextra_mounts: [{source: /opt, target: /opt}]\n")
+    _, body = body_for(tree, "restart: on-failure:3\n", host_mounts=(Mount("/opt", "/opt"),))
     host = body["HostConfig"]
     assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
     assert host["Mounts"][-1] == {"Type": "bind", "Source": "/opt", "Target": "/opt", "ReadOnly": True}
