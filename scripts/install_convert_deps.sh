@@ -5,8 +5,9 @@
 #        tensorflowjs 4.22.0 with --no-deps plus the few packages its SavedModel converter uses.
 #        (A normal resolve of tensorflowjs pulls tensorflow-decision-forests, which pins TF 2.19;
 #        orchestrator.convert.tfjs keeps TF-DF, TF Hub and JAX from being needed at import.)
-#   npm  (into orchestrator/web/node_modules, from package-lock.json): @tensorflow/tfjs 4.22.0
-#        (pure JS: Node verification and the browser page's vendored tf.min.js), playwright-core.
+#   npm  (into js/node_modules, outside the Python package, from js/package-lock.json):
+#        @tensorflow/tfjs 4.22.0 (pure JS: Node verification, and the browser page's tf.min.js,
+#        copied into orchestrator/web/static/vendor/ as package data), playwright-core.
 #   apt  chromium (the browser test drives /usr/bin/chromium) and nodejs/npm when node is missing.
 #
 # Env: PY (default .venv/bin/python), SKIP_APT=1 to leave system packages alone.
@@ -14,7 +15,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PY=${PY:-.venv/bin/python}
-WEB_DIR=orchestrator/web
+JS_DIR=js
+VENDOR_DIR=orchestrator/web/static/vendor
 PIP_PINS=(
   "tf2onnx==1.17.0"
   "onnx==1.23.2"
@@ -83,8 +85,8 @@ fi
 
 # --- npm ----------------------------------------------------------------------------------------
 # npm ci writes node_modules/.package-lock.json; when it matches the lock file, nothing to do.
-lock="$WEB_DIR/package-lock.json"
-installed="$WEB_DIR/node_modules/.package-lock.json"
+lock="$JS_DIR/package-lock.json"
+installed="$JS_DIR/node_modules/.package-lock.json"
 if [[ ! -f "$installed" ]] || ! "$PY" - "$lock" "$installed" <<'PYEOF'
 import json, sys
 want = json.load(open(sys.argv[1]))["packages"]
@@ -94,9 +96,15 @@ present = {k: v.get("version") for k, v in have.items() if k}
 sys.exit(0 if wanted == present else 1)
 PYEOF
 then
-  say "npm ci in $WEB_DIR (@tensorflow/tfjs, playwright-core)"
+  say "npm ci in $JS_DIR (@tensorflow/tfjs, playwright-core)"
   # --ignore-scripts: nothing may download binaries at install time (no browser downloads).
-  npm ci --prefix "$WEB_DIR" --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null
+  npm ci --prefix "$JS_DIR" --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null
+fi
+# The page ships only the built bundle it loads, as package data (not the 300 MB of node_modules).
+bundle="$JS_DIR/node_modules/@tensorflow/tfjs/dist/tf.min.js"
+if ! cmp -s "$bundle" "$VENDOR_DIR/tf.min.js"; then
+  mkdir -p "$VENDOR_DIR"
+  cp "$bundle" "$VENDOR_DIR/tf.min.js.tmp" && mv "$VENDOR_DIR/tf.min.js.tmp" "$VENDOR_DIR/tf.min.js"
 fi
 
 versions=$("$PY" -c 'from importlib.metadata import version as v; print(", ".join(f"{n} {v(n)}" for n in ("tf2onnx", "onnxruntime", "ai-edge-litert", "tensorflowjs")))')

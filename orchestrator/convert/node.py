@@ -1,8 +1,9 @@
 """Node.js and the npm packages the TF.js checks need, found where the install script put them.
 
-`scripts/install_convert_deps.sh` runs `npm ci` in `orchestrator/web/` (its package.json pins
-`@tensorflow/tfjs` and `playwright-core`), so the packages live in `orchestrator/web/node_modules/`
-(not committed). `TFSO_NODE_MODULES` points elsewhere, e.g. for an installed wheel.
+`scripts/install_convert_deps.sh` runs `npm ci` in `js/` at the top of the checkout (its
+package.json pins `@tensorflow/tfjs` and `playwright-core`), so the packages live in
+`js/node_modules/`, outside the Python package (not committed, never in the wheel).
+`TFSO_NODE_MODULES` points elsewhere, e.g. for an installed wheel.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 
 from orchestrator.convert.errors import ConvertError
 
-NODE_PROJECT_DIR = Path(__file__).resolve().parent.parent / "web"
-INSTALL_FIX = "run scripts/install_convert_deps.sh (installs node packages into orchestrator/web/node_modules)"
+NODE_PROJECT_DIR = Path(__file__).resolve().parents[2] / "js"
+INSTALL_FIX = ("run scripts/install_convert_deps.sh (installs node packages into js/node_modules), "
+               "or point TFSO_NODE_MODULES at a node_modules folder that has them")
 
 
 def node_modules_dir() -> Path:

@@ -2,7 +2,8 @@
 
     GET /                  static/index.html (the page)
     GET /static/<file>     the page's script and style
-    GET /vendor/tf.min.js  @tensorflow/tfjs from node_modules (installed from npm, never a CDN)
+    GET /vendor/tf.min.js  @tensorflow/tfjs's browser bundle: static/vendor/ (package data, copied
+                           from npm by the install script, never a CDN), else node_modules
     GET /model/<file>      model.json and weight shards of the TF.js export
     GET /api/info          model name, version, format and the signature's inputs and outputs
 
@@ -25,6 +26,7 @@ from orchestrator.convert.errors import ConvertError
 from orchestrator.convert.node import INSTALL_FIX, tfjs_bundle
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+VENDORED_BUNDLE = STATIC_DIR / "vendor" / "tf.min.js"
 
 
 def model_info(model_dir: Path) -> dict[str, Any]:
@@ -130,7 +132,7 @@ class WebApp:
         log_requests: bool = False,
     ) -> None:
         self.model_dir = Path(model_dir).resolve()
-        self.tfjs_bundle = bundle or tfjs_bundle()
+        self.tfjs_bundle = bundle or (VENDORED_BUNDLE if VENDORED_BUNDLE.is_file() else tfjs_bundle())
         if not self.tfjs_bundle.is_file():
             raise ConvertError(
                 f"the TF.js browser bundle {self.tfjs_bundle} is missing", format=fmt, fix=INSTALL_FIX
