@@ -198,7 +198,7 @@ def monitor_watch(name: str, source: str, interval: float, once: bool, output: s
     def rows() -> list:
         st = store.load(name) or state
         try:
-            return src.sample(targets(st, store.load(f"{name}.canary")))
+            return src.sample(targets(st, store.load_canary(name)))
         except Exception as exc:  # Prometheus went away mid-view: say so, keep the view alive
             import requests
 

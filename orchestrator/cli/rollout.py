@@ -83,10 +83,16 @@ def _run(status, target, webhooks, output: str) -> None:
 
 
 def _target(name: str, canary_replicas: int = 1):
-    """Canary replicas on the runtime the deployment runs on (its state says which)."""
+    """Canary replicas on the runtime the deployment runs on (its state says which); a running
+    `tfsctl monitor` learns when they come and go."""
+    from orchestrator.monitor.server import refresh_targets
     from orchestrator.rollout.target import routed_target
+    from orchestrator.state import StateStore
 
-    return routed_target(name, canary_replicas)
+    def on_canary_change() -> None:
+        refresh_targets(StateStore(), name)
+
+    return routed_target(name, canary_replicas, on_canary_change=on_canary_change)
 
 
 def _rollout_target(name: str, mode: str, version: int, canary_replicas: int = 1):

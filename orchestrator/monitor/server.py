@@ -85,7 +85,7 @@ def refresh_targets(store: StateStore, name: str) -> bool:
     state = store.load(name)
     if state is None or not (where / INFO).exists():
         return False
-    canary = store.load(f"{name}.canary")
+    canary = store.load_canary(name)
     write_atomic(where / REPLICA_TARGETS, targets_json(replica_targets(name, state, canary)))
     write_atomic(where / ROUTER_TARGETS, targets_json(router_targets(name, state)))
     return True
@@ -163,7 +163,7 @@ def up(store: StateStore, name: str, settings: MonitorSettings, *,
     names = RuleNames(settings.window)
     write_atomic(where / RULES_FILE, rules_yaml(names, settings.thresholds))
     write_atomic(where / "prometheus.yml", prometheus_yaml(where, path, settings.intervals))
-    canary = store.load(f"{name}.canary")
+    canary = store.load_canary(name)
     write_atomic(where / REPLICA_TARGETS, targets_json(replica_targets(name, state, canary)))
     write_atomic(where / ROUTER_TARGETS, targets_json(router_targets(name, state)))
     _check_config(where)

@@ -136,6 +136,6 @@ def reader_for(source: str, name: str, model: str, from_version: int, to_version
 
     def addresses() -> list[str]:
         st = store.load(name) or state
-        return [t.address for t in targets(st, store.load(f"{name}.canary"))]
+        return [t.address for t in targets(st, store.load_canary(name))]
 
     return ReplicaVersions(model, versions, path, addresses)

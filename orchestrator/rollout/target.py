@@ -9,7 +9,7 @@ source. Any runtime that implements the runtime verbs gets routed rollouts with 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -43,13 +43,6 @@ class RolloutTarget(ABC):
 
     @abstractmethod
     def remove_canary(self) -> None: ...
-
-
-def _refresh_monitor(runtime: Any, name: str) -> None:
-    """A running `tfsctl monitor` scrapes the canary from the moment it exists until it is gone."""
-    from orchestrator.monitor.server import refresh_targets
-
-    refresh_targets(runtime.store, name)
 
 
 def window(after: Snapshot, before: Snapshot) -> Window:
@@ -108,8 +101,12 @@ class RoutedTarget(RolloutTarget):
     """
 
     def __init__(self, spec: Spec, runtime: Runtime, *, router: Router | None = None,
-                 metrics: MetricsSource | None = None, canary_replicas: int = 1) -> None:
+                 metrics: MetricsSource | None = None, canary_replicas: int = 1,
+                 on_canary_change: Callable[[], None] | None = None) -> None:
         self.spec = spec
+        # Called once canary replicas exist and once they are gone (a running `tfsctl monitor`
+        # scrapes them in between).
+        self.on_canary_change = on_canary_change or (lambda: None)
         self.name = spec.name
         self.runtime = runtime
         self.canary_replicas = canary_replicas
@@ -127,7 +124,7 @@ class RoutedTarget(RolloutTarget):
 
     def start_canary(self, version: int) -> None:
         replicas = self.runtime.start_canary(self.name, version, count=self.canary_replicas)
-        _refresh_monitor(self.runtime, self.name)
+        self.on_canary_change()
         self.router.route_canary(replicas, version)
 
     def canary_alive(self) -> bool:
@@ -165,14 +162,16 @@ class RoutedTarget(RolloutTarget):
         except RuntimeFailure:
             pass  # no router answering: nothing to drain
         self.runtime.remove_canary(self.name)
-        _refresh_monitor(self.runtime, self.name)
+        self.on_canary_change()
 
 
-def routed_target(name: str, canary_replicas: int = 1) -> RoutedTarget:
+def routed_target(name: str, canary_replicas: int = 1, *,
+                  on_canary_change: Callable[[], None] | None = None) -> RoutedTarget:
     """The routed target for deployment `name` on the runtime its state names."""
     from orchestrator.runtime.select import runtime_by_name
     from orchestrator.state import StateStore
 
     store = StateStore()
     kind = (store.load(name) or {}).get("runtime", "local")
-    return RoutedTarget(load_spec(name), runtime_by_name(kind, store), canary_replicas=canary_replicas)
+    return RoutedTarget(load_spec(name), runtime_by_name(kind, store), canary_replicas=canary_replicas,
+                        on_canary_change=on_canary_change)
