@@ -228,6 +228,19 @@ class Runtime(ABC):
         raise RuntimeFailure(f"the {self.name} runtime cannot remove canary replicas yet",
                              fix="roll out on the local or docker runtime")
 
+    def canary_spec(self, name: str, version: int, **update: Any) -> Spec | None:
+        """The spec new canary replicas of `version` run (the deployed one, that version alone,
+        no labels), after removing any other canary; None when a live one serves it already."""
+        from orchestrator.spec import VersionPolicy
+
+        state = self.store.load(name) or {}
+        existing = self.store.load_canary(name)
+        if existing and existing.get("version") == version and self.canary_alive(name):
+            return None
+        self.remove_canary(name)
+        return deployed_spec(state, name).model_copy(update={
+            **update, "version_policy": VersionPolicy(kind="specific", versions=(version,)), "version_labels": {}})
+
     def canary_alive(self, name: str) -> bool:
         """Every canary replica still runs (never restarted): a crashed canary fails the rollout."""
         canary = [r for r in self.replicas(name) if r.role == CANARY]

@@ -44,7 +44,7 @@ from orchestrator.runtime.base import (
     reload_config,
     wanted_versions,
 )
-from orchestrator.spec import Spec, VersionPolicy
+from orchestrator.spec import Spec
 from orchestrator.state import StateStore, write_files_atomic
 
 SERVER_MARKERS = ("tfs-model-server", "orchestrator.server")
@@ -272,16 +272,10 @@ class LocalRuntime(Runtime):
     def start_canary(self, name: str, version: int, *, count: int = 1) -> list[Replica]:
         """Canary server processes serving only `version`, on free 127.0.0.1 ports, with their
         config and logs in `deployments/NAME.canary/` and their record in `NAME.canary.json`."""
-        from orchestrator.runtime.base import deployed_spec
-
-        state = self._state(name)
-        existing = self.store.load_canary(name)
-        if existing and existing.get("version") == version and self.canary_alive(name):
+        self._state(name)
+        canary_spec = self.canary_spec(name, version)
+        if canary_spec is None:
             return [r for r in self.replicas(name) if r.role == CANARY]
-        self.remove_canary(name)
-        spec = deployed_spec(state, name)
-        canary_spec = spec.model_copy(update={
-            "version_policy": VersionPolicy(kind="specific", versions=(version,)), "version_labels": {}})
         key = self.store.canary_key(name)
         config_dir = self.store.config_dir(key)
         started: list[dict[str, Any]] = []

@@ -34,7 +34,6 @@ from orchestrator.runtime.base import (
     ReplicaStatus,
     Runtime,
     check_ports_free,
-    deployed_spec,
     digest,
     free_port,
     reload_config,
@@ -67,7 +66,7 @@ from orchestrator.runtime.docker.templates import (
     replica_request,
     template_hash,
 )
-from orchestrator.spec import Health, Spec, VersionPolicy
+from orchestrator.spec import Health, Spec
 from orchestrator.state import StateStore, write_files_atomic
 
 STOP_TIMEOUT_S = 10.0
@@ -618,14 +617,9 @@ class DockerRuntime(Runtime):
         restart policy `no`: a canary that crashes stays down and the rollout sees it.
         """
         state = self._state(name)
-        existing = self.store.load_canary(name)
-        if existing and existing.get("version") == version and self.canary_alive(name):
+        canary = self.canary_spec(name, version, **(state.get("image_fields") or {}))
+        if canary is None:
             return [r for r in self.replicas(name) if r.role == CANARY]
-        self.remove_canary(name)
-        spec = deployed_spec(state, name)
-        canary = spec.model_copy(update={
-            **(state.get("image_fields") or {}),
-            "version_policy": VersionPolicy(kind="specific", versions=(version,)), "version_labels": {}})
         key = self.store.canary_key(name)
         config_dir = self.store.config_dir(key)
         plan = container_plan([canary])
