@@ -3,7 +3,8 @@
 Targets come from the deployment's state (`.tfso/deployments/NAME.json`): every replica's REST
 port at the spec's monitoring path (job `replicas`, role `stable`), the canary replicas of a
 rollout in progress (`NAME.canary`, role `canary`), and the router's HAProxy Prometheus exporter
-(job `router`). Targets live in a file_sd file that Prometheus re-reads when it changes, so a
+(job `router`), and the drift/accuracy exporter of a deployment that logs payloads (job
+`quality`). Targets live in a file_sd file that Prometheus re-reads when it changes, so a
 canary that comes or goes is picked up without restarting Prometheus (`refresh_targets`).
 """
 
@@ -18,11 +19,12 @@ from typing import Any
 
 import yaml
 
-from orchestrator.monitor.rules import REPLICAS_JOB, ROUTER_JOB
+from orchestrator.monitor.rules import QUALITY_JOB, REPLICAS_JOB, ROUTER_JOB
 
 DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
 REPLICA_TARGETS = "replicas.json"
 ROUTER_TARGETS = "router.json"
+QUALITY_TARGETS = "quality.json"
 RULES_FILE = "rules.yml"
 ROUTER_METRICS_PATH = "/metrics"
 
@@ -71,8 +73,15 @@ def router_targets(name: str, state: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"targets": [f"127.0.0.1:{port}"], "labels": {"deployment": name, "role": "router"}}]
 
 
+def quality_targets(name: str, port: int | None) -> list[dict[str, Any]]:
+    """The drift/accuracy exporter (monitor/exporter.py), when the deployment logs payloads."""
+    if not port:
+        return []
+    return [{"targets": [f"127.0.0.1:{port}"], "labels": {"deployment": name, "role": "quality"}}]
+
+
 def prometheus_yaml(folder: Path, path: str, intervals: Intervals) -> str:
-    """prometheus.yml: two file_sd jobs and the rule file, all in `folder`."""
+    """prometheus.yml: three file_sd jobs and the rule file, all in `folder`."""
     def job(name: str, metrics: str, targets: str) -> dict[str, Any]:
         return {"job_name": name, "metrics_path": metrics,
                 "file_sd_configs": [{"files": [str(folder / targets)], "refresh_interval": "5s"}]}
@@ -83,7 +92,8 @@ def prometheus_yaml(folder: Path, path: str, intervals: Intervals) -> str:
                    "evaluation_interval": intervals.text(intervals.evaluation_s)},
         "rule_files": [str(folder / RULES_FILE)],
         "scrape_configs": [job(REPLICAS_JOB, path, REPLICA_TARGETS),
-                           job(ROUTER_JOB, ROUTER_METRICS_PATH, ROUTER_TARGETS)],
+                           job(ROUTER_JOB, ROUTER_METRICS_PATH, ROUTER_TARGETS),
+                           job(QUALITY_JOB, "/metrics", QUALITY_TARGETS)],
     }
     return yaml.safe_dump(config, sort_keys=False)
 

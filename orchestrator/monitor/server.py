@@ -9,6 +9,9 @@ runs beside them as a process. For a Docker deployment it is a host process too,
 the replicas publish their ports on 127.0.0.1, which a host process reaches directly (a container
 would need the host network anyway), and no Prometheus image can be pulled where this is tested.
 The Docker router's exporter is not scraped yet (its container has no metrics port).
+
+A deployment that logs payloads also gets the quality exporter (monitor/exporter.py: drift and
+late-label accuracy gauges), a process on 127.0.0.1 that `down` stops with Prometheus.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ import requests
 from orchestrator.monitor import MonitorError
 from orchestrator.monitor.rules import RuleNames, Thresholds, rules_yaml
 from orchestrator.monitor.scrape import (
+    QUALITY_TARGETS,
     REPLICA_TARGETS,
     ROUTER_TARGETS,
     RULES_FILE,
     Intervals,
     metrics_path,
     prometheus_yaml,
+    quality_targets,
     replica_targets,
     router_targets,
     targets_json,
@@ -47,11 +52,22 @@ INFO = "monitor.json"
 
 
 @dataclass(frozen=True)
+class QualitySettings:
+    """The quality exporter: where the payload log is and how often drift is recomputed."""
+
+    prefix: str
+    port: int
+    window_s: float = 3600.0
+    refresh_s: float = 15.0
+
+
+@dataclass(frozen=True)
 class MonitorSettings:
     port: int = DEFAULT_PORT
     window: str = "1m"
     intervals: Intervals = field(default_factory=Intervals)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    quality: QualitySettings | None = None
 
 
 def folder(store: StateStore, name: str) -> Path:
@@ -88,16 +104,52 @@ def refresh_targets(store: StateStore, name: str) -> bool:
     canary = store.load(f"{name}.canary")
     write_atomic(where / REPLICA_TARGETS, targets_json(replica_targets(name, state, canary)))
     write_atomic(where / ROUTER_TARGETS, targets_json(router_targets(name, state)))
+    info = read_info(store, name) or {}
+    quality = info.get("quality") or {}
+    write_atomic(where / QUALITY_TARGETS, targets_json(quality_targets(name, quality.get("port"))))
     return True
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: int, marker: bytes = b"prometheus") -> bool:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return fields[0] not in ("Z", "X") and b"prometheus" in cmd
+    return fields[0] not in ("Z", "X") and marker in cmd
+
+
+EXPORTER_MARKER = b"orchestrator.monitor.exporter"
+
+
+def _start_exporter(name: str, model: str, where: Path, q: QualitySettings,
+                    deadline_s: float) -> int:
+    """The quality exporter process; returns its pid once /metrics answers."""
+    import sys
+
+    if port_in_use("127.0.0.1", q.port):
+        raise MonitorError(f"port {q.port} on 127.0.0.1 (the quality exporter's) is already in use",
+                           fix="choose another with `--quality-port N`")
+    log_path = where / "exporter.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.monitor.exporter", "--model", model,
+             "--prefix", q.prefix, "--folder", str(where), "--port", str(q.port),
+             "--window", str(q.window_s), "--refresh", str(q.refresh_s)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    end = time.monotonic() + deadline_s
+    while True:
+        if proc.poll() is not None:
+            raise MonitorError(f"the quality exporter exited at start (code {proc.returncode})",
+                               fix=f"read {log_path}", logs=_tail(log_path))
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"http://127.0.0.1:{q.port}/metrics", timeout=1).status_code == 200:
+                return proc.pid
+        if time.monotonic() > end:
+            _kill(proc.pid, marker=EXPORTER_MARKER)
+            raise MonitorError(f"the quality exporter did not answer within {deadline_s:g} s",
+                               fix=f"read {log_path}", logs=_tail(log_path))
+        time.sleep(0.1)
 
 
 def read_info(store: StateStore, name: str) -> dict[str, Any] | None:
@@ -166,7 +218,13 @@ def up(store: StateStore, name: str, settings: MonitorSettings, *,
     canary = store.load(f"{name}.canary")
     write_atomic(where / REPLICA_TARGETS, targets_json(replica_targets(name, state, canary)))
     write_atomic(where / ROUTER_TARGETS, targets_json(router_targets(name, state)))
+    q = settings.quality
+    write_atomic(where / QUALITY_TARGETS, targets_json(quality_targets(name, q.port if q else None)))
     _check_config(where)
+    exporter_pid = None
+    if q is not None:
+        model = (state.get("models") or [name])[0]
+        exporter_pid = _start_exporter(name, model, where, q, deadline_s)
     log_path = where / "prometheus.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -179,6 +237,8 @@ def up(store: StateStore, name: str, settings: MonitorSettings, *,
     end = time.monotonic() + deadline_s
     while True:
         if proc.poll() is not None:
+            if exporter_pid:
+                _kill(exporter_pid, marker=EXPORTER_MARKER)
             raise MonitorError(f"Prometheus exited at start (code {proc.returncode})",
                                fix=f"read {log_path}", logs=_tail(log_path))
         with contextlib.suppress(requests.RequestException):
@@ -186,13 +246,16 @@ def up(store: StateStore, name: str, settings: MonitorSettings, *,
                 break
         if time.monotonic() > end:
             _kill(proc.pid)
+            if exporter_pid:
+                _kill(exporter_pid, marker=EXPORTER_MARKER)
             raise MonitorError(f"Prometheus did not become ready within {deadline_s:g} s",
                                fix=f"read {log_path}", logs=_tail(log_path))
         time.sleep(0.1)
     info = {"name": name, "pid": proc.pid, "port": settings.port, "url": url,
             "folder": str(where), "window": settings.window,
             "intervals": asdict(settings.intervals), "thresholds": asdict(settings.thresholds),
-            "started_at": time.time()}
+            "started_at": time.time(),
+            "quality": None if q is None else {**asdict(q), "pid": exporter_pid}}
     write_atomic(where / INFO, json.dumps(info, indent=2) + "\n")
     return {**info, "action": "started"}
 
@@ -204,15 +267,17 @@ def _tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
-def _kill(pid: int, deadline_s: float = 15.0) -> None:
+def _kill(pid: int, deadline_s: float = 15.0, marker: bytes = b"prometheus") -> None:
+    if not _pid_alive(pid, marker):  # gone, or the pid now belongs to something else
+        return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
     end = time.monotonic() + deadline_s
-    while _pid_alive(pid) and time.monotonic() < end:
+    while _pid_alive(pid, marker) and time.monotonic() < end:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         time.sleep(0.05)
-    if _pid_alive(pid):
+    if _pid_alive(pid, marker):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
 
@@ -225,6 +290,9 @@ def down(store: StateStore, name: str) -> dict[str, Any]:
     was_running = is_running(info)
     if was_running:
         _kill(int(info["pid"]))
+    quality = info.get("quality") or {}
+    if quality.get("pid"):
+        _kill(int(quality["pid"]), marker=EXPORTER_MARKER)
     (folder(store, name) / INFO).unlink(missing_ok=True)
     return {"name": name, "stopped": was_running, "pid": info.get("pid"),
             "data": str(folder(store, name) / "data")}
