@@ -316,6 +316,9 @@ def read_window(records: Iterable[Any], *, since_ts: float | None = None,
         if last is None or ts > last:
             last = ts
         log = rec.predict_log
+        if not log.request.inputs:  # Classify / Regress: tf.Examples in, classes or values out
+            _examples_into(accs, rec, v)
+            continue
         for side, tensors in ((0, log.request.inputs), (1, log.response.outputs)):
             for name in tensors:
                 proto = tensors[name]
@@ -330,6 +333,39 @@ def read_window(records: Iterable[Any], *, since_ts: float | None = None,
                 else:
                     acc.arrays.append(_rows(from_tensor_proto(proto)))
     return _columns(accs, first, last)
+
+
+def _examples_into(accs: dict[tuple[int, int, str], _Acc], rec: Any, version: int) -> None:
+    from orchestrator.monitor.payload import example_outputs, example_rows
+
+    kind = rec.WhichOneof("log_type")
+    if kind not in ("classify_log", "regress_log"):
+        return
+    body = getattr(rec, kind)
+    parts = [(0, example_rows(body.request.input.example_list.examples)),
+             (1, example_outputs(kind, body.response))]
+    for side, named in parts:
+        for name, rows in named.items():
+            arr = _list_rows(rows)
+            if arr is None:
+                continue
+            key = (version, side, name)
+            acc = accs.get(key)
+            if acc is None:
+                acc = accs[key] = _Acc(-1, 0)
+            acc.arrays.append(arr)
+
+
+def _list_rows(rows: list[Any]) -> np.ndarray | None:
+    """Values per example as a [n, k] array; None when examples carry different counts."""
+    if not rows:
+        return None
+    if not isinstance(rows[0], list):
+        rows = [[r] for r in rows]
+    if len({len(r) for r in rows}) != 1 or not rows[0]:
+        return None
+    arr = np.array(rows)
+    return arr.astype(object) if arr.dtype.kind in "US" else arr
 
 
 def _columns(accs: Mapping[tuple[int, int, str], _Acc], first: float | None,

@@ -91,6 +91,10 @@ def predictions(records: Iterable[Any], output: str | None, task: str = "auto"
         outputs = rec.predict_log.response.outputs
         names = sorted(outputs)
         if not names:
+            kind_vals = _example_values(rec, task)
+            if kind_vals is not None:
+                kind, vals = kind_vals
+                _add(out, md, vals)
             continue
         if output is None and len(names) > 1:
             raise MonitorError(f"the model answers with several outputs ({', '.join(names)})",
@@ -100,13 +104,34 @@ def predictions(records: Iterable[Any], output: str | None, task: str = "auto"
             raise MonitorError(f"no output {name!r} in the logged responses (they have "
                                f"{', '.join(names)})", fix="choose one of them with --output")
         kind, vals = _values(from_tensor_proto(outputs[name]), task)
-        rid = md.request_origin
-        version, ts = md.model_spec.version.value, md.timestamp_secs
-        for i, v in enumerate(vals):
-            out[f"{rid}:{i}"] = Prediction(version, ts, v)
-        if len(vals) == 1:
-            out[rid] = Prediction(version, ts, vals[0])
+        _add(out, md, vals)
     return kind, out
+
+
+def _add(out: dict[str, Prediction], md: Any, vals: list[Any]) -> None:
+    rid = md.request_origin
+    version, ts = md.model_spec.version.value, md.timestamp_secs
+    for i, v in enumerate(vals):
+        out[f"{rid}:{i}"] = Prediction(version, ts, v)
+    if len(vals) == 1:
+        out[rid] = Prediction(version, ts, vals[0])
+
+
+def _example_values(rec: Any, task: str) -> tuple[str, list[Any]] | None:
+    """A Classify record's top classes, or a Regress record's values."""
+    from orchestrator.monitor.payload import example_outputs
+
+    which = rec.WhichOneof("log_type")
+    if which not in ("classify_log", "regress_log"):
+        return None
+    kind = "classification" if which == "classify_log" else "regression"
+    if task != "auto" and task != kind:
+        raise MonitorError(f"the logged {which.split('_')[0]} calls give {kind} values, not {task}",
+                           fix="use --task auto")
+    got = example_outputs(which, getattr(rec, which).response)
+    if kind == "regression":
+        return kind, [float(v) for v in got["value"]]
+    return kind, [str(v) for v in got["classes"]]
 
 
 @dataclass
