@@ -100,7 +100,9 @@ def monitor_up(name: str, port: int, window: str, scrape_s: float, eval_s: float
         print_json(info)
         return
     verb = "started" if info["action"] == "started" else "already running"
-    console.print(f"monitor {name}: Prometheus {verb} at {info['url']} (pid {info['pid']}); "
+    where = (f"container {info['container'][:12]}, image {info['image']}" if info.get("container")
+             else f"pid {info['pid']}")
+    console.print(f"monitor {name}: Prometheus {verb} at {info['url']} ({where}); "
                   f"files in {info['folder']}", highlight=False)
     if info.get("quality"):
         console.print(f"drift/accuracy exporter at 127.0.0.1:{info['quality']['port']} "
@@ -118,6 +120,52 @@ def _log_prefix(name: str, configs_dir: Path) -> str | None:
     return None if spec.logging is None else payload.log_prefix(spec)
 
 
+@monitor.command("render")
+@click.argument("name")
+@click.option("--target", type=click.Choice(["kubernetes"]), default="kubernetes",
+              show_default=True, help="Where the Prometheus runs.")
+@click.option("--namespace", default=None, help="Namespace of the pods (default: the spec's).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for prometheus.yml and rules.yml.")
+@click.option("--window", default="1m", show_default=True, help="Rate window of the rules.")
+@configs_option
+def monitor_render(name: str, target: str, namespace: str | None, out: Path, window: str,
+                   configs_dir: Path) -> None:
+    """Write the scrape config and rules for a Prometheus in the cluster (NAME's pods).
+
+    The pods carry `prometheus.io/*` annotations (and, with `kubernetes.service_monitor`, a
+    ServiceMonitor); both are relabelled to the job and labels the rules and dashboard use.
+    """
+    import shutil
+    import subprocess
+
+    from orchestrator.monitor import MonitorError
+    from orchestrator.monitor.rules import RuleNames, Thresholds, rules_yaml
+    from orchestrator.monitor.scrape import RULES_FILE, Intervals, kubernetes_yaml
+    from orchestrator.spec import load_spec
+    from orchestrator.state import write_atomic
+
+    spec = load_spec(name, configs_dir=configs_dir, check_files=False)
+    if not spec.monitoring.prometheus:
+        raise MonitorError(f"{name} does not export Prometheus metrics",
+                           fix="set `monitoring: {prometheus: true}` in its spec")
+    ns = namespace or spec.kubernetes.namespace
+    out = out.absolute()
+    write_atomic(out / RULES_FILE, rules_yaml(RuleNames(window), Thresholds()))
+    write_atomic(out / "prometheus.yml", kubernetes_yaml(name, ns, RULES_FILE, Intervals()))
+    # Debian's promtool is built without kubernetes_sd, so only the rules are checked here
+    # (the test checks the relabelling with a static target in place of the discovery).
+    promtool = shutil.which("promtool")
+    if promtool is not None:
+        run = subprocess.run([promtool, "check", "rules", str(out / RULES_FILE)],
+                             capture_output=True, text=True, timeout=60, cwd=out)
+        if run.returncode != 0:
+            raise MonitorError("generated Prometheus rules rejected by promtool",
+                               fix="report this as a bug", logs=run.stdout + run.stderr)
+    console.print(f"wrote {out / 'prometheus.yml'} (pods of {name} in namespace {ns}) and "
+                  f"{out / RULES_FILE}", highlight=False)
+
+
 @monitor.command("down")
 @click.argument("name")
 def monitor_down(name: str) -> None:
@@ -125,7 +173,9 @@ def monitor_down(name: str) -> None:
     from orchestrator.monitor.server import down
 
     result = down(_store(), name)
-    what = f"stopped Prometheus (pid {result['pid']})" if result["stopped"] else "was not running"
+    who = (f"container {result['container'][:12]}" if result.get("container")
+           else f"pid {result['pid']}")
+    what = f"stopped Prometheus ({who})" if result["stopped"] else "was not running"
     console.print(f"monitor {name}: {what}; data kept in {result['data']}", highlight=False)
 
 

@@ -100,3 +100,38 @@ def prometheus_yaml(folder: Path, path: str, intervals: Intervals) -> str:
 
 def targets_json(groups: list[dict[str, Any]]) -> str:
     return json.dumps(groups, indent=2) + "\n"
+
+
+def kubernetes_yaml(name: str, namespace: str, rules_path: str, intervals: Intervals) -> str:
+    """prometheus.yml for a Prometheus inside the cluster: pods of deployment `name` found by
+    kubernetes_sd (role pod) through the `prometheus.io/*` annotations the manifests carry,
+    relabelled to the same job and labels as the local and docker targets, so the same rules,
+    alerts and dashboard apply."""
+    from orchestrator.kube.manifests import LABEL_DEPLOYMENT, LABEL_ROLE
+
+    def meta(label: str) -> str:
+        return "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", label)
+
+    annotation = "__meta_kubernetes_pod_annotation_prometheus_io_"
+    relabel = [
+        {"source_labels": [meta(LABEL_DEPLOYMENT)], "regex": re.escape(name), "action": "keep"},
+        {"source_labels": [annotation + "scrape"], "regex": "true", "action": "keep"},
+        {"source_labels": [annotation + "path"], "regex": "(.+)", "target_label": "__metrics_path__"},
+        {"source_labels": ["__address__", annotation + "port"],
+         "regex": r"([^:]+)(?::\d+)?;(\d+)", "replacement": "$1:$2",
+         "target_label": "__address__"},
+        {"source_labels": [meta(LABEL_DEPLOYMENT)], "target_label": "deployment"},
+        {"source_labels": [meta(LABEL_ROLE)], "target_label": "role"},
+        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "replica"},
+    ]
+    config = {
+        "global": {"scrape_interval": intervals.text(intervals.scrape_s),
+                   "evaluation_interval": intervals.text(intervals.evaluation_s)},
+        "rule_files": [rules_path],
+        "scrape_configs": [{
+            "job_name": REPLICAS_JOB,
+            "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"names": [namespace]}}],
+            "relabel_configs": relabel,
+        }],
+    }
+    return yaml.safe_dump(config, sort_keys=False)
