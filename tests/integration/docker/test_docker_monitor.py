@@ -23,7 +23,7 @@ from tests.helpers.standin_image import ROUTER_REF, ensure_router_image, extra_m
 from tests.integration.docker.conftest import tfsctl, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
-NAME = "t_monc"  # not t_monitor: other worktrees run that test on this dockerd
+NAME = "m_monc"  # not t_*: other worktrees sharing this dockerd remove every t_* container at session start; the project fixture stops it
 
 
 def test_prometheus_container_scrapes_replicas_and_router(project: Path,
