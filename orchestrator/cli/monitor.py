@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from orchestrator.cli._common import console, output_option, print_json, print_table
+from orchestrator.cli.deploy import configs_option
 
 
 class _MonitorGroup(click.Group):
@@ -24,7 +25,8 @@ class _MonitorGroup(click.Group):
 def monitor() -> None:
     """Prometheus for a deployment, and a live view: `tfsctl monitor NAME`.
 
-    up|down|status run a real Prometheus; dashboard writes Grafana JSON; report draws a PNG or HTML.
+    up|down|status run a real Prometheus; dashboard writes Grafana JSON; report draws a PNG or HTML;
+    baseline|drift|feedback tell whether the model is still right (payload logs, late labels).
     """
 
 
@@ -50,30 +52,118 @@ def _store():  # type: ignore[no-untyped-def]
               help="Alert when a version's p99 latency stays above this.")
 @click.option("--for", "for_s", type=click.FloatRange(0), default=60.0, show_default=True,
               help="Seconds a condition must hold before its alert fires.")
+@click.option("--max-psi", type=click.FloatRange(0, min_open=True), default=0.2, show_default=True,
+              help="Alert when a feature's drift (PSI against the baseline) stays above this.")
+@click.option("--min-accuracy", type=click.FloatRange(0, 1), default=0.9, show_default=True,
+              help="Alert when a version's accuracy on late labels stays below this.")
+@click.option("--drift-window", default="1h", show_default=True,
+              help="Payload-log window the exported drift covers (30m, 1h, 1d).")
+@click.option("--drift-refresh", type=click.FloatRange(0.2, 3600), default=15.0,
+              show_default=True, help="Seconds between drift recomputations.")
+@click.option("--quality-port", type=click.IntRange(0, 65535), default=0,
+              help="Port of the drift/accuracy exporter on 127.0.0.1 (0: a free one).")
+@configs_option
 @output_option
 def monitor_up(name: str, port: int, window: str, scrape_s: float, eval_s: float,
-               error_ratio: float, p99_ms: float, for_s: float, output: str) -> None:
-    """Start Prometheus for NAME (data under .tfso/monitor/NAME/)."""
+               error_ratio: float, p99_ms: float, for_s: float, max_psi: float,
+               min_accuracy: float, drift_window: str, drift_refresh: float, quality_port: int,
+               configs_dir: Path, output: str) -> None:
+    """Start Prometheus for NAME (data under .tfso/monitor/NAME/).
+
+    When NAME's spec logs payloads (`logging:`), a drift/accuracy exporter runs beside it.
+    """
     import re
 
     from orchestrator.monitor import MonitorError
+    from orchestrator.monitor.report import parse_since
     from orchestrator.monitor.rules import Thresholds
     from orchestrator.monitor.scrape import Intervals
-    from orchestrator.monitor.server import MonitorSettings, up
+    from orchestrator.monitor.server import MonitorSettings, QualitySettings, up
 
     if not re.fullmatch(r"\d+(ms|s|m|h)", window):
         raise MonitorError(f"--window {window!r} is not a Prometheus duration",
                            fix="use a number and a unit, e.g. 30s, 1m or 5m")
+    quality = None
+    prefix = _log_prefix(name, configs_dir)
+    if prefix is not None:
+        from orchestrator.runtime.base import free_port
+
+        quality = QualitySettings(prefix=prefix, port=quality_port or free_port(),
+                                  window_s=parse_since(drift_window), refresh_s=drift_refresh)
     settings = MonitorSettings(
         port=port, window=window, intervals=Intervals(scrape_s, eval_s),
-        thresholds=Thresholds(error_ratio=error_ratio, p99_s=p99_ms / 1000, for_s=for_s))
+        thresholds=Thresholds(error_ratio=error_ratio, p99_s=p99_ms / 1000, for_s=for_s,
+                              max_psi=max_psi, min_accuracy=min_accuracy),
+        quality=quality)
     info = up(_store(), name, settings)
     if output == "json":
         print_json(info)
         return
     verb = "started" if info["action"] == "started" else "already running"
-    console.print(f"monitor {name}: Prometheus {verb} at {info['url']} (pid {info['pid']}); "
+    where = (f"container {info['container'][:12]}, image {info['image']}" if info.get("container")
+             else f"pid {info['pid']}")
+    console.print(f"monitor {name}: Prometheus {verb} at {info['url']} ({where}); "
                   f"files in {info['folder']}", highlight=False)
+    if info.get("quality"):
+        console.print(f"drift/accuracy exporter at 127.0.0.1:{info['quality']['port']} "
+                      f"(pid {info['quality']['pid']})", highlight=False)
+
+
+def _log_prefix(name: str, configs_dir: Path) -> str | None:
+    """NAME's payload log prefix, or None when its spec has no `logging:` (or is not here)."""
+    from orchestrator.monitor import payload
+    from orchestrator.spec import spec_path
+
+    if not spec_path(name, configs_dir).is_file():
+        return None
+    spec = payload.spec_for(name, configs_dir)
+    return None if spec.logging is None else payload.log_prefix(spec)
+
+
+@monitor.command("render")
+@click.argument("name")
+@click.option("--target", type=click.Choice(["kubernetes"]), default="kubernetes",
+              show_default=True, help="Where the Prometheus runs.")
+@click.option("--namespace", default=None, help="Namespace of the pods (default: the spec's).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for prometheus.yml and rules.yml.")
+@click.option("--window", default="1m", show_default=True, help="Rate window of the rules.")
+@configs_option
+def monitor_render(name: str, target: str, namespace: str | None, out: Path, window: str,
+                   configs_dir: Path) -> None:
+    """Write the scrape config and rules for a Prometheus in the cluster (NAME's pods).
+
+    The pods carry `prometheus.io/*` annotations (and, with `kubernetes.service_monitor`, a
+    ServiceMonitor); both are relabelled to the job and labels the rules and dashboard use.
+    """
+    import shutil
+    import subprocess
+
+    from orchestrator.monitor import MonitorError
+    from orchestrator.monitor.rules import RuleNames, Thresholds, rules_yaml
+    from orchestrator.monitor.scrape import RULES_FILE, Intervals, kubernetes_yaml
+    from orchestrator.spec import load_spec
+    from orchestrator.state import write_atomic
+
+    spec = load_spec(name, configs_dir=configs_dir, check_files=False)
+    if not spec.monitoring.prometheus:
+        raise MonitorError(f"{name} does not export Prometheus metrics",
+                           fix="set `monitoring: {prometheus: true}` in its spec")
+    ns = namespace or spec.kubernetes.namespace
+    out = out.absolute()
+    write_atomic(out / RULES_FILE, rules_yaml(RuleNames(window), Thresholds()))
+    write_atomic(out / "prometheus.yml", kubernetes_yaml(name, ns, RULES_FILE, Intervals()))
+    # Debian's promtool is built without kubernetes_sd, so only the rules are checked here
+    # (the test checks the relabelling with a static target in place of the discovery).
+    promtool = shutil.which("promtool")
+    if promtool is not None:
+        run = subprocess.run([promtool, "check", "rules", str(out / RULES_FILE)],
+                             capture_output=True, text=True, timeout=60, cwd=out)
+        if run.returncode != 0:
+            raise MonitorError("generated Prometheus rules rejected by promtool",
+                               fix="report this as a bug", logs=run.stdout + run.stderr)
+    console.print(f"wrote {out / 'prometheus.yml'} (pods of {name} in namespace {ns}) and "
+                  f"{out / RULES_FILE}", highlight=False)
 
 
 @monitor.command("down")
@@ -83,7 +173,9 @@ def monitor_down(name: str) -> None:
     from orchestrator.monitor.server import down
 
     result = down(_store(), name)
-    what = f"stopped Prometheus (pid {result['pid']})" if result["stopped"] else "was not running"
+    who = (f"container {result['container'][:12]}" if result.get("container")
+           else f"pid {result['pid']}")
+    what = f"stopped Prometheus ({who})" if result["stopped"] else "was not running"
     console.print(f"monitor {name}: {what}; data kept in {result['data']}", highlight=False)
 
 
@@ -252,5 +344,7 @@ def monitor_report(name: str, since: str, out: Path) -> None:
     console.print(f"wrote {out} and {beside}: versions {', '.join(versions) or 'none'}, "
                   f"{len(data['events'])} events", highlight=False)
 
+
+from orchestrator.cli import monitor_quality  # noqa: E402,F401  (adds baseline, drift, feedback)
 
 COMMANDS = [monitor]

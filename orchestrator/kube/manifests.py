@@ -282,6 +282,22 @@ def horizontal_pod_autoscaler(spec: Spec, name: str) -> Obj:
     }
 
 
+def scrape_relabelings() -> list[Obj]:
+    """The target labels `tfsctl monitor`'s rules group by: job `replicas`, deployment, role
+    (stable/canary) and replica (the pod), from the pods' labels (ServiceMonitor spelling)."""
+    def pod_label(label: str) -> str:
+        return "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", label)
+
+    return [
+        {"action": "replace", "targetLabel": "job", "replacement": "replicas"},
+        {"action": "replace", "sourceLabels": [pod_label(LABEL_DEPLOYMENT)],
+         "targetLabel": "deployment"},
+        {"action": "replace", "sourceLabels": [pod_label(LABEL_ROLE)], "targetLabel": "role"},
+        {"action": "replace", "sourceLabels": ["__meta_kubernetes_pod_name"],
+         "targetLabel": "replica"},
+    ]
+
+
 def service_monitor(spec: Spec, name: str) -> Obj:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
@@ -290,7 +306,8 @@ def service_monitor(spec: Spec, name: str) -> Obj:
         "spec": {
             "selector": {"matchLabels": {LABEL_DEPLOYMENT: spec.name, LABEL_MANAGED_BY: MANAGED_BY}},
             "namespaceSelector": {"matchNames": [spec.kubernetes.namespace]},
-            "endpoints": [{"port": "http", "path": spec.monitoring.path, "interval": "30s"}],
+            "endpoints": [{"port": "http", "path": spec.monitoring.path, "interval": "30s",
+                           "relabelings": scrape_relabelings()}],
         },
     }
 

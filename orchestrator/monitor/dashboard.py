@@ -51,6 +51,14 @@ def dashboard(name: str, names: RuleNames) -> dict[str, Any]:
                [(f"max by (model, version) ({_sel(names.queue_depth)})", by)], 0, 16),
         _panel(6, "Router requests per second", "reqps",
                [(f"sum by (proxy) ({names.router_requests})", "{{proxy}}")], 12, 16),
+        _panel(7, "Drift: PSI per feature (vs baseline)", "short",
+               [(f"max by (model, version, feature) ({_sel(names.drift_psi)})",
+                 "{{feature}} v{{version}}")], 0, 24),
+        _panel(8, "Drift: Jensen-Shannon distance per feature", "short",
+               [(f"max by (model, version, feature) ({_sel(names.drift_js)})",
+                 "{{feature}} v{{version}}")], 12, 24),
+        _panel(9, "Accuracy on late labels", "percentunit",
+               [(f"min by (model, version) ({_sel(names.accuracy)})", by)], 0, 32),
     ]
     variables = [
         {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Prometheus",

@@ -2,7 +2,7 @@
 
 Pure Python framing (8-byte length, 4-byte CRC, data, 4-byte CRC), so listing logs does not
 import TensorFlow (records parse with orchestrator/protos/prediction_log.proto, a field-for-field
-copy of upstream's Predict branch); CRCs are not checked here (TF's reader checks them in the tests). A truncated
+copy of upstream's Predict, Classify and Regress branches); CRCs are not checked here (TF's reader checks them in the tests). A truncated
 last record (a file still being written) ends that file quietly.
 """
 
@@ -95,6 +95,44 @@ def _tensor(proto: Any) -> Any:
     return arr.tolist()
 
 
+def _feature_values(feature: Any) -> list[Any]:
+    which = feature.WhichOneof("kind")
+    if which is None:
+        return []
+    values = list(getattr(feature, which).value)
+    if which == "bytes_list":
+        return [v.decode("utf-8", "replace") for v in values]
+    return values
+
+
+def example_rows(examples: Any) -> dict[str, list[list[Any]]]:
+    """Feature name -> one list of values per example (tf.Example in a Classify/Regress log)."""
+    out: dict[str, list[list[Any]]] = {}
+    for i, ex in enumerate(examples):
+        for name, feature in ex.features.feature.items():
+            rows = out.setdefault(name, [[] for _ in range(i)])
+            rows.append(_feature_values(feature))
+        for rows in out.values():
+            if len(rows) < i + 1:
+                rows.append([])
+    return out
+
+
+def example_outputs(kind: str, response: Any) -> dict[str, list[Any]]:
+    """A Classify response as `classes` (the top label, or its index when unlabelled) and
+    `scores`; a Regress response as `value`."""
+    if kind == "regress_log":
+        return {"value": [r.value for r in response.result.regressions]}
+    top: list[Any] = []
+    scores: list[list[float]] = []
+    for c in response.result.classifications:
+        row = list(c.classes)
+        scores.append([k.score for k in row])
+        best = max(range(len(row)), key=lambda j: row[j].score) if row else 0
+        top.append((row[best].label or best) if row else "")
+    return {"classes": top, "scores": scores}
+
+
 def record_dict(rec: Any) -> dict[str, Any]:
     """One record as JSON-able data (what `tfsctl logs --predictions -o json` prints)."""
     md = rec.log_metadata
@@ -105,6 +143,9 @@ def record_dict(rec: Any) -> dict[str, Any]:
     if kind == "predict_log" and body is not None:
         inputs = {k: _tensor(v) for k, v in sorted(body.request.inputs.items())}
         outputs = {k: _tensor(v) for k, v in sorted(body.response.outputs.items())}
+    elif kind in ("classify_log", "regress_log") and body is not None:
+        inputs = dict(sorted(example_rows(body.request.input.example_list.examples).items()))
+        outputs = example_outputs(kind, body.response)
     return {
         "time": md.timestamp_secs,
         "request_id": md.request_origin,

@@ -17,8 +17,10 @@ import yaml
 
 QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 BY_VERSION = "deployment, model, version"
+BY_FEATURE = "deployment, model, version, feature, side"
 REPLICAS_JOB = "replicas"
 ROUTER_JOB = "router"
+QUALITY_JOB = "quality"
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class Thresholds:
     p99_s: float = 0.5
     queue_full_ratio: float = 0.9
     for_s: float = 60.0
+    max_psi: float = 0.2
+    min_accuracy: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,19 @@ class RuleNames:
     def router_requests(self) -> str:
         return f"backend:haproxy_backend_http_requests:{self.rate}"
 
+    # Model quality (the quality exporter's gauges; no rate, so no window in the name).
+    @property
+    def drift_psi(self) -> str:
+        return "model_version_feature:tfso_drift_psi:max"
+
+    @property
+    def drift_js(self) -> str:
+        return "model_version_feature:tfso_drift_js_distance:max"
+
+    @property
+    def accuracy(self) -> str:
+        return "model_version:tfso_feedback_accuracy:min"
+
 
 def recording_rules(names: RuleNames) -> list[dict[str, str]]:
     w = names.window
@@ -101,6 +118,9 @@ def recording_rules(names: RuleNames) -> list[dict[str, str]]:
          "expr": f"sum by ({by_instance}) (rate(tfso_request_errors_total[{w}]))"},
         {"record": names.router_requests,
          "expr": f"sum by (deployment, proxy) (rate(haproxy_backend_http_requests_total[{w}]))"},
+        {"record": names.drift_psi, "expr": f"max by ({BY_FEATURE}) (tfso_drift_psi)"},
+        {"record": names.drift_js, "expr": f"max by ({BY_FEATURE}) (tfso_drift_js_distance)"},
+        {"record": names.accuracy, "expr": f"min by ({BY_VERSION}) (tfso_feedback_accuracy)"},
     ]
     return rules
 
@@ -138,6 +158,15 @@ def alert_rules(names: RuleNames, thresholds: Thresholds) -> list[dict[str, Any]
               f">= {t.queue_full_ratio:g}",
               "{{ $labels.model }} version {{ $labels.version }}: batching queue "
               "{{ $value | humanizePercentage }} full on {{ $labels.instance }}"),
+        alert("TfsoFeatureDrift", f"{names.drift_psi} > {t.max_psi:g}",
+              "{{ $labels.model }} version {{ $labels.version }}: {{ $labels.side }} "
+              f"{{{{ $labels.feature }}}} drifted (PSI {{{{ $value | printf \"%.3f\" }}}} > "
+              f"{t.max_psi:g})"),
+        alert("TfsoAccuracyLow", f"{names.accuracy} < {t.min_accuracy:g}",
+              f"{{{{ $labels.model }}}} version {{{{ $labels.version }}}}: accuracy on late "
+              f"labels {{{{ $value | humanizePercentage }}}} < {t.min_accuracy:.0%}", "critical"),
+        alert("TfsoQualityExporterDown", f'up{{job="{QUALITY_JOB}"}} == 0',
+              "the drift/accuracy exporter of {{ $labels.deployment }} is down"),
     ]
 
 

@@ -3,7 +3,8 @@
 Targets come from the deployment's state (`.tfso/deployments/NAME.json`): every replica's REST
 port at the spec's monitoring path (job `replicas`, role `stable`), the canary replicas of a
 rollout in progress (`NAME.canary`, role `canary`), and the router's HAProxy Prometheus exporter
-(job `router`). Targets live in a file_sd file that Prometheus re-reads when it changes, so a
+(job `router`), and the drift/accuracy exporter of a deployment that logs payloads (job
+`quality`). Targets live in a file_sd file that Prometheus re-reads when it changes, so a
 canary that comes or goes is picked up without restarting Prometheus (`refresh_targets`).
 """
 
@@ -18,11 +19,12 @@ from typing import Any
 
 import yaml
 
-from orchestrator.monitor.rules import REPLICAS_JOB, ROUTER_JOB
+from orchestrator.monitor.rules import QUALITY_JOB, REPLICAS_JOB, ROUTER_JOB
 
 DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
 REPLICA_TARGETS = "replicas.json"
 ROUTER_TARGETS = "router.json"
+QUALITY_TARGETS = "quality.json"
 RULES_FILE = "rules.yml"
 ROUTER_METRICS_PATH = "/metrics"
 
@@ -71,8 +73,15 @@ def router_targets(name: str, state: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"targets": [f"127.0.0.1:{port}"], "labels": {"deployment": name, "role": "router"}}]
 
 
+def quality_targets(name: str, port: int | None) -> list[dict[str, Any]]:
+    """The drift/accuracy exporter (monitor/exporter.py), when the deployment logs payloads."""
+    if not port:
+        return []
+    return [{"targets": [f"127.0.0.1:{port}"], "labels": {"deployment": name, "role": "quality"}}]
+
+
 def prometheus_yaml(folder: Path, path: str, intervals: Intervals) -> str:
-    """prometheus.yml: two file_sd jobs and the rule file, all in `folder`."""
+    """prometheus.yml: three file_sd jobs and the rule file, all in `folder`."""
     def job(name: str, metrics: str, targets: str) -> dict[str, Any]:
         return {"job_name": name, "metrics_path": metrics,
                 "file_sd_configs": [{"files": [str(folder / targets)], "refresh_interval": "5s"}]}
@@ -83,10 +92,46 @@ def prometheus_yaml(folder: Path, path: str, intervals: Intervals) -> str:
                    "evaluation_interval": intervals.text(intervals.evaluation_s)},
         "rule_files": [str(folder / RULES_FILE)],
         "scrape_configs": [job(REPLICAS_JOB, path, REPLICA_TARGETS),
-                           job(ROUTER_JOB, ROUTER_METRICS_PATH, ROUTER_TARGETS)],
+                           job(ROUTER_JOB, ROUTER_METRICS_PATH, ROUTER_TARGETS),
+                           job(QUALITY_JOB, "/metrics", QUALITY_TARGETS)],
     }
     return yaml.safe_dump(config, sort_keys=False)
 
 
 def targets_json(groups: list[dict[str, Any]]) -> str:
     return json.dumps(groups, indent=2) + "\n"
+
+
+def kubernetes_yaml(name: str, namespace: str, rules_path: str, intervals: Intervals) -> str:
+    """prometheus.yml for a Prometheus inside the cluster: pods of deployment `name` found by
+    kubernetes_sd (role pod) through the `prometheus.io/*` annotations the manifests carry,
+    relabelled to the same job and labels as the local and docker targets, so the same rules,
+    alerts and dashboard apply."""
+    from orchestrator.kube.manifests import LABEL_DEPLOYMENT, LABEL_ROLE
+
+    def meta(label: str) -> str:
+        return "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", label)
+
+    annotation = "__meta_kubernetes_pod_annotation_prometheus_io_"
+    relabel = [
+        {"source_labels": [meta(LABEL_DEPLOYMENT)], "regex": re.escape(name), "action": "keep"},
+        {"source_labels": [annotation + "scrape"], "regex": "true", "action": "keep"},
+        {"source_labels": [annotation + "path"], "regex": "(.+)", "target_label": "__metrics_path__"},
+        {"source_labels": ["__address__", annotation + "port"],
+         "regex": r"([^:]+)(?::\d+)?;(\d+)", "replacement": "$1:$2",
+         "target_label": "__address__"},
+        {"source_labels": [meta(LABEL_DEPLOYMENT)], "target_label": "deployment"},
+        {"source_labels": [meta(LABEL_ROLE)], "target_label": "role"},
+        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "replica"},
+    ]
+    config = {
+        "global": {"scrape_interval": intervals.text(intervals.scrape_s),
+                   "evaluation_interval": intervals.text(intervals.evaluation_s)},
+        "rule_files": [rules_path],
+        "scrape_configs": [{
+            "job_name": REPLICAS_JOB,
+            "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"names": [namespace]}}],
+            "relabel_configs": relabel,
+        }],
+    }
+    return yaml.safe_dump(config, sort_keys=False)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from orchestrator.protos import apis_pb2 as orchestrator_dot_protos_dot_apis__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(orchestrator/protos/prediction_log.proto\x12\x10orchestrator.tfs\x1a\x1eorchestrator/protos/apis.proto\"\xec\x01\n\x0bLogMetadata\x12/\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x1b.orchestrator.tfs.ModelSpec\x12\x39\n\x0fsampling_config\x18\x02 \x01(\x0b\x32 .orchestrator.tfs.SamplingConfig\x12\x18\n\x10saved_model_tags\x18\x03 \x03(\t\x12\x16\n\x0etimestamp_secs\x18\x04 \x01(\x03\x12\n\n\x02\x64\x63\x18\x05 \x01(\t\x12\x16\n\x0erequest_origin\x18\x06 \x01(\t\x12\x1b\n\x13request_criticality\x18\x07 \x01(\t\"t\n\nPredictLog\x12\x31\n\x07request\x18\x01 \x01(\x0b\x32 .orchestrator.tfs.PredictRequest\x12\x33\n\x08response\x18\x02 \x01(\x0b\x32!.orchestrator.tfs.PredictResponse\"\x85\x01\n\rPredictionLog\x12\x33\n\x0clog_metadata\x18\x01 \x01(\x0b\x32\x1d.orchestrator.tfs.LogMetadata\x12\x33\n\x0bpredict_log\x18\x06 \x01(\x0b\x32\x1c.orchestrator.tfs.PredictLogH\x00\x42\n\n\x08log_typeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(orchestrator/protos/prediction_log.proto\x12\x10orchestrator.tfs\x1a\x1eorchestrator/protos/apis.proto\"\xec\x01\n\x0bLogMetadata\x12/\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x1b.orchestrator.tfs.ModelSpec\x12\x39\n\x0fsampling_config\x18\x02 \x01(\x0b\x32 .orchestrator.tfs.SamplingConfig\x12\x18\n\x10saved_model_tags\x18\x03 \x03(\t\x12\x16\n\x0etimestamp_secs\x18\x04 \x01(\x03\x12\n\n\x02\x64\x63\x18\x05 \x01(\t\x12\x16\n\x0erequest_origin\x18\x06 \x01(\t\x12\x1b\n\x13request_criticality\x18\x07 \x01(\t\"\x83\x01\n\x0b\x43lassifyLog\x12\x38\n\x07request\x18\x01 \x01(\x0b\x32\'.orchestrator.tfs.ClassificationRequest\x12:\n\x08response\x18\x02 \x01(\x0b\x32(.orchestrator.tfs.ClassificationResponse\"z\n\nRegressLog\x12\x34\n\x07request\x18\x01 \x01(\x0b\x32#.orchestrator.tfs.RegressionRequest\x12\x36\n\x08response\x18\x02 \x01(\x0b\x32$.orchestrator.tfs.RegressionResponse\"t\n\nPredictLog\x12\x31\n\x07request\x18\x01 \x01(\x0b\x32 .orchestrator.tfs.PredictRequest\x12\x33\n\x08response\x18\x02 \x01(\x0b\x32!.orchestrator.tfs.PredictResponse\"\xf1\x01\n\rPredictionLog\x12\x33\n\x0clog_metadata\x18\x01 \x01(\x0b\x32\x1d.orchestrator.tfs.LogMetadata\x12\x35\n\x0c\x63lassify_log\x18\x02 \x01(\x0b\x32\x1d.orchestrator.tfs.ClassifyLogH\x00\x12\x33\n\x0bregress_log\x18\x03 \x01(\x0b\x32\x1c.orchestrator.tfs.RegressLogH\x00\x12\x33\n\x0bpredict_log\x18\x06 \x01(\x0b\x32\x1c.orchestrator.tfs.PredictLogH\x00\x42\n\n\x08log_typeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LOGMETADATA']._serialized_start=95
   _globals['_LOGMETADATA']._serialized_end=331
-  _globals['_PREDICTLOG']._serialized_start=333
-  _globals['_PREDICTLOG']._serialized_end=449
-  _globals['_PREDICTIONLOG']._serialized_start=452
-  _globals['_PREDICTIONLOG']._serialized_end=585
+  _globals['_CLASSIFYLOG']._serialized_start=334
+  _globals['_CLASSIFYLOG']._serialized_end=465
+  _globals['_REGRESSLOG']._serialized_start=467
+  _globals['_REGRESSLOG']._serialized_end=589
+  _globals['_PREDICTLOG']._serialized_start=591
+  _globals['_PREDICTLOG']._serialized_end=707
+  _globals['_PREDICTIONLOG']._serialized_start=710
+  _globals['_PREDICTIONLOG']._serialized_end=951
 # @@protoc_insertion_point(module_scope)

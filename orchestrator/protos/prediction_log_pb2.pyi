@@ -25,6 +25,22 @@ class LogMetadata(_message.Message):
     request_criticality: str
     def __init__(self, model_spec: _Optional[_Union[_apis_pb2.ModelSpec, _Mapping]] = ..., sampling_config: _Optional[_Union[_apis_pb2.SamplingConfig, _Mapping]] = ..., saved_model_tags: _Optional[_Iterable[str]] = ..., timestamp_secs: _Optional[int] = ..., dc: _Optional[str] = ..., request_origin: _Optional[str] = ..., request_criticality: _Optional[str] = ...) -> None: ...
 
+class ClassifyLog(_message.Message):
+    __slots__ = ("request", "response")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    request: _apis_pb2.ClassificationRequest
+    response: _apis_pb2.ClassificationResponse
+    def __init__(self, request: _Optional[_Union[_apis_pb2.ClassificationRequest, _Mapping]] = ..., response: _Optional[_Union[_apis_pb2.ClassificationResponse, _Mapping]] = ...) -> None: ...
+
+class RegressLog(_message.Message):
+    __slots__ = ("request", "response")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    request: _apis_pb2.RegressionRequest
+    response: _apis_pb2.RegressionResponse
+    def __init__(self, request: _Optional[_Union[_apis_pb2.RegressionRequest, _Mapping]] = ..., response: _Optional[_Union[_apis_pb2.RegressionResponse, _Mapping]] = ...) -> None: ...
+
 class PredictLog(_message.Message):
     __slots__ = ("request", "response")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
@@ -34,9 +50,13 @@ class PredictLog(_message.Message):
     def __init__(self, request: _Optional[_Union[_apis_pb2.PredictRequest, _Mapping]] = ..., response: _Optional[_Union[_apis_pb2.PredictResponse, _Mapping]] = ...) -> None: ...
 
 class PredictionLog(_message.Message):
-    __slots__ = ("log_metadata", "predict_log")
+    __slots__ = ("log_metadata", "classify_log", "regress_log", "predict_log")
     LOG_METADATA_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFY_LOG_FIELD_NUMBER: _ClassVar[int]
+    REGRESS_LOG_FIELD_NUMBER: _ClassVar[int]
     PREDICT_LOG_FIELD_NUMBER: _ClassVar[int]
     log_metadata: LogMetadata
+    classify_log: ClassifyLog
+    regress_log: RegressLog
     predict_log: PredictLog
-    def __init__(self, log_metadata: _Optional[_Union[LogMetadata, _Mapping]] = ..., predict_log: _Optional[_Union[PredictLog, _Mapping]] = ...) -> None: ...
+    def __init__(self, log_metadata: _Optional[_Union[LogMetadata, _Mapping]] = ..., classify_log: _Optional[_Union[ClassifyLog, _Mapping]] = ..., regress_log: _Optional[_Union[RegressLog, _Mapping]] = ..., predict_log: _Optional[_Union[PredictLog, _Mapping]] = ...) -> None: ...

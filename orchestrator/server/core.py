@@ -157,14 +157,22 @@ class Core:
     ) -> tuple[str, list[list[tuple[Any, float]]]]:
         plan = r.plan_classify(servable, signature_name)
         outs = await self._examples_run(servable, plan, examples, "Classify")
-        return plan.signature_name, r.classify_result(plan, len(examples), outs)
+        result = r.classify_result(plan, len(examples), outs)
+        payload = self.payload.by_model.get(servable.name)
+        if payload is not None:
+            payload.maybe_examples("classify", servable.version, plan.signature_name, examples, result)
+        return plan.signature_name, result
 
     async def regress(
         self, servable: r.Servable, signature_name: str, examples: list[bytes]
     ) -> tuple[str, np.ndarray]:
         plan = r.plan_regress(servable, signature_name)
         outs = await self._examples_run(servable, plan, examples, "Regress")
-        return plan.signature_name, r.regress_result(plan, len(examples), outs)
+        result = r.regress_result(plan, len(examples), outs)
+        payload = self.payload.by_model.get(servable.name)
+        if payload is not None:
+            payload.maybe_examples("regress", servable.version, plan.signature_name, examples, result)
+        return plan.signature_name, result
 
     async def multi_inference(
         self, servable: r.Servable, tasks: list[tuple[str, str]], examples: list[bytes]

@@ -165,6 +165,19 @@ class ModelLogger:
         except queue.Full:
             self.counters.drop(self.model, "queue_full")
 
+    def maybe_examples(
+        self, kind: str, version: int, signature: str, examples: list[bytes], result: Any
+    ) -> None:
+        """Classify (result: per example [(label, score)]) or Regress (result: values)."""
+        if self.rate < 1.0 and random.random() >= self.rate:
+            return
+        call = CURRENT_CALL.get()
+        rid = call.request_id if call is not None else ""
+        try:
+            self._queue.put_nowait((kind, version, signature, examples, result, rid, time.time()))
+        except queue.Full:
+            self.counters.drop(self.model, "queue_full")
+
     def close(self, timeout_s: float = 5.0) -> None:
         try:
             self._queue.put(_STOP, timeout=timeout_s)
@@ -178,6 +191,8 @@ class ModelLogger:
 
         from orchestrator.protocol.tensors import to_tensor_proto
 
+        if isinstance(item[0], str):
+            return self._example_record(item)
         version, signature, inputs, outputs, rid, ts = item
         pl = prediction_log_pb2.PredictionLog()
         md = pl.log_metadata
@@ -198,6 +213,37 @@ class ModelLogger:
         resp.model_spec.CopyFrom(md.model_spec)
         for k, v in outputs.items():
             resp.outputs[k].ParseFromString(to_tensor_proto(v).SerializeToString())
+        return pl.SerializeToString()
+
+    def _example_record(self, item: tuple) -> bytes:
+        """A ClassifyLog or RegressLog record (the request's examples and the response)."""
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        kind, version, signature, examples, result, rid, ts = item
+        pl = prediction_log_pb2.PredictionLog()
+        md = pl.log_metadata
+        md.model_spec.name = self.model
+        md.model_spec.version.value = version
+        md.model_spec.signature_name = signature
+        md.sampling_config.sampling_rate = self.rate
+        md.saved_model_tags.append("serve")
+        md.timestamp_secs = int(ts)
+        md.request_origin = rid
+        body = pl.classify_log if kind == "classify" else pl.regress_log
+        body.request.model_spec.name = self.model
+        body.request.model_spec.signature_name = signature
+        for raw in examples:
+            body.request.input.example_list.examples.add().ParseFromString(raw)
+        body.response.model_spec.CopyFrom(md.model_spec)
+        if kind == "classify":
+            for row in result:
+                classes = body.response.result.classifications.add()
+                for label, score in row:
+                    text = label.decode("utf-8", "replace") if isinstance(label, bytes) else label
+                    classes.classes.add(label=text, score=float(score))
+        else:
+            for value in result:
+                body.response.result.regressions.add(value=float(value))
         return pl.SerializeToString()
 
     def _open(self) -> None:

@@ -562,13 +562,17 @@ class DockerRuntime(Runtime):
         """The router in front of `replicas`: kept when its config, image and mounts are the same,
         replaced otherwise; its checks ask for the newest wanted version, and it waits until they
         see every replica UP."""
+        if not settings.get("metrics_port"):  # HAProxy's Prometheus exporter (`tfsctl monitor`)
+            kept = ((self.store.load(name) or {}).get("router") or {}).get("metrics_port")
+            settings = {**settings, "metrics_port": kept or free_port("127.0.0.1")}
         router = self.router(name, settings)
         config = RouterConfig(
             name=name, model=settings["model"], rest_port=settings["rest_port"],
             grpc_port=settings["grpc_port"], bind_host=settings["bind_host"],
             stable=tuple(Upstream(grpc_port=c.ports[GRPC_INSIDE][1], rest_port=c.ports[REST_INSIDE][1])
                          for c in sorted(replicas, key=lambda c: int(c.labels[LABEL_REPLICA]))),
-            stable_version=max(wanted.get(settings["model"]) or [0]) or None)
+            stable_version=max(wanted.get(settings["model"]) or [0]) or None,
+            metrics_port=int(settings.get("metrics_port") or 0))
         current = router.container()
         started = not (current is not None and current.running
                        and current.labels.get(LABEL_SPEC_HASH) == router.config_hash(config))

@@ -144,3 +144,61 @@ def test_rules_unit_tests(promtool: str, tmp_path: Path) -> None:
     (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
     out = run(promtool, "test", "rules", str(tmp_path / "tests.yml"))
     assert "SUCCESS" in out
+
+
+def test_quality_rules(promtool: str, tmp_path: Path) -> None:
+    """Drift and late-label accuracy: recording rules and alerts on the exporter's gauges."""
+    names = RuleNames("1m")
+    (tmp_path / RULES_FILE).write_text(
+        rules_yaml(names, Thresholds(for_s=60, max_psi=0.2, min_accuracy=0.9)))
+    target = {"deployment": "d", "instance": "127.0.0.1:7", "job": "quality", "role": "quality"}
+    f = {**target, "model": "m", "side": "input"}
+    series = [
+        ("tfso_drift_psi" + _labels(**f, version="1", feature="x[0]"), "0.01x40"),
+        ("tfso_drift_psi" + _labels(**f, version="2", feature="x[0]"), "0.05 0.35x39"),
+        ("tfso_drift_psi" + _labels(**f, version="2", feature="x[1]"), "0.19x40"),
+        ("tfso_drift_js_distance" + _labels(**f, version="2", feature="x[0]"), "0.4x40"),
+        ("tfso_feedback_accuracy" + _labels(**target, model="m", version="1"), "0.95x40"),
+        ("tfso_feedback_accuracy" + _labels(**target, model="m", version="2"), "0.5x40"),
+        ("up" + _labels(**target), "1x40"),
+    ]
+    feature = {"deployment": "d", "model": "m", "side": "input"}
+    tests = {
+        "rule_files": [str(tmp_path / RULES_FILE)],
+        "evaluation_interval": "15s",
+        "tests": [{
+            "interval": "15s",
+            "input_series": [{"series": s, "values": v} for s, v in series],
+            "promql_expr_test": [
+                {"expr": f'{names.drift_psi}{{version="2"}}', "eval_time": "5m",
+                 "exp_samples": [
+                     {"labels": names.drift_psi + _labels(**feature, version="2", feature=x),
+                      "value": v} for x, v in (("x[0]", 0.35), ("x[1]", 0.19))]},
+                {"expr": names.drift_js, "eval_time": "5m",
+                 "exp_samples": [{"labels": names.drift_js + _labels(**feature, version="2",
+                                                                      feature="x[0]"),
+                                  "value": 0.4}]},
+                {"expr": names.accuracy, "eval_time": "5m",
+                 "exp_samples": [{"labels": names.accuracy + _labels(deployment="d", model="m",
+                                                                     version=v), "value": a}
+                                 for v, a in (("1", 0.95), ("2", 0.5))]},
+            ],
+            "alert_rule_test": [
+                {"alertname": "TfsoFeatureDrift", "eval_time": "30s", "exp_alerts": []},
+                {"alertname": "TfsoFeatureDrift", "eval_time": "5m", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", **feature, "version": "2",
+                                   "feature": "x[0]"},
+                    "exp_annotations": {"summary": "m version 2: input x[0] drifted "
+                                                   "(PSI 0.350 > 0.2)"}}]},
+                {"alertname": "TfsoAccuracyLow", "eval_time": "5m", "exp_alerts": [{
+                    "exp_labels": {"severity": "critical", "deployment": "d", "model": "m",
+                                   "version": "2"},
+                    "exp_annotations": {"summary": "m version 2: accuracy on late labels 50% "
+                                                   "< 90%"}}]},
+                {"alertname": "TfsoQualityExporterDown", "eval_time": "5m", "exp_alerts": []},
+            ],
+        }],
+    }
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
+    out = run(promtool, "test", "rules", str(tmp_path / "tests.yml"))
+    assert "SUCCESS" in out

@@ -78,6 +78,8 @@ def test_our_prediction_log_copy_matches_upstream_fields() -> None:
 
     for upstream, copy in ((prediction_log_pb2.PredictionLog, ours.PredictionLog),
                            (prediction_log_pb2.PredictLog, ours.PredictLog),
+                           (prediction_log_pb2.ClassifyLog, ours.ClassifyLog),
+                           (prediction_log_pb2.RegressLog, ours.RegressLog),
                            (logging_pb2.LogMetadata, ours.LogMetadata)):
         for f in copy.DESCRIPTOR.fields:
             up = upstream.DESCRIPTOR.fields_by_name[f.name]
