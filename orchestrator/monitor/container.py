@@ -98,7 +98,7 @@ def container_name(name: str) -> str:
 
 def start(api: Any, name: str, image: str, args: list[str], folder: Path) -> str:
     """Create and start NAME's Prometheus container (a stale one of that name is removed)."""
-    from orchestrator.runtime._docker_api import ContainerRequest, Mount
+    from orchestrator.runtime.docker.api import ContainerRequest, Mount
 
     for old in api.list({MONITOR_LABEL: name}):
         api.remove(old.id)
@@ -137,7 +137,7 @@ def remove(api: Any, cid: str) -> None:
 
 
 def docker_api() -> Any:
-    from orchestrator.runtime._docker_api import DockerApi, DockerError
+    from orchestrator.runtime.docker.api import DockerApi, DockerError
 
     try:
         return DockerApi()

@@ -16,10 +16,10 @@ import pytest
 import requests
 
 from orchestrator.monitor.container import IMAGE_REPO, MONITOR_LABEL
-from orchestrator.runtime._docker_api import DockerApi
 from orchestrator.runtime.base import free_port
+from orchestrator.runtime.docker.api import DockerApi
 from tests.helpers.rollout import wait_for
-from tests.helpers.standin_image import ROUTER_REF, ensure_router_image, extra_mounts_yaml
+from tests.helpers.standin_image import ROUTER_REF, ensure_router_image
 from tests.integration.docker.conftest import tfsctl, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
@@ -32,12 +32,7 @@ def test_prometheus_container_scrapes_replicas_and_router(project: Path,
     grpc, rest, prom = free_port(), free_port(), free_port()
     write_spec(project, NAME, "base_path: ../models/hpt\nversion_policy: {specific: [1]}\n"
                               f"replicas: 2\nports: {{grpc: {grpc}, rest: {rest}}}\n"
-                              f"router: true\nrouter_image: {ROUTER_REF}\n", standin_image=False)
-    spec = project / "serving_configs" / f"{NAME}.yaml"
-    from tests.helpers.standin_image import STANDIN_REPO
-
-    spec.write_text(spec.read_text() + f"image: {STANDIN_REPO}\ntag: standin\npull: never\n"
-                    + extra_mounts_yaml(router=True))
+                              f"router: true\nrouter_image: {ROUTER_REF}\n")
     run = tfsctl(project, "deploy", NAME, "--runtime", "docker")
     assert run.returncode == 0, run.stderr
     url = f"http://127.0.0.1:{prom}"
