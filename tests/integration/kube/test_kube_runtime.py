@@ -56,7 +56,7 @@ class Env:
 
     def spec(self, extra: str = "", *, name: str = "khp") -> Spec:
         text = (f"model_uri: pvc://model-store/{name}\nbase_path: {self.store / name}\n"
-                f"kubernetes: {{namespace: {NS}}}\nhealth: {{deadline_s: 60}}\n" + extra)
+                f"kubernetes: {{namespace: {NS}}}\nhealth: {{deadline_s: 180}}\n" + extra)
         return parse_spec(text, file=self.tmp / f"{name}.yaml", check_files=False)
 
     def pods(self, role: str | None = None) -> list[str]:
@@ -230,3 +230,35 @@ def test_canary_by_gateway_route_weights(env: Env) -> None:
         rt.start_canary("khp", 3)
     assert env.api.get(DEPLOYMENTS, NS, "khp-canary") is None
     assert router.get_weights() == {"stable": 100, "canary": 0}
+
+
+def test_cli_deploy_status_ls_stop_and_a_local_only_spec(env: Env, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "khp.yaml").write_text(f"model_uri: pvc://model-store/khp\nbase_path: {env.store / 'khp'}\n"
+                                      "version_policy: {specific: [1]}\nhealth: {deadline_s: 180}\n")
+    (configs / "plain.yaml").write_text(f"base_path: {env.store / 'khp'}\n")
+    run_env = {**os.environ, "KUBECONFIG": env.runtime.kubeconfig or "", "TFSO_STATE_DIR": str(tmp_path / "cli")}
+
+    def tfsctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True,
+                              timeout=240, check=False, env=run_env, cwd=tmp_path)
+
+    deployed = tfsctl("deploy", "khp", "--runtime", "kubernetes", "--namespace", NS, "--configs-dir", str(configs),
+                      "-o", "json")
+    assert deployed.returncode == 0, deployed.stderr
+    assert json.loads(deployed.stdout)["action"] == "created"
+    status = tfsctl("status", "khp")
+    assert status.returncode == 0 and "AVAILABLE" in status.stdout, status.stdout + status.stderr
+    listed = json.loads(tfsctl("ls", "-o", "json").stdout)["deployments"]
+    assert [(d["name"], d["runtime"]) for d in listed] == [("khp", "kubernetes")]
+    assert tfsctl("stop", "khp").returncode == 0
+    refused = tfsctl("deploy", "plain", "--runtime", "kubernetes", "--configs-dir", str(configs))
+    assert refused.returncode == 2 and "error:" in refused.stderr and "model_uri" in refused.stderr
+    assert "tfsctl package plain" in refused.stderr
+    misuse = tfsctl("deploy", "plain", "--runtime", "local", "--namespace", NS, "--configs-dir", str(configs))
+    assert misuse.returncode == 2 and "--namespace go with --runtime kubernetes" in misuse.stderr
