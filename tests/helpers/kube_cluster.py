@@ -8,17 +8,21 @@ and sets no uid or generation, among other gaps):
 
 - create (409 if present, 404 if the namespace is missing), get, list with equality label
   selectors, replace (PUT), delete; uid, resourceVersion, generation, creationTimestamp;
-- PATCH: JSON merge patch (RFC 7386) and server-side apply (creates a missing object; the
-  applied fields replace ours). Strategic merge is treated as a merge patch in which lists
-  are replaced whole (no merge keys), and JSON patch is refused with 415;
+- PATCH: JSON merge patch (RFC 7386) and server-side apply (needs fieldManager; creates a
+  missing object; records managedFields; a field the same manager applied before and no
+  longer applies is removed). Strategic merge is treated as a merge patch in which lists are
+  replaced whole (no merge keys), and JSON patch is refused with 415;
+- 403 Forbidden, in the real server's words, for (verb, resource) pairs in `forbidden` (RBAC);
 - the pod proxy, `/api/v1/namespaces/NS/pods/POD:PORT/proxy/PATH`, forwarded to the pod.
 
 `NodeAgent` plays kubelet and the Deployment controller: it turns every Deployment into pods
 that are REAL `tfs-model-server` processes on free loopback ports, keeps each pod's /config
 in step with its ConfigMap (so TF Serving's config poll hot-reloads), maps PVC claims to
-local folders, marks pods Ready from the container's readiness probe, and fills the
-Deployment's status. Only scheduling, images and networking are simulated; what is NOT
-emulated (watch, RBAC, admission, CEL rules, real rollouts) is proved by the real-cluster suite.
+local folders, marks pods Ready from the container's readiness probe, rolls a changed template
+with maxUnavailable 0 (old pods serve until every new one is Ready) and fills the Deployment's
+status. Only scheduling, images and networking are simulated; what is NOT emulated (watch, real
+RBAC, admission, CEL rules, kubelet back-off and ConfigMap sync delay, field-ownership conflicts)
+is for the real-cluster suite.
 """
 
 from __future__ import annotations
