@@ -39,12 +39,16 @@ def demo_model() -> Path:
     return models
 
 
+PORTS: dict[str, int] = {}
+
+
 def spec_for(folder: Path, runtime: str, version: int) -> Spec:
     text = f"base_path: {demo_model()}\nversion_policy: {{specific: [{version}]}}\nhealth: {{deadline_s: 300}}\n"
     if runtime == "kubernetes":
         text += "model_uri: pvc://models/demo\nkubernetes: {namespace: bench}\n"
     else:
-        text += f"ports: {{grpc: {free_port()}, rest: {free_port()}}}\n"
+        ports = PORTS.setdefault(str(folder), free_port()), PORTS.setdefault(f"{folder}/rest", free_port())
+        text += f"ports: {{grpc: {ports[0]}, rest: {ports[1]}}}\n"
     path = folder / "serving_configs" / "demo.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -100,10 +104,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print the medians as JSON")
     args = parser.parse_args()
-    medians: dict[str, dict[str, float]] = {}
-    for name in ("kubernetes", "local"):
-        rounds = [one_round(name) for _ in range(args.rounds)]
-        medians[name] = {k: round(statistics.median(r[k] for r in rounds), 2) for k in rounds[0]}
+    rounds: dict[str, list[dict[str, float]]] = {"kubernetes": [], "local": []}
+    for _ in range(args.rounds):  # interleaved, so both runtimes see the same machine load
+        for name in rounds:
+            rounds[name].append(one_round(name))
+    medians = {name: {k: round(statistics.median(r[k] for r in rs), 2) for k in rs[0]}
+               for name, rs in rounds.items()}
     if args.json:
         print(json.dumps({"medians": medians, "rounds": args.rounds}, indent=2))
         return

@@ -113,8 +113,13 @@ def _apply(names: tuple[str, ...], configs_dir: Path, runtime_name: str | None, 
     specs = [_load_for(n, configs_dir, runtime_name, verb) for n in names]
     if overrides:
         specs = [s.model_copy(update=overrides) for s in specs]
+    on = runtime_name
+    if verb == "reload":
+        from orchestrator.state import StateStore
+
+        on = (StateStore().load(specs[0].name) or {}).get("runtime")
     for spec in specs:
-        check_host_runtime(spec, runtime_name)
+        check_host_runtime(spec, on)
     if verb == "reload":
         runtime, why = runtime_of_deployment(specs[0].name), "the deployment's runtime"
     else:

@@ -194,6 +194,10 @@ class Cluster:
                 if exc.status in (401, 403):
                     raise
                 return exc.status, (exc.body.encode() if isinstance(exc.body, str) else exc.body or b"")
+            except Exception as exc:  # a slow pod is "no answer yet", not an unreachable API server
+                if "Timeout" not in type(exc).__name__ + type(getattr(exc, "reason", None)).__name__:
+                    raise
+                return 504, json.dumps({"kind": "Status", "message": f"pod {pod} did not answer in 5 s"}).encode()
         return int(raw.status), bytes(raw.data)
 
 

@@ -331,6 +331,13 @@ class KubernetesRuntime(Runtime):
             raise RuntimeError_(
                 f"{name} is deployed on the {previous.get('runtime')} runtime",
                 fix=f"stop it first (`tfsctl stop {name}`), or deploy with `--runtime {previous.get('runtime')}`")
+        if previous is not None and (previous.get("namespace"), previous.get("context")) != \
+                (spec.kubernetes.namespace, spec.kubernetes.context):
+            raise RuntimeError_(
+                f"{name} is deployed in namespace {previous.get('namespace')}"
+                + (f" (context {previous.get('context')})" if previous.get("context") else "")
+                + f", not {spec.kubernetes.namespace}",
+                fix=f"`tfsctl reload {name}` updates it where it is; to move it, `tfsctl stop {name}` first")
         objects = manifests.render(spec)  # refuses a spec without model_uri, with the advice
         versions = cluster_wanted(spec)
         cluster = self.cluster(spec.kubernetes.context)
@@ -385,7 +392,8 @@ class KubernetesRuntime(Runtime):
         state = self._state(spec.name)
         pods = self.replicas(spec.name)
         return Deployment(spec.name, self.name, action, state["rest_url"], state["grpc_address"],
-                          [{"pod": r.name, "role": r.role, "version": r.version} for r in pods], note)
+                          [{"index": i, "pod": r.name, "role": r.role, "version": r.version, "host": r.host,
+                            "rest_port": r.rest_port, "grpc_port": r.grpc_port} for i, r in enumerate(pods)], note)
 
     def _check_gateway(self, cluster: Cluster, spec: Spec) -> None:
         router = spec.router
@@ -430,8 +438,11 @@ class KubernetesRuntime(Runtime):
         return [(first, sorted(set(moved.values()))), (final, versions)]
 
     def reload(self, specs: Sequence[Spec], *, on_poll: OnPoll | None = None) -> Deployment:
-        self._state(specs[0].name)
-        return self.deploy(specs, on_poll=on_poll)
+        """The spec again, where the deployment lives (its namespace and context, as deployed)."""
+        state = self._state(specs[0].name)
+        where = specs[0].kubernetes.model_copy(update={"namespace": state["namespace"],
+                                                       "context": state.get("context")})
+        return self.deploy([specs[0].model_copy(update={"kubernetes": where}), *specs[1:]], on_poll=on_poll)
 
     def apply_label_steps(self, name: str, steps: Sequence[Any]) -> None:
         """plan.plan_label_move's steps (built with model_path=manifests.cluster_model_path)."""
@@ -510,11 +521,35 @@ class KubernetesRuntime(Runtime):
         return out
 
     def ps(self, name: str) -> list[dict[str, Any]]:
+        """One row per pod: role, image, phase or the named problem, restarts."""
+        state, cluster, pods = self._pods(name)
         rows = []
-        for r in self.status(name):
-            rows.append({"replica": r.index, "id": r.id, "status": "running" if r.running else "not running",
-                         "grpc_port": r.grpc_port, "rest_port": r.rest_port, "detail": r.detail})
+        for index, pod in enumerate(pods):
+            containers = (pod.get("status") or {}).get("containerStatuses") or [{}]
+            problem, _ = diagnose(cluster, state["namespace"], pod, tail=0)
+            phase = (pod.get("status") or {}).get("phase", "Unknown")
+            rows.append({"replica": index, "id": _pod_name(pod),
+                         "name": pod["metadata"].get("labels", {}).get(manifests.LABEL_ROLE, ""),
+                         "image": pod["spec"]["containers"][0].get("image", ""),
+                         "status": problem.reason if problem else phase.lower(),
+                         "restarts": int(containers[0].get("restartCount") or 0),
+                         "grpc_port": manifests.GRPC_PORT, "rest_port": manifests.REST_PORT,
+                         "detail": (pod.get("status") or {}).get("podIP", "")})
         return rows
+
+    def pod_metrics(self, name: str, role: str | None = None) -> dict[str, str]:
+        """Each pod's Prometheus text (the spec's monitoring path) through the pod proxy, for analysis."""
+        state, spec, cluster = self._open(name)
+        if not spec.monitoring.prometheus:
+            raise RuntimeError_(f"{name} exports no Prometheus metrics",
+                                fix="set `monitoring: {prometheus: true}` in the spec and deploy")
+        out = {}
+        for pod in _live(cluster.pods(state["namespace"], selector(name, role))):
+            code, body = cluster.proxy_get(state["namespace"], _pod_name(pod), manifests.REST_PORT,
+                                           spec.monitoring.path)
+            if code == 200:
+                out[_pod_name(pod)] = body.decode(errors="replace")
+        return out
 
     def logs(self, name: str, *, tail: int = 100) -> dict[int, str]:
         state, cluster, pods = self._pods(name)
@@ -565,7 +600,19 @@ class KubernetesRuntime(Runtime):
         if stable is not None and spec.autoscale is None and \
                 (stable.get("spec") or {}).get("replicas") != spec.replicas:
             cluster.apply(manifests.render(spec)[1])  # undo a replica-ratio split
+            self._wait_rollout(cluster, spec, obj)
         self._save(spec, canary=None)
+
+    def _wait_rollout(self, cluster: Cluster, spec: Spec, dep_name: str) -> None:
+        end = self._deadline(spec)
+        while True:
+            done, detail, _ = self._rolled_out(cluster, spec.kubernetes.namespace, dep_name)
+            if done:
+                return
+            if time.monotonic() >= end:
+                raise HealthTimeout(f"{spec.name}: {dep_name} did not reach its replica count ({detail})",
+                                    fix=f"`tfsctl status {spec.name}` shows the pods")
+            time.sleep(self.poll_s)
 
     def router(self, name: str) -> GatewayRoutes | ReplicaRatio:
         state, spec, cluster = self._open(name)
@@ -642,12 +689,7 @@ class ReplicaRatio:
         for dep_name, count in ((f"{self.obj}-canary", canary), (self.obj, stable)):
             self.cluster.merge_patch("Deployment", ns, dep_name, {"spec": {"replicas": count}})
         for dep_name in (f"{self.obj}-canary", self.obj):
-            end = time.monotonic() + self.spec.health.deadline_s
-            while not self.runtime._rolled_out(self.cluster, ns, dep_name)[0]:
-                if time.monotonic() >= end:
-                    raise HealthTimeout(f"{self.spec.name}: {dep_name} did not reach its replica count",
-                                        fix=f"`tfsctl status {self.spec.name}` shows the pods")
-                time.sleep(self.runtime.poll_s)
+            self.runtime._wait_rollout(self.cluster, self.spec, dep_name)
 
     def get_weights(self) -> dict[str, int]:
         ns = self.spec.kubernetes.namespace

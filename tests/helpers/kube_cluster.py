@@ -433,6 +433,7 @@ class NodeAgent:
 
     def sync(self) -> None:
         wanted: set[tuple[str, str]] = set()
+        statuses: list[tuple[str, str, Obj]] = []
         with self.api.lock:
             deployments = [o for (k, _, _), o in self.api.objects.items() if k == DEPLOYMENTS]
             deployments = copy.deepcopy(deployments)
@@ -463,10 +464,10 @@ class NodeAgent:
             for key in kept:
                 self._sync_config(*key)
                 old_ready += self._probe(*key)
-            self.api.set_status(DEPLOYMENTS, ns, name, {
+            statuses.append((ns, name, {
                 "observedGeneration": dep["metadata"]["generation"], "replicas": replicas + len(kept),
                 "updatedReplicas": replicas, "readyReplicas": ready + old_ready,
-                "availableReplicas": ready + old_ready, "unavailableReplicas": replicas - ready})
+                "availableReplicas": ready + old_ready, "unavailableReplicas": replicas - ready}))
         for key in list(self.blocked):
             if key not in wanted:
                 del self.blocked[key]
@@ -480,6 +481,8 @@ class NodeAgent:
                 self.api.pod_ports.pop(key, None)
                 self.api.pod_logs.pop(key, None)
                 self.api.delete(PODS, *key)
+        for ns, name, status in statuses:  # after the old pods are gone, as the controller reports
+            self.api.set_status(DEPLOYMENTS, ns, name, status)
 
     def _paths(self, ns: str, pod_name: str, pod_spec: Obj) -> dict[str, str]:
         """Container mount path → local folder, for the config and model volumes."""

@@ -105,7 +105,8 @@ def test_deploy_status_reload_scale_logs_stop(env: Env) -> None:
     assert all(env.states(p) == {1: "AVAILABLE", 2: "AVAILABLE"} for p in env.pods("stable"))
     logs = rt.logs("khp", tail=5)
     assert len(logs) == 2 and all(len(text.splitlines()) <= 6 for text in logs.values())
-    assert rt.ps("khp")[0]["status"] == "running"
+    rows = rt.ps("khp")
+    assert [r["status"] for r in rows] == ["running", "running"] and rows[0]["image"] == "tensorflow/serving:2.19.0"
 
     # stop deletes only what carries our labels
     env.api.put(CONFIG_MAPS, NS, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "theirs"},
@@ -225,6 +226,8 @@ def test_canary_by_gateway_route_weights(env: Env) -> None:
         assert route is not None
         assert [(r["name"], r["weight"]) for r in route["spec"]["rules"][0]["backendRefs"]] == \
             [("khp-stable", 90), ("khp-canary", 10)]
+    metrics = rt.pod_metrics("khp", "canary")  # what canary analysis reads, through the pod proxy
+    assert len(metrics) == 1 and "# TYPE" in next(iter(metrics.values()))
     # a canary that cannot load its version is removed; stable never changed
     with pytest.raises(RuntimeError_):
         rt.start_canary("khp", 3)
@@ -240,7 +243,8 @@ def test_cli_deploy_status_ls_stop_and_a_local_only_spec(env: Env, tmp_path: Pat
     configs = tmp_path / "configs"
     configs.mkdir()
     (configs / "khp.yaml").write_text(f"model_uri: pvc://model-store/khp\nbase_path: {env.store / 'khp'}\n"
-                                      "version_policy: {specific: [1]}\nhealth: {deadline_s: 180}\n")
+                                      "version_policy: {specific: [1]}\nhealth: {deadline_s: 180}\n"
+                                      "autoscale: {min: 1, max: 2}\nresources: {cpus: 0.5}\n")
     (configs / "plain.yaml").write_text(f"base_path: {env.store / 'khp'}\n")
     run_env = {**os.environ, "KUBECONFIG": env.runtime.kubeconfig or "", "TFSO_STATE_DIR": str(tmp_path / "cli")}
 
@@ -254,6 +258,13 @@ def test_cli_deploy_status_ls_stop_and_a_local_only_spec(env: Env, tmp_path: Pat
     assert json.loads(deployed.stdout)["action"] == "created"
     status = tfsctl("status", "khp")
     assert status.returncode == 0 and "AVAILABLE" in status.stdout, status.stdout + status.stderr
+    moved = tfsctl("deploy", "khp", "--runtime", "kubernetes", "--configs-dir", str(configs))  # namespace default
+    assert moved.returncode == 4 and "is deployed in namespace models, not default" in moved.stderr, moved.stderr
+    # reload finds it where it lives (the spec file names no namespace); autoscale is fine on a cluster
+    reloaded = tfsctl("reload", "khp", "--configs-dir", str(configs), "-o", "json")
+    assert reloaded.returncode == 0 and json.loads(reloaded.stdout)["action"] == "unchanged", reloaded.stderr
+    scaled = tfsctl("scale", "khp", "3")
+    assert scaled.returncode == 4 and "is autoscaled" in scaled.stderr and "fix:" in scaled.stderr
     listed = json.loads(tfsctl("ls", "-o", "json").stdout)["deployments"]
     assert [(d["name"], d["runtime"]) for d in listed] == [("khp", "kubernetes")]
     assert tfsctl("stop", "khp").returncode == 0
