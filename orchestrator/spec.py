@@ -249,7 +249,7 @@ class Spec(_Frozen):
     monitoring: Monitoring = Monitoring()
     logging: PayloadLogging | None = None
     ports: Ports = Ports()
-    runtime: Literal["auto", "local", "docker"] = "auto"
+    runtime: Literal["auto", "local", "docker", "kubernetes"] = "auto"
     device: Literal["cpu", "gpu"] = "cpu"
     gpu: Gpu = Gpu()
     image: str = DEFAULT_IMAGE
@@ -364,7 +364,7 @@ _FIXES: dict[str, str] = {
     "name": "model names match [A-Za-z0-9_]+ (TF Serving's rule); rename the spec file to match",
     "version_policy": "write `version_policy: latest`, `{latest: 2}`, `all` or `{specific: [1, 2]}`",
     "version_labels": "map label names to versions the policy loads, e.g. `version_labels: {stable: 1}`",
-    "runtime": "use auto, local or docker",
+    "runtime": "use auto, local, docker or kubernetes",
     "device": "use cpu or gpu",
     "ports": "choose two different ports between 1 and 65535",
     "replicas": "replicas is a whole number from 1 to 64",

@@ -18,7 +18,7 @@ configs_option = click.option(
 )
 runtime_option = click.option(
     "--runtime",
-    type=click.Choice(["auto", "local", "docker"]),
+    type=click.Choice(["auto", "local", "docker", "kubernetes"]),
     default=None,
     help="Override the spec's runtime.",
 )
@@ -101,7 +101,7 @@ def _image_overrides(image: str | None, pull: str | None) -> dict[str, str]:
 
 
 def _apply(names: tuple[str, ...], configs_dir: Path, runtime_name: str | None, output: str, verb: str,
-           overrides: dict[str, str] | None = None) -> None:
+           overrides: dict[str, object] | None = None) -> None:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from orchestrator.runtime.select import (
@@ -109,13 +109,17 @@ def _apply(names: tuple[str, ...], configs_dir: Path, runtime_name: str | None, 
         choose_runtime,
         runtime_of_deployment,
     )
-    from orchestrator.spec import load_spec
 
-    specs = [load_spec(n, configs_dir=configs_dir) for n in names]
+    specs = [_load_for(n, configs_dir, runtime_name, verb) for n in names]
     if overrides:
         specs = [s.model_copy(update=overrides) for s in specs]
+    on = runtime_name
+    if verb == "reload":
+        from orchestrator.state import StateStore
+
+        on = (StateStore().load(specs[0].name) or {}).get("runtime")
     for spec in specs:
-        check_host_runtime(spec)
+        check_host_runtime(spec, on)
     if verb == "reload":
         runtime, why = runtime_of_deployment(specs[0].name), "the deployment's runtime"
     else:
@@ -146,6 +150,37 @@ def _apply(names: tuple[str, ...], configs_dir: Path, runtime_name: str | None, 
     console.print(f"  try   {_curl_line(specs[0], result.rest_url)}", highlight=False, soft_wrap=True)
 
 
+def _load_for(name: str, configs_dir: Path, runtime_name: str | None, verb: str):  # type: ignore[no-untyped-def]
+    """A spec; the local model folder is checked unless a cluster serves it (it reads model_uri)."""
+    from orchestrator.spec import load_spec
+    from orchestrator.state import StateStore
+
+    spec = load_spec(name, configs_dir=configs_dir, check_files=False)
+    runtime = runtime_name or spec.runtime
+    if verb == "reload":
+        runtime = (StateStore().load(spec.name) or {}).get("runtime", runtime)
+    if runtime == "kubernetes":
+        return spec
+    return load_spec(name, configs_dir=configs_dir)
+
+
+def _cluster_overrides(context: str | None, namespace: str | None, names: tuple[str, ...],
+                       configs_dir: Path) -> dict[str, object]:
+    """`--context`/`--namespace` as the spec's `kubernetes:` block."""
+    from orchestrator.spec import KubernetesOptions, load_spec
+
+    if context is None and namespace is None:
+        return {}
+    base = load_spec(names[0], configs_dir=configs_dir, check_files=False).kubernetes
+    try:
+        options = KubernetesOptions(namespace=namespace or base.namespace, context=context or base.context,
+                                    service_monitor=base.service_monitor)
+    except ValueError:
+        raise click.BadParameter(f"{namespace!r} is not a namespace name (lowercase DNS label)",
+                                 param_hint="--namespace") from None
+    return {"kubernetes": options}
+
+
 def _after_deploy(name: str, action: str) -> None:
     """Point a running `tfsctl monitor` at the replicas as they are now; note the event."""
     from orchestrator.monitor.events import record
@@ -164,6 +199,10 @@ def _curl_line(spec, rest_url: str) -> str:
 
     from orchestrator.savedmodel import example_instances, version_dirs
 
+    if not spec.base_path.is_dir():  # a cluster deployment: the model lives at model_uri
+        from orchestrator.kube.manifests import object_name
+
+        return f"kubectl -n {spec.kubernetes.namespace} port-forward svc/{object_name(spec)} 8501"
     dirs = version_dirs(spec.base_path)
     wanted = spec.version_policy.select(list(dirs))
     instances = example_instances(dirs[wanted[-1]]) if wanted else None
@@ -181,14 +220,20 @@ def _curl_line(spec, rest_url: str) -> str:
               help="Docker runtime: run this image instead of the spec's (GPU specs add -gpu to the tag).")
 @click.option("--pull", type=click.Choice(["missing", "always", "never"]), default=None,
               help="Docker runtime: when to pull the image (as Compose's pull_policy).")
+@click.option("--context", default=None, help="Kubernetes runtime: the kubeconfig context (default: the spec's).")
+@click.option("--namespace", default=None, help="Kubernetes runtime: the namespace (default: the spec's).")
 @output_option
 def deploy(names: tuple[str, ...], configs_dir: Path, runtime: str | None, image: str | None,
-           pull: str | None, output: str) -> None:
+           pull: str | None, context: str | None, namespace: str | None, output: str) -> None:
     """Serve NAME (several NAMEs: one server with all of them) and wait until AVAILABLE.
 
     Idempotent: the same spec changes nothing; changed versions or labels hot-reload.
     """
-    _apply(names, configs_dir, runtime, output, "deploy", _image_overrides(image, pull))
+    if (context or namespace) and (runtime or "kubernetes") != "kubernetes":
+        raise click.UsageError("--context and --namespace go with --runtime kubernetes")
+    overrides: dict[str, object] = {**_image_overrides(image, pull),
+                                    **_cluster_overrides(context, namespace, names, configs_dir)}
+    _apply(names, configs_dir, runtime, output, "deploy", overrides)
 
 
 @click.command()

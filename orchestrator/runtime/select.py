@@ -17,26 +17,33 @@ def runtime_by_name(name: str, store: StateStore | None = None) -> Runtime:
         from orchestrator.runtime.docker import DockerRuntime
 
         return DockerRuntime(store)
-    raise RuntimeFailure(f"unknown runtime {name!r}", fix="use auto, local or docker")
+    if name == "kubernetes":
+        from orchestrator.runtime.kubernetes import KubernetesRuntime
+
+        return KubernetesRuntime(store)
+    raise RuntimeFailure(f"unknown runtime {name!r}", fix="use auto, local, docker or kubernetes")
 
 
-def check_host_runtime(spec: Spec) -> None:
+def check_host_runtime(spec: Spec, runtime: str | None = None) -> None:
     """Local, docker and compose cannot honour the Kubernetes-only fields: refuse, never ignore."""
     from orchestrator.spec import GatewayRouter
 
+    if (runtime or spec.runtime) == "kubernetes":
+        return
     if isinstance(spec.router, GatewayRouter) or spec.autoscale is not None:
         field = "router.gateway" if isinstance(spec.router, GatewayRouter) else "autoscale"
         raise RuntimeFailure(
             f"{spec.name}: {field} is a Kubernetes setting; the local and docker runtimes cannot "
-            "honour it (the kubernetes runtime's deploy is not built yet)",
-            fix=f"render manifests with `tfsctl render {spec.name} --target kubernetes --out DIR`, "
-            "or drop the field (router: true puts HAProxy in front locally)",
+            "honour it",
+            fix=f"deploy it on a cluster (`tfsctl deploy {spec.name} --runtime kubernetes`), render "
+            f"manifests with `tfsctl render {spec.name} --target kubernetes --out DIR`, or drop "
+            "the field (router: true puts HAProxy in front locally)",
         )
 
 
 def choose_runtime(spec: Spec, requested: str | None, store: StateStore | None = None) -> tuple[Runtime, str]:
     """The runtime and a sentence saying why it was chosen."""
-    check_host_runtime(spec)
+    check_host_runtime(spec, requested)
     wanted = requested or spec.runtime
     if wanted != "auto":
         return runtime_by_name(wanted, store), f"runtime {wanted} (as asked)"

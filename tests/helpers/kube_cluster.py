@@ -8,17 +8,21 @@ and sets no uid or generation, among other gaps):
 
 - create (409 if present, 404 if the namespace is missing), get, list with equality label
   selectors, replace (PUT), delete; uid, resourceVersion, generation, creationTimestamp;
-- PATCH: JSON merge patch (RFC 7386) and server-side apply (creates a missing object; the
-  applied fields replace ours). Strategic merge is treated as a merge patch in which lists
-  are replaced whole (no merge keys), and JSON patch is refused with 415;
+- PATCH: JSON merge patch (RFC 7386) and server-side apply (needs fieldManager; creates a
+  missing object; records managedFields; a field the same manager applied before and no
+  longer applies is removed). Strategic merge is treated as a merge patch in which lists are
+  replaced whole (no merge keys), and JSON patch is refused with 415;
+- 403 Forbidden, in the real server's words, for (verb, resource) pairs in `forbidden` (RBAC);
 - the pod proxy, `/api/v1/namespaces/NS/pods/POD:PORT/proxy/PATH`, forwarded to the pod.
 
 `NodeAgent` plays kubelet and the Deployment controller: it turns every Deployment into pods
 that are REAL `tfs-model-server` processes on free loopback ports, keeps each pod's /config
 in step with its ConfigMap (so TF Serving's config poll hot-reloads), maps PVC claims to
-local folders, marks pods Ready from the container's readiness probe, and fills the
-Deployment's status. Only scheduling, images and networking are simulated; what is NOT
-emulated (watch, RBAC, admission, CEL rules, real rollouts) is proved by the real-cluster suite.
+local folders, marks pods Ready from the container's readiness probe, rolls a changed template
+with maxUnavailable 0 (old pods serve until every new one is Ready) and fills the Deployment's
+status. Only scheduling, images and networking are simulated; what is NOT emulated (watch, real
+RBAC, admission, CEL rules, kubelet back-off and ConfigMap sync delay, field-ownership conflicts)
+is for the real-cluster suite.
 """
 
 from __future__ import annotations
@@ -65,6 +69,19 @@ def _merge(target: Any, patch: Any) -> Any:
     return out
 
 
+def _prune(current: Any, previous: Any, applied: Any) -> Any:
+    """Drop what a manager applied last time and no longer applies (server-side apply's removal)."""
+    if not (isinstance(current, dict) and isinstance(previous, dict) and isinstance(applied, dict)):
+        return current
+    out = dict(current)
+    for key, value in previous.items():
+        if key not in applied:
+            out.pop(key, None)
+        elif key in out:
+            out[key] = _prune(out[key], value, applied[key])
+    return out
+
+
 def _status(code: int, reason: str, message: str) -> Obj:
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": message, "reason": reason, "code": code}
@@ -100,6 +117,10 @@ class EmulatedApiServer:
         self.pod_logs: dict[tuple[str, str], Any] = {}  # (ns, pod) → callable returning the log text
         self._rv = 0
         self.requests: list[tuple[str, str]] = []
+        # server-side apply: what each field manager applied last, per object
+        self.applied: dict[tuple[str, str, str, str], Obj] = {}
+        # RBAC stand-in: (verb, plural) pairs this user may not do, answered 403 as the real server does
+        self.forbidden: set[tuple[str, str]] = set()
         handler = self._handler()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -179,6 +200,8 @@ class EmulatedApiServer:
 
     def delete(self, kind_path: str, namespace: str, name: str) -> Obj | None:
         with self.lock:
+            for key in [k for k in self.applied if k[:3] == (kind_path, namespace, name)]:
+                del self.applied[key]
             return self.objects.pop((kind_path, namespace, name), None)
 
     # -- HTTP -------------------------------------------------------------------------------
@@ -245,6 +268,14 @@ class EmulatedApiServer:
         kind_path = f"{prefix}/{plural}"
         if plural == "pods" and name and sub is not None and sub.startswith("proxy"):
             return self._proxy(method, ns, name, sub[len("proxy"):], body)
+        verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update", "PATCH": "patch",
+                "DELETE": "delete"}.get(method, method.lower())
+        if (verb, plural) in self.forbidden:
+            group = m.groupdict().get("group") or ""
+            return 403, _status(403, "Forbidden", (
+                f'{plural}{"." + group if group else ""} "{name or ""}" is forbidden: User '
+                f'"system:serviceaccount:ci:deployer" cannot {verb} resource "{plural}" in API group '
+                f'"{group}" in the namespace "{ns}"')), js
         if ns not in self.namespaces:
             return 404, _status(404, "NotFound", f'namespaces "{ns}" not found'), js
         if plural == "pods" and name and sub == "log" and method == "GET":
@@ -286,9 +317,23 @@ class EmulatedApiServer:
         if method == "PATCH":
             ctype = (headers.get("Content-Type") or "").split(";")[0]
             if ctype == "application/apply-patch+yaml":
+                manager = params.get("fieldManager")
+                if not manager:
+                    return 400, _status(400, "BadRequest", "fieldManager is required for apply requests"), js
                 applied = yaml.safe_load(body)
-                merged = _merge(current or {}, applied) if current else applied
-                return (200 if current else 201), self.put(kind_path, ns, merged, create=current is None), js
+                key = (kind_path, ns, name, manager)
+                with self.lock:
+                    if current:
+                        base = _prune(current, self.applied.get(key, {}), applied)
+                        merged = _merge(base, applied)
+                    else:
+                        merged = copy.deepcopy(applied)
+                    managers = [f for f in (current or {}).get("metadata", {}).get("managedFields", [])
+                                if f.get("manager") != manager]
+                    merged.setdefault("metadata", {})["managedFields"] = [
+                        *managers, {"manager": manager, "operation": "Apply", "apiVersion": applied.get("apiVersion")}]
+                    self.applied[key] = copy.deepcopy(applied)
+                    return (200 if current else 201), self.put(kind_path, ns, merged, create=current is None), js
             if ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
                 if current is None:
                     return 404, _status(404, "NotFound", f'{plural} "{name}" not found'), js
@@ -349,9 +394,13 @@ class NodeAgent:
     """kubelet + Deployment controller for the emulator: Deployments become real server pods."""
 
     def __init__(self, api: EmulatedApiServer, *, claims: dict[str, Path] | None = None,
-                 images: set[str] | None = None, gpus: int = 0, interval_s: float = 0.1) -> None:
-        """`images`: what the node can pull (None: any); `gpus`: nvidia.com/gpu the node has."""
+                 images: set[str] | None = None, gpus: int = 0, interval_s: float = 0.1,
+                 crash_images: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        """`images`: what the node can pull (None: any); `gpus`: nvidia.com/gpu the node has;
+        `crash_images`: images whose server crashes at start (the real server, given a flag it
+        refuses, so the log tail is its own)."""
         self.api = api
+        self.crash_images = set(crash_images)
         self.images = images
         self.gpus = gpus
         self.blocked: dict[tuple[str, str], str] = {}  # pods that cannot start: the reason
@@ -359,6 +408,7 @@ class NodeAgent:
         self.interval_s = interval_s
         self.root = Path(tempfile.mkdtemp(prefix="tfso-node-"))
         self.pods: dict[tuple[str, str], tuple[ServerProcess, Obj]] = {}
+        self.owner: dict[tuple[str, str], tuple[str, str]] = {}  # pod → its Deployment (ns, name)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self.errors: list[str] = []
@@ -383,6 +433,7 @@ class NodeAgent:
 
     def sync(self) -> None:
         wanted: set[tuple[str, str]] = set()
+        statuses: list[tuple[str, str, Obj]] = []
         with self.api.lock:
             deployments = [o for (k, _, _), o in self.api.objects.items() if k == DEPLOYMENTS]
             deployments = copy.deepcopy(deployments)
@@ -395,6 +446,7 @@ class NodeAgent:
             wanted.update((ns, n) for n in names)
             ready = 0
             for pod_name in names:
+                self.owner[(ns, pod_name)] = (ns, name)
                 if (ns, pod_name) in self.blocked:
                     continue
                 if (ns, pod_name) not in self.pods:
@@ -404,20 +456,33 @@ class NodeAgent:
                 self._sync_config(ns, pod_name)
                 if self._probe(ns, pod_name):
                     ready += 1
-            self.api.set_status(DEPLOYMENTS, ns, name, {
-                "observedGeneration": dep["metadata"]["generation"], "replicas": replicas,
-                "updatedReplicas": replicas, "readyReplicas": ready, "availableReplicas": ready})
+            # maxUnavailable 0: the previous template's pods serve until every new pod is Ready
+            old = [k for k, o in self.owner.items() if o == (ns, name) and k[1] not in names]
+            kept = [k for k in old if ready < replicas and k in self.pods]
+            wanted.update(kept)
+            old_ready = 0
+            for key in kept:
+                self._sync_config(*key)
+                old_ready += self._probe(*key)
+            statuses.append((ns, name, {
+                "observedGeneration": dep["metadata"]["generation"], "replicas": replicas + len(kept),
+                "updatedReplicas": replicas, "readyReplicas": ready + old_ready,
+                "availableReplicas": ready + old_ready, "unavailableReplicas": replicas - ready}))
         for key in list(self.blocked):
             if key not in wanted:
                 del self.blocked[key]
+                self.owner.pop(key, None)
                 self.api.delete(PODS, *key)
         for key in list(self.pods):
             if key not in wanted:
                 proc, _ = self.pods.pop(key)
                 proc.stop()
+                self.owner.pop(key, None)
                 self.api.pod_ports.pop(key, None)
                 self.api.pod_logs.pop(key, None)
                 self.api.delete(PODS, *key)
+        for ns, name, status in statuses:  # after the old pods are gone, as the controller reports
+            self.api.set_status(DEPLOYMENTS, ns, name, status)
 
     def _paths(self, ns: str, pod_name: str, pod_spec: Obj) -> dict[str, str]:
         """Container mount path → local folder, for the config and model volumes."""
@@ -474,6 +539,8 @@ class NodeAgent:
             for inside, outside in paths.items():
                 arg = arg.replace(f"={inside}/", f"={outside}/")
             args.append(arg)
+        if container["image"] in self.crash_images:
+            args.append("--no_such_flag_in_this_image=1")
         pod: Obj = {"apiVersion": "v1", "kind": "Pod",
                     "metadata": {"name": pod_name, "labels": template["metadata"].get("labels", {})},
                     "spec": pod_spec, "status": {"phase": "Pending"}}

@@ -83,7 +83,7 @@ resources: {cpus: 1.5, memory: 2g}
         ("base_path: ../models/m\nversion_policy: newest\n", "version_policy", 2, "use latest, all"),
         ("base_path: ../models/m\nports: {grpc: 9000, rest: 9000}\n", "ports", 2, "must differ"),
         ("base_path: ../models/m\nports: {grpc: 70000}\n", "ports.grpc", 2, "less than or equal to 65535"),
-        ("base_path: ../models/m\nruntime: k8s\n", "runtime", 2, "'auto', 'local' or 'docker'"),
+        ("base_path: ../models/m\nruntime: k8s\n", "runtime", 2, "'auto', 'local', 'docker' or 'kubernetes'"),
         ("base_path: ../models/m\nbatching: {max_batch_size: 8, allowed_batch_sizes: [2, 4]}\n", "batching", 2, "must equal max_batch_size"),
         ("base_path: ../models/m\nmonitoring: {path: metrics}\n", "monitoring.path", 2, "starting with '/'"),
         ("base_path: ../models/m\ngpu: {memory_fraction: 1.5}\n", "gpu.memory_fraction", 2, "less than or equal to 1"),
