@@ -3,7 +3,8 @@
 The physical limit is the model's own throughput in-process at batch size 32 (our Servable, one
 session callable, no server). The server then answers 32 concurrent one-row gRPC Predict clients
 (h2load with a prebuilt body, one request in flight per connection), without batching and with
-each batching file below. All in one run, unpinned. Prints rows/s, p50/p99 (from h2load's
+each batching file below. All in one run, unpinned. The last column is the batch scheduler alone:
+32 one-row callers in-process through BatchingRunner, no protocol. Prints rows/s, p50/p99 (from h2load's
 per-request log), served / in-process ratio (goal >= 0.8) and the p99 budget of the issue:
 2 x batch_timeout + one batch's compute.
 
@@ -71,6 +72,47 @@ def in_process(base: Path, batch: int, seconds: float) -> float:
     rate = n * batch / (time.perf_counter() - t0)
     servable.close()
     return rate
+
+
+def scheduler_only(base: Path, cfg: tuple[int, int, int], seconds: float) -> float:
+    """Rows/s of CLIENTS one-row callers through our BatchingRunner in-process (no protocol):
+    what the batch scheduler alone keeps of the batch-32 rate."""
+    import asyncio
+
+    import numpy as np
+
+    from orchestrator.server import runner as r
+    from orchestrator.server.batching import BatchingRunner, RunPool
+    from orchestrator.server.config import BatchingOptions
+
+    size, timeout_us, threads = cfg
+    servable = r.Servable(MODEL, 1, str(base / "1"), r.SessionOptions())
+    plan = r.plan_predict(servable, "", ["image"], [])
+    x = np.random.default_rng(0).random((1, 64, 64, 3), dtype=np.float32)
+    pool = RunPool(max(4, 2 * (os.cpu_count() or 1)))
+    runner = BatchingRunner(pool, BatchingOptions(
+        max_batch_size=size, batch_timeout_micros=timeout_us, num_batch_threads=threads,
+        max_enqueued_batches=1000))  # fmt: skip
+
+    async def main() -> float:
+        n = 0
+        deadline = time.perf_counter() + seconds
+
+        async def client() -> None:
+            nonlocal n
+            while time.perf_counter() < deadline:
+                await runner.run(servable, plan.key, [x])
+                n += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(CLIENTS)))
+        return n / (time.perf_counter() - t0)
+
+    try:
+        return asyncio.run(main())
+    finally:
+        pool.shutdown()
+        servable.close()
 
 
 def h2load_latency(target: str, body_file: str, duration: int, log: Path) -> dict[str, float]:
@@ -159,6 +201,8 @@ def main() -> int:
             ) as srv:
                 srv.wait_until_available(MODEL)
                 stats = h2load_latency(srv.grpc_target, str(body), args.duration, work / "h2.log")
+            if cfg is not None:
+                stats["scheduler"] = scheduler_only(base, cfg, 5.0)
             rows.append((label, stats, budget))
             print(f"{label}: {stats['rps']:.0f} rows/s, p99 {stats['p99']:.1f} ms", file=sys.stderr)
     finally:
@@ -169,12 +213,14 @@ def main() -> int:
         f"in-process: batch 1 {one_row:.0f} rows/s, batch 32 {batch32:.0f} rows/s "
         f"({batch_ms:.1f} ms a batch)\n"
     )
-    print("| server | rows/s | p50 ms | p99 ms | served / in-process b32 | goal | p99 budget ms |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| server | rows/s | p50 ms | p99 ms | served / in-process b32 | goal | p99 budget ms "
+          "| scheduler alone / b32 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for label, s, budget in rows:
+        alone = f"{s['scheduler'] / batch32:.2f}" if "scheduler" in s else ""
         print(
             f"| {label} | {s['rps']:.0f} | {s['p50']:.1f} | {s['p99']:.1f} | "
-            f"{s['rps'] / batch32:.2f} | 0.8 | {budget:.1f} |"
+            f"{s['rps'] / batch32:.2f} | 0.8 | {budget:.1f} | {alone} |"
         )
     return 0
 
