@@ -180,6 +180,87 @@ def server(
         srv.stop()
 
 
+MLP = "mlp"
+
+
+def export_mlp(base: Path) -> Path:
+    """Keras MLP 784 -> 256 -> 10 (the serving benches' model), version 1 under base."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((784,), name="pixels")
+    hid = keras.layers.Dense(256, activation="relu")(inp)
+    out = keras.layers.Dense(10, activation="softmax")(hid)
+    keras.Model(inp, out).export(str(base / "1"), verbose=False)
+    return base
+
+
+def warm(url: str, body: str, n: int = 20) -> None:
+    import urllib.request
+
+    for _ in range(n):
+        req = urllib.request.Request(
+            url, data=body.encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            resp.read()
+
+
+async def grpc_load(
+    target: str, row: list[float], *, duration: int, concurrency: int, model: str = MLP
+) -> dict[str, float]:
+    """gRPC Predict of one 784-float row from `concurrency` asyncio callers."""
+    import asyncio
+    import time
+
+    import grpc
+    import numpy as np
+
+    from orchestrator.protocol import methods as M
+    from orchestrator.protocol.tensors import to_tensor_proto
+
+    req = M.PREDICT.request()
+    req.model_spec.name = model
+    req.inputs["pixels"].CopyFrom(to_tensor_proto(np.asarray([row], dtype=np.float32)))
+    payload = req.SerializeToString()
+    latencies: list[float] = []
+    errors = 0
+    async with grpc.aio.insecure_channel(target) as ch:
+        call = ch.unary_unary(M.PREDICT.path, request_serializer=None, response_deserializer=None)
+        await call(payload, timeout=30)  # warm
+        deadline = time.perf_counter() + duration
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                try:
+                    await call(payload, timeout=30)
+                    latencies.append((time.perf_counter() - t0) * 1e3)
+                except grpc.RpcError:
+                    errors += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50": latencies[len(latencies) // 2],
+        "p99": latencies[int(len(latencies) * 0.99)],
+        "errors": float(errors),
+    }
+
+
+def summary(bench: str, measure: str, value: float, goal: str = "", unit: str = "×") -> None:
+    """One line of `make bench`'s combined table (bench/all.py sets BENCH_SUMMARY to a file)."""
+    path = os.environ.get("BENCH_SUMMARY")
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"bench": bench, "measure": measure, "value": value,
+                                 "goal": goal, "unit": unit}) + "\n")  # fmt: skip
+
+
 def median(xs: list[float]) -> float:
     xs = sorted(xs)
     n = len(xs)

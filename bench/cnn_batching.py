@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.ceiling import grpc_frame  # noqa: E402
-from tests.helpers.server import ServerProcess  # noqa: E402
+from bench import _common as common  # noqa: E402
+from bench._common import grpc_frame  # noqa: E402
 
 MODEL = "cnn"
 CLIENTS = 32
@@ -116,41 +115,14 @@ def scheduler_only(base: Path, cfg: tuple[int, int, int], seconds: float) -> flo
 
 
 def h2load_latency(target: str, body_file: str, duration: int, log: Path) -> dict[str, float]:
-    path = "/tensorflow.serving.PredictionService/Predict"
-    out = subprocess.run(
-        [
-            "h2load",
-            "-c",
-            str(CLIENTS),
-            "-m",
-            "1",
-            "-t",
-            "1",
-            "-D",
-            str(duration),
-            "--warm-up-time=2",
-            f"--log-file={log}",
-            "-d",
-            body_file,
-            "-H",
-            "content-type: application/grpc",
-            "-H",
-            "te: trailers",
-            f"http://{target}{path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=duration + 60,
-        check=False,
-    ).stdout
-    import re
+    from orchestrator.protocol import methods as M
 
-    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
-    assert m, out
+    stats = common.h2load(target, body_file, duration=duration, connections=CLIENTS,
+                          path=M.PREDICT.path, log_file=str(log))  # fmt: skip
     # log lines: start time (µs since epoch), status, response time (µs)
     lat = sorted(int(line.split()[2]) / 1e3 for line in log.read_text().splitlines() if line)
     return {
-        "rps": float(m.group(1)),
+        "rps": stats["rps"],
         "p50": lat[len(lat) // 2] if lat else float("nan"),
         "p99": lat[int(len(lat) * 0.99)] if lat else float("nan"),
     }
@@ -162,8 +134,7 @@ def main() -> int:
     )
     ap.add_argument("--duration", type=int, default=10)
     args = ap.parse_args()
-    if shutil.which("h2load") is None:
-        raise SystemExit("h2load is not installed: bash scripts/setup_system.sh")
+    common.require("h2load")
     import numpy as np
 
     from orchestrator.protocol import methods as M
@@ -196,9 +167,7 @@ def main() -> int:
                 )
                 extra = ["--enable_batching", f"--batching_parameters_file={f}"]
                 budget = 2 * timeout_us / 1e3 + batch_ms
-            with ServerProcess(
-                [f"--model_name={MODEL}", f"--model_base_path={base}", *extra]
-            ) as srv:
+            with common.server([f"--model_name={MODEL}", f"--model_base_path={base}", *extra]) as srv:
                 srv.wait_until_available(MODEL)
                 stats = h2load_latency(srv.grpc_target, str(body), args.duration, work / "h2.log")
             if cfg is not None:
@@ -222,6 +191,9 @@ def main() -> int:
             f"| {label} | {s['rps']:.0f} | {s['p50']:.1f} | {s['p99']:.1f} | "
             f"{s['rps'] / batch32:.2f} | 0.8 | {budget:.1f} | {alone} |"
         )
+        p99_note = f", p99 {s['p99']:.0f} ms vs budget {budget:.0f} ms" if budget == budget else ""
+        common.summary("cnn_batching", f"{label}: served / in-process batch 32{p99_note}",
+                       s["rps"] / batch32, "≥ 0.8×")  # fmt: skip
     return 0
 
 

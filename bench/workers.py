@@ -132,6 +132,11 @@ def main() -> int:
         p50 = scrapes[len(scrapes) // 2] if scrapes else float("nan")
         p99 = scrapes[int(len(scrapes) * 0.99)] if scrapes else float("nan")
         errors = sum(x["rest_errors"] + x["grpc_errors"] for x in rows)
+        if n != counts[0]:
+            c.summary("workers", f"REST rps, {n} workers / 1 (unpinned, load average {load_start})",
+                      rest / base_rest, "≥ 1.3×" if n == 2 else "")  # fmt: skip
+            c.summary("workers", f"gRPC rps, {n} workers / 1", grpc / base_grpc)
+        c.summary("workers", f"scrape p50 under REST load, {n} worker(s)", p50, "< 5 ms", " ms")
         print(f"| {n} | {rest:.0f} | {rest / base_rest:.2f}× | {grpc:.0f} | "
               f"{grpc / base_grpc:.2f}× | {c.median([x['cpu_us'] for x in rows]):.0f} | "
               f"{c.median([x['rss_mb'] for x in rows]):.0f} | {p50:.2f} | {p99:.2f} |"
