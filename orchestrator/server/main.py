@@ -358,10 +358,17 @@ class ModelServer:
         if o.model_config_file and o.model_config_file_poll_wait_seconds > 0:
             self._tasks.append(loop.create_task(self._poll_config_file()))
         if self.link is not None:
-            await self.link.start({"reload": self._apply, "metrics": self._own_metrics})
+            await self.link.start({"reload": self._apply}, {"metrics": self._own_metrics})
             print(READY, flush=True)
 
-    async def _own_metrics(self, _: Any) -> str:
+    def _own_metrics(self, _: Any) -> str:
+        """This worker's page, rendered on the link's thread while the loop may update the
+        counters: a dict that grows mid-render (a new label set) is simply rendered again."""
+        for _attempt in range(5):
+            try:
+                return self.core.metrics.render()
+            except RuntimeError:  # dictionary changed size during iteration
+                continue
         return self.core.metrics.render()
 
     async def _merged_metrics(self) -> str:

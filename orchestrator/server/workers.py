@@ -31,11 +31,13 @@ import logging
 import os
 import pickle
 import signal
+import socket
 import struct
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 log = logging.getLogger("tfs.server")
@@ -72,6 +74,20 @@ async def _send(writer: asyncio.StreamWriter, obj: Any) -> None:
     await writer.drain()
 
 
+def _recv_sync(conn: socket.socket) -> Any:
+    def exactly(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = conn.recv(n - len(buf))
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+    (size,) = struct.unpack("!I", exactly(4))
+    return pickle.loads(exactly(size))  # our own private socket (0700 directory)
+
+
 async def _recv(reader: asyncio.StreamReader) -> Any:
     (size,) = struct.unpack("!I", await reader.readexactly(4))
     return pickle.loads(await reader.readexactly(size))  # our own private socket (0700 directory)
@@ -83,7 +99,7 @@ class Link:
     def __init__(self, directory: str, index: int) -> None:
         self.directory = directory
         self.index = index
-        self._server: asyncio.AbstractServer | None = None
+        self._listener: socket.socket | None = None
 
     @classmethod
     def from_env(cls) -> Link | None:
@@ -107,28 +123,58 @@ class Link:
     def _sock(self, index: int) -> str:
         return os.path.join(self.directory, f"w{index}.sock")
 
-    async def start(self, handlers: dict[str, Callable[[Any], Awaitable[Any]]]) -> None:
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                command, payload = await _recv(reader)
-                try:
-                    answer: tuple = ("ok", await handlers[command](payload))
-                except Exception as e:  # the asking worker reports it
-                    answer = ("err", getattr(e, "code", "INTERNAL"), getattr(e, "message", str(e)))
-                await _send(writer, answer)
-            except (OSError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                writer.close()
-
+    async def start(
+        self,
+        handlers: dict[str, Callable[[Any], Coroutine[Any, Any, Any]]],
+        in_thread: dict[str, Callable[[Any], Any]] | None = None,
+    ) -> None:
+        """Serve the control socket from a thread of its own, so a metrics scrape does not queue
+        behind this worker's busy event loop: `in_thread` commands run right there, `handlers`
+        (coroutines) are handed to the loop and awaited."""
+        loop = asyncio.get_running_loop()
+        direct = in_thread or {}
         path = self._sock(self.index)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a previous run of this worker
-        self._server = await asyncio.start_unix_server(serve, path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(16)
+        self._listener = listener
+
+        def answer(command: str, payload: Any) -> tuple:
+            try:
+                if command in direct:
+                    return ("ok", direct[command](payload))
+                future: Any = asyncio.run_coroutine_threadsafe(handlers[command](payload), loop)
+                return ("ok", future.result())
+            except Exception as e:  # the asking worker reports it
+                return ("err", getattr(e, "code", "INTERNAL"), getattr(e, "message", str(e)))
+
+        def serve_one(conn: socket.socket) -> None:
+            with conn:
+                try:
+                    command, payload = _recv_sync(conn)
+                    data = pickle.dumps(answer(command, payload), pickle.HIGHEST_PROTOCOL)
+                    conn.sendall(struct.pack("!I", len(data)) + data)
+                except (OSError, EOFError, pickle.PickleError):
+                    pass
+
+        def accept() -> None:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:  # closed
+                    return
+                # A reload can take long; it must not hold up a scrape meanwhile.
+                threading.Thread(target=serve_one, args=(conn,), daemon=True).start()
+
+        threading.Thread(target=accept, name="tfs-worker-link", daemon=True).start()
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._sock(self.index))
 
