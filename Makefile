@@ -50,10 +50,8 @@ lint: $(STAMP) ## ruff and mypy.
 protos: $(STAMP) ## Regenerate orchestrator/protos/*_pb2.py from the .proto sources.
 	bash scripts/gen_protos.sh
 
-BENCHES := bench/ceiling.py bench/cnn_batching.py bench/serve_rest.py bench/client.py bench/deploy.py bench/router.py bench/metrics.py
-
-bench: $(STAMP) system ## Run the benchmarks (side-by-side ratios, printed as tables; slow).
-	@for b in $(BENCHES); do echo "== $$b"; $(PY) $$b || exit 1; done
+bench: $(STAMP) system ## Run the benchmarks: each prints its table, then one table of every ratio (slow).
+	$(PY) bench/all.py
 
 clean: ## Remove caches (keeps .venv and models).
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -30,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench import _common as common  # noqa: E402
+from bench._common import cpu_seconds, grpc_frame  # noqa: E402
 from tests.helpers import server as helpers  # noqa: E402
 from tests.helpers.server import ServerProcess, free_port, wait_until  # noqa: E402
 
@@ -137,100 +138,15 @@ class Fixed:
 
 
 # -- load generators ---------------------------------------------------------------------------------
-def _ms(text: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
-    assert m, text
-    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)]
-
-
 def wrk(url: str, body: str, *, duration: int, connections: int) -> dict[str, float]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-        fh.write(
-            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-            f"wrk.body = {json.dumps(body)}\n"
-        )
-        script = fh.name
-    try:
-        out = subprocess.run(
-            [
-                "taskset",
-                "-c",
-                LOAD_CORE,
-                "wrk",
-                "-t1",
-                f"-c{connections}",
-                f"-d{duration}s",
-                "--latency",
-                "-s",
-                script,
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=duration + 60,
-            check=True,
-        ).stdout
-    finally:
-        os.unlink(script)
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    assert m, out
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    p99 = re.search(r"\s99%\s+([\d.]+\w+)", out)
-    return {
-        "rps": float(m.group(1)),
-        "p99": _ms(p99.group(1)) if p99 else float("nan"),
-        "errors": float(non2xx.group(1)) if non2xx else 0.0,
-    }
-
-
-def grpc_frame(message: bytes) -> bytes:
-    return b"\x00" + len(message).to_bytes(4, "big") + message
+    return common.wrk(url, body, duration=duration, connections=connections, threads=1, core=LOAD_CORE)
 
 
 def h2load(
     target: str, body_file: str, *, duration: int, connections: int, path: str
 ) -> dict[str, float]:
-    out = subprocess.run(
-        [
-            "taskset",
-            "-c",
-            LOAD_CORE,
-            "h2load",
-            "-c",
-            str(connections),
-            "-m",
-            "1",
-            "-t",
-            "1",
-            "-D",
-            str(duration),
-            "--warm-up-time=1",
-            "-d",
-            body_file,
-            "-H",
-            "content-type: application/grpc",
-            "-H",
-            "te: trailers",
-            f"http://{target}{path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=duration + 60,
-        check=False,
-    ).stdout
-    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
-    assert m, out
-    ok = re.search(r"status codes: (\d+) 2xx", out)
-    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
-    errors = float(int(done.group(1)) - int(done.group(2))) if done else 0.0
-    del ok
-    return {"rps": float(m.group(1)), "p99": float("nan"), "errors": errors}
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return common.h2load(target, body_file, duration=duration, connections=connections, path=path,
+                    core=LOAD_CORE)  # fmt: skip
 
 
 # -- main --------------------------------------------------------------------------------------------
@@ -263,9 +179,7 @@ def build_bodies(grpc_target: str, rest_url: str) -> tuple[str, bytes, bytes, by
 
 
 def run(args: argparse.Namespace) -> list[tuple[str, float, float, float]]:
-    for tool in ("wrk", "h2load", "taskset"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is not installed: bash scripts/setup_system.sh")
+    common.require("wrk", "h2load", "taskset")
     work = Path(tempfile.mkdtemp(prefix="bench-ceiling-"))
     base = export_demo(work / MODEL)
     helpers.SERVER_CMD = ["taskset", "-c", SERVER_CORE, *helpers.SERVER_CMD]
@@ -425,8 +339,10 @@ def main() -> int:
     )
     print("| path | ours rps | ceiling rps | ours / ceiling | goal | our CPU µs / request |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for label, o, c, us in rows:
-        print(f"| {label} | {o:.0f} | {c:.0f} | {o / c:.2f} | 0.8 | {us:.0f} |")
+    for label, o, ceiling, us in rows:
+        print(f"| {label} | {o:.0f} | {ceiling:.0f} | {o / ceiling:.2f} | 0.8 | {us:.0f} |")
+        common.summary("ceiling", f"{label}: ours / ceiling (pinned, load average {load:.1f})",
+                  o / ceiling, "≥ 0.8×")  # fmt: skip
     return 0
 
 

@@ -3,7 +3,8 @@
 The physical limit is the model's own throughput in-process at batch size 32 (our Servable, one
 session callable, no server). The server then answers 32 concurrent one-row gRPC Predict clients
 (h2load with a prebuilt body, one request in flight per connection), without batching and with
-each batching file below. All in one run, unpinned. Prints rows/s, p50/p99 (from h2load's
+each batching file below. All in one run, unpinned. The last column is the batch scheduler alone:
+32 one-row callers in-process through BatchingRunner, no protocol. Prints rows/s, p50/p99 (from h2load's
 per-request log), served / in-process ratio (goal >= 0.8) and the p99 budget of the issue:
 2 x batch_timeout + one batch's compute.
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.ceiling import grpc_frame  # noqa: E402
-from tests.helpers.server import ServerProcess  # noqa: E402
+from bench import _common as common  # noqa: E402
+from bench._common import grpc_frame  # noqa: E402
 
 MODEL = "cnn"
 CLIENTS = 32
@@ -73,42 +73,56 @@ def in_process(base: Path, batch: int, seconds: float) -> float:
     return rate
 
 
-def h2load_latency(target: str, body_file: str, duration: int, log: Path) -> dict[str, float]:
-    path = "/tensorflow.serving.PredictionService/Predict"
-    out = subprocess.run(
-        [
-            "h2load",
-            "-c",
-            str(CLIENTS),
-            "-m",
-            "1",
-            "-t",
-            "1",
-            "-D",
-            str(duration),
-            "--warm-up-time=2",
-            f"--log-file={log}",
-            "-d",
-            body_file,
-            "-H",
-            "content-type: application/grpc",
-            "-H",
-            "te: trailers",
-            f"http://{target}{path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=duration + 60,
-        check=False,
-    ).stdout
-    import re
+def scheduler_only(base: Path, cfg: tuple[int, int, int], seconds: float) -> float:
+    """Rows/s of CLIENTS one-row callers through our BatchingRunner in-process (no protocol):
+    what the batch scheduler alone keeps of the batch-32 rate."""
+    import asyncio
 
-    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
-    assert m, out
+    import numpy as np
+
+    from orchestrator.server import runner as r
+    from orchestrator.server.batching import BatchingRunner, RunPool
+    from orchestrator.server.config import BatchingOptions
+
+    size, timeout_us, threads = cfg
+    servable = r.Servable(MODEL, 1, str(base / "1"), r.SessionOptions())
+    plan = r.plan_predict(servable, "", ["image"], [])
+    x = np.random.default_rng(0).random((1, 64, 64, 3), dtype=np.float32)
+    pool = RunPool(max(4, 2 * (os.cpu_count() or 1)))
+    runner = BatchingRunner(pool, BatchingOptions(
+        max_batch_size=size, batch_timeout_micros=timeout_us, num_batch_threads=threads,
+        max_enqueued_batches=1000))  # fmt: skip
+
+    async def main() -> float:
+        n = 0
+        deadline = time.perf_counter() + seconds
+
+        async def client() -> None:
+            nonlocal n
+            while time.perf_counter() < deadline:
+                await runner.run(servable, plan.key, [x])
+                n += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(CLIENTS)))
+        return n / (time.perf_counter() - t0)
+
+    try:
+        return asyncio.run(main())
+    finally:
+        pool.shutdown()
+        servable.close()
+
+
+def h2load_latency(target: str, body_file: str, duration: int, log: Path) -> dict[str, float]:
+    from orchestrator.protocol import methods as M
+
+    stats = common.h2load(target, body_file, duration=duration, connections=CLIENTS,
+                          path=M.PREDICT.path, log_file=str(log))  # fmt: skip
     # log lines: start time (µs since epoch), status, response time (µs)
     lat = sorted(int(line.split()[2]) / 1e3 for line in log.read_text().splitlines() if line)
     return {
-        "rps": float(m.group(1)),
+        "rps": stats["rps"],
         "p50": lat[len(lat) // 2] if lat else float("nan"),
         "p99": lat[int(len(lat) * 0.99)] if lat else float("nan"),
     }
@@ -120,8 +134,7 @@ def main() -> int:
     )
     ap.add_argument("--duration", type=int, default=10)
     args = ap.parse_args()
-    if shutil.which("h2load") is None:
-        raise SystemExit("h2load is not installed: bash scripts/setup_system.sh")
+    common.require("h2load")
     import numpy as np
 
     from orchestrator.protocol import methods as M
@@ -154,11 +167,11 @@ def main() -> int:
                 )
                 extra = ["--enable_batching", f"--batching_parameters_file={f}"]
                 budget = 2 * timeout_us / 1e3 + batch_ms
-            with ServerProcess(
-                [f"--model_name={MODEL}", f"--model_base_path={base}", *extra]
-            ) as srv:
+            with common.server([f"--model_name={MODEL}", f"--model_base_path={base}", *extra]) as srv:
                 srv.wait_until_available(MODEL)
                 stats = h2load_latency(srv.grpc_target, str(body), args.duration, work / "h2.log")
+            if cfg is not None:
+                stats["scheduler"] = scheduler_only(base, cfg, 5.0)
             rows.append((label, stats, budget))
             print(f"{label}: {stats['rps']:.0f} rows/s, p99 {stats['p99']:.1f} ms", file=sys.stderr)
     finally:
@@ -169,13 +182,18 @@ def main() -> int:
         f"in-process: batch 1 {one_row:.0f} rows/s, batch 32 {batch32:.0f} rows/s "
         f"({batch_ms:.1f} ms a batch)\n"
     )
-    print("| server | rows/s | p50 ms | p99 ms | served / in-process b32 | goal | p99 budget ms |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| server | rows/s | p50 ms | p99 ms | served / in-process b32 | goal | p99 budget ms "
+          "| scheduler alone / b32 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for label, s, budget in rows:
+        alone = f"{s['scheduler'] / batch32:.2f}" if "scheduler" in s else ""
         print(
             f"| {label} | {s['rps']:.0f} | {s['p50']:.1f} | {s['p99']:.1f} | "
-            f"{s['rps'] / batch32:.2f} | 0.8 | {budget:.1f} |"
+            f"{s['rps'] / batch32:.2f} | 0.8 | {budget:.1f} | {alone} |"
         )
+        p99_note = f", p99 {s['p99']:.0f} ms vs budget {budget:.0f} ms" if budget == budget else ""
+        common.summary("cnn_batching", f"{label}: served / in-process batch 32{p99_note}",
+                       s["rps"] / batch32, "≥ 0.8×")  # fmt: skip
     return 0
 
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import random
 import shutil
 import sys
 import tempfile
@@ -30,8 +28,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.serve_rest import MODEL, export_mlp, grpc_load, warm, wrk  # noqa: E402
-from tests.helpers.server import ServerProcess  # noqa: E402
+from bench._common import MLP as MODEL  # noqa: E402
+from bench._common import (  # noqa: E402
+    export_mlp,
+    grpc_load,
+    mlp_body,
+    mlp_row,
+    require,
+    server,
+    summary,
+    warm,
+    wrk,
+)
 
 PATH = "/monitoring/prometheus/metrics"
 
@@ -58,12 +66,10 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=1, help="worker processes per server")
     args = ap.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed (apt-get install wrk)")
-    random.seed(0)
-    row = [round(random.random(), 4) for _ in range(784)]
-    body = json.dumps({"instances": [row]})
+    require("wrk")
+    row, body = mlp_row(), mlp_body()
     work = Path(tempfile.mkdtemp(prefix="bench-metrics-"))
     base = export_mlp(work / MODEL)
     (work / "monitoring.config").write_text(f'prometheus_config {{ enable: true path: "{PATH}" }}\n')
@@ -81,7 +87,7 @@ def main() -> int:
                 # A fresh server per round and setting, so no process keeps a lucky (or unlucky)
                 # placement for the whole run; only one server runs at a time.
                 env = {"TFS_VERSION_METRICS": "1" if key == "on" else "0"}
-                with ServerProcess(common, env=env) as srv:
+                with server(common, env=env, workers=args.workers) as srv:
                     srv.wait_until_available(MODEL)
                     url = f"{srv.rest_url}/v1/models/{MODEL}:predict"
                     warm(url, body)
@@ -127,6 +133,13 @@ def main() -> int:
             print(f"| per-version metrics {key} | {len(times)} | {times[len(times) // 2]:.2f} | "
                   f"{times[int(len(times) * 0.9)]:.2f} | {times[-1]:.2f} |")
     print(f"\npage size with per-version metrics: {len(page)} bytes")
+    for proto in ("rest", "grpc"):
+        summary("metrics", f"{proto} rps, per-version metrics on / off (median of rounds)",
+                sorted(ratios[proto])[len(ratios[proto]) // 2], "≥ 0.97×")  # fmt: skip
+    on = sorted(scrapes["on"])
+    if on:
+        summary("metrics", f"scrape p50 under REST load, {args.workers} worker(s)",
+                on[len(on) // 2], "< 5 ms", unit=" ms")  # fmt: skip
     return 0
 
 

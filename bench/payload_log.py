@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import random
 import re
 import shutil
 import sys
@@ -28,19 +26,24 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.serve_rest import MODEL, export_mlp, grpc_load, warm, wrk  # noqa: E402
+from bench._common import MLP as MODEL  # noqa: E402
+from bench._common import (  # noqa: E402
+    export_mlp,
+    grpc_load,
+    median,
+    mlp_body,
+    mlp_row,
+    require,
+    server,
+    summary,
+    warm,
+    wrk,
+)
 from orchestrator.plan import model_config, models_config_text  # noqa: E402
 from orchestrator.spec import Spec  # noqa: E402
-from tests.helpers.server import ServerProcess  # noqa: E402
 
 PATH = "/monitoring/prometheus/metrics"
 SETTINGS = {"off": None, "1%": 0.01, "100%": 1.0}
-
-
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
 def _counter(page: str, name: str) -> float:
@@ -53,11 +56,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--connections", type=int, default=16)
     args = ap.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed (apt-get install wrk)")
-    random.seed(0)
-    row = [round(random.random(), 4) for _ in range(784)]
-    body = json.dumps({"instances": [row]})
+    require("wrk")
+    row, body = mlp_row(), mlp_body()
     work = Path(tempfile.mkdtemp(prefix="bench-payload-"))
     base = export_mlp(work / MODEL)
     (work / "monitoring.config").write_text(f'prometheus_config {{ enable: true path: "{PATH}" }}\n')
@@ -77,7 +77,7 @@ def main() -> int:
             for key in order:
                 common = [f"--model_config_file={work / f'{key}.config'}",
                           f"--monitoring_config_file={work / 'monitoring.config'}"]
-                with ServerProcess(common) as srv:
+                with server(common) as srv:
                     srv.wait_until_available(MODEL)
                     url = f"{srv.rest_url}/v1/models/{MODEL}:predict"
                     warm(url, body)
@@ -110,8 +110,10 @@ def main() -> int:
         for key, goal in (("1%", 0.95), ("100%", 0.8)):
             rps = totals[key][proto] / args.rounds
             rs = ratios[key][proto]
-            print(f"| {proto} | {key} | {rps:.0f} | {rps / off:.3f} | {_median(rs):.3f} | "
+            print(f"| {proto} | {key} | {rps:.0f} | {rps / off:.3f} | {median(rs):.3f} | "
                   f"{' '.join(f'{r:.2f}' for r in rs)} | >= {goal} |")
+            summary("payload_log", f"{proto} rps, logging {key} / off (median of rounds)",
+                    median(rs), f"≥ {goal}×")  # fmt: skip
     print(f"\nat 100%: {written:.0f} records written, {dropped:.0f} dropped (queue full or write error)")
     return 0
 

@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "orchestrator.cli.rollout",
     "orchestrator.cli.monitor",
     "orchestrator.cli.kube",
+    "orchestrator.cli.tune",
 )
 
 

@@ -2,7 +2,8 @@
 
 `DirectRunner` hands each call to the thread pool. `BatchingRunner` (--enable_batching) queues
 calls per (servable, feeds, fetches); a batch closes when it holds `max_batch_size` rows or
-`batch_timeout_micros` have passed since its first task, and runs as ONE session call on the
+`batch_timeout_micros` have passed since its first task (and a thread is free to run it; until
+then it keeps taking tasks), and runs as ONE session call on the
 inputs concatenated along dimension 0; outputs are split back by rows. Up to `num_batch_threads`
 batches of one queue run at once; when `max_enqueued_batches` batches are waiting, new tasks fail
 with RESOURCE_EXHAUSTED, as TF Serving's shared batch scheduler does. A batch may be padded up to
@@ -171,6 +172,7 @@ class _Queue:
         self.waiting: list[list[_Task]] = []  # closed batches not yet running
         self.running = 0
         self.timer: asyncio.TimerHandle | None = None
+        self.overdue = False  # the open batch's timeout passed while every thread was busy
 
     def submit(self, task: _Task) -> None:
         opts = self.options
@@ -199,14 +201,23 @@ class _Queue:
 
     def _on_timeout(self) -> None:
         self.timer = None
-        if self.open:
-            self._close_open()
-            self._dispatch()
+        if not self.open:
+            return
+        if self.waiting or self.running >= self.options.num_batch_threads:
+            # No thread could run it now: closing it would only fix its size. It stays open,
+            # taking the tasks that arrive meanwhile (up to max_batch_size), and closes the
+            # moment a thread frees (`_run`). With clients that wait for their answer before
+            # sending again, this keeps batches full instead of alternating big and small ones.
+            self.overdue = True
+            return
+        self._close_open()
+        self._dispatch()
 
     def _close_open(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self.overdue = False
         if self.open:
             self.waiting.append(self.open)
             self.open = []
@@ -228,7 +239,9 @@ class _Queue:
             await self._execute(batch)
         finally:
             self.running -= 1
-            if self.open and self.options.batch_timeout_micros <= 0:
+            if self.open and not self.waiting and (
+                self.overdue or self.options.batch_timeout_micros <= 0
+            ):
                 self._close_open()
             self._dispatch()
 

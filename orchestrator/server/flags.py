@@ -33,8 +33,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "rest_api_num_threads",
         int,
-        4 * _CPUS,
-        "Differs: REST requests share one event loop; this number is not used",
+        0,
+        "Differs: worker processes serving both ports, min(N, CPUs); 0 = one process",
     ),
     Flag("rest_api_timeout_in_ms", int, 30000, "Timeout for HTTP/REST API calls"),
     Flag("rest_api_enable_cors_support", bool, False, "Enable CORS headers in REST responses"),
@@ -109,7 +109,7 @@ FLAGS: tuple[Flag, ...] = (
         "grpc_max_threads",
         int,
         4 * _CPUS,
-        "Differs: gRPC handlers are coroutines on one event loop; this number is not used",
+        "Differs: gRPC handlers are coroutines on each worker's event loop; not used",
     ),
     Flag("enable_model_warmup", bool, True, "Replay assets.extra/tf_serving_warmup_requests"),
     Flag("num_request_iterations_for_warmup", int, 1, "Times each warmup request is replayed"),
@@ -295,3 +295,18 @@ def validate(opts: Options) -> None:
     for name in ("port", "rest_api_port"):
         if not 0 <= getattr(opts, name) <= 65535:
             raise FlagError(f"--{name}={getattr(opts, name)} is not a valid port (0-65535)")
+    if workers(opts) > 1 and opts.grpc_socket_path:
+        raise FlagError(
+            "--grpc_socket_path: a UNIX socket cannot be shared by worker processes; "
+            "drop --rest_api_num_threads (one process) or serve gRPC on --port only"
+        )
+
+
+def workers(opts: Options) -> int:
+    """Worker processes for --rest_api_num_threads (see server.workers); FlagError if nonsense."""
+    from orchestrator.server.workers import worker_count
+
+    try:
+        return worker_count(opts.rest_api_num_threads, _CPUS)
+    except ValueError as e:
+        raise FlagError(str(e)) from None

@@ -57,6 +57,8 @@ from orchestrator.server.config import (
     single_model,
 )
 from orchestrator.server.status import ServingStatus
+from orchestrator.server.workers import INDEX_ENV as WORKER_ENV
+from orchestrator.server.workers import READY
 
 log = logging.getLogger("tfs.server")
 INT32_MAX = 2**31 - 1
@@ -153,9 +155,17 @@ class ModelServer:
         self._grpc: Any = None
         self._rest_runner: Any = None
         self._config_text: str | None = None
+        from orchestrator.server.workers import Link
+
+        self.link = Link.from_env()  # set in a worker process (see server.workers)
 
     def initial_configs(self) -> list[ModelConfig]:
         o = self.opts
+        saved = self.link.saved_config() if self.link is not None else None
+        if saved is not None:  # a restarted worker serves what the others were told to
+            with contextlib.suppress(OSError), open(o.model_config_file, encoding="utf-8") as fh:
+                self._config_text = fh.read()
+            return saved
         if o.model_config_file:
             configs = read_model_config_file(o.model_config_file)
             with contextlib.suppress(OSError), open(o.model_config_file, encoding="utf-8") as fh:
@@ -176,9 +186,9 @@ class ModelServer:
                 "server_options.http_port cannot be same as grpc_port. Please use a different "
                 "port for HTTP/REST API."
             )
-        if o.port:
+        if o.port and self.link is None:  # workers share ports their supervisor checked
             _check_port_free(self.host, o.port, "gRPC")
-        if o.rest_api_port:
+        if o.rest_api_port and self.link is None:
             _check_port_free(self.host, o.rest_api_port, "REST")
         configs = self.initial_configs()
         cpus = os.cpu_count() or 1
@@ -324,9 +334,17 @@ class ModelServer:
                 monitoring=monitoring,
                 cors=o.rest_api_enable_cors_support,
             )
+            if self.link is not None:
+                api.metrics_page = self._merged_metrics
             self._rest_runner = web.ServerRunner(api.server(), handle_signals=False)
             await self._rest_runner.setup()
-            site = web.TCPSite(self._rest_runner, self.host, o.rest_api_port, reuse_address=True)
+            site = web.TCPSite(
+                self._rest_runner,
+                self.host,
+                o.rest_api_port,
+                reuse_address=True,
+                reuse_port=self.link is not None,
+            )
             try:
                 await site.start()
             except OSError as e:
@@ -339,6 +357,33 @@ class ModelServer:
         self.manager.start_polling()
         if o.model_config_file and o.model_config_file_poll_wait_seconds > 0:
             self._tasks.append(loop.create_task(self._poll_config_file()))
+        if self.link is not None:
+            await self.link.start({"reload": self._apply}, {"metrics": self._own_metrics})
+            print(READY, flush=True)
+
+    def _own_metrics(self, _: Any) -> str:
+        """This worker's page, rendered on the link's thread while the loop may update the
+        counters: a dict that grows mid-render (a new label set) is simply rendered again."""
+        for _attempt in range(5):
+            try:
+                return self.core.metrics.render()
+            except RuntimeError:  # dictionary changed size during iteration
+                continue
+        return self.core.metrics.render()
+
+    async def _merged_metrics(self) -> str:
+        """Every worker's counts summed (server.workers.merge_pages)."""
+        from orchestrator.server.workers import SIBLING_TIMEOUT_S, merge_pages
+
+        assert self.link is not None
+        own = self.core.metrics.render()
+        pages = [own]
+        for answer in await self.link.ask_all("metrics", timeout=SIBLING_TIMEOUT_S):
+            if answer[0] == "ok":
+                pages.append(answer[1])
+            else:
+                log.warning("metrics page without %s", answer[2])
+        return merge_pages(pages)
 
     def _on_batch(self, model: str, size: int, version: int) -> None:
         metrics = self.core.metrics
@@ -371,7 +416,7 @@ class ModelServer:
         options = [
             ("grpc.max_receive_message_length", INT32_MAX),
             ("grpc.max_send_message_length", INT32_MAX),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if self.link is not None else 0),
             *_channel_args(self.opts.grpc_channel_arguments),
         ]
         server = grpc.aio.server(options=options, maximum_concurrent_rpcs=None)
@@ -414,7 +459,19 @@ class ModelServer:
         return server
 
     async def reload(self, configs: list[ModelConfig]) -> None:
-        """Replace the whole model config (gRPC HandleReloadConfigRequest, config file poll)."""
+        """gRPC HandleReloadConfigRequest: here, then in every other worker, before answering."""
+        await self._apply(configs)
+        if self.link is None:
+            return
+        self.link.save_config(configs)
+        for answer in await self.link.ask_all("reload", configs):
+            if answer[0] == "err":
+                raise ServingStatus(answer[1], answer[2])
+            if answer[0] == "gone":  # it restarts from the saved config
+                log.warning("reload: %s", answer[2])
+
+    async def _apply(self, configs: list[ModelConfig]) -> None:
+        """Replace the whole model config of this process."""
         names = ", ".join(c.name for c in configs) or "(none)"
         log.info("Reloading model config: %s", names)
         await self.manager.apply_config(configs)
@@ -436,7 +493,9 @@ class ModelServer:
                 log.error("Failed to read ModelServerConfig file: %s: %s", code, e)
                 continue
             try:
-                await self.reload(configs)
+                await self._apply(configs)  # every worker polls the file itself
+                if self.link is not None:
+                    self.link.save_config(configs)
             except (ConfigError, ServingStatus) as e:
                 code = getattr(e, "code", "UNKNOWN")
                 log.error(
@@ -454,6 +513,8 @@ class ModelServer:
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
+        if self.link is not None:
+            await self.link.close()
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
         if self._rest_runner is not None:
@@ -482,6 +543,27 @@ async def _serve(opts: Any) -> int:
     log.info("Shutting down")
     await server.stop()
     return 0
+
+
+def _supervise(args: list[str], opts: Any, workers: int) -> int:
+    """Check the ports once, then run the workers (server.workers.Supervisor)."""
+    from orchestrator.server.workers import supervise
+
+    host = os.environ.get("TFS_BIND_HOST", "0.0.0.0")
+    try:
+        if opts.rest_api_port and opts.rest_api_port == opts.port:
+            raise StartupError(
+                "server_options.http_port cannot be same as grpc_port. Please use a different "
+                "port for HTTP/REST API."
+            )
+        if opts.port:
+            _check_port_free(host, opts.port, "gRPC")
+        if opts.rest_api_port:
+            _check_port_free(host, opts.rest_api_port, "REST")
+    except StartupError as e:
+        return _failed_to_start(e.code, str(e))
+    log.info("Starting %d worker processes (--rest_api_num_threads)", workers)
+    return supervise(args, workers)
 
 
 def _tensorflow_version() -> str:
@@ -517,6 +599,15 @@ def main(argv: list[str] | None = None) -> int:
         flagmod.validate(opts)
     except flagmod.FlagError as e:
         return _failed_to_start("INVALID_ARGUMENT", str(e))
+    workers = flagmod.workers(opts)
+    if workers > 1 and os.environ.get(WORKER_ENV) is None:
+        return _supervise(args, opts, workers)
+    if os.environ.get(WORKER_ENV) is not None:
+        from orchestrator.server.workers import Link
+
+        link = Link.from_env()
+        if link is not None:
+            link.watch_parent()
     try:
         import uvloop
 

@@ -251,9 +251,12 @@ class ModelLogger:
 
         directory = os.path.dirname(self.opts.prefix) or "."
         os.makedirs(directory, exist_ok=True)
-        self._file = f"{self.opts.prefix}-{int(time.time() * 1000):013d}.tfrecord"
+        # Worker processes (server.workers) write files of their own: `-w<i>` after the time.
+        worker = os.environ.get("TFS_WORKER")
+        tail = f"-w{worker}.tfrecord" if worker is not None else ".tfrecord"
+        self._file = f"{self.opts.prefix}-{int(time.time() * 1000):013d}{tail}"
         while os.path.exists(self._file):
-            self._file = f"{self.opts.prefix}-{int(time.time() * 1000) + 1:013d}.tfrecord"
+            self._file = f"{self.opts.prefix}-{int(time.time() * 1000) + 1:013d}{tail}"
         self._writer = tf.io.TFRecordWriter(self._file)
         self._file_bytes = 0
         self._trim()

@@ -18,6 +18,7 @@ import logging
 import re
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import ClientPayloadError, HttpVersion11, web
@@ -78,6 +79,8 @@ class RestApi:
         self.monitoring = monitoring or MonitoringOptions()
         self.cors = cors
         self.max_body = max_body_bytes()
+        # The Prometheus page; a worker process sets one that sums every worker's counts.
+        self.metrics_page: Callable[[], Awaitable[str]] | None = None
 
     def server(self) -> web.Server:
         """aiohttp's low-level server: no router, middlewares or signals before `handle`."""
@@ -125,9 +128,12 @@ class RestApi:
         path = request.path
         method = request.method
         if self.monitoring.enable and method == "GET" and path == self.monitoring.path:
-            return self._response(
-                200, self.core.metrics.render().encode(), content_type="text/plain"
+            page = (
+                await self.metrics_page()
+                if self.metrics_page is not None
+                else self.core.metrics.render()
             )
+            return self._response(200, page.encode(), content_type="text/plain")
         start = time.perf_counter()
         model = ""
         api = ""

@@ -36,6 +36,13 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def until(cond, timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.001)
+
+
 def test_concurrent_tasks_form_one_batch_and_split_back():
     servable = FakeServable()
     runner = BatchingRunner(
@@ -184,3 +191,25 @@ def test_run_cost_estimate_shrugs_off_one_preempted_run_but_follows_a_real_slowd
     for _ in range(200):  # the model really is slow now
         _note_cost(servable, KEY, 20e-3)
     assert servable.run_seconds[KEY] > 500e-6
+
+
+def test_a_batch_whose_timeout_passes_while_threads_are_busy_keeps_taking_tasks():
+    """Closing it at the timeout could not make it run sooner; staying open fills it up."""
+    gate = threading.Event()
+    servable = FakeServable(gate)
+    opts = BatchingOptions(max_batch_size=4, batch_timeout_micros=1_000, num_batch_threads=1)
+    runner = BatchingRunner(RunPool(2), opts)
+
+    async def main():
+        x = [np.ones((1, 1))]
+        first = [asyncio.ensure_future(runner.run(servable, KEY, x)) for _ in range(4)]
+        await until(lambda: KEY in servable.batch_queues and servable.batch_queues[KEY].running)
+        second = [asyncio.ensure_future(runner.run(servable, KEY, x))]
+        await until(lambda: servable.batch_queues[KEY].overdue)  # timeout passed, thread busy
+        second += [asyncio.ensure_future(runner.run(servable, KEY, x)) for _ in range(2)]
+        await until(lambda: servable.batch_queues[KEY].open_rows == 3)
+        gate.set()
+        await asyncio.gather(*first, *second)
+
+    run(main())
+    assert servable.calls == [4, 3]

@@ -1,0 +1,270 @@
+"""Measure a few batching settings on the user's model with the real server; pick the best.
+
+Each setting starts our `tfs-model-server` on free loopback ports with the spec's model (newest
+version), sends one-row REST predicts from `clients` connections for `duration_s` with wrk (a
+load generator outside Python, so it does not compete for the interpreter), and keeps rows/s and
+p99. The best setting is the fastest whose p99 stays within the budget; no batching is one of the
+candidates. The request is synthesized from the signature (zeros of each input's shape with the
+batch dimension 1) or taken from a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import RuntimeError_
+from orchestrator.spec import Spec
+
+_NUMERIC = {
+    "DT_FLOAT": 0.0, "DT_DOUBLE": 0.0, "DT_HALF": 0.0, "DT_BFLOAT16": 0.0,
+    "DT_INT8": 0, "DT_INT16": 0, "DT_INT32": 0, "DT_INT64": 0,
+    "DT_UINT8": 0, "DT_UINT16": 0, "DT_UINT32": 0, "DT_UINT64": 0, "DT_BOOL": False,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One batching configuration; max_batch_size 0 means batching off."""
+
+    max_batch_size: int = 0
+    batch_timeout_micros: int = 0
+    num_batch_threads: int = 0
+
+    @property
+    def label(self) -> str:
+        if not self.max_batch_size:
+            return "no batching"
+        return (
+            f"{self.max_batch_size} rows, {self.batch_timeout_micros} µs, "
+            f"{self.num_batch_threads} thread{'s' if self.num_batch_threads > 1 else ''}"
+        )
+
+    def spec_lines(self) -> str:
+        if not self.max_batch_size:
+            return "batching:\n  enabled: false\n"
+        return (
+            "batching:\n  enabled: true\n"
+            f"  max_batch_size: {self.max_batch_size}\n"
+            f"  batch_timeout_micros: {self.batch_timeout_micros}\n"
+            f"  num_batch_threads: {self.num_batch_threads}\n"
+        )
+
+
+@dataclass(frozen=True)
+class Result:
+    setting: Setting
+    rows_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def candidates(clients: int, cpus: int) -> list[Setting]:
+    """No batching, then batches as large as the clients with a short and a long timeout on one
+    thread, and the short timeout on one thread per CPU."""
+    size = max(1, clients)
+    out = [Setting(), Setting(size, 1000, 1), Setting(size, 5000, 1)]
+    if cpus > 1:
+        out.append(Setting(size, 1000, cpus))
+    return out
+
+
+def best(results: list[Result], p99_budget_ms: float) -> Result | None:
+    ok = [r for r in results if r.p99_ms <= p99_budget_ms and not r.errors]
+    return max(ok, key=lambda r: r.rows_per_s) if ok else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def newest_version(spec: Spec) -> Path:
+    base = Path(spec.base_path)
+    versions = sorted(
+        (int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True
+    ) if base.is_dir() else []  # fmt: skip
+    if not versions:
+        raise RuntimeError_(
+            f"{base} holds no version folder (1/, 2/, ...)",
+            fix=f"export a SavedModel into {base}/1 (tfsctl model inspect checks one)",
+        )
+    return base / str(versions[0])
+
+
+class _Server:
+    """tfs-model-server with one batching setting, stopped on exit."""
+
+    def __init__(self, spec: Spec, setting: Setting, work: Path) -> None:
+        self.port = _free_port()
+        args = [
+            f"--port={_free_port()}", f"--rest_api_port={self.port}",
+            f"--model_name={spec.name}", f"--model_base_path={Path(spec.base_path).resolve()}",
+        ]  # fmt: skip
+        if setting.max_batch_size:
+            f = work / f"batching-{setting.max_batch_size}-{setting.batch_timeout_micros}.config"
+            f.write_text(
+                f"max_batch_size {{ value: {setting.max_batch_size} }}\n"
+                f"batch_timeout_micros {{ value: {setting.batch_timeout_micros} }}\n"
+                f"num_batch_threads {{ value: {setting.num_batch_threads} }}\n"
+                "max_enqueued_batches { value: 1000 }\n"
+            )
+            args += ["--enable_batching", f"--batching_parameters_file={f}"]
+        self.log = work / "server.log"
+        env = {**os.environ, "TFS_BIND_HOST": "127.0.0.1"}
+        with open(self.log, "wb") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "orchestrator.server.main", *args],
+                stdout=fh, stderr=subprocess.STDOUT, env=env,
+            )  # fmt: skip
+        self.url = f"http://127.0.0.1:{self.port}/v1/models/{spec.name}"
+
+    def wait_available(self, deadline_s: float) -> None:
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as r:
+                    states = [v["state"] for v in json.load(r).get("model_version_status", [])]
+                if "AVAILABLE" in states:
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        tail = self.log.read_text(errors="replace")
+        raise RuntimeError_(
+            "the server did not make the model AVAILABLE",
+            fix="check the model with `tfsctl model inspect` and the log lines below",
+            logs=tail,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+
+
+def synthetic_request(url: str) -> str:
+    """{"instances": [one row]} from serving_default's inputs: zeros, batch dimension 1."""
+    with urllib.request.urlopen(url + "/metadata", timeout=30) as r:
+        meta = json.load(r)
+    sig = meta["metadata"]["signature_def"]["signature_def"].get("serving_default")
+    if sig is None:
+        raise RuntimeError_("the model has no serving_default signature",
+                            fix="pass a request with --data FILE")  # fmt: skip
+    row: dict[str, Any] = {}
+    for name, info in sig["inputs"].items():
+        dtype = info.get("dtype", "")
+        if dtype not in _NUMERIC:
+            raise RuntimeError_(
+                f"input {name!r} is {dtype}: no synthetic value for it",
+                fix="pass one request as TF Serving's REST JSON with --data FILE",
+            )
+        dims = [int(d.get("size", -1)) for d in info.get("tensor_shape", {}).get("dim", [])]
+        value: Any = _NUMERIC[dtype]
+        for d in reversed(dims[1:]):
+            value = [value] * (d if d > 0 else 1)
+        row[name] = value
+    one = next(iter(row.values())) if len(row) == 1 else row
+    return json.dumps({"instances": [one]})
+
+
+def _rows(body: str) -> int:
+    try:
+        doc = json.loads(body)
+        return max(1, len(doc["instances"])) if isinstance(doc, dict) and "instances" in doc else 1
+    except (ValueError, TypeError):
+        return 1
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not m:
+        return float("nan")
+    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)]
+
+
+def wrk(url: str, body: str, clients: int, duration_s: int, work: Path) -> dict[str, float]:
+    script = work / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(body)}\n"
+    )
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{clients}", f"-d{duration_s}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, timeout=duration_s + 60, check=False,
+    ).stdout  # fmt: skip
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if rps is None:
+        raise RuntimeError_(f"wrk gave no result:\n{out}", fix="run the same wrk command by hand")
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    p50 = re.search(r"\s50%\s+([\d.]+\w+)", out)
+    p99 = re.search(r"\s99%\s+([\d.]+\w+)", out)
+    return {
+        "rps": float(rps.group(1)),
+        "p50": _ms(p50.group(1)) if p50 else float("nan"),
+        "p99": _ms(p99.group(1)) if p99 else float("nan"),
+        "errors": (int(non2xx.group(1)) if non2xx else 0)
+        + (sum(int(x) for x in errs.groups()) if errs else 0),
+    }
+
+
+def tune(
+    spec: Spec,
+    *,
+    clients: int,
+    duration_s: int,
+    data: str | None = None,
+    progress: Any = None,
+) -> list[Result]:
+    """Measure every candidate setting in turn; one server at a time."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError_("wrk is not installed (the load generator)",
+                            fix="apt-get install wrk (or bash scripts/setup_system.sh)")  # fmt: skip
+    newest_version(spec)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tfsctl-tune-") as tmp:
+        work = Path(tmp)
+        for setting in candidates(clients, os.cpu_count() or 1):
+            if progress is not None:
+                progress(setting)
+            server = _Server(spec, setting, work)
+            try:
+                server.wait_available(spec.health.deadline_s)
+                body = data if data is not None else synthetic_request(server.url)
+                req = urllib.request.Request(server.url + ":predict", data=body.encode(),
+                                             headers={"Content-Type": "application/json"})
+                try:
+                    urllib.request.urlopen(req, timeout=60).close()  # warm, and check it works
+                except urllib.error.HTTPError as e:
+                    raise RuntimeError_(
+                        f"the model refused the request: {e.read().decode(errors='replace')}",
+                        fix="pass a request the model takes with --data FILE",
+                    ) from None
+                stats = wrk(server.url + ":predict", body, clients, duration_s, work)
+            finally:
+                server.stop()
+            results.append(Result(setting, stats["rps"] * _rows(body), stats["p50"],
+                                  stats["p99"], int(stats["errors"])))  # fmt: skip
+    return results

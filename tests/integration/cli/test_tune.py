@@ -1,0 +1,48 @@
+"""`tfsctl tune NAME`: real servers with each batching setting, a table and the spec lines."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.server import export_half_plus_two_tf1, export_strings_tf1
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk (apt) is the load generator"),
+]
+TFSCTL = Path(sys.executable).with_name("tfsctl")
+
+
+def tfsctl(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(TFSCTL), *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_tune_measures_each_setting_and_prints_the_spec_lines(tmp_path):
+    base = export_half_plus_two_tf1(tmp_path / "models" / "hpt", versions=(1,))
+    (tmp_path / "serving_configs").mkdir()
+    (tmp_path / "serving_configs" / "hpt.yaml").write_text(f"base_path: {base}\n")
+    r = tfsctl(tmp_path, "tune", "hpt", "--duration", "1", "--clients", "2", "--p99-ms", "60000")
+    assert r.returncode == 0, r.stderr
+    for label in ("no batching", "2 rows, 1000 µs, 1 thread", "2 rows, 5000 µs, 1 thread"):
+        assert label in r.stdout, r.stdout
+    assert "best" in r.stdout
+    lines = r.stdout.split("In serving_configs/hpt.yaml:", 1)[1]
+    assert lines.strip().startswith("batching:\n  enabled: "), r.stdout
+
+
+def test_tune_refuses_a_model_it_cannot_make_a_request_for(tmp_path):
+    base = tmp_path / "models" / "strings"
+    export_strings_tf1(base)
+    (tmp_path / "serving_configs").mkdir()
+    (tmp_path / "serving_configs" / "strings.yaml").write_text(f"base_path: {base}\n")
+    r = tfsctl(tmp_path, "tune", "strings", "--duration", "1")
+    assert r.returncode != 0
+    assert "error: input" in r.stderr and "DT_STRING" in r.stderr, r.stderr
+    assert "fix: pass one request as TF Serving's REST JSON with --data FILE" in r.stderr
