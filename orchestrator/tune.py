@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import RuntimeError_
+from orchestrator.errors import RuntimeFailure
 from orchestrator.spec import Spec
 
 _NUMERIC = {
@@ -100,7 +100,7 @@ def newest_version(spec: Spec) -> Path:
         (int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True
     ) if base.is_dir() else []  # fmt: skip
     if not versions:
-        raise RuntimeError_(
+        raise RuntimeFailure(
             f"{base} holds no version folder (1/, 2/, ...)",
             fix=f"export a SavedModel into {base}/1 (tfsctl model inspect checks one)",
         )
@@ -148,7 +148,7 @@ class _Server:
                 pass
             time.sleep(0.2)
         tail = self.log.read_text(errors="replace")
-        raise RuntimeError_(
+        raise RuntimeFailure(
             "the server did not make the model AVAILABLE",
             fix="check the model with `tfsctl model inspect` and the log lines below",
             logs=tail,
@@ -170,13 +170,13 @@ def synthetic_request(url: str) -> str:
         meta = json.load(r)
     sig = meta["metadata"]["signature_def"]["signature_def"].get("serving_default")
     if sig is None:
-        raise RuntimeError_("the model has no serving_default signature",
+        raise RuntimeFailure("the model has no serving_default signature",
                             fix="pass a request with --data FILE")  # fmt: skip
     row: dict[str, Any] = {}
     for name, info in sig["inputs"].items():
         dtype = info.get("dtype", "")
         if dtype not in _NUMERIC:
-            raise RuntimeError_(
+            raise RuntimeFailure(
                 f"input {name!r} is {dtype}: no synthetic value for it",
                 fix="pass one request as TF Serving's REST JSON with --data FILE",
             )
@@ -216,7 +216,7 @@ def wrk(url: str, body: str, clients: int, duration_s: int, work: Path) -> dict[
     ).stdout  # fmt: skip
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if rps is None:
-        raise RuntimeError_(f"wrk gave no result:\n{out}", fix="run the same wrk command by hand")
+        raise RuntimeFailure(f"wrk gave no result:\n{out}", fix="run the same wrk command by hand")
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     p50 = re.search(r"\s50%\s+([\d.]+\w+)", out)
@@ -240,7 +240,7 @@ def tune(
 ) -> list[Result]:
     """Measure every candidate setting in turn; one server at a time."""
     if shutil.which("wrk") is None:
-        raise RuntimeError_("wrk is not installed (the load generator)",
+        raise RuntimeFailure("wrk is not installed (the load generator)",
                             fix="apt-get install wrk (or bash scripts/setup_system.sh)")  # fmt: skip
     newest_version(spec)
     results = []
@@ -258,7 +258,7 @@ def tune(
                 try:
                     urllib.request.urlopen(req, timeout=60).close()  # warm, and check it works
                 except urllib.error.HTTPError as e:
-                    raise RuntimeError_(
+                    raise RuntimeFailure(
                         f"the model refused the request: {e.read().decode(errors='replace')}",
                         fix="pass a request the model takes with --data FILE",
                     ) from None
