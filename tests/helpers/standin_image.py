@@ -10,7 +10,8 @@ The image is a tiny rootfs (Debian's static busybox and two scripts) imported fr
 here (`docker import`, no base image). The host's Python, libraries and this project's venv are
 not in it: a deployment adds them as read-only bind mounts through the spec's test-only
 `extra_mounts` (`standin_mounts()`). The image is labelled with a hash of its content and
-rebuilt only when that changes (a new checkout path, a new busybox).
+rebuilt only when that changes (a new checkout path, a new busybox), under a machine-wide lock
+so parallel workers never import it twice at once.
 
 The router's stand-in (`tfso-test/haproxy:standin`, for the official `haproxy:2.6`) is built
 the same way: busybox and a copy of the official image's `docker-entrypoint.sh` (`haproxy ARGS`
@@ -28,6 +29,7 @@ import tarfile
 from pathlib import Path
 
 from orchestrator.runtime._docker_api import DockerApi
+from tests.helpers.parallel import machine_lock
 
 STANDIN_REPO = "tfso-test/serving"
 STANDIN_TAG = "standin"
@@ -167,9 +169,10 @@ def ensure_router_image(api: DockerApi | None = None) -> str:
         raise FileNotFoundError("/usr/sbin/haproxy is missing: run scripts/setup_system.sh")
     tar = router_rootfs_tar()
     content_hash = hashlib.sha256(tar + "\n".join(_router_changes("")).encode()).hexdigest()[:16]
-    if api.image_present(ROUTER_REF) and api.image_labels(ROUTER_REF).get(LABEL) == content_hash:
-        return ROUTER_REF
-    api.import_image(tar, ROUTER_REF, _router_changes(content_hash))
+    with machine_lock("image-" + ROUTER_REF.replace("/", "_").replace(":", "_")):
+        if api.image_present(ROUTER_REF) and api.image_labels(ROUTER_REF).get(LABEL) == content_hash:
+            return ROUTER_REF
+        api.import_image(tar, ROUTER_REF, _router_changes(content_hash))
     return ROUTER_REF
 
 
@@ -191,9 +194,11 @@ def _changes(content_hash: str) -> list[str]:
 def _ensure(api: DockerApi, ref: str, server: str) -> str:
     tar = rootfs_tar(server)
     content_hash = hashlib.sha256(tar + "\n".join(_changes("")).encode()).hexdigest()[:16]
-    if api.image_present(ref) and api.image_labels(ref).get(LABEL) == content_hash:
-        return ref
-    api.import_image(tar, ref, _changes(content_hash))
+    # Parallel workers (and other runs on this machine) check and build one at a time.
+    with machine_lock("image-" + ref.replace("/", "_").replace(":", "_")):
+        if api.image_present(ref) and api.image_labels(ref).get(LABEL) == content_hash:
+            return ref
+        api.import_image(tar, ref, _changes(content_hash))
     return ref
 
 

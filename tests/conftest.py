@@ -1,0 +1,43 @@
+"""The whole suite runs in parallel: `make test` is `pytest -n N --dist loadfile` (pytest-xdist).
+
+`--dist loadfile` sends each test module, whole, to one worker: the module-scoped servers,
+deployments and models are built once, and a module's tests never run beside each other.
+Different modules do run at the same time, each in its own worker process with its own
+basetemp (`tmp_path`, `tmp_path_factory`), against the same machine: one dockerd, one HAProxy
+binary, one set of loopback ports.
+
+What a test module must do to be parallel-safe (and what every module here does):
+- ports: take them from `orchestrator.runtime.base.free_port()` (or bind port 0), never fixed;
+- files: write only under `tmp_path` / `tmp_path_factory` (a project copy, models, state dirs,
+  Prometheus data, router files), never into the checkout, never a fixed /tmp path;
+- session fixtures run once per WORKER, not once per run: what is shared by every worker
+  (docker images, anything outside the basetemp) is built under
+  `tests.helpers.parallel.machine_lock(...)`, or once with `once_per_run(...)`;
+- Docker: deployment and container names are unique in the whole suite (`t_<what>` in
+  tests/integration/docker, whose sweep removes leftover `t_*` containers once at the start of
+  the run and once at its end; other modules use their own prefix and remove only theirs);
+- environment: never change `os.environ` or the working directory of the worker process
+  (pass `env=` / `cwd=` to subprocesses, or use `monkeypatch`);
+- waits: on a condition with a deadline (workers compete for the CPU, so a fixed sleep or a
+  timing bound that holds alone may not hold in parallel).
+A module that cannot share the machine with others may be put alone with
+`pytestmark = pytest.mark.xdist_group("NAME")` and `--dist loadgroup`; none needs it today.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers.parallel import DOCKER_SWEEP, is_worker, ran_in_this_run
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In the controller (or a serial run), after every test: sweep the Docker test containers."""
+    if is_worker(session.config) or not ran_in_this_run(session.config, DOCKER_SWEEP):
+        return
+    from tests.integration.docker.conftest import sweep_test_containers
+
+    try:
+        sweep_test_containers()
+    except Exception as exc:  # the run's result stands; say what was left
+        print(f"\nDocker test containers not swept at the end: {exc}")
