@@ -41,7 +41,7 @@ stop: $(STAMP) ## Stop MODEL's deployment.
 	$(VENV)/bin/tfsctl stop $(MODEL)
 
 test: $(STAMP) convert-deps system ## Run every test (unit and integration) against real servers.
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 unit: $(STAMP) ## Run the fast unit tests only.
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

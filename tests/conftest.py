@@ -41,3 +41,31 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         sweep_test_containers()
     except Exception as exc:  # the run's result stands; say what was left
         print(f"\nDocker test containers not swept at the end: {exc}")
+
+
+# The longest modules start first, so that none starts near the end while the other workers sit
+# idle (xdist hands whole modules out in collection order: `make test` passes
+# --no-loadscope-reorder). From the last measured run, longest first; a module not listed runs
+# after these, integration before unit. A stale entry costs nothing.
+SLOW_FIRST = (
+    "tests/integration/rollout/test_rollout_local.py",
+    "tests/integration/rollout/test_rollout_docker.py",
+    "tests/integration/monitor/test_monitor_local.py",
+    "tests/integration/runtime/test_local_runtime.py",
+    "tests/integration/router/test_haproxy.py",
+    "tests/integration/test_quickstart.py",
+    "tests/integration/test_exit_codes.py",
+    "tests/integration/rollout/test_rollout_labels.py",
+    "tests/integration/docker/test_docker_runtime.py",
+    "tests/integration/cli/test_client_only_install.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(SLOW_FIRST)}
+
+    def key(item: pytest.Item) -> tuple[int, int]:
+        path = item.nodeid.split("::", 1)[0]
+        return rank.get(path, len(rank)), 0 if path.startswith("tests/integration/") else 1
+
+    items.sort(key=key)  # stable: a module's tests keep their order

@@ -31,14 +31,17 @@ from pathlib import Path
 from orchestrator.runtime._docker_api import DockerApi
 from tests.helpers.parallel import machine_lock
 
-STANDIN_REPO = "tfso-test/serving"
+ROOT = Path(__file__).resolve().parents[2]
+# One image name per checkout and venv: its server script is this venv's, so two checkouts on one
+# dockerd (parallel runs, a second worktree) must not rebuild each other's image under one name.
+CHECKOUT_ID = hashlib.sha256(f"{ROOT}\0{sys.prefix}".encode()).hexdigest()[:8]
+STANDIN_REPO = f"tfso-test/serving-{CHECKOUT_ID}"
 STANDIN_TAG = "standin"
 STANDIN_REF = f"{STANDIN_REPO}:{STANDIN_TAG}"
 BROKEN_REF = f"{STANDIN_REPO}:broken"  # its server exits at once with an error, like a bad flag
 ROUTER_REPO = "tfso-test/haproxy"
 ROUTER_REF = f"{ROUTER_REPO}:standin"
 LABEL = "io.tfso.test-image"
-ROOT = Path(__file__).resolve().parents[2]
 
 ENTRYPOINT = """#!/bin/sh
 # Stand-in for tensorflow/serving's tools/docker/tf_serving_entrypoint.sh: the same contract.

@@ -50,28 +50,58 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture
-def deployed(project: Path) -> Iterator[tuple[Path, str, str]]:
+def serving_versions(root: Path) -> set[int]:
+    states = json.loads(tfsctl(root, "status", "hpt", "-o", "json").stdout)
+    return {v["version"] for r in states["replicas"] for m in r["models"] for v in m["versions"]
+            if v["state"] == "AVAILABLE"}
+
+
+def stable_spec(grpc: int, rest: int) -> str:
+    return ("base_path: ../models/hpt\nversion_policy: {specific: [1]}\nversion_labels: {stable: 1}\n"
+            f"router: true\nreplicas: 2\nports: {{grpc: {grpc}, rest: {rest}}}\n")
+
+
+def remove_rollout(project: Path) -> None:
+    """Abort whatever rollout a test left and kill a canary that outlived it."""
+    tfsctl(project, "rollout", "abort", "hpt", timeout=120)
+    canary = project / ".tfso" / "deployments" / "hpt.canary.json"
+    if canary.exists():
+        for r in json.loads(canary.read_text())["replicas"]:
+            try:
+                os.killpg(r["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def deployment(project: Path) -> Iterator[tuple[Path, str, str, str]]:
+    """One deployment for the module's scenarios (2 replicas and the router), stopped at the end."""
     grpc, rest = free_port(), free_port()
-    (project / "serving_configs" / "hpt.yaml").write_text(
-        "base_path: ../models/hpt\nversion_policy: {specific: [1]}\nversion_labels: {stable: 1}\n"
-        f"router: true\nreplicas: 2\nports: {{grpc: {grpc}, rest: {rest}}}\n"
-    )
-    shutil.rmtree(project / ".tfso" / "rollouts", ignore_errors=True)
+    spec = stable_spec(grpc, rest)
+    (project / "serving_configs" / "hpt.yaml").write_text(spec)
     run = tfsctl(project, "deploy", "hpt", "--runtime", "local")
     assert run.returncode == 0, run.stderr
     try:
-        yield project, f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc}"
+        yield project, f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc}", spec
     finally:
-        tfsctl(project, "rollout", "abort", "hpt", timeout=120)
+        remove_rollout(project)
         tfsctl(project, "stop", "hpt", timeout=60)
-        canary = project / ".tfso" / "deployments" / "hpt.canary.json"
-        if canary.exists():
-            for r in json.loads(canary.read_text())["replicas"]:
-                try:
-                    os.killpg(r["pid"], signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+
+
+@pytest.fixture
+def deployed(deployment) -> Iterator[tuple[Path, str, str]]:
+    """The deployment on version 1 (hot-reloaded back if a test promoted), no rollout record."""
+    project, rest, grpc, spec = deployment
+    (project / "serving_configs" / "hpt.yaml").write_text(spec)
+    run = tfsctl(project, "deploy", "hpt", "--runtime", "local")
+    assert run.returncode == 0, run.stdout + run.stderr
+    shutil.rmtree(project / ".tfso" / "rollouts", ignore_errors=True)
+    assert serving_versions(project) == {1}
+    assert not canary_running(project)
+    try:
+        yield project, rest, grpc
+    finally:
+        remove_rollout(project)
 
 
 def canary_running(root: Path) -> bool:
