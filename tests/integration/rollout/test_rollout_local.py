@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from orchestrator.runtime.base import free_port
 from tests.helpers.requires import require_haproxy
@@ -92,7 +93,16 @@ def deployment(project: Path) -> Iterator[tuple[Path, str, str, str]]:
 def deployed(deployment) -> Iterator[tuple[Path, str, str]]:
     """The deployment on version 1 (hot-reloaded back if a test promoted), no rollout record."""
     project, rest, grpc, spec = deployment
-    (project / "serving_configs" / "hpt.yaml").write_text(spec)
+    path = project / "serving_configs" / "hpt.yaml"
+    current = yaml.safe_load(path.read_text())
+    served = current["version_policy"]["specific"]
+    if served != [1]:
+        # A test promoted: load 1 beside the served version first (a label may only move to a
+        # version that is already AVAILABLE), then go back to the stable spec.
+        path.write_text(yaml.safe_dump({**current, "version_policy": {"specific": sorted({1, *served})}}))
+        run = tfsctl(project, "deploy", "hpt", "--runtime", "local")
+        assert run.returncode == 0, run.stdout + run.stderr
+    path.write_text(spec)
     run = tfsctl(project, "deploy", "hpt", "--runtime", "local")
     assert run.returncode == 0, run.stdout + run.stderr
     shutil.rmtree(project / ".tfso" / "rollouts", ignore_errors=True)
