@@ -10,9 +10,9 @@ The image is a tiny rootfs (Debian's static busybox and two scripts) imported fr
 here (`docker import`, no base image). The host's Python, libraries and this project's venv are
 not in it: a deployment adds them as read-only bind mounts through the spec's test-only
 `extra_mounts` (`standin_mounts()`). The image is labelled with a hash of its content and
-rebuilt only when that changes (a new busybox, a new venv), under a machine-wide lock;
-its name carries a hash of the checkout and venv (`STANDIN_REPO`), and
-so parallel workers never import it twice at once.
+rebuilt only when that changes (a new busybox, a new venv), under a machine-wide lock so
+parallel workers never import it twice at once. Its name carries a hash of the checkout and
+venv (`STANDIN_REPO`), so two checkouts on one dockerd never replace each other's image.
 
 The router's stand-in (`tfso-test/haproxy:standin`, for the official `haproxy:2.6`) is built
 the same way: busybox and a copy of the official image's `docker-entrypoint.sh` (`haproxy ARGS`
