@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 MODEL ?= demo
 RUNTIME ?=
 PYTEST_ARGS ?=
+# `make test` runs the test modules in parallel, each module whole on one worker (tests/conftest.py).
+# Most of the time is spent waiting on servers, so more workers than the 2 cores pays.
+TEST_WORKERS ?= 3
 
 help: ## Show this help.
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,7 +41,7 @@ stop: $(STAMP) ## Stop MODEL's deployment.
 	$(VENV)/bin/tfsctl stop $(MODEL)
 
 test: $(STAMP) convert-deps system ## Run every test (unit and integration) against real servers.
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 unit: $(STAMP) ## Run the fast unit tests only.
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

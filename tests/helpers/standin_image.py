@@ -9,8 +9,11 @@ official image's contract: entrypoint `/usr/bin/tf_serving_entrypoint.sh` runnin
 The image is a tiny rootfs (Debian's static busybox and two scripts) imported from a tar built
 here (`docker import`, no base image). The host's Python, libraries and this project's venv are
 not in it: the Docker runtime adds them as read-only bind mounts (`DockerRuntime.host_mounts`,
-set by `tfsctl_command()`'s wrapper, tests/helpers/standin_tfsctl.py; no spec names them). The image is labelled with a hash of its content and
-rebuilt only when that changes (a new checkout path, a new busybox).
+set by `tfsctl_command()`'s wrapper, tests/helpers/standin_tfsctl.py; no spec names them). The
+image is labelled with a hash of its content and rebuilt only when that changes (a new busybox, a
+new venv), under a machine-wide lock so parallel workers never import it twice at once. Its name
+carries a hash of the checkout and venv (`STANDIN_REPO`), so two checkouts on one dockerd never
+replace each other's image.
 
 The router's stand-in (`tfso-test/haproxy:standin`, for the official `haproxy:2.6`) is built
 the same way: busybox and a copy of the official image's `docker-entrypoint.sh` (`haproxy ARGS`
@@ -29,15 +32,19 @@ import tarfile
 from pathlib import Path
 
 from orchestrator.runtime.docker.api import DockerApi, Mount
+from tests.helpers.parallel import machine_lock
 
-STANDIN_REPO = "tfso-test/serving"
+ROOT = Path(__file__).resolve().parents[2]
+# One image name per checkout and venv: its server script is this venv's, so two checkouts on one
+# dockerd (parallel runs, a second worktree) must not rebuild each other's image under one name.
+CHECKOUT_ID = hashlib.sha256(f"{ROOT}\0{sys.prefix}".encode()).hexdigest()[:8]
+STANDIN_REPO = f"tfso-test/serving-{CHECKOUT_ID}"
 STANDIN_TAG = "standin"
 STANDIN_REF = f"{STANDIN_REPO}:{STANDIN_TAG}"
 BROKEN_REF = f"{STANDIN_REPO}:broken"  # its server exits at once with an error, like a bad flag
 ROUTER_REPO = "tfso-test/haproxy"
 ROUTER_REF = f"{ROUTER_REPO}:standin"
 LABEL = "io.tfso.test-image"
-ROOT = Path(__file__).resolve().parents[2]
 
 ENTRYPOINT = """#!/bin/sh
 # Stand-in for tensorflow/serving's tools/docker/tf_serving_entrypoint.sh: the same contract.
@@ -180,9 +187,10 @@ def ensure_router_image(api: DockerApi | None = None) -> str:
         raise FileNotFoundError("/usr/sbin/haproxy is missing: run scripts/setup_system.sh")
     tar = router_rootfs_tar()
     content_hash = hashlib.sha256(tar + "\n".join(_router_changes("")).encode()).hexdigest()[:16]
-    if api.image_present(ROUTER_REF) and api.image_labels(ROUTER_REF).get(LABEL) == content_hash:
-        return ROUTER_REF
-    api.import_image(tar, ROUTER_REF, _router_changes(content_hash))
+    with machine_lock("image-" + ROUTER_REF.replace("/", "_").replace(":", "_")):
+        if api.image_present(ROUTER_REF) and api.image_labels(ROUTER_REF).get(LABEL) == content_hash:
+            return ROUTER_REF
+        api.import_image(tar, ROUTER_REF, _router_changes(content_hash))
     return ROUTER_REF
 
 
@@ -204,9 +212,11 @@ def _changes(content_hash: str) -> list[str]:
 def _ensure(api: DockerApi, ref: str, server: str) -> str:
     tar = rootfs_tar(server)
     content_hash = hashlib.sha256(tar + "\n".join(_changes("")).encode()).hexdigest()[:16]
-    if api.image_present(ref) and api.image_labels(ref).get(LABEL) == content_hash:
-        return ref
-    api.import_image(tar, ref, _changes(content_hash))
+    # Parallel workers (and other runs on this machine) check and build one at a time.
+    with machine_lock("image-" + ref.replace("/", "_").replace(":", "_")):
+        if api.image_present(ref) and api.image_labels(ref).get(LABEL) == content_hash:
+            return ref
+        api.import_image(tar, ref, _changes(content_hash))
     return ref
 
 

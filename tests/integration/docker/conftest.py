@@ -1,9 +1,12 @@
 """Shared fixtures for the Docker runtime's integration tests (real dockerd, stand-in image).
 
 `docker_api` makes sure a daemon answers (running scripts/setup_system.sh once when none does),
-`standin` builds the stand-in image once per session, and every container a test deployment
-made (deployment names start with `t_`) or a test created by hand (label `io.tfso.test`) is
-removed at the end, whatever happened.
+`standin` builds the stand-in image once (under a machine-wide lock), and every container a
+test deployment made (deployment names start with `t_`) or a test created by hand (label
+`io.tfso.test`) is removed at the start of the run and at its end, whatever happened. Under
+pytest-xdist the start sweep runs once, in the first worker that needs Docker, and the end sweep
+in the controller after every worker finished (tests/conftest.py): a worker never removes the
+containers another worker's module is using. So a `t_` deployment name is unique in the suite.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pytest
 
 from orchestrator.runtime.docker import LABEL_DEPLOYMENT, LABEL_MANAGED_BY
 from orchestrator.runtime.docker.api import DockerApi, DockerError
+from tests.helpers.parallel import DOCKER_SWEEP, machine_lock, once_per_run
 from tests.helpers.standin_image import (
     STANDIN_REPO,
     ensure_broken_image,
@@ -42,16 +46,25 @@ def remove_test_containers(api: DockerApi) -> None:
         api.remove(c.id)
 
 
+def sweep_test_containers() -> None:
+    """Remove what earlier runs left behind (also called by tests/conftest.py at the end)."""
+    api = _connect()
+    try:
+        remove_test_containers(api)
+    finally:
+        api.close()
+
+
 @pytest.fixture(scope="session")
-def docker_api() -> Iterator[DockerApi]:
+def docker_api(request: pytest.FixtureRequest) -> Iterator[DockerApi]:
     try:
         api = _connect()
     except DockerError:
-        subprocess.run(["bash", str(ROOT / "scripts" / "setup_system.sh")], check=False, timeout=900)
+        with machine_lock("setup-system"):
+            subprocess.run(["bash", str(ROOT / "scripts" / "setup_system.sh")], check=False, timeout=900)
         api = _connect()  # a clear DockerUnavailable if it still does not answer
-    remove_test_containers(api)
+    once_per_run(request.config, DOCKER_SWEEP, lambda: remove_test_containers(api))
     yield api
-    remove_test_containers(api)
     api.close()
 
 

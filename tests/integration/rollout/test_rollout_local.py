@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from orchestrator.runtime.base import free_port
 from tests.helpers.requires import require_haproxy
@@ -50,28 +51,67 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture
-def deployed(project: Path) -> Iterator[tuple[Path, str, str]]:
+def serving_versions(root: Path) -> set[int]:
+    states = json.loads(tfsctl(root, "status", "hpt", "-o", "json").stdout)
+    return {v["version"] for r in states["replicas"] for m in r["models"] for v in m["versions"]
+            if v["state"] == "AVAILABLE"}
+
+
+def stable_spec(grpc: int, rest: int) -> str:
+    return ("base_path: ../models/hpt\nversion_policy: {specific: [1]}\nversion_labels: {stable: 1}\n"
+            f"router: true\nreplicas: 2\nports: {{grpc: {grpc}, rest: {rest}}}\n")
+
+
+def remove_rollout(project: Path) -> None:
+    """Abort whatever rollout a test left and kill a canary that outlived it."""
+    tfsctl(project, "rollout", "abort", "hpt", timeout=120)
+    canary = project / ".tfso" / "deployments" / "hpt.canary.json"
+    if canary.exists():
+        for r in json.loads(canary.read_text())["replicas"]:
+            try:
+                os.killpg(r["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def deployment(project: Path) -> Iterator[tuple[Path, str, str, str]]:
+    """One deployment for the module's scenarios (2 replicas and the router), stopped at the end."""
     grpc, rest = free_port(), free_port()
-    (project / "serving_configs" / "hpt.yaml").write_text(
-        "base_path: ../models/hpt\nversion_policy: {specific: [1]}\nversion_labels: {stable: 1}\n"
-        f"router: true\nreplicas: 2\nports: {{grpc: {grpc}, rest: {rest}}}\n"
-    )
-    shutil.rmtree(project / ".tfso" / "rollouts", ignore_errors=True)
+    spec = stable_spec(grpc, rest)
+    (project / "serving_configs" / "hpt.yaml").write_text(spec)
     run = tfsctl(project, "deploy", "hpt", "--runtime", "local")
     assert run.returncode == 0, run.stderr
     try:
-        yield project, f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc}"
+        yield project, f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc}", spec
     finally:
-        tfsctl(project, "rollout", "abort", "hpt", timeout=120)
+        remove_rollout(project)
         tfsctl(project, "stop", "hpt", timeout=60)
-        canary = project / ".tfso" / "deployments" / "hpt.canary.json"
-        if canary.exists():
-            for r in json.loads(canary.read_text())["replicas"]:
-                try:
-                    os.killpg(r["pid"], signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+
+
+@pytest.fixture
+def deployed(deployment) -> Iterator[tuple[Path, str, str]]:
+    """The deployment on version 1 (hot-reloaded back if a test promoted), no rollout record."""
+    project, rest, grpc, spec = deployment
+    path = project / "serving_configs" / "hpt.yaml"
+    current = yaml.safe_load(path.read_text())
+    served = current["version_policy"]["specific"]
+    if served != [1]:
+        # A test promoted: load 1 beside the served version first (a label may only move to a
+        # version that is already AVAILABLE), then go back to the stable spec.
+        path.write_text(yaml.safe_dump({**current, "version_policy": {"specific": sorted({1, *served})}}))
+        run = tfsctl(project, "deploy", "hpt", "--runtime", "local")
+        assert run.returncode == 0, run.stdout + run.stderr
+    path.write_text(spec)
+    run = tfsctl(project, "deploy", "hpt", "--runtime", "local")
+    assert run.returncode == 0, run.stdout + run.stderr
+    shutil.rmtree(project / ".tfso" / "rollouts", ignore_errors=True)
+    assert serving_versions(project) == {1}
+    assert not canary_running(project)
+    try:
+        yield project, rest, grpc
+    finally:
+        remove_rollout(project)
 
 
 def canary_running(root: Path) -> bool:
