@@ -71,7 +71,6 @@ class RuntimeFailure(OrchestratorError):
     exit_code = 4
 
 
-RuntimeError_ = RuntimeFailure
 """The old name, kept only so branches written before the rename still merge; use RuntimeFailure."""
 
 
