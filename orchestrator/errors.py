@@ -71,8 +71,6 @@ class RuntimeFailure(OrchestratorError):
     exit_code = 4
 
 
-"""The old name, kept only so branches written before the rename still merge; use RuntimeFailure."""
-
 
 class HealthTimeout(RuntimeFailure):
     """Waiting for every wanted version to be AVAILABLE passed its deadline."""
