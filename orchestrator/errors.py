@@ -71,7 +71,6 @@ class RuntimeFailure(OrchestratorError):
     exit_code = 4
 
 
-
 class HealthTimeout(RuntimeFailure):
     """Waiting for every wanted version to be AVAILABLE passed its deadline."""
 
