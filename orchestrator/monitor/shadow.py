@@ -38,6 +38,7 @@ from orchestrator.rollout.target import RolloutTarget
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 POLL_S = 0.1
 QUEUE_MAX = 10_000  # mirrored requests waiting: beyond it the oldest are skipped (counted)
+LOG_CAP_BYTES = 64 << 20  # the canary's logged answers per rollout; comparison goes on beyond it
 
 
 def refuse_unless_local(runtime_name: str, flag: str = "--mode shadow") -> None:
@@ -99,6 +100,7 @@ class ShadowAgent:
         self._thread: threading.Thread | None = None
         self._channels: list[Any] = []
         self._writer: Any = None
+        self._logged_bytes = 0
         self._lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -208,19 +210,57 @@ class ShadowAgent:
         self._log(pl, raw)
 
     def _log(self, pl: Any, raw_response: bytes) -> None:
-        """The canary's answer, as the PredictionLog its own server would have written."""
+        """The canary's answer, as the PredictionLog its own server would have written (TFRecord
+        framing written here: importing TensorFlow would stall the mirror for seconds)."""
         try:
-            import tensorflow as tf
-
             if self._writer is None:
+                if self._logged_bytes >= LOG_CAP_BYTES:
+                    return
                 os.makedirs(os.path.dirname(self.prefix) or ".", exist_ok=True)
-                self._writer = tf.io.TFRecordWriter(f"{self.prefix}.shadow-{int(time.time() * 1000):013d}.tfrecord")
+                self._writer = open(  # noqa: SIM115 - held open across mirrored requests, closed in stop()
+                    f"{self.prefix}.shadow-{int(time.time() * 1000):013d}.tfrecord", "ab")
             pl.log_metadata.model_spec.version.value = self.to_version
             pl.predict_log.response.ParseFromString(raw_response)
-            self._writer.write(pl.SerializeToString())
+            record = tfrecord(pl.SerializeToString())
+            self._writer.write(record)
             self._writer.flush()
+            self._logged_bytes += len(record)
+            if self._logged_bytes >= LOG_CAP_BYTES:
+                self._writer.close()
+                self._writer = None
         except Exception:  # logging the shadow answer never stops the comparison
             pass
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    table = _CRC_TABLE
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _masked(crc: int) -> int:
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def tfrecord(data: bytes) -> bytes:
+    """One TFRecord: length, masked CRC-32C of the length, data, masked CRC-32C of the data."""
+    length = struct.pack("<Q", len(data))
+    return length + struct.pack("<I", _masked(crc32c(length))) + data + struct.pack("<I", _masked(crc32c(data)))
 
 
 class ShadowTarget(RolloutTarget):

@@ -156,3 +156,15 @@ def test_shadow_is_refused_off_the_local_runtime() -> None:
     with pytest.raises(RolloutError, match="--max-drift is not available on the kubernetes"):
         refuse_unless_local("kubernetes", "--max-drift")
     assert "--runtime local" in (info.value.fix or "")
+
+
+def test_shadow_log_records_are_tfrecords_tf_reads(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    from orchestrator.monitor.shadow import tfrecord
+
+    path = tmp_path / "x.tfrecord"
+    path.write_bytes(tfrecord(b"hello") + tfrecord(b"") + tfrecord(bytes(range(256)) * 3))
+    # TF's reader checks both CRCs of every record.
+    got = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
+    assert got == [b"hello", b"", bytes(range(256)) * 3]
