@@ -51,15 +51,24 @@ def _show(status, output: str) -> None:
     console.print(f"[bold]{status.name}[/] v{status.from_version} → v{status.to_version}: "
                   f"[bold]{status.phase.value}[/] step {step}, canary weight {status.weight}%, "
                   f"failed checks {status.failed_checks}/{status.thresholds.threshold} (controller {alive})")
+    if status.mode == "shadow":
+        console.print("  shadow: the canary gets mirrored requests only (router weight 0% until promotion); "
+                      "steps count analysis windows")
     if status.message:
         console.print(f"  {status.message}")
     rows = []
+    t = status.thresholds
+    gates = [(label, attr, fmt) for label, attr, fmt, on in (
+        ("OUTPUT PSI", "drift_psi", "{:.3f}", t.max_drift is not None),
+        ("AGREEMENT", "agreement", "{:.2%}", t.min_agreement is not None)) if on]
     for r in status.history[-12:]:
         rate = "-" if r.error_rate is None else f"{r.error_rate:.2%}"
         p99 = "-" if r.p99_ms is None else f"{r.p99_ms:.1f}"
+        extra = tuple("-" if getattr(r, attr) is None else fmt.format(getattr(r, attr)) for _, attr, fmt in gates)
         rows.append((time.strftime("%H:%M:%S", time.localtime(r.at)), r.phase, f"{r.weight}%", r.requests,
-                     rate, p99, r.decision, r.reason))
-    print_table(None, ["TIME", "PHASE", "WEIGHT", "REQUESTS", "ERRORS", "P99 MS", "DECISION", "REASON"], rows)
+                     rate, p99, *extra, r.decision, r.reason))
+    print_table(None, ["TIME", "PHASE", "WEIGHT", "REQUESTS", "ERRORS", "P99 MS", *(g[0] for g in gates),
+                       "DECISION", "REASON"], rows)
 
 
 def _run(status, target, webhooks, output: str) -> None:
@@ -72,7 +81,8 @@ def _run(status, target, webhooks, output: str) -> None:
             console.print(f"[{time.strftime('%H:%M:%S')}] {s.phase.value:<12} weight {s.weight:>3}%  "
                           f"{last.decision}" + (f" — {last.reason}" if last.reason else ""), highlight=False)
 
-    manager = RolloutManager(target, _store(), webhooks=webhooks, on_step=on_step)
+    manager = RolloutManager(target, _store(), webhooks=webhooks, on_step=on_step,
+                             outputs=_outputs(status, target))
     final = manager.run(status)
     if output == "json":
         _show(final, output)
@@ -80,6 +90,23 @@ def _run(status, target, webhooks, output: str) -> None:
         colour = "green" if final.phase is Phase.SUCCEEDED else "red"
         console.print(f"[bold {colour}]rollout {final.phase.value}[/]: {final.message}")
     sys.exit(0 if final.phase is Phase.SUCCEEDED else 1)
+
+
+def _outputs(status, target):  # type: ignore[no-untyped-def]
+    """Where output gates read canary and stable answers: the payload logs (--max-drift), the
+    shadow mirror (--mode shadow), or both."""
+    mirrored = getattr(target, "agent", None)
+    if status.thresholds.max_drift is None:
+        return mirrored
+    from orchestrator.monitor.gates import BothOutputs, LoggedOutputs, require_logging
+    from orchestrator.monitor.payload import log_prefix
+    from orchestrator.spec import load_spec
+
+    spec = load_spec(status.name)
+    require_logging(spec, "--max-drift")
+    logged = LoggedOutputs(log_prefix(spec), status.from_version, status.to_version, started_at=status.started_at,
+                           min_rows=status.thresholds.min_output_rows)
+    return logged if mirrored is None else BothOutputs(logged, mirrored)
 
 
 def _target(name: str, canary_replicas: int = 1):
@@ -95,8 +122,19 @@ def _target(name: str, canary_replicas: int = 1):
     return routed_target(name, canary_replicas, on_canary_change=on_canary_change)
 
 
-def _rollout_target(name: str, mode: str, version: int, canary_replicas: int = 1):
-    """Labels mode works on the stable servers themselves; replicas mode adds canary replicas."""
+def _rollout_target(name: str, mode: str, version: int, canary_replicas: int = 1, status=None):  # type: ignore[no-untyped-def]
+    """Labels mode works on the stable servers themselves; replicas mode adds canary replicas;
+    shadow mode adds them too, and mirrors logged requests to them instead of routing clients."""
+    if mode == "shadow":
+        from orchestrator.monitor.payload import log_prefix
+        from orchestrator.monitor.shadow import ShadowAgent, ShadowTarget
+        from orchestrator.spec import load_spec
+
+        if status is None:
+            raise RolloutError("a shadow rollout needs its status", fix=f"`tfsctl rollout status {name}`")
+        agent = ShadowAgent(log_prefix(load_spec(name)), status.from_version, version,
+                            tolerance=status.thresholds.tolerance)
+        return ShadowTarget(_target(name, canary_replicas), agent)
     if mode == "labels":
         from orchestrator.rollout.labels import LabelsTarget
         from orchestrator.spec import load_spec
@@ -120,9 +158,19 @@ def rollout() -> None:
 @click.option("--threshold", type=int, default=2, show_default=True, help="Failed checks before rollback.")
 @click.option("--min-requests", type=int, default=20, show_default=True, help="Fewer = no data (halts).")
 @click.option("--canary-replicas", type=int, default=1, show_default=True)
-@click.option("--mode", type=click.Choice(["replicas", "labels"]), default="replicas", show_default=True,
+@click.option("--mode", type=click.Choice(["replicas", "labels", "shadow"]), default="replicas", show_default=True,
               help="replicas: canary replicas behind the router; labels: stable/canary labels on one server, "
-              "split by clients (orchestrator.client.split.LabelSplit).")
+              "split by clients (orchestrator.client.split.LabelSplit); shadow: every logged request is "
+              "mirrored to the canary, its answer logged and compared, never returned (local runtime).")
+@click.option("--min-agreement", type=float, default=None,
+              help="Shadow mode: roll back when fewer mirrored answers agree with stable's [default: 0.99].")
+@click.option("--tolerance", type=float, default=1e-3, show_default=True,
+              help="Shadow mode: a regressor's answer agrees within this absolute difference.")
+@click.option("--max-drift", type=float, default=None,
+              help="Roll back when the canary's outputs drift from stable's over a step's window by more "
+              "than this PSI (read from the payload logs; the spec needs `logging:`).")
+@click.option("--min-output-rows", type=int, default=100, show_default=True,
+              help="Logged (or mirrored) answers per side a window needs before outputs are compared.")
 @click.option("--webhook", "webhooks", multiple=True, help="KIND=URL (pre-rollout, step, promote, rollback).")
 @click.option("--metrics", "metrics", type=click.Choice(["router", "replicas", "prometheus"]), default="router",
               show_default=True,
@@ -131,7 +179,8 @@ def rollout() -> None:
 @output_option
 def start(name: str, version: int, steps: str, interval: str, max_error_rate: float,
           max_latency_p99_ms: float | None, threshold: int, min_requests: int, canary_replicas: int,
-          webhooks: tuple[str, ...], mode: str, metrics: str, output: str) -> None:
+          webhooks: tuple[str, ...], mode: str, metrics: str, max_drift: float | None, min_output_rows: int,
+          min_agreement: float | None, tolerance: float, output: str) -> None:
     """Roll NAME out to VERSION through canary steps; exit 0 when promoted, 1 when rolled back."""
     from orchestrator.rollout.machine import Thresholds
     from orchestrator.rollout.manager import new_status, owner_alive
@@ -139,8 +188,14 @@ def start(name: str, version: int, steps: str, interval: str, max_error_rate: fl
     from orchestrator.savedmodel import inspect_version, version_dirs
     from orchestrator.spec import load_spec
 
+    if mode == "shadow":
+        min_agreement = 0.99 if min_agreement is None else min_agreement
+    elif min_agreement is not None:
+        raise RolloutError("--min-agreement compares mirrored answers, which only --mode shadow makes",
+                           fix="add --mode shadow, or use --max-drift to compare the canary's served answers")
     thresholds = Thresholds(max_error_rate=max_error_rate, max_latency_p99_ms=max_latency_p99_ms,
-                            min_requests=min_requests, threshold=threshold)
+                            min_requests=min_requests, threshold=threshold, max_drift=max_drift,
+                            min_output_rows=min_output_rows, min_agreement=min_agreement, tolerance=tolerance)
     hooks = Webhooks.parse(webhooks)
     if not 1 <= canary_replicas <= 4:
         raise RolloutError("--canary-replicas must be 1..4", fix="e.g. --canary-replicas 1")
@@ -163,14 +218,24 @@ def start(name: str, version: int, steps: str, interval: str, max_error_rate: fl
             f"{name}'s spec loads versions by `{spec.version_policy.kind}`, so TF Serving would load "
             f"version {version} on every replica at once — no canary possible",
             fix=f"pin the stable version in {spec.source}: `version_policy: {{specific: [N]}}`")
+    if max_drift is not None or mode == "shadow":
+        from orchestrator.monitor.gates import require_logging
+
+        require_logging(spec, "--max-drift" if max_drift is not None else "--mode shadow")
+    if max_drift is not None or mode == "shadow":
+        from orchestrator.monitor.shadow import refuse_unless_local
+        from orchestrator.state import StateStore
+
+        refuse_unless_local(str((StateStore().load(name) or {}).get("runtime", "local")),
+                            "--mode shadow" if mode == "shadow" else "--max-drift")
     current = spec.wanted_versions()
     if version in current:
         raise RolloutError(f"{name} already serves version {version}", fix="roll out a version it does not serve")
-    target = _with_metrics(_rollout_target(name, mode, version, canary_replicas), metrics, name, max(current),
-                           version)
     status = new_status(name, name, max(current), version, steps=_steps(steps), interval_s=parse_duration(interval),
                         thresholds=thresholds, mode=mode, webhooks=list(webhooks), canary_replicas=canary_replicas,
                         metrics=metrics)
+    target = _with_metrics(_rollout_target(name, mode, version, canary_replicas, status), metrics, name,
+                           max(current), version)
     _run(status, target, hooks, output)
 
 
@@ -218,7 +283,7 @@ def resume(name: str, output: str) -> None:
         return
     if s.phase is machine.Phase.PAUSED:
         s = machine.resume(s, time.time())
-    target = _with_metrics(_rollout_target(name, s.mode, s.to_version, int(s.extra.get("canary_replicas", 1))),
+    target = _with_metrics(_rollout_target(name, s.mode, s.to_version, int(s.extra.get("canary_replicas", 1)), s),
                            str(s.extra.get("metrics", "router")), name, s.from_version, s.to_version)
     _run(s, target, Webhooks.parse(s.extra.get("webhooks", [])), output)
 
@@ -244,7 +309,8 @@ def _request_or_apply(name: str, what: str, wait_s: float = 300.0) -> None:
                 time.sleep(0.2)
         raise RolloutError(f"the controller did not {what} within {wait_s:g} s", fix=f"`tfsctl rollout status {name}`")
     # No controller: do it here.
-    manager = RolloutManager(_rollout_target(name, s.mode, s.to_version, int(s.extra.get("canary_replicas", 1))), store,
+    manager = RolloutManager(_rollout_target(name, s.mode, s.to_version, int(s.extra.get("canary_replicas", 1)), s),
+                             store,
                              webhooks=Webhooks.parse(s.extra.get("webhooks", [])))
     s = manager.request(s, what)
     console.print(f"rollout of {name}: {s.phase.value}")

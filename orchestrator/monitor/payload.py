@@ -34,19 +34,22 @@ def log_prefix(spec: Any) -> str:
 
 
 def log_files(prefix: str, since_ts: float | None = None) -> list[str]:
-    """Files in time order; with since_ts, those that may hold records at or after it."""
+    """Files in time order; with since_ts, those that may hold records at or after it.
+
+    Every replica writes its own files under the same prefix, so a file opened before another
+    may still be written after it: the test is the file's last write (a record is written after
+    its timestamp; a second of slack for timestamps kept in whole seconds), not the next name.
+    """
     files = sorted(glob.glob(glob.escape(prefix) + "-*.tfrecord"))
     if since_ts is None:
         return files
-    starts = []
-    for f in files:
-        stem = f[len(prefix) + 1 : -len(".tfrecord")]
-        starts.append(int(stem) / 1000 if stem.isdigit() else 0.0)
     keep = []
-    for i, f in enumerate(files):
-        next_start = starts[i + 1] if i + 1 < len(files) else float("inf")
-        if next_start >= since_ts:
-            keep.append(f)
+    for f in files:
+        try:
+            if os.path.getmtime(f) >= since_ts - 1.0:
+                keep.append(f)
+        except OSError:  # rotated away since it was listed
+            continue
     return keep
 
 

@@ -38,6 +38,24 @@ class Window:
 
 
 @dataclass(frozen=True)
+class Outputs:
+    """Canary and stable answers over the same window, from the payload logs (or shadow replies).
+
+    `psi` is the worst output feature's PSI of canary against stable (None: not compared);
+    `agreement` the fraction of mirrored requests the canary answered like stable (shadow mode:
+    same top-1 class, or |diff| within tolerance for a regressor), `max_abs_diff` the largest
+    difference seen. Too few rows on either side is no data, like too few requests.
+    """
+
+    canary_rows: int
+    stable_rows: int
+    psi: float | None = None
+    feature: str = ""
+    agreement: float | None = None
+    max_abs_diff: float | None = None
+
+
+@dataclass(frozen=True)
 class Analysis:
     verdict: Verdict
     reason: str
@@ -46,15 +64,19 @@ class Analysis:
     error_rate: float | None = None
     p99_ms: float | None = None
     source: str = ""
+    drift_psi: float | None = None
+    agreement: float | None = None
 
 
 def analyse(canary: Window, stable: Window | None, *, max_error_rate: float,
-            max_latency_p99_ms: float | None, min_requests: int, canary_alive: bool = True) -> Analysis:
+            max_latency_p99_ms: float | None, min_requests: int, canary_alive: bool = True,
+            outputs: Outputs | None = None, max_drift: float | None = None,
+            min_agreement: float | None = None, min_rows: int = 0) -> Analysis:
     def result(verdict: Verdict, reason: str) -> Analysis:
         if canary.source and verdict is not Verdict.CRASHED:
             reason += f" [counters: {canary.source}]"
         return Analysis(verdict, reason, canary.requests, canary.errors, canary.error_rate, canary.p99_ms,
-                        canary.source)
+                        canary.source, outputs.psi if outputs else None, outputs.agreement if outputs else None)
 
     if not canary_alive:
         return result(Verdict.CRASHED, "canary replica is not running")
@@ -74,7 +96,31 @@ def analyse(canary: Window, stable: Window | None, *, max_error_rate: float,
         if stable is not None and stable.p99_ms is not None:
             line += f" (stable {stable.p99_ms:.1f} ms)"
         problems.append(line)
+    gated = max_drift is not None or min_agreement is not None
+    if gated and outputs is None:
+        return result(Verdict.NO_DATA, "no logged outputs to compare")
+    if outputs is not None and gated:
+        if min(outputs.canary_rows, outputs.stable_rows) < max(min_rows, 1):
+            if problems:
+                return result(Verdict.FAIL, "; ".join(problems))
+            return result(Verdict.NO_DATA, f"{outputs.canary_rows} canary / {outputs.stable_rows} stable "
+                                           f"logged answers (< {min_rows})")
+        if max_drift is not None and outputs.psi is not None and outputs.psi > max_drift:
+            problems.append(f"output drift PSI {outputs.psi:.3f} > {max_drift:g}"
+                            + (f" ({outputs.feature})" if outputs.feature else ""))
+        if min_agreement is not None and outputs.agreement is not None and outputs.agreement < min_agreement:
+            diff = f", max abs diff {outputs.max_abs_diff:.3g}" if outputs.max_abs_diff is not None else ""
+            problems.append(f"agreement {outputs.agreement:.2%} < {min_agreement:.2%}{diff}")
     if problems:
         return result(Verdict.FAIL, "; ".join(problems))
     p99 = f", p99 {canary.p99_ms:.1f} ms" if canary.p99_ms is not None else ""
-    return result(Verdict.PASS, f"{canary.requests} requests, error rate {rate:.2%}{p99}")
+    extra = ""
+    if outputs is not None and outputs.psi is not None:
+        extra += f", output PSI {outputs.psi:.3f} over {outputs.canary_rows}/{outputs.stable_rows} rows"
+    if outputs is not None and outputs.agreement is not None:
+        extra += f", agreement {outputs.agreement:.2%} over {outputs.canary_rows} mirrored"
+        if outputs.max_abs_diff is not None:
+            extra += f" (max abs diff {outputs.max_abs_diff:.3g})"
+        if stable is not None and stable.p99_ms is not None:
+            extra += f", stable p99 {stable.p99_ms:.1f} ms"
+    return result(Verdict.PASS, f"{canary.requests} requests, error rate {rate:.2%}{p99}{extra}")

@@ -58,8 +58,22 @@ class Thresholds:
     max_latency_p99_ms: float | None = None
     min_requests: int = 20
     threshold: int = 2  # failed checks that trigger a rollback
+    max_drift: float | None = None  # canary vs stable output PSI over a window (payload logs)
+    min_agreement: float | None = None  # shadow mode: share of mirrored answers like stable's
+    min_output_rows: int = 100  # logged answers per side below which outputs are "no data"
+    tolerance: float = 1e-3  # shadow mode: a regressor's answer agrees within this abs diff
 
     def __post_init__(self) -> None:
+        if self.max_drift is not None and self.max_drift <= 0:
+            raise RolloutError(f"--max-drift {self.max_drift} must be positive",
+                               fix="give a PSI limit, e.g. --max-drift 0.2 (0.1 small, 0.25 large shift)")
+        if self.min_agreement is not None and not 0.0 < self.min_agreement <= 1.0:
+            raise RolloutError(f"--min-agreement {self.min_agreement} is out of range",
+                               fix="give a fraction in (0, 1], e.g. --min-agreement 0.99")
+        if self.min_output_rows < 1:
+            raise RolloutError("--min-output-rows must be ≥ 1", fix="e.g. --min-output-rows 100")
+        if self.tolerance < 0:
+            raise RolloutError("--tolerance must be ≥ 0", fix="e.g. --tolerance 0.001")
         if not 0.0 <= self.max_error_rate <= 1.0:
             raise RolloutError(f"--max-error-rate {self.max_error_rate} is out of range",
                                fix="give a fraction between 0 and 1, e.g. 0.01")
@@ -95,6 +109,8 @@ class Record:
     error_rate: float | None = None
     p99_ms: float | None = None
     source: str = ""  # where requests and errors were counted
+    drift_psi: float | None = None  # canary vs stable outputs (--max-drift)
+    agreement: float | None = None  # shadow answers like stable's (--min-agreement)
 
 
 @dataclass(frozen=True)
@@ -170,6 +186,7 @@ def transition(status: Status, phase: Phase, now: float, decision: str, reason: 
         requests=analysis.requests if analysis else 0, errors=analysis.errors if analysis else 0,
         error_rate=analysis.error_rate if analysis else None, p99_ms=analysis.p99_ms if analysis else None,
         source=analysis.source if analysis else "",
+        drift_psi=analysis.drift_psi if analysis else None, agreement=analysis.agreement if analysis else None,
     )
     return dataclasses.replace(status, phase=phase, updated_at=now, message=reason or decision,
                                history=(*status.history, record), **changes)

@@ -14,12 +14,12 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from orchestrator import procs
 from orchestrator.errors import OrchestratorError, RolloutError
 from orchestrator.rollout import machine
-from orchestrator.rollout.analysis import Verdict, analyse
+from orchestrator.rollout.analysis import Outputs, Verdict, analyse
 from orchestrator.rollout.machine import Phase, Status
 from orchestrator.rollout.metrics import Snapshot
 from orchestrator.rollout.target import RolloutTarget, window
@@ -74,11 +74,21 @@ _OWN_START = procs.start_ticks(os.getpid())
 OnStep = Callable[[Status], None]
 
 
+class OutputSource(Protocol):
+    """Canary and stable answers since a time (payload logs, or shadow replies); the CLI passes
+    one (`monitor.gates`), so the rollout does not import the monitor."""
+
+    def compare(self, since_ts: float) -> Outputs | None: ...
+
+
 class RolloutManager:
     def __init__(self, target: RolloutTarget, store: RolloutStore, *, webhooks: Webhooks | None = None,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-                 tick_s: float = 0.1, on_step: OnStep | None = None) -> None:
+                 tick_s: float = 0.1, on_step: OnStep | None = None,
+                 outputs: OutputSource | None = None) -> None:
         self.target = target
+        self.outputs = outputs
+        self._window_start = 0.0  # where the current outputs window began (a weight change)
         self.store = store
         self.webhooks = webhooks or Webhooks()
         self.clock = clock
@@ -100,6 +110,7 @@ class RolloutManager:
             if isinstance(action, machine.SetWeight):
                 self.target.set_weight(action.weight)
                 self._before = self.target.sample()
+                self._window_start = self.clock()
             elif isinstance(action, machine.RemoveCanary):
                 self.target.remove_canary()
             elif isinstance(action, machine.Promote):
@@ -166,8 +177,15 @@ class RolloutManager:
         stable = window(after["stable"], self._before.get("stable", Snapshot()))
         self._before = after
         t = status.thresholds
+        outputs = None
+        if self.outputs is not None and (t.max_drift is not None or t.min_agreement is not None):
+            # The outputs window is the whole step so far: a step held for no data keeps its rows.
+            outputs = self.outputs.compare(self._window_start or status.next_check_at - status.interval_s)
         result = analyse(canary, stable, max_error_rate=t.max_error_rate, max_latency_p99_ms=t.max_latency_p99_ms,
-                         min_requests=t.min_requests, canary_alive=alive)
+                         min_requests=t.min_requests, canary_alive=alive, outputs=outputs,
+                         max_drift=t.max_drift, min_agreement=t.min_agreement, min_rows=t.min_output_rows)
+        if result.verdict is Verdict.FAIL:
+            self._window_start = now  # the next check judges fresh rows
         if result.verdict is Verdict.PASS:
             try:
                 self.webhooks.call("step", status)

@@ -30,6 +30,8 @@ def report_rows(status: Status) -> list[dict[str, object]]:
             "error_rate": record.error_rate,
             "p99_ms": record.p99_ms,
             "source": record.source,
+            "drift_psi": record.drift_psi,
+            "agreement": record.agreement,
             "decision": record.decision,
             "reason": record.reason,
         })
