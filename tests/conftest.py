@@ -61,6 +61,20 @@ SLOW_FIRST = (
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A short base temp folder per checkout: under xdist pytest's default adds `popen-gwN/`, and
+    a router's admin socket under a test project then passes HAProxy's 97-byte unix path limit."""
+    import hashlib
+    import os
+    import sys
+    from pathlib import Path
+
+    if config.option.basetemp is None and not is_worker(config):
+        root = Path(__file__).resolve().parents[1]
+        tag = hashlib.sha256(f"{root}\0{sys.prefix}".encode()).hexdigest()[:8]
+        config.option.basetemp = f"/tmp/tfso-t{os.getuid()}-{tag}"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     rank = {path: i for i, path in enumerate(SLOW_FIRST)}
 

@@ -216,6 +216,9 @@ class ServerCounters:
     status: str
 
 
+MAX_SOCKET_PATH = 97  # HAProxy refuses a longer unix socket path (sun_path less its temp suffix)
+
+
 class HAProxyRouter:
     """A local HAProxy process for one deployment, with its files in `folder`."""
 
@@ -226,6 +229,12 @@ class HAProxyRouter:
         self.binary = binary or shutil.which("haproxy") or "/usr/sbin/haproxy"
         self.config_path = self.folder / "haproxy.cfg"
         self.socket_path = str(self.folder / "admin.sock")
+        if len(self.socket_path.encode()) > MAX_SOCKET_PATH:
+            raise RuntimeFailure(
+                f"the router's admin socket path is {len(self.socket_path.encode())} bytes, over "
+                f"HAProxy's {MAX_SOCKET_PATH}: {self.socket_path}",
+                fix="set TFSO_STATE_DIR to a shorter folder (e.g. /tmp/tfso-NAME), or run tfsctl "
+                "from a project path closer to /")
         self.pid_path = self.folder / "haproxy.pid"
         self.log_path = self.folder / "haproxy.log"
         self.map_path = self.folder / VERSIONS_MAP

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.errors import RuntimeFailure
 from orchestrator.router.base import Router, check_weights
 from orchestrator.router.haproxy import HAProxyRouter
 from orchestrator.runtime.base import Replica
@@ -46,3 +47,12 @@ def test_a_canary_record_is_not_a_deployment(tmp_path: Path) -> None:
     assert (tmp_path / "deployments" / "m.canary.json").is_file()  # where it always was
     store.delete_canary("m")
     assert store.load_canary("m") is None
+
+
+def test_router_refuses_an_admin_socket_path_haproxy_cannot_bind(tmp_path: Path) -> None:
+    """HAProxy refuses a unix socket path over 97 bytes at start-up; say so before, with the fix."""
+    deep = tmp_path / ("d" * (120 - len(str(tmp_path))))
+    with pytest.raises(RuntimeFailure, match="TFSO_STATE_DIR") as err:
+        HAProxyRouter(deep)
+    assert "97" in str(err.value)
+    HAProxyRouter(tmp_path)  # a short folder is fine
