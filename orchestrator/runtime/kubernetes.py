@@ -388,9 +388,10 @@ class KubernetesRuntime(Runtime):
         """Deploy during a canary keeps the rollout's traffic split: the routes' current weights
         (a fresh render says 100 % stable) and the stable replica count a replica-ratio split set."""
         obj = manifests.object_name(spec)
-        weight = GatewayRoutes(cluster, spec, obj).get_weights()["canary"] \
-            if isinstance(spec.router, GatewayRouter) else 0
-        kept = {(r["kind"], r["metadata"]["name"]): r for r in manifests.routes(spec, obj, weight)}
+        kept: dict[tuple[str, str], Obj] = {}
+        if isinstance(spec.router, GatewayRouter):
+            weight = GatewayRoutes(cluster, spec, obj).get_weights()["canary"]
+            kept = {(r["kind"], r["metadata"]["name"]): r for r in manifests.routes(spec, obj, weight)}
         out = []
         for o in objects:
             o = kept.get((o["kind"], o["metadata"]["name"]), o)
