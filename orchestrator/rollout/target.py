@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.errors import RolloutError, RuntimeFailure
 from orchestrator.rollout.analysis import Window
-from orchestrator.rollout.metrics import Snapshot, scrape, total
+from orchestrator.rollout.metrics import (
+    TF_SERVING_SOURCE,
+    Snapshot,
+    scrape,
+    snapshot_from_text,
+    total,
+)
 from orchestrator.spec import Spec, load_spec, pin_spec_file
 
 if TYPE_CHECKING:
@@ -85,6 +91,31 @@ class RouterAndServerCounters:
             prom = {role: [scrape(r.rest_url, self.model, self.path, session=session)
                            for r in replicas if r.role == role] for role in ("stable", "canary")}
         return {role: pick_counters(prom[role], _as_snapshot(router[role])) for role in prom}
+
+
+class PodProxyCounters:
+    """TF Serving's own counters from every pod, read through the API server's pod proxy (a
+    cluster's pods are not reachable from here): requests, errors and p99 from one source.
+
+    Pods come and go during a replica-ratio split, so the totals add up each pod's increase
+    since it was last read: a pod that vanishes takes nothing away, a new one starts at zero.
+    """
+
+    def __init__(self, runtime: Any, model: str) -> None:
+        self.runtime = runtime  # anything with `pod_metrics(name, role) -> {pod: text}`
+        self.model = model
+        self._seen: dict[str, Snapshot] = {}
+        self._totals = {"stable": Snapshot(source=TF_SERVING_SOURCE), "canary": Snapshot(source=TF_SERVING_SOURCE)}
+
+    def sample(self, replicas: Sequence[Replica]) -> dict[str, Snapshot]:
+        for role in self._totals:
+            for pod, text in self.runtime.pod_metrics(self.model, role).items():
+                now = snapshot_from_text(text, self.model)
+                before = self._seen.get(pod, Snapshot())
+                restarted = now.requests < before.requests
+                self._totals[role] = self._totals[role] + (now if restarted else now - before)
+                self._seen[pod] = now
+        return dict(self._totals)
 
 
 def _as_snapshot(counters: Any) -> Snapshot:
@@ -173,5 +204,14 @@ def routed_target(name: str, canary_replicas: int = 1, *,
 
     store = StateStore()
     kind = (store.load(name) or {}).get("runtime", "local")
-    return RoutedTarget(load_spec(name), runtime_by_name(kind, store), canary_replicas=canary_replicas,
+    spec = load_spec(name)
+    runtime = runtime_by_name(kind, store)
+    metrics: MetricsSource | None = None
+    if kind == "kubernetes":  # no HAProxy counters on a cluster: each pod's own, via the pod proxy
+        if not spec.monitoring.prometheus:
+            raise RolloutError(f"{name} exports no Prometheus metrics, so canary analysis has nothing to read",
+                               fix=f"set `monitoring: {{prometheus: true}}` in {spec.source} and "
+                               f"`tfsctl deploy {name} --runtime kubernetes`")
+        metrics = PodProxyCounters(runtime, name)
+    return RoutedTarget(spec, runtime, metrics=metrics, canary_replicas=canary_replicas,
                         on_canary_change=on_canary_change)

@@ -225,7 +225,7 @@ class KubernetesRuntime(Runtime):
             "name": name, "runtime": self.name, "models": [name],
             "spec": spec_to_state(spec), "specs": [str(spec.source)] if spec.source else [],
             "namespace": ns, "context": spec.kubernetes.context, "kubeconfig": self.kubeconfig,
-            "object": obj,
+            "object": obj, "router": "gateway" if isinstance(spec.router, GatewayRouter) else bool(spec.router),
             "rest_url": f"http://{obj}.{ns}.svc.cluster.local:{manifests.REST_PORT}",
             "grpc_address": f"{obj}.{ns}.svc.cluster.local:{manifests.GRPC_PORT}",
         })
@@ -279,6 +279,8 @@ class KubernetesRuntime(Runtime):
         while True:
             done, detail, _ = self._rolled_out(cluster, ns, dep_name) if rollout else (True, "", 0)
             pods = _live(cluster.pods(ns, selector(spec.name, role)))
+            if not pods and done and self._scaled_to_zero(cluster, ns, dep_name):
+                return []  # a replica-ratio split at 100 % canary: pods that start later read the config
             for pod in pods:
                 problem, logs = diagnose(cluster, ns, pod)
                 if problem is not None:
@@ -305,6 +307,10 @@ class KubernetesRuntime(Runtime):
                     fix=f"raise health.deadline_s for big models; `tfsctl status {name}` and "
                     f"`tfsctl logs {name}` show each pod", logs=logs or None)
             time.sleep(self.poll_s)
+
+    def _scaled_to_zero(self, cluster: Cluster, ns: str, dep_name: str) -> bool:
+        dep = cluster.get("Deployment", ns, dep_name)
+        return dep is not None and int((dep.get("spec") or {}).get("replicas", 1)) == 0
 
     # -- deploy / reload -------------------------------------------------------------------------
     def deploy(self, specs: Sequence[Spec], *, on_poll: OnPoll | None = None) -> Deployment:
@@ -335,11 +341,14 @@ class KubernetesRuntime(Runtime):
         obj = manifests.object_name(spec)
         cm = by_kind[("ConfigMap", f"{obj}-config")]
         dep = by_kind[("Deployment", obj)]
-        others = [o for o in objects if o is not cm and o is not dep]
         current_cm = cluster.get("ConfigMap", ns, f"{obj}-config")
         current_dep = cluster.get("Deployment", ns, obj)
+        if previous is not None and previous.get("canary") and current_dep is not None:
+            objects = self._keep_split(cluster, spec, objects, current_dep)
+            dep = next(o for o in objects if (o["kind"], o["metadata"]["name"]) == ("Deployment", obj))
+        others = [o for o in objects if o is not cm and o is not dep]
         wanted = {name: versions}
-        dep_hash = digest(dep)
+        dep_hash = digest(by_kind[("Deployment", obj)])  # the spec's, whatever split a canary keeps
 
         if current_dep is None:
             for o in [cm, dep, *others]:
@@ -374,6 +383,24 @@ class KubernetesRuntime(Runtime):
         self._hot_reload(spec, cluster, cm, (current_cm or {}).get("data") or {}, previous, on_poll)
         self._save(spec, config=cm["data"])
         return self._outcome(spec, "reloaded")
+
+    def _keep_split(self, cluster: Cluster, spec: Spec, objects: list[Obj], current_dep: Obj) -> list[Obj]:
+        """Deploy during a canary keeps the rollout's traffic split: the routes' current weights
+        (a fresh render says 100 % stable) and the stable replica count a replica-ratio split set."""
+        obj = manifests.object_name(spec)
+        kept: dict[tuple[str, str], Obj] = {}
+        if isinstance(spec.router, GatewayRouter):
+            weight = GatewayRoutes(cluster, spec, obj).get_weights()["canary"]
+            kept = {(r["kind"], r["metadata"]["name"]): r for r in manifests.routes(spec, obj, weight)}
+        out = []
+        for o in objects:
+            o = kept.get((o["kind"], o["metadata"]["name"]), o)
+            if (o["kind"], o["metadata"]["name"]) == ("Deployment", obj) and spec.autoscale is None:
+                replicas = (current_dep.get("spec") or {}).get("replicas")
+                if replicas is not None:
+                    o = {**o, "spec": {**o["spec"], "replicas": int(replicas)}}
+            out.append(o)
+        return out
 
     def _outcome(self, spec: Spec, action: str, note: str = "") -> Deployment:
         state = self._state(spec.name)
@@ -586,6 +613,15 @@ class KubernetesRuntime(Runtime):
             raise
         return [r for r in self.replicas(name) if r.role == "canary"]
 
+    def canary_alive(self, name: str) -> bool:
+        """The canary Deployment exists and none of its pods has a named problem (crash loop, OOM)."""
+        state, spec, cluster = self._open(name)
+        ns = spec.kubernetes.namespace
+        if cluster.get("Deployment", ns, f"{state['object']}-canary") is None:
+            return False
+        return all(diagnose(cluster, ns, pod, tail=0)[0] is None
+                   for pod in _live(cluster.pods(ns, selector(name, "canary"))))
+
     def remove_canary(self, name: str) -> None:
         """Idempotent: delete the canary's objects; all traffic back on stable."""
         state, spec, cluster = self._open(name)
@@ -696,9 +732,12 @@ class ReplicaRatio:
     def set_weights(self, weights: Mapping[str, int]) -> None:
         stable, canary = self.split(_check_weights(weights))
         ns = self.spec.kubernetes.namespace
-        for dep_name, count in ((f"{self.obj}-canary", canary), (self.obj, stable)):
-            self.cluster.merge_patch("Deployment", ns, dep_name, {"spec": {"replicas": count}})
-        for dep_name in (f"{self.obj}-canary", self.obj):
+        wanted = {self.obj: stable, f"{self.obj}-canary": canary}
+        current = {d: int(((self.cluster.get("Deployment", ns, d) or {}).get("spec") or {}).get("replicas", 0))
+                   for d in wanted}
+        # the side that grows first, Ready, then the side that shrinks: never a moment without pods
+        for dep_name in sorted(wanted, key=lambda d: wanted[d] <= current[d]):
+            self.cluster.merge_patch("Deployment", ns, dep_name, {"spec": {"replicas": wanted[dep_name]}})
             self.runtime._wait_rollout(self.cluster, self.spec, dep_name)
 
     def get_weights(self) -> dict[str, int]:

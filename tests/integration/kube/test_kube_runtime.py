@@ -199,6 +199,9 @@ def test_canary_by_replica_ratio(env: Env) -> None:
     router.set_weights({"stable": 100, "canary": 0})  # canary scaled to 0, stable to 2
     assert router.get_weights() == {"stable": 100, "canary": 0}
     assert not env.pods("canary") and len(env.pods("stable")) == 2
+    # deploy again mid-canary (as promotion does): the split's stable count is kept, not reset to 1
+    assert rt.deploy([env.spec("version_policy: {specific: [1]}\nrouter: true\n")]).action == "unchanged"
+    assert env.api.get(DEPLOYMENTS, NS, "khp")["spec"]["replicas"] == 2
     rt.remove_canary("khp")
     rt.remove_canary("khp")  # idempotent
     assert env.api.get(DEPLOYMENTS, NS, "khp-canary") is None
@@ -226,6 +229,9 @@ def test_canary_by_gateway_route_weights(env: Env) -> None:
         assert route is not None
         assert [(r["name"], r["weight"]) for r in route["spec"]["rules"][0]["backendRefs"]] == \
             [("khp-stable", 90), ("khp-canary", 10)]
+    # deploy again mid-canary: the rollout's weights stay (a fresh render would say 100 % stable)
+    assert rt.deploy([env.spec("version_policy: {specific: [1]}\nrouter: {gateway: gw}\n")]).action == "unchanged"
+    assert router.get_weights() == {"stable": 90, "canary": 10}
     metrics = rt.pod_metrics("khp", "canary")  # what canary analysis reads, through the pod proxy
     assert len(metrics) == 1 and "# TYPE" in next(iter(metrics.values()))
     # a canary that cannot load its version is removed; stable never changed
