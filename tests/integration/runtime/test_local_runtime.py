@@ -96,13 +96,13 @@ def test_corrupt_saved_model_is_refused_before_any_reload(workdir: Path) -> None
     """The pre-check (exit 3, a model problem): nothing is sent to the server, it keeps serving."""
     grpc, rest = free_port(), free_port()
     write_spec(workdir, "keep", f"base_path: ../models/hpt\nversion_policy: {{specific: [1]}}\n"
-                                f"ports: {{grpc: {grpc}, rest: {rest}}}\nhealth: {{deadline_s: 20}}\n")
+                                f"ports: {{grpc: {grpc}, rest: {rest}}}\nhealth: {{deadline_s: 120}}\n")
     assert tfsctl(workdir, "deploy", "keep", "--runtime", "local").returncode == 0
     broken = workdir / "models" / "broken"
     (broken / "1").mkdir(parents=True)
     (broken / "1" / "saved_model.pb").write_bytes(b"garbage")
     write_spec(workdir, "keep", f"base_path: ../models/broken\nports: {{grpc: {grpc}, rest: {rest}}}\n"
-                                "health: {deadline_s: 20}\n")
+                                "health: {deadline_s: 120}\n")
     run = tfsctl(workdir, "reload", "keep")
     assert run.returncode == 3, run.stderr
     assert "cannot be served" in run.stderr and "Traceback" not in run.stderr
