@@ -205,14 +205,21 @@ def start(name: str, version: int, steps: str, interval: str, max_error_rate: fl
             f"a rollout of {name} is already {previous.phase.value} (v{previous.to_version}, weight {previous.weight}%)"
             + (" and its controller is running" if owner_alive(previous) else ""),
             fix=f"watch it with `tfsctl rollout status {name}`, or `tfsctl rollout abort {name}` / `resume {name}`")
-    spec = load_spec(name)
-    dirs = version_dirs(spec.base_path)
-    if version not in dirs:
-        raise RolloutError(f"{name} has no version {version} under {spec.base_path} (found {sorted(dirs)})",
-                           fix=f"export it first: `tfsctl export MODEL --name {name} --version {version}`")
-    info = inspect_version(dirs[version], version)
-    if info.error:
-        raise RolloutError(f"{name} version {version} cannot be served: {info.error}", fix="re-export it")
+    from orchestrator.state import StateStore
+
+    deployed_on = str((StateStore().load(name) or {}).get("runtime", "local"))
+    # A cluster reads versions from model_uri, not from this machine: a missing or broken one
+    # fails the canary's start with its pod's own load error, and stable is untouched.
+    on_cluster = deployed_on == "kubernetes"
+    spec = load_spec(name, check_files=not on_cluster)
+    if not on_cluster:
+        dirs = version_dirs(spec.base_path)
+        if version not in dirs:
+            raise RolloutError(f"{name} has no version {version} under {spec.base_path} (found {sorted(dirs)})",
+                               fix=f"export it first: `tfsctl export MODEL --name {name} --version {version}`")
+        info = inspect_version(dirs[version], version)
+        if info.error:
+            raise RolloutError(f"{name} version {version} cannot be served: {info.error}", fix="re-export it")
     if spec.version_policy.kind != "specific":
         raise RolloutError(
             f"{name}'s spec loads versions by `{spec.version_policy.kind}`, so TF Serving would load "
@@ -224,10 +231,8 @@ def start(name: str, version: int, steps: str, interval: str, max_error_rate: fl
         require_logging(spec, "--max-drift" if max_drift is not None else "--mode shadow")
     if max_drift is not None or mode == "shadow":
         from orchestrator.monitor.shadow import refuse_unless_local
-        from orchestrator.state import StateStore
 
-        refuse_unless_local(str((StateStore().load(name) or {}).get("runtime", "local")),
-                            "--mode shadow" if mode == "shadow" else "--max-drift")
+        refuse_unless_local(deployed_on, "--mode shadow" if mode == "shadow" else "--max-drift")
     current = spec.wanted_versions()
     if version in current:
         raise RolloutError(f"{name} already serves version {version}", fix="roll out a version it does not serve")

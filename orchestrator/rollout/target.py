@@ -204,7 +204,7 @@ def routed_target(name: str, canary_replicas: int = 1, *,
 
     store = StateStore()
     kind = (store.load(name) or {}).get("runtime", "local")
-    spec = load_spec(name)
+    spec = load_spec(name, check_files=kind != "kubernetes")  # a cluster reads model_uri
     runtime = runtime_by_name(kind, store)
     metrics: MetricsSource | None = None
     if kind == "kubernetes":  # no HAProxy counters on a cluster: each pod's own, via the pod proxy
