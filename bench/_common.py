@@ -14,6 +14,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -265,3 +268,20 @@ def median(xs: list[float]) -> float:
     xs = sorted(xs)
     n = len(xs)
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+class Scraper(threading.Thread):
+    """GETs the metrics page every `interval_s` until stopped; keeps each scrape's duration."""
+
+    def __init__(self, url: str, interval_s: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.url, self.interval_s = url, interval_s
+        self.times_ms: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval_s):
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(self.url, timeout=5) as resp:
+                resp.read()
+            self.times_ms.append((time.perf_counter() - t0) * 1e3)

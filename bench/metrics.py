@@ -19,8 +19,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -30,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench._common import MLP as MODEL  # noqa: E402
 from bench._common import (  # noqa: E402
+    Scraper,
     export_mlp,
     grpc_load,
     mlp_body,
@@ -42,23 +41,6 @@ from bench._common import (  # noqa: E402
 )
 
 PATH = "/monitoring/prometheus/metrics"
-
-
-class Scraper(threading.Thread):
-    """GETs the metrics page every `interval_s` until stopped; keeps each scrape's duration."""
-
-    def __init__(self, url: str, interval_s: float = 0.1) -> None:
-        super().__init__(daemon=True)
-        self.url, self.interval_s = url, interval_s
-        self.times_ms: list[float] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.wait(self.interval_s):
-            t0 = time.perf_counter()
-            with urllib.request.urlopen(self.url, timeout=5) as resp:
-                resp.read()
-            self.times_ms.append((time.perf_counter() - t0) * 1e3)
 
 
 def main() -> int:

@@ -18,9 +18,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
-import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -28,21 +25,6 @@ from bench import _common as c
 from bench.ceiling import MODEL, ROW, export_demo
 
 PATH = "/monitoring/prometheus/metrics"
-
-
-class Scraper(threading.Thread):
-    def __init__(self, url: str, interval_s: float = 0.1) -> None:
-        super().__init__(daemon=True)
-        self.url, self.interval_s = url, interval_s
-        self.times_ms: list[float] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.wait(self.interval_s):
-            t0 = time.perf_counter()
-            with urllib.request.urlopen(self.url, timeout=10) as resp:
-                resp.read()
-            self.times_ms.append((time.perf_counter() - t0) * 1e3)
 
 
 def grpc_body(path: Path) -> str:
@@ -64,7 +46,7 @@ def measure(srv: c.ServerProcess, body: str, grpc_file: str, args: argparse.Name
     c.wrk(url, body, duration=1, connections=args.connections, threads=1)  # warm every worker
     pids = c.process_tree(srv.proc.pid)
     workers = [p for p in pids if p != srv.proc.pid] or [srv.proc.pid]
-    scraper = Scraper(srv.rest_url + PATH)
+    scraper = c.Scraper(srv.rest_url + PATH)
     cpu0 = c.cpu_seconds(srv.proc.pid)
     scraper.start()
     rest = c.wrk(url, body, duration=args.duration, connections=args.connections, threads=1)
