@@ -668,7 +668,27 @@ def _check_weights(weights: Mapping[str, int]) -> int:
     return int(weights.get("canary", 100 - weights.get("stable", 100)))
 
 
-class GatewayRoutes:
+class _LabelledCanary:
+    """What both cluster routers share: canary pods are found by their labels (the route's or the
+    Service's selector), so the Router protocol's hand-offs have nothing to tell them."""
+
+    def set_weights(self, weights: Mapping[str, int]) -> None:
+        raise NotImplementedError
+
+    def route_canary(self, replicas: Sequence[Backend], version: int | None = None) -> None:
+        """Nothing to add: the canary Deployment's pods carry the selected labels."""
+
+    def set_stable_version(self, version: int) -> None:
+        """Nothing to learn: readiness probes follow each pod's own config."""
+
+    def drain_canary(self) -> None:
+        self.set_weights({"stable": 100, "canary": 0})
+
+    def close(self) -> None:
+        pass
+
+
+class GatewayRoutes(_LabelledCanary):
     """Gateway API HTTPRoute + GRPCRoute backendRefs weights: 1 % steps, any implementation."""
 
     def __init__(self, cluster: Cluster, spec: Spec, obj: str) -> None:
@@ -700,20 +720,7 @@ class GatewayRoutes:
         return host, port, port
 
 
-    def route_canary(self, replicas: Sequence[Backend], version: int | None = None) -> None:
-        """The canary pods are found by label (the route's or Service's selector): nothing to add."""
-
-    def set_stable_version(self, version: int) -> None:
-        """Readiness probes follow the pods' own config: nothing for the route to learn."""
-
-    def drain_canary(self) -> None:
-        self.set_weights({"stable": 100, "canary": 0})
-
-    def close(self) -> None:
-        pass
-
-
-class ReplicaRatio:
+class ReplicaRatio(_LabelledCanary):
     """No Gateway: the one Service spreads over stable and canary pods, so weight = pod share.
 
     With T pods in all (the spec's replicas + the canary's count) a weight moves in steps of
@@ -753,17 +760,4 @@ class ReplicaRatio:
     def endpoint(self) -> tuple[str, int, int]:
         ns = self.spec.kubernetes.namespace
         return f"{self.obj}.{ns}.svc.cluster.local", manifests.REST_PORT, manifests.GRPC_PORT
-
-
-    def route_canary(self, replicas: Sequence[Backend], version: int | None = None) -> None:
-        """The canary pods are found by label (the route's or Service's selector): nothing to add."""
-
-    def set_stable_version(self, version: int) -> None:
-        """Readiness probes follow the pods' own config: nothing for the route to learn."""
-
-    def drain_canary(self) -> None:
-        self.set_weights({"stable": 100, "canary": 0})
-
-    def close(self) -> None:
-        pass
 
