@@ -47,7 +47,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # idle (xdist hands whole modules out in collection order: `make test` passes
 # --no-loadscope-reorder). From the last measured run, longest first; a module not listed runs
 # after these, integration before unit. A stale entry costs nothing.
-SLOW_FIRST = (
+SLOW_FIRST = (  # from the last full run's durations: the longest module chains start first
+    "tests/integration/kube/test_kube_rollout.py",
+    "tests/integration/kube/test_kube_runtime.py",
     "tests/integration/rollout/test_rollout_local.py",
     "tests/integration/rollout/test_rollout_docker.py",
     "tests/integration/monitor/test_monitor_local.py",
@@ -58,6 +60,9 @@ SLOW_FIRST = (
     "tests/integration/rollout/test_rollout_labels.py",
     "tests/integration/docker/test_docker_runtime.py",
     "tests/integration/cli/test_client_only_install.py",
+    "tests/integration/rollout/test_rollout_gates_local.py",
+    "tests/integration/cli/test_prediction_logs_cli.py",
+    "tests/integration/cli/test_tune.py",
 )
 
 

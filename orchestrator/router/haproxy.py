@@ -229,12 +229,6 @@ class HAProxyRouter:
         self.binary = binary or shutil.which("haproxy") or "/usr/sbin/haproxy"
         self.config_path = self.folder / "haproxy.cfg"
         self.socket_path = str(self.folder / "admin.sock")
-        if len(self.socket_path.encode()) > MAX_SOCKET_PATH:
-            raise RuntimeFailure(
-                f"the router's admin socket path is {len(self.socket_path.encode())} bytes, over "
-                f"HAProxy's {MAX_SOCKET_PATH}: {self.socket_path}",
-                fix="set TFSO_STATE_DIR to a shorter folder (e.g. /tmp/tfso-NAME), or run tfsctl "
-                "from a project path closer to /")
         self.pid_path = self.folder / "haproxy.pid"
         self.log_path = self.folder / "haproxy.log"
         self.map_path = self.folder / VERSIONS_MAP
@@ -245,6 +239,12 @@ class HAProxyRouter:
 
     def write_config(self, config: RouterConfig) -> str:
         """Render and write haproxy.cfg (atomically); returns its text."""
+        if len(self.socket_path.encode()) > MAX_SOCKET_PATH:
+            raise RuntimeFailure(
+                f"the router's admin socket path is {len(self.socket_path.encode())} bytes, over "
+                f"HAProxy's {MAX_SOCKET_PATH}: {self.socket_path}",
+                fix="set TFSO_STATE_DIR to a shorter folder (e.g. /tmp/tfso-NAME), or run tfsctl "
+                "from a project path closer to /")
         from orchestrator.state import write_atomic
 
         text = render_config(config, self.socket_path, str(self.map_path))

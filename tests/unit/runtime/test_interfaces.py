@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator.errors import RuntimeFailure
 from orchestrator.router.base import Router, check_weights
-from orchestrator.router.haproxy import HAProxyRouter
+from orchestrator.router.haproxy import HAProxyRouter, RouterConfig
 from orchestrator.runtime.base import Replica
 from orchestrator.state import StateStore
 
@@ -49,10 +49,14 @@ def test_a_canary_record_is_not_a_deployment(tmp_path: Path) -> None:
     assert store.load_canary("m") is None
 
 
+CONFIG = RouterConfig(name="m", model="m", rest_port=9501, grpc_port=9500, stable=())
+
+
 def test_router_refuses_an_admin_socket_path_haproxy_cannot_bind(tmp_path: Path) -> None:
     """HAProxy refuses a unix socket path over 97 bytes at start-up; say so before, with the fix."""
     deep = tmp_path / ("d" * (120 - len(str(tmp_path))))
+    router = HAProxyRouter(deep)  # a handle alone binds nothing (a deploy may fail before)
     with pytest.raises(RuntimeFailure, match="TFSO_STATE_DIR") as err:
-        HAProxyRouter(deep)
-    assert "97" in str(err.value)
-    HAProxyRouter(tmp_path)  # a short folder is fine
+        router.write_config(CONFIG)
+    assert "97" in str(err.value) and not deep.exists()
+    HAProxyRouter(tmp_path).write_config(CONFIG)  # a short folder is fine
