@@ -187,22 +187,14 @@ class ModelLogger:
 
     # -- writer thread -----------------------------------------------------------------------------
     def _record(self, item: tuple) -> bytes:
-        from tensorflow_serving.apis import prediction_log_pb2
 
         from orchestrator.protocol.tensors import to_tensor_proto
 
         if isinstance(item[0], str):
             return self._example_record(item)
         version, signature, inputs, outputs, rid, ts = item
-        pl = prediction_log_pb2.PredictionLog()
+        pl = self._new_log(version, signature, rid, ts)
         md = pl.log_metadata
-        md.model_spec.name = self.model
-        md.model_spec.version.value = version
-        md.model_spec.signature_name = signature
-        md.sampling_config.sampling_rate = self.rate
-        md.saved_model_tags.append("serve")
-        md.timestamp_secs = int(ts)
-        md.request_origin = rid
         req = pl.predict_log.request
         req.model_spec.name = self.model
         req.model_spec.signature_name = signature
@@ -215,11 +207,10 @@ class ModelLogger:
             resp.outputs[k].ParseFromString(to_tensor_proto(v).SerializeToString())
         return pl.SerializeToString()
 
-    def _example_record(self, item: tuple) -> bytes:
-        """A ClassifyLog or RegressLog record (the request's examples and the response)."""
+    def _new_log(self, version: int, signature: str, rid: str, ts: float):  # type: ignore[no-untyped-def]
+        """A PredictionLog with its metadata filled: what every record kind shares."""
         from tensorflow_serving.apis import prediction_log_pb2
 
-        kind, version, signature, examples, result, rid, ts = item
         pl = prediction_log_pb2.PredictionLog()
         md = pl.log_metadata
         md.model_spec.name = self.model
@@ -229,6 +220,14 @@ class ModelLogger:
         md.saved_model_tags.append("serve")
         md.timestamp_secs = int(ts)
         md.request_origin = rid
+        return pl
+
+    def _example_record(self, item: tuple) -> bytes:
+        """A ClassifyLog or RegressLog record (the request's examples and the response)."""
+
+        kind, version, signature, examples, result, rid, ts = item
+        pl = self._new_log(version, signature, rid, ts)
+        md = pl.log_metadata
         body = pl.classify_log if kind == "classify" else pl.regress_log
         body.request.model_spec.name = self.model
         body.request.model_spec.signature_name = signature
