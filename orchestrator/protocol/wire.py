@@ -90,6 +90,16 @@ def _len_field(number: int, payload_len: int) -> bytes:
     return tag + (bytes((payload_len,)) if payload_len < 0x80 else _varint(payload_len))
 
 
+def varint(n: int) -> bytes:
+    """A protobuf varint (negatives as 10-byte two's complement, as int64 fields write them)."""
+    return _varint(n)
+
+
+def len_field(number: int, payload_len: int) -> bytes:
+    """The tag and length that start a length-delimited field (number 1-15) of that length."""
+    return _len_field(number, payload_len)
+
+
 @functools.lru_cache(maxsize=1024)
 def _tensor_head(enum: int, shape: tuple[int, ...]) -> bytes:
     """dtype and tensor_shape fields; cached, since a service sends the same shapes again."""
@@ -272,7 +282,7 @@ def encode_predict_request(
 
 
 def encode_predict_response(
-    outputs: Mapping[str, Any], model_spec: apis_pb2.ModelSpec | None = None
+    outputs: Mapping[str, Any], model_spec: apis_pb2.ModelSpec | bytes | None = None
 ) -> bytes:
     return b"".join(_tensor_map_parts(1, outputs) + _message_part(2, model_spec))
 

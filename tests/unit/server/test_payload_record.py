@@ -1,0 +1,68 @@
+"""Predict records are put together from wire pieces: they must parse, with upstream's protos, to
+exactly the PredictionLog that protobuf messages would have built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorflow_serving.apis import prediction_log_pb2
+
+from orchestrator.protocol.tensors import to_tensor_proto
+from orchestrator.server.payload_log import Counters, LogOptions, ModelLogger
+
+
+def _expected(model, version, signature, rate, rid, ts, inputs, outputs):  # type: ignore[no-untyped-def]
+    pl = prediction_log_pb2.PredictionLog()
+    md = pl.log_metadata
+    md.model_spec.name = model
+    md.model_spec.version.value = version
+    md.model_spec.signature_name = signature
+    md.sampling_config.sampling_rate = rate
+    md.saved_model_tags.append("serve")
+    md.timestamp_secs = int(ts)
+    md.request_origin = rid
+    req = pl.predict_log.request
+    req.model_spec.name = model
+    req.model_spec.signature_name = signature
+    for k, v in inputs.items():
+        req.inputs[k].CopyFrom(
+            type(req.inputs[k]).FromString(to_tensor_proto(v).SerializeToString())
+        )
+    resp = pl.predict_log.response
+    resp.model_spec.CopyFrom(md.model_spec)
+    for k, v in outputs.items():
+        resp.outputs[k].CopyFrom(
+            type(resp.outputs[k]).FromString(to_tensor_proto(v).SerializeToString())
+        )
+    return pl
+
+
+CASES = [
+    (1, "serving_default", "rid-1", 1_796_000_000.7,
+     {"x": np.arange(8, dtype=np.float32).reshape(2, 4)},
+     {"y": np.ones((2, 3), np.float32)}),
+    (7, "sig", "", 0.0,  # no request id, timestamp 0: both fields absent, as protobuf writes
+     {"s": np.array([b"a", b"bc"], dtype=object), "i": np.array([[-1, 2**40]], np.int64)},
+     {"empty": np.zeros((0, 3), np.float32), "b": np.array([True, False])}),
+    (2**40, "x" * 300, "r" * 200, 12.0,  # long fields: multi-byte lengths
+     {"big": np.random.default_rng(0).random((3, 100)).astype(np.float64)},
+     {"h": np.ones((1, 2), np.float16)}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES, ids=["plain", "strings-empty-no-rid", "long-fields"])
+def test_predict_record_parses_to_the_protobuf_built_log(tmp_path: Path, case) -> None:  # type: ignore[no-untyped-def]
+    version, signature, rid, ts, inputs, outputs = case
+    logger = ModelLogger("m", LogOptions(0.25, str(tmp_path / "p"), 1 << 20), Counters())
+    try:
+        raw = logger._record((version, signature, inputs, outputs, rid, ts))
+    finally:
+        logger.close()
+    got = prediction_log_pb2.PredictionLog.FromString(raw)
+    assert got == _expected("m", version, signature, 0.25, rid, ts, inputs, outputs)
+    # and byte for byte where protobuf's own output is deterministic (one tensor per map)
+    if len(inputs) == 1 and len(outputs) == 1:
+        expected = _expected("m", version, signature, 0.25, rid, ts, inputs, outputs)
+        assert raw == expected.SerializeToString()
