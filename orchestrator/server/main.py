@@ -575,6 +575,22 @@ def _tensorflow_version() -> str:
         return "unknown"
 
 
+class _NoPlotting:
+    """A meta path finder that refuses matplotlib: the server never draws, but `import
+    tensorflow` loads Keras, which imports matplotlib.pyplot when installed (for its plotting
+    helpers only, and treats ImportError as "no matplotlib"). Refusing it saves about 1.2 s of
+    CPU, a fifth of TensorFlow's import, at every server start."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ModuleNotFoundError(f"{name} is not loaded by tfs-model-server", name=name)
+
+
+def refuse_plotting() -> None:
+    if not any(isinstance(f, _NoPlotting) for f in sys.meta_path):
+        sys.meta_path.insert(0, _NoPlotting())  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 after a clean stop, --help or --version; 255 (TF Serving's -1) on any failure."""
     args = sys.argv[1:] if argv is None else argv
@@ -602,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = flagmod.workers(opts)
     if workers > 1 and os.environ.get(WORKER_ENV) is None:
         return _supervise(args, opts, workers)
+    refuse_plotting()
     if os.environ.get(WORKER_ENV) is not None:
         from orchestrator.server.workers import Link
 
