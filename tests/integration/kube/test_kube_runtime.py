@@ -81,6 +81,7 @@ def test_deploy_status_reload_scale_logs_stop(env: Env) -> None:
     first = rt.deploy([env.spec("version_policy: {specific: [1]}\n")])
     assert first.action == "created" and first.runtime == "kubernetes"
     assert first.rest_url == "http://khp.models.svc.cluster.local:8501"
+    assert env.api.watches > 0 and env.runtime.watch  # it waited for the pod with a watch
     (pod,) = env.pods("stable")
     assert env.states(pod) == {1: "AVAILABLE"}
     dep = env.api.get(DEPLOYMENTS, NS, "khp")
@@ -133,7 +134,9 @@ def test_a_failed_reload_puts_the_old_config_back(env: Env) -> None:
 
 
 def test_a_crashing_rollout_names_crash_loop_and_leaves_the_old_pods_serving(env: Env) -> None:
+    env.api.can_watch = False  # an API server that cannot watch: the runtime must poll instead
     env.runtime.deploy([env.spec("version_policy: {specific: [1]}\n")])
+    assert env.runtime.watch is False and env.api.watches == 0
     (pod,) = env.pods("stable")
     with pytest.raises(RuntimeFailure) as info:
         env.runtime.deploy([env.spec("version_policy: {specific: [1]}\ntag: crash\n")])
