@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -178,6 +179,7 @@ class Cluster:
                 stream = watch.stream(self.core.list_namespaced_pod, namespace, label_selector=selector,
                                       resource_version=resource_version or None, timeout_seconds=seconds,
                                       _request_timeout=seconds + 5, deserialize=False)
+                started = time.monotonic()
                 try:
                     for event in stream:
                         if isinstance(event, dict) and "type" in event:
@@ -185,6 +187,8 @@ class Cluster:
                         return None  # an answer that is no watch event: the server ignored ?watch
                 finally:
                     stream.close()
+                if time.monotonic() - started < seconds / 2:
+                    return None  # ended at once with nothing: an answer, not a watch
             except kubernetes.client.ApiException as exc:
                 if exc.status in (401, 403):
                     raise
