@@ -281,18 +281,22 @@ class EmulatedApiServer:
                     code, body, ctype = server.handle(method, path, params, self.headers, self._body())
                 except Exception as exc:  # a harness bug shows as a 500 with its message
                     code, body, ctype = 500, _status(500, "InternalError", repr(exc)), "application/json"
-                if callable(body):  # a watch: JSON lines until it ends, then the connection closes
+                if callable(body):  # a watch: JSON lines in HTTP chunks (read as they come) until it ends
                     self.send_response(code)
                     self.send_header("Content-Type", ctype)
-                    self.send_header("Connection", "close")
+                    self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
-                    self.close_connection = True
 
                     def write(data: bytes) -> None:
-                        self.wfile.write(data)
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                         self.wfile.flush()
 
                     body(write)
+                    try:
+                        self.wfile.write(b"0\r\n\r\n")
+                        self.wfile.flush()
+                    except OSError:
+                        self.close_connection = True
                     return
                 self._send(code, body, ctype)
 
