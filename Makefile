@@ -33,7 +33,7 @@ system: ## Install Docker, HAProxy, wrk, busybox, Prometheus when missing and st
 demo-model: $(STAMP) ## Build the demo Keras model (versions 1 and 2) under models/demo.
 	$(VENV)/bin/tfsctl demo-model
 
-deploy: $(STAMP) ## Deploy MODEL (default demo) on RUNTIME (auto|local|docker).
+deploy: $(STAMP) ## Deploy MODEL (default demo) on RUNTIME (auto|local|docker|kubernetes; kubernetes reads KUBECONFIG).
 	@if [ "$(MODEL)" = "demo" ] && [ ! -d models/demo/1 ]; then $(VENV)/bin/tfsctl demo-model; fi
 	$(VENV)/bin/tfsctl deploy $(MODEL) $(if $(RUNTIME),--runtime $(RUNTIME),)
 

@@ -77,6 +77,9 @@ class Batching(_Frozen):
 class Monitoring(_Frozen):
     prometheus: bool = True
     path: str = DEFAULT_MONITORING_PATH
+    # A Prometheus that scrapes the replicas (labels deployment/role/replica): canary analysis
+    # queries it instead of reading each replica itself (orchestrator.rollout.prometheus).
+    prometheus_url: str | None = None
 
     @field_validator("path")
     @classmethod
@@ -84,6 +87,13 @@ class Monitoring(_Frozen):
         if not value.startswith("/") or " " in value:
             raise ValueError("must be a URL path starting with '/', e.g. /monitoring/prometheus/metrics")
         return value
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError("must be an http(s) URL of a Prometheus server, e.g. http://prometheus.monitoring:9090")
+        return value.rstrip("/") if value else value
 
 
 class PayloadLogging(_Frozen):
@@ -370,7 +380,8 @@ _FIXES: dict[str, str] = {
     "replicas": "replicas is a whole number from 1 to 64",
     "batching": "see TF Serving's batching guide: allowed_batch_sizes increase and end at max_batch_size",
     "logging": "e.g. `logging: {sample: 0.01, path: ../logs, max_mb: 256}` (sample in [0, 1])",
-    "monitoring": "e.g. `monitoring: {prometheus: true, path: /monitoring/prometheus/metrics}`",
+    "monitoring": "e.g. `monitoring: {prometheus: true, path: /monitoring/prometheus/metrics, "
+                  "prometheus_url: http://prometheus.monitoring:9090}`",
     "gpu": "e.g. `gpu: {count: all, memory_fraction: 0.5}` (fraction between 0 and 1)",
     "resources": "e.g. `resources: {cpus: 2, memory: 4g}`",
     "threads": "0 lets TensorFlow choose; otherwise a whole number of threads",

@@ -211,6 +211,10 @@ def start(name: str, version: int, steps: str, interval: str, max_error_rate: fl
     # A cluster reads versions from model_uri, not from this machine: a missing or broken one
     # fails the canary's start with its pod's own load error, and stable is untouched.
     on_cluster = deployed_on == "kubernetes"
+    if on_cluster:
+        from orchestrator.runtime.kubernetes import refuse_rollout_options
+
+        refuse_rollout_options(mode, metrics)
     spec = load_spec(name, check_files=not on_cluster)
     if not on_cluster:
         dirs = version_dirs(spec.base_path)

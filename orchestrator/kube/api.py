@@ -8,7 +8,9 @@ the CLI never see a raw ApiException or urllib3 traceback.
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -157,9 +159,47 @@ class Cluster:
         return dict(json.loads(raw.data))
 
     def pods(self, namespace: str, selector: str) -> list[Obj]:
+        return self.list_pods(namespace, selector)[0]
+
+    def list_pods(self, namespace: str, selector: str) -> tuple[list[Obj], str]:
+        """The pods and the list's resourceVersion (where a watch of what changes next starts)."""
         with self.calling("list pods", namespace):
             raw = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
-        return list(json.loads(raw.data).get("items", []))
+        data = json.loads(raw.data)
+        return list(data.get("items", [])), str((data.get("metadata") or {}).get("resourceVersion") or "")
+
+    def watch_pods(self, namespace: str, selector: str, resource_version: str, timeout_s: float) -> bool | None:
+        """Block until a selected pod changes after `resource_version` (True) or `timeout_s` passes
+        (False); None when this API server cannot watch, so the caller polls instead."""
+        kubernetes = _kubernetes()
+        seconds = max(1, math.ceil(timeout_s))
+        watch = kubernetes.watch.Watch()
+        with self.calling("watch pods", namespace):
+            try:
+                stream = watch.stream(self.core.list_namespaced_pod, namespace, label_selector=selector,
+                                      resource_version=resource_version or None, timeout_seconds=seconds,
+                                      _request_timeout=seconds + 5, deserialize=False)
+                started = time.monotonic()
+                try:
+                    for event in stream:
+                        if isinstance(event, dict) and "type" in event:
+                            return True
+                        return None  # an answer that is no watch event: the server ignored ?watch
+                finally:
+                    stream.close()
+                if time.monotonic() - started < seconds / 2:
+                    return None  # ended at once with nothing: an answer, not a watch
+            except kubernetes.client.ApiException as exc:
+                if exc.status in (401, 403):
+                    raise
+                return True if exc.status == 410 else None  # 410: too old, so something changed: list again
+            except (ValueError, KeyError):
+                return None  # not JSON lines of events: no watch here
+            except Exception as exc:  # the stream's read timeout: nothing changed
+                if "Timeout" in type(exc).__name__ + type(getattr(exc, "reason", None)).__name__:
+                    return False
+                raise
+        return False
 
     def events(self, namespace: str, pod: str) -> list[Obj]:
         with self.calling("list events", namespace):

@@ -207,7 +207,15 @@ def routed_target(name: str, canary_replicas: int = 1, *,
     spec = load_spec(name, check_files=kind != "kubernetes")  # a cluster reads model_uri
     runtime = runtime_by_name(kind, store)
     metrics: MetricsSource | None = None
-    if kind == "kubernetes":  # no HAProxy counters on a cluster: each pod's own, via the pod proxy
+    if spec.monitoring.prometheus_url:  # the user's Prometheus, on any runtime
+        from orchestrator.rollout.manager import RolloutStore
+        from orchestrator.rollout.prometheus import PrometheusCounters
+
+        metrics = source = PrometheusCounters(spec.monitoring.prometheus_url, name, name)
+        running = RolloutStore(store).load(name)
+        if running is None or running.terminal:  # a new rollout: refuse now if it cannot measure;
+            source.check()  # abort and resume of a running one must work while Prometheus is down
+    elif kind == "kubernetes":  # no HAProxy counters on a cluster: each pod's own, via the pod proxy
         if not spec.monitoring.prometheus:
             raise RolloutError(f"{name} exports no Prometheus metrics, so canary analysis has nothing to read",
                                fix=f"set `monitoring: {{prometheus: true}}` in {spec.source} and "

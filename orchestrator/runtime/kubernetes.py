@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.errors import HealthTimeout, RuntimeFailure
+from orchestrator.errors import HealthTimeout, RolloutError, RuntimeFailure
 from orchestrator.health import AVAILABLE, ModelHealth, Readiness, VersionState
 from orchestrator.kube import manifests
 from orchestrator.kube.api import Cluster, Obj, connect, selector
@@ -32,6 +32,8 @@ from orchestrator.spec import GatewayRouter, Spec
 from orchestrator.state import StateStore
 
 POLL_S = 0.5
+WATCH_S = 5.0  # the longest a pod watch blocks, so progress and the deadline are checked that often
+SETTLE_S = 0.1  # pods are Ready: the Deployment's status is about to say so
 # reasons a container waits with that no amount of waiting fixes
 _IMAGE_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}
 
@@ -105,6 +107,26 @@ def _judge(model: str, health: ModelHealth, versions: Sequence[int] | None) -> t
     return ready, failed, f"{model}: {states}"
 
 
+def refuse_rollout_options(mode: str, metrics: str) -> None:
+    """`tfsctl rollout start` options a cluster cannot honour, refused before anything changes."""
+    if mode in ("labels", "shadow"):
+        why = ("its clients split traffic between the stable and canary labels and report what they "
+               "measured in files on this machine" if mode == "labels" else
+               "it mirrors the requests the replicas log on this machine, and the tensorflow/serving "
+               "image logs none")
+        raise RolloutError(f"--mode {mode} is not available on the kubernetes runtime: {why}",
+                           fix="leave --mode out (replicas): a canary Deployment, its traffic split by Gateway "
+                           "route weights or by the replica ratio")
+    if metrics in ("replicas", "prometheus"):
+        why = ("it scrapes each replica at an address on this machine, and pod IPs are not reachable from "
+               "here" if metrics == "replicas" else
+               "it queries the Prometheus `tfsctl monitor up` runs on this machine, which scrapes no pod")
+        raise RolloutError(f"--metrics {metrics} is not available on the kubernetes runtime: {why}",
+                           fix="leave --metrics out: analysis reads each pod's TF Serving metrics through the API "
+                           "server's pod proxy, or the cluster's Prometheus when the spec names it "
+                           "(`monitoring: {prometheus_url: URL}`)")
+
+
 # -- pod diagnosis -------------------------------------------------------------------------------
 
 def _pod_name(pod: Obj) -> str:
@@ -113,6 +135,12 @@ def _pod_name(pod: Obj) -> str:
 
 def _live(pods: Sequence[Obj]) -> list[Obj]:
     return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def _ready(pod: Obj) -> bool:
+    """kubelet's verdict from the readiness probe (which means "model loaded")."""
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
 
 
 @dataclass(frozen=True)
@@ -190,10 +218,13 @@ class KubernetesRuntime(Runtime):
     name = "kubernetes"
 
     def __init__(self, store: StateStore | None = None, *, kubeconfig: str | None = None,
-                 poll_s: float = POLL_S) -> None:
+                 poll_s: float = POLL_S, watch: bool = True) -> None:
+        """`poll_s`: how often what no watch reports is read; `watch`: wait for pods with a watch
+        (falls back to polling by itself when the API server cannot watch)."""
         self.store = store or StateStore()
         self.kubeconfig = kubeconfig
         self.poll_s = poll_s
+        self.watch = watch
         self._clusters: dict[str | None, Cluster] = {}
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -252,18 +283,26 @@ class KubernetesRuntime(Runtime):
         return done, f"rollout: {updated}/{want} updated, {available} available, {total} pods", want
 
     def _pods_ready(self, cluster: Cluster, ns: str, pods: Sequence[Obj],
-                    wanted: Mapping[str, Sequence[int] | None]) -> Readiness:
+                    wanted: Mapping[str, Sequence[int] | None], seen: set[tuple[str, str]] | None = None) -> Readiness:
+        """Every pod's model status through the pod proxy; `seen` keeps (pod uid, model) pairs
+        already found ready during this wait, so each pod is read until it is ready, then no more."""
         if not pods:
             return Readiness(False, {m: list(v or []) for m, v in wanted.items()}, "no pods yet")
+        seen = set() if seen is None else seen
         missing: dict[str, list[int]] = {}
         details: list[str] = []
         failed = False
         for pod in pods:
+            uid = str(pod["metadata"].get("uid") or _pod_name(pod))
             for model, versions in wanted.items():
+                if (uid, model) in seen:
+                    continue
                 code, body = cluster.proxy_get(ns, _pod_name(pod), manifests.REST_PORT, f"v1/models/{model}")
                 ready, bad, detail = _judge(model, _health(model, code, body), versions)
                 failed = failed or bad
-                if not ready:
+                if ready:
+                    seen.add((uid, model))
+                else:
                     missing.setdefault(model, list(versions or []))
                     details.append(f"{_pod_name(pod)}: {detail}")
         return Readiness(not missing, missing, "; ".join(details) or f"all AVAILABLE on {len(pods)} pod(s)",
@@ -276,10 +315,13 @@ class KubernetesRuntime(Runtime):
         ns = spec.kubernetes.namespace
         end = self._deadline(spec)
         last = Readiness()
+        seen: set[tuple[str, str]] = set()
+        pod_selector = selector(spec.name, role)
         while True:
-            done, detail, _ = self._rolled_out(cluster, ns, dep_name) if rollout else (True, "", 0)
-            pods = _live(cluster.pods(ns, selector(spec.name, role)))
-            if not pods and done and self._scaled_to_zero(cluster, ns, dep_name):
+            done, detail, want = self._rolled_out(cluster, ns, dep_name) if rollout else (True, "", -1)
+            listed, version = cluster.list_pods(ns, pod_selector)
+            pods = _live(listed)
+            if not pods and done and (want == 0 if rollout else self._scaled_to_zero(cluster, ns, dep_name)):
                 return []  # a replica-ratio split at 100 % canary: pods that start later read the config
             for pod in pods:
                 problem, logs = diagnose(cluster, ns, pod)
@@ -288,7 +330,7 @@ class KubernetesRuntime(Runtime):
             if not done:
                 last = Readiness(False, {}, detail)
             else:
-                last = self._pods_ready(cluster, ns, pods, wanted)
+                last = self._pods_ready(cluster, ns, pods, wanted, seen)
                 if last.ready:
                     if on_poll:
                         on_poll(last)
@@ -306,7 +348,17 @@ class KubernetesRuntime(Runtime):
                     f"{name}: not AVAILABLE on every pod after {spec.health.deadline_s:g} s ({last.detail})",
                     fix=f"raise health.deadline_s for big models; `tfsctl status {name}` and "
                     f"`tfsctl logs {name}` show each pod", logs=logs or None)
-            time.sleep(self.poll_s)
+            # Waiting for pods to start or become Ready: a watch wakes us when one changes. Once
+            # they are Ready, the Deployment's status follows within moments (polled briefly), and
+            # the servers' model loads change no object at all (polled).
+            settling = not done and len(pods) >= want and all(map(_ready, pods))
+            if not done and not settling and self.watch:
+                changed = cluster.watch_pods(ns, pod_selector, version, min(WATCH_S, max(0.0, end - time.monotonic())))
+                if changed is None:
+                    self.watch = False  # this API server cannot watch: poll from now on
+                if changed is not None:
+                    continue
+            time.sleep(min(self.poll_s, SETTLE_S) if settling else self.poll_s)
 
     def _scaled_to_zero(self, cluster: Cluster, ns: str, dep_name: str) -> bool:
         dep = cluster.get("Deployment", ns, dep_name)
@@ -640,15 +692,26 @@ class KubernetesRuntime(Runtime):
         self._save(spec, canary=None)
 
     def _wait_rollout(self, cluster: Cluster, spec: Spec, dep_name: str) -> None:
+        ns = spec.kubernetes.namespace
+        pod_selector = selector(spec.name, "canary" if dep_name.endswith("-canary") else "stable")
         end = self._deadline(spec)
         while True:
-            done, detail, _ = self._rolled_out(cluster, spec.kubernetes.namespace, dep_name)
+            done, detail, want = self._rolled_out(cluster, ns, dep_name)
             if done:
                 return
             if time.monotonic() >= end:
                 raise HealthTimeout(f"{spec.name}: {dep_name} did not reach its replica count ({detail})",
                                     fix=f"`tfsctl status {spec.name}` shows the pods")
-            time.sleep(self.poll_s)
+            listed, version = cluster.list_pods(ns, pod_selector)
+            pods = _live(listed)
+            settling = len(pods) == want and all(map(_ready, pods))  # only the status is still to follow
+            if not settling and self.watch:
+                changed = cluster.watch_pods(ns, pod_selector, version, min(WATCH_S, max(0.0, end - time.monotonic())))
+                if changed is None:
+                    self.watch = False
+                if changed is not None:
+                    continue
+            time.sleep(min(self.poll_s, SETTLE_S) if settling else self.poll_s)
 
     def router(self, name: str) -> Router:
         state, spec, cluster = self._open(name)

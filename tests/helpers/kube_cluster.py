@@ -13,6 +13,9 @@ and sets no uid or generation, among other gaps):
   longer applies is removed). Strategic merge is treated as a merge patch in which lists are
   replaced whole (no merge keys), and JSON patch is refused with 415;
 - 403 Forbidden, in the real server's words, for (verb, resource) pairs in `forbidden` (RBAC);
+- watch (`?watch=true`): ADDED/MODIFIED/DELETED events after a resourceVersion, by label
+  selector, as JSON lines until `timeoutSeconds` (`can_watch = False` answers a plain list, as
+  a server that cannot watch would, so the runtime's fallback to polling is tested too);
 - the pod proxy, `/api/v1/namespaces/NS/pods/POD:PORT/proxy/PATH`, forwarded to the pod.
 
 `NodeAgent` plays kubelet and the Deployment controller: it turns every Deployment into pods
@@ -20,9 +23,11 @@ that are REAL `tfs-model-server` processes on free loopback ports, keeps each po
 in step with its ConfigMap (so TF Serving's config poll hot-reloads), maps PVC claims to
 local folders, marks pods Ready from the container's readiness probe, rolls a changed template
 with maxUnavailable 0 (old pods serve until every new one is Ready) and fills the Deployment's
-status. Only scheduling, images and networking are simulated; what is NOT emulated (watch, real
-RBAC, admission, CEL rules, kubelet back-off and ConfigMap sync delay, field-ownership conflicts)
-is for the real-cluster suite.
+status. Pods poll their config every `config_poll_s` (1 s; the manifests say 10), and a removed
+pod's server shuts down beside the sync loop, as kubelet's graceful termination does. Only
+scheduling, images and networking are simulated; what is NOT emulated (real RBAC, admission, CEL
+rules, watch bookmarks and expiry, kubelet back-off and ConfigMap sync delay, field-ownership
+conflicts) is for the real-cluster suite.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import copy
 import json
 import re
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -45,7 +51,7 @@ from typing import Any
 
 import yaml
 
-from tests.helpers.server import ServerProcess
+from tests.helpers.server import SERVER_CMD, ServerProcess
 
 Obj = dict[str, Any]
 _CORE = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<plural>[a-z]+)(?:/(?P<name>[^/]+)(?:/(?P<sub>.*))?)?$")
@@ -111,12 +117,16 @@ class EmulatedApiServer:
 
     def __init__(self, namespaces: tuple[str, ...] = ("default",)) -> None:
         self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)  # watches wait on it
+        self.events: list[tuple[int, str, str, str, Obj]] = []  # (rv, kind path, ns, type, object)
+        self.watches = 0  # watch requests served
+        self.can_watch = True  # False: ?watch is ignored (a plain list), as by a server that cannot watch
         self.objects: dict[tuple[str, str, str], Obj] = {}  # (api-path prefix+plural, ns, name)
         self.namespaces: set[str] = set(namespaces)
         self.pod_ports: dict[tuple[str, str], dict[int, int]] = {}  # (ns, pod) → container→host port
         self.pod_logs: dict[tuple[str, str], Any] = {}  # (ns, pod) → callable returning the log text
         self._rv = 0
-        self.requests: list[tuple[str, str]] = []
+        self.requests: list[tuple[float, str, str]] = []  # (monotonic time, method, path)
         # server-side apply: what each field manager applied last, per object
         self.applied: dict[tuple[str, str, str, str], Obj] = {}
         # RBAC stand-in: (verb, plural) pairs this user may not do, answered 403 as the real server does
@@ -179,6 +189,7 @@ class EmulatedApiServer:
                     obj["status"] = old["status"]
             meta["resourceVersion"] = self._next_rv()
             self.objects[(kind_path, namespace, name)] = obj
+            self._record(kind_path, namespace, "ADDED" if old is None or create else "MODIFIED", obj)
             return copy.deepcopy(obj)
 
     def set_status(self, kind_path: str, namespace: str, name: str, status: Obj) -> None:
@@ -188,6 +199,7 @@ class EmulatedApiServer:
             if obj is not None and obj.get("status") != status:
                 obj["status"] = copy.deepcopy(status)
                 obj["metadata"]["resourceVersion"] = self._next_rv()
+                self._record(kind_path, namespace, "MODIFIED", obj)
 
     def event(self, namespace: str, pod: str, reason: str, message: str, type_: str = "Warning") -> None:
         """An Event about a pod, as kubelet and the scheduler record them."""
@@ -202,7 +214,42 @@ class EmulatedApiServer:
         with self.lock:
             for key in [k for k in self.applied if k[:3] == (kind_path, namespace, name)]:
                 del self.applied[key]
-            return self.objects.pop((kind_path, namespace, name), None)
+            gone = self.objects.pop((kind_path, namespace, name), None)
+            if gone is not None:
+                gone["metadata"]["resourceVersion"] = self._next_rv()
+                self._record(kind_path, namespace, "DELETED", gone)
+            return gone
+
+    def _record(self, kind_path: str, namespace: str, type_: str, obj: Obj) -> None:
+        """A watch event (the lock is held): every change, in resourceVersion order."""
+        self.events.append((int(obj["metadata"]["resourceVersion"]), kind_path, namespace, type_,
+                            copy.deepcopy(obj)))
+        self.changed.notify_all()
+
+    def watch(self, kind_path: str, namespace: str, params: dict[str, str], write: Any) -> None:
+        """A watch (`?watch=true`): events after `resourceVersion` as JSON lines, matching the
+        label selector, until `timeoutSeconds` (the real server's default is minutes; 60 here)."""
+        self.watches += 1
+        selector = params.get("labelSelector", "")
+        with self.lock:
+            since = int(params.get("resourceVersion") or self._rv)
+        end = time.monotonic() + min(float(params.get("timeoutSeconds") or 60), 60)
+        seen = 0
+        while True:
+            with self.lock:
+                batch = [e for e in self.events[seen:] if e[0] > since and e[1] == kind_path and e[2] == namespace
+                         and _matches(e[4], selector)]
+                seen = len(self.events)
+                remaining = end - time.monotonic()
+                if not batch and remaining > 0:
+                    self.changed.wait(remaining)
+                    continue
+            if not batch:
+                return
+            try:
+                write(b"".join(json.dumps({"type": t, "object": o}).encode() + b"\n" for _, _, _, t, o in batch))
+            except OSError:
+                return  # the client stopped watching
 
     # -- HTTP -------------------------------------------------------------------------------
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -230,11 +277,28 @@ class EmulatedApiServer:
                 raw_path, _, query = self.path.partition("?")
                 path = urllib.parse.unquote(raw_path)
                 params = dict(urllib.parse.parse_qsl(query))
-                server.requests.append((method, path))
+                server.requests.append((time.monotonic(), method, path))
                 try:
                     code, body, ctype = server.handle(method, path, params, self.headers, self._body())
                 except Exception as exc:  # a harness bug shows as a 500 with its message
                     code, body, ctype = 500, _status(500, "InternalError", repr(exc)), "application/json"
+                if callable(body):  # a watch: JSON lines in HTTP chunks (read as they come) until it ends
+                    self.send_response(code)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+
+                    def write(data: bytes) -> None:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                        self.wfile.flush()
+
+                    body(write)
+                    try:
+                        self.wfile.write(b"0\r\n\r\n")
+                        self.wfile.flush()
+                    except OSError:
+                        self.close_connection = True
+                    return
                 self._send(code, body, ctype)
 
             def do_GET(self) -> None:
@@ -289,6 +353,8 @@ class EmulatedApiServer:
         if sub:
             return 404, _status(404, "NotFound", f"subresource {sub} is not emulated"), js
         if name is None:
+            if method == "GET" and params.get("watch") in ("true", "1", "True") and self.can_watch:
+                return 200, lambda write: self.watch(kind_path, ns, params, write), "application/json"
             if method == "GET":
                 items = self.items(kind_path, ns, params.get("labelSelector", ""))
                 return 200, {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": str(self._rv)},
@@ -384,6 +450,19 @@ class EmulatedApiServer:
                 "application/json"
 
 
+class PodProcess(ServerProcess):
+    """A pod's server in a session of its own, as a container is (and as the local runtime starts
+    its replicas): with the kernel's autogroup scheduling a process shares CPU with its session, so
+    a pod left in the test's session would start several times slower than a local replica on a
+    busy machine, and the bench would measure that instead of our code."""
+
+    def start(self) -> ServerProcess:
+        with open(self._log_path, "wb") as log:
+            self.proc = subprocess.Popen(SERVER_CMD + self.args, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        return self
+
+
 DEPLOYMENTS = "/apis/apps/v1/deployments"
 PODS = "/api/v1/pods"
 CONFIG_MAPS = "/api/v1/configmaps"
@@ -395,11 +474,19 @@ class NodeAgent:
 
     def __init__(self, api: EmulatedApiServer, *, claims: dict[str, Path] | None = None,
                  images: set[str] | None = None, gpus: int = 0, interval_s: float = 0.1,
-                 crash_images: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+                 crash_images: set[str] = frozenset(),  # type: ignore[assignment]
+                 config_poll_s: int | None = 1) -> None:
         """`images`: what the node can pull (None: any); `gpus`: nvidia.com/gpu the node has;
         `crash_images`: images whose server crashes at start (the real server, given a flag it
-        refuses, so the log tail is its own)."""
+        refuses, so the log tail is its own); `config_poll_s`: the pods' TF Serving config poll
+        (`--model_config_file_poll_wait_seconds`, 10 s in the manifests) is shortened to this, so
+        a hot reload's wait is what our code adds, not TF Serving's poll (None keeps the flag)."""
         self.api = api
+        self.config_poll_s = config_poll_s
+        # (monotonic time, event, pod): "started", "port up" (first HTTP answer), "ready", "stopped"
+        self.timeline: list[tuple[float, str, str]] = []
+        self._noted: set[tuple[str, str]] = set()
+        self._stopping: list[threading.Thread] = []
         self.crash_images = set(crash_images)
         self.images = images
         self.gpus = gpus
@@ -420,8 +507,13 @@ class NodeAgent:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        for proc, _ in self.pods.values():  # all at once, then reap: shutdowns overlap
+            if proc.proc is not None and proc.proc.poll() is None:
+                proc.proc.terminate()
         for proc, _ in self.pods.values():
             proc.stop()
+        for thread in self._stopping:
+            thread.join(timeout=30)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _loop(self) -> None:
@@ -476,13 +568,24 @@ class NodeAgent:
         for key in list(self.pods):
             if key not in wanted:
                 proc, _ = self.pods.pop(key)
-                proc.stop()
                 self.owner.pop(key, None)
                 self.api.pod_ports.pop(key, None)
                 self.api.pod_logs.pop(key, None)
                 self.api.delete(PODS, *key)
+                self._retire(key[1], proc)
         for ns, name, status in statuses:  # after the old pods are gone, as the controller reports
             self.api.set_status(DEPLOYMENTS, ns, name, status)
+
+    def _retire(self, pod_name: str, proc: ServerProcess) -> None:
+        """The pod is gone from the API at once; its process gets SIGTERM and is reaped aside
+        (as kubelet's graceful termination runs beside everything else), so the sync loop never
+        waits on a server's shutdown."""
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.proc.terminate()
+        self.timeline.append((time.monotonic(), "stopped", pod_name))
+        thread = threading.Thread(target=proc.stop, daemon=True)
+        thread.start()
+        self._stopping = [t for t in self._stopping if t.is_alive()] + [thread]
 
     def _paths(self, ns: str, pod_name: str, pod_spec: Obj) -> dict[str, str]:
         """Container mount path → local folder, for the config and model volumes."""
@@ -536,6 +639,8 @@ class NodeAgent:
         for arg in container.get("args", []):
             if arg.startswith(("--port=", "--rest_api_port=")):
                 continue  # the agent picks free loopback ports
+            if arg.startswith("--model_config_file_poll_wait_seconds=") and self.config_poll_s is not None:
+                arg = f"--model_config_file_poll_wait_seconds={self.config_poll_s}"
             for inside, outside in paths.items():
                 arg = arg.replace(f"={inside}/", f"={outside}/")
             args.append(arg)
@@ -545,9 +650,10 @@ class NodeAgent:
                     "metadata": {"name": pod_name, "labels": template["metadata"].get("labels", {})},
                     "spec": pod_spec, "status": {"phase": "Pending"}}
         self.api.put(PODS, ns, pod, create=True)
-        self.pods[(ns, pod_name)] = (ServerProcess(args), pod)
+        self.pods[(ns, pod_name)] = (PodProcess(args), pod)
         self._sync_config(ns, pod_name)
         proc = self.pods[(ns, pod_name)][0].start()
+        self.timeline.append((time.monotonic(), "started", pod_name))
         self.api.pod_ports[(ns, pod_name)] = {8500: proc.grpc_port, 8501: proc.rest_port}
         self.api.pod_logs[(ns, pod_name)] = proc.logs
 
@@ -581,8 +687,13 @@ class NodeAgent:
             try:
                 with urllib.request.urlopen(f"{proc.rest_url}{probe['path']}", timeout=2) as resp:
                     ready = resp.status == 200
+                answered = True
+            except urllib.error.HTTPError:
+                answered = True
             except OSError:
-                ready = False
+                answered = False
+            self._note(pod_name, "port up", answered)
+            self._note(pod_name, "ready", ready)
         current = self.api.get(PODS, ns, pod_name)
         if current is not None:
             code = proc.proc.poll() if proc.proc is not None else None
@@ -597,6 +708,12 @@ class NodeAgent:
             if current.get("status") != status:
                 self.api.set_status(PODS, ns, pod_name, status)
         return ready
+
+    def _note(self, pod_name: str, event: str, happened: bool) -> None:
+        """The first time `event` happened to the pod, on the timeline."""
+        if happened and (event, pod_name) not in self._noted:
+            self._noted.add((event, pod_name))
+            self.timeline.append((time.monotonic(), event, pod_name))
 
     def wait(self, cond: Any, *, timeout_s: float, what: str) -> Any:
         deadline = time.monotonic() + timeout_s

@@ -42,3 +42,51 @@ def test_server_side_apply_creates_then_updates_and_bumps_generation(tmp_path: P
         assert info.value.status == 404 and json.loads(info.value.body)["reason"] == "NotFound"
         apps.delete_namespaced_deployment("m", "default")
         assert apps.list_namespaced_deployment("default").items == []
+
+
+def _pod(name: str, deployment: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"io.tfso/deployment": deployment}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}}
+
+
+def test_watch_streams_changes_after_a_resource_version_and_ends_at_its_timeout() -> None:
+    """The official client's watch: events after the list's resourceVersion, by label selector,
+    ended by timeoutSeconds; and the runtime's `watch_pods` wakes on the first change."""
+    import threading
+
+    from kubernetes import watch
+
+    from orchestrator.kube.api import Cluster
+    from tests.helpers.kube_cluster import PODS
+
+    with EmulatedApiServer() as api:
+        core = client.CoreV1Api(client.ApiClient(api.client_configuration()))
+        api.put(PODS, "default", _pod("a-0", "a"), create=True)
+        listed = core.list_namespaced_pod("default", label_selector="io.tfso/deployment=a")
+        rv = listed.metadata.resource_version
+        api.put(PODS, "default", _pod("b-0", "b"), create=True)  # another deployment's: not selected
+        api.set_status(PODS, "default", "a-0", {"phase": "Running"})
+        api.delete(PODS, "default", "a-0")
+        events = [(e["type"], e["object"]["metadata"]["name"]) for e in watch.Watch().stream(
+            core.list_namespaced_pod, "default", label_selector="io.tfso/deployment=a", resource_version=rv,
+            timeout_seconds=1, deserialize=False)]
+        assert events == [("MODIFIED", "a-0"), ("DELETED", "a-0")]  # and the server ended the stream
+
+        cluster = Cluster(client.ApiClient(api.client_configuration()), api.url)
+        _, rv = cluster.list_pods("default", "io.tfso/deployment=a")
+        assert cluster.watch_pods("default", "io.tfso/deployment=a", rv, 1) is False  # nothing changed
+        later = threading.Timer(0.3, lambda: api.put(PODS, "default", _pod("a-1", "a"), create=True))
+        later.start()
+        assert cluster.watch_pods("default", "io.tfso/deployment=a", rv, 30) is True  # woken by the change
+        later.join()
+
+
+def test_watch_pods_says_when_the_server_cannot_watch() -> None:
+    """A server that answers ?watch with a plain list: None, so the runtime polls instead."""
+    from orchestrator.kube.api import Cluster
+
+    with EmulatedApiServer() as api:
+        api.can_watch = False
+        cluster = Cluster(client.ApiClient(api.client_configuration()), api.url)
+        _, rv = cluster.list_pods("default", "")
+        assert cluster.watch_pods("default", "", rv, 1) is None

@@ -1,4 +1,5 @@
-"""`tfsctl rollout` on the emulated cluster, with real traffic (README: Kubernetes, rollouts).
+"""What the rollout tests on the emulated cluster share (test_kube_rollout_*.py, one module per
+test so they run in parallel; README: Kubernetes, rollouts).
 
 The CLI runs in subprocesses against the emulated API server (the unmodified official client);
 the pods are REAL `tfs-model-server` processes, and canary analysis reads each pod's own TF
@@ -25,33 +26,33 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
+from orchestrator.spec import load_spec
+from tests.helpers.kube_cluster import DEPLOYMENTS, PODS, EmulatedApiServer, NodeAgent
 
-from tests.helpers.requires import require_module
-
-require_module("kubernetes")
-
-from orchestrator.spec import load_spec  # noqa: E402
-from tests.helpers.kube_cluster import DEPLOYMENTS, PODS, EmulatedApiServer, NodeAgent  # noqa: E402
-
-pytestmark = pytest.mark.timeout(1200)
 NS = "models"
 ROUTES = "/apis/gateway.networking.k8s.io/v1/httproutes"
 ANSWERS = {2.5: 1, 3.5: 2}  # y = 0.5 * 1.0 + b: b = 2 in v1, 3 in v2; v3 raises on every input
 
 
-@pytest.fixture(scope="module")
-def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build_store(store: Path) -> Path:
+    """The claim's folder: v1, v2 (b = 3) and v3, whose graph fails every input."""
     from tests.helpers.models import half_plus_two_tf1
 
-    store = tmp_path_factory.mktemp("claim")
     half_plus_two_tf1(store / "krl" / "1")
     half_plus_two_tf1(store / "krl" / "2", b=3.0)
     half_plus_two_tf1(store / "krl" / "3", fail=True)
     return store
+
+
+@contextmanager
+def emulated_cluster(model_store: Path) -> Iterator[tuple[EmulatedApiServer, NodeAgent]]:
+    with EmulatedApiServer(namespaces=("default", NS)) as api, \
+            NodeAgent(api, claims={"model-store": model_store}) as node:
+        yield api, node
 
 
 @dataclass
@@ -169,19 +170,12 @@ class Cli:
         return out
 
 
-@pytest.fixture
-def cluster(model_store: Path) -> Iterator[tuple[EmulatedApiServer, NodeAgent]]:
-    with EmulatedApiServer(namespaces=("default", NS)) as api, \
-            NodeAgent(api, claims={"model-store": model_store}) as node:
-        yield api, node
-
-
 def serves_only(states: dict[int, str], version: int) -> bool:
     """`version` AVAILABLE and every other one unloaded (END: a hot-reloaded pod still lists it)."""
     return states.get(version) == "AVAILABLE" and all(st == "END" for v, st in states.items() if v != version)
 
 
-def _promote_then_roll_back(cli: Cli, node: NodeAgent, traffic: Traffic, steps: str) -> None:
+def promote_then_roll_back(cli: Cli, node: NodeAgent, traffic: Traffic, steps: str) -> None:
     good = cli.rollout(2, steps)
     assert good.returncode == 0, good.stdout[-3000:] + good.stderr[-3000:]
     status = cli.status()
@@ -206,35 +200,3 @@ def _promote_then_roll_back(cli: Cli, node: NodeAgent, traffic: Traffic, steps: 
     assert traffic.model_errors("canary"), "the canary v3 was never measured failing"
     assert not traffic.model_errors("stable"), traffic.model_errors("stable")[:5]
     assert all(r[2] in (1, 2) for r in traffic.served("stable") if not r[3])
-
-
-def test_rollout_by_replica_ratio_promotes_v2_and_rolls_back_a_failing_v3(
-        cluster: tuple[EmulatedApiServer, NodeAgent], model_store: Path, tmp_path: Path) -> None:
-    api, node = cluster
-    cli = Cli(tmp_path, api, "true")
-    cli.write_spec(model_store, "true")
-    deployed = cli("deploy", "krl", "--runtime", "kubernetes", "--namespace", NS)
-    assert deployed.returncode == 0, deployed.stderr
-    with Traffic(api, gateway=False) as traffic:
-        _promote_then_roll_back(cli, node, traffic, "50,100")
-    # 1 stable + 1 canary pod: 50 % then 100 % moved real requests onto the canary's v2
-    assert any(r[2] == 2 for r in traffic.served("canary"))
-
-
-def test_rollout_by_gateway_weights_promotes_v2_and_rolls_back_a_failing_v3(
-        cluster: tuple[EmulatedApiServer, NodeAgent], model_store: Path, tmp_path: Path) -> None:
-    api, node = cluster
-    api.put("/apis/gateway.networking.k8s.io/v1/gateways", NS, {
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "gw"},
-        "spec": {"gatewayClassName": "any", "listeners": [{"name": "http", "port": 8080, "protocol": "HTTP"}]},
-        "status": {"addresses": [{"type": "IPAddress", "value": "10.0.0.7"}]}}, create=True)
-    cli = Cli(tmp_path, api, "{gateway: gw}")
-    cli.write_spec(model_store, "{gateway: gw}")
-    deployed = cli("deploy", "krl", "--runtime", "kubernetes", "--namespace", NS)
-    assert deployed.returncode == 0, deployed.stderr
-    with Traffic(api, gateway=True) as traffic:
-        _promote_then_roll_back(cli, node, traffic, "20,50,100")
-    assert any(r[2] == 2 for r in traffic.served("canary"))
-    route = api.get(ROUTES, NS, "krl")
-    assert route is not None
-    assert [(r["name"], r["weight"]) for r in route["spec"]["rules"][0]["backendRefs"]] == [("krl-stable", 100)]
