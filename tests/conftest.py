@@ -13,9 +13,11 @@ What a test module must do to be parallel-safe (and what every module here does)
 - session fixtures run once per WORKER, not once per run: what is shared by every worker
   (docker images, anything outside the basetemp) is built under
   `tests.helpers.parallel.machine_lock(...)`, or once with `once_per_run(...)`;
-- Docker: deployment and container names are unique in the whole suite (`t_<what>` in
-  tests/integration/docker, whose sweep removes leftover `t_*` containers once at the start of
-  the run and once at its end; other modules use their own prefix and remove only theirs);
+- Docker: deployment names come from `tests.helpers.parallel.docker_name(what)` (`t<id>_<what>`,
+  id = a hash of this checkout, so another checkout on the same dockerd never touches them) and
+  are unique in the whole suite; tests/integration/docker's sweep removes this checkout's leftover
+  `t<id>_*` containers once at the start of the run and once at its end; modules elsewhere use
+  another kind (`docker_name(what, "rd")`) and remove only theirs;
 - environment: never change `os.environ` or the working directory of the worker process
   (pass `env=` / `cwd=` to subprocesses, or use `monkeypatch`);
 - waits: on a condition with a deadline (workers compete for the CPU, so a fixed sleep or a
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.parallel import DOCKER_SWEEP, is_worker, ran_in_this_run
+from tests.helpers.parallel import CHECKOUT_ID, DOCKER_SWEEP, is_worker, ran_in_this_run
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -69,15 +71,10 @@ SLOW_FIRST = (  # from the last full run's durations: the longest module chains 
 def pytest_configure(config: pytest.Config) -> None:
     """A short base temp folder per checkout: under xdist pytest's default adds `popen-gwN/`, and
     a router's admin socket under a test project then passes HAProxy's 97-byte unix path limit."""
-    import hashlib
     import os
-    import sys
-    from pathlib import Path
 
     if config.option.basetemp is None and not is_worker(config):
-        root = Path(__file__).resolve().parents[1]
-        tag = hashlib.sha256(f"{root}\0{sys.prefix}".encode()).hexdigest()[:8]
-        config.option.basetemp = f"/tmp/tfso-t{os.getuid()}-{tag}"
+        config.option.basetemp = f"/tmp/tfso{os.getuid()}-{CHECKOUT_ID[:6]}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
