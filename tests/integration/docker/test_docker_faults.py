@@ -235,7 +235,8 @@ def test_the_sweep_takes_only_this_checkouts_containers(docker_api: DockerApi, s
     from tests.helpers.parallel import CHECKOUT_ID
     from tests.integration.docker.conftest import TEST_LABEL, sweep_targets
 
-    other_id = format((int(CHECKOUT_ID, 16) + 1) % 16**8, "08x")  # another checkout's id
+    other_id = format((int(CHECKOUT_ID, 16) + 16**4) % 16**8, "08x")  # another checkout's id
+    assert other_id[:4] != CHECKOUT_ID[:4]  # names carry the first four digits
     tag = secrets.token_hex(3)
     labels = {
         "ours": {LABEL_MANAGED_BY: "tfsctl", LABEL_DEPLOYMENT: docker_name("sweep")},
