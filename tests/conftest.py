@@ -13,9 +13,11 @@ What a test module must do to be parallel-safe (and what every module here does)
 - session fixtures run once per WORKER, not once per run: what is shared by every worker
   (docker images, anything outside the basetemp) is built under
   `tests.helpers.parallel.machine_lock(...)`, or once with `once_per_run(...)`;
-- Docker: deployment and container names are unique in the whole suite (`t_<what>` in
-  tests/integration/docker, whose sweep removes leftover `t_*` containers once at the start of
-  the run and once at its end; other modules use their own prefix and remove only theirs);
+- Docker: deployment names come from `tests.helpers.parallel.docker_name(what)` (`t<id>_<what>`,
+  id = a hash of this checkout, so another checkout on the same dockerd never touches them) and
+  are unique in the whole suite; tests/integration/docker's sweep removes this checkout's leftover
+  `t<id>_*` containers once at the start of the run and once at its end; modules elsewhere use
+  another kind (`docker_name(what, "rd")`) and remove only theirs;
 - environment: never change `os.environ` or the working directory of the worker process
   (pass `env=` / `cwd=` to subprocesses, or use `monkeypatch`);
 - waits: on a condition with a deadline (workers compete for the CPU, so a fixed sleep or a
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.parallel import DOCKER_SWEEP, is_worker, ran_in_this_run
+from tests.helpers.parallel import CHECKOUT_ID, DOCKER_SWEEP, is_worker, ran_in_this_run
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -47,18 +49,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # idle (xdist hands whole modules out in collection order: `make test` passes
 # --no-loadscope-reorder). From the last measured run, longest first; a module not listed runs
 # after these, integration before unit. A stale entry costs nothing.
-SLOW_FIRST = (  # from the last full run's durations: the longest module chains start first
-    "tests/integration/kube/test_kube_rollout.py",
-    "tests/integration/kube/test_kube_runtime.py",
-    "tests/integration/rollout/test_rollout_local.py",
-    "tests/integration/rollout/test_rollout_docker.py",
+# Module totals (setup + tests + teardown), seconds: measured at load 10-13 / the quiet run's
+# (rollout_local and rollout_docker estimated from docker_runtime's ratio of the two, 1.95).
+SLOW_FIRST = (
+    "tests/integration/rollout/test_rollout_local.py",  # 1164 / ~600
+    "tests/integration/rollout/test_rollout_docker.py",  # 998 / ~510
+    "tests/integration/kube/test_kube_rollout.py",  # - / ~400 (two tests: 250 + 140)
+    "tests/integration/kube/test_kube_runtime.py",  # - / ~375
+    "tests/integration/docker/test_docker_runtime.py",  # 545 / ~280
     "tests/integration/monitor/test_monitor_local.py",
     "tests/integration/runtime/test_local_runtime.py",
     "tests/integration/router/test_haproxy.py",
     "tests/integration/test_quickstart.py",
     "tests/integration/test_exit_codes.py",
     "tests/integration/rollout/test_rollout_labels.py",
-    "tests/integration/docker/test_docker_runtime.py",
     "tests/integration/cli/test_client_only_install.py",
     "tests/integration/rollout/test_rollout_gates_local.py",
     "tests/integration/cli/test_prediction_logs_cli.py",
@@ -69,15 +73,10 @@ SLOW_FIRST = (  # from the last full run's durations: the longest module chains 
 def pytest_configure(config: pytest.Config) -> None:
     """A short base temp folder per checkout: under xdist pytest's default adds `popen-gwN/`, and
     a router's admin socket under a test project then passes HAProxy's 97-byte unix path limit."""
-    import hashlib
     import os
-    import sys
-    from pathlib import Path
 
     if config.option.basetemp is None and not is_worker(config):
-        root = Path(__file__).resolve().parents[1]
-        tag = hashlib.sha256(f"{root}\0{sys.prefix}".encode()).hexdigest()[:8]
-        config.option.basetemp = f"/tmp/tfso-t{os.getuid()}-{tag}"
+        config.option.basetemp = f"/tmp/tfso{os.getuid()}-{CHECKOUT_ID[:6]}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -6,12 +6,17 @@
   under xdist each worker's own basetemp is a `popen-gwN` folder inside it).
 - `once_per_run(config, name, fn)`: `fn()` runs in the first worker that asks, the others wait
   for it and skip it; the marker it leaves tells the controller at the end that it ran.
+- `CHECKOUT_ID`, `docker_name(what)`: names on the shared dockerd carry a hash of this checkout
+  and venv, so two checkouts (worktrees, CI runners) on one machine never list, replace or
+  sweep each other's containers and images.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +25,8 @@ from pathlib import Path
 import pytest
 
 LOCK_DIR = Path(tempfile.gettempdir()) / "tfso-test-locks"
+ROOT = Path(__file__).resolve().parents[2]
+CHECKOUT_ID = hashlib.sha256(f"{ROOT}\0{sys.prefix}".encode()).hexdigest()[:8]
 DOCKER_SWEEP = "docker-sweep"  # the Docker suite's start sweep; its marker asks for the end sweep
 
 
@@ -59,3 +66,14 @@ def once_per_run(config: pytest.Config, name: str, fn: Callable[[], object]) -> 
 def ran_in_this_run(config: pytest.Config, name: str) -> bool:
     """Whether some worker of this run did `once_per_run(config, name, ...)`."""
     return (run_dir(config) / f"{name}.done").exists()
+
+
+def docker_name(what: str, kind: str = "t") -> str:
+    """A deployment name on the shared dockerd that only this checkout uses: `t<id4>_<what>`.
+
+    Kind `t` is swept at the start and end of the run (tests/integration/docker/conftest.py);
+    a module outside that folder, whose containers may be running when the sweep starts, uses
+    another kind and removes its own. Four hex digits keep the router's admin socket path (which
+    holds the name) under HAProxy's limit; the old `t_` prefix never matches (`_` is not hex).
+    """
+    return f"{kind}{CHECKOUT_ID[:4]}_{what}"

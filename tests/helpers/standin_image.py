@@ -32,12 +32,11 @@ import tarfile
 from pathlib import Path
 
 from orchestrator.runtime.docker.api import DockerApi, Mount
-from tests.helpers.parallel import machine_lock
+from tests.helpers.parallel import CHECKOUT_ID, machine_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 # One image name per checkout and venv: its server script is this venv's, so two checkouts on one
 # dockerd (parallel runs, a second worktree) must not rebuild each other's image under one name.
-CHECKOUT_ID = hashlib.sha256(f"{ROOT}\0{sys.prefix}".encode()).hexdigest()[:8]
 STANDIN_REPO = f"tfso-test/serving-{CHECKOUT_ID}"
 STANDIN_TAG = "standin"
 STANDIN_REF = f"{STANDIN_REPO}:{STANDIN_TAG}"

@@ -2,11 +2,12 @@
 
 `docker_api` makes sure a daemon answers (running scripts/setup_system.sh once when none does),
 `standin` builds the stand-in image once (under a machine-wide lock), and every container a
-test deployment made (deployment names start with `t_`) or a test created by hand (label
-`io.tfso.test`) is removed at the start of the run and at its end, whatever happened. Under
-pytest-xdist the start sweep runs once, in the first worker that needs Docker, and the end sweep
-in the controller after every worker finished (tests/conftest.py): a worker never removes the
-containers another worker's module is using. So a `t_` deployment name is unique in the suite.
+test deployment of this checkout made (deployment names `docker_name(what)` = `t<id>_<what>`) or
+a test created by hand (label `io.tfso.test` = this checkout's id) is removed at the start of the
+run and at its end, whatever happened. Under pytest-xdist the start sweep runs once, in the first
+worker that needs Docker, and the end sweep in the controller after every worker finished
+(tests/conftest.py): a worker never removes the containers another worker's module is using, and
+no run removes another checkout's. So a `t<id>_` deployment name is unique in the suite.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ import pytest
 
 from orchestrator.runtime.docker import LABEL_DEPLOYMENT, LABEL_MANAGED_BY
 from orchestrator.runtime.docker.api import DockerApi, DockerError
-from tests.helpers.parallel import DOCKER_SWEEP, machine_lock, once_per_run
+from tests.helpers.parallel import (
+    CHECKOUT_ID,
+    DOCKER_SWEEP,
+    docker_name,
+    machine_lock,
+    once_per_run,
+)
 from tests.helpers.standin_image import (
     STANDIN_REPO,
     ensure_broken_image,
@@ -29,7 +36,8 @@ from tests.helpers.standin_image import (
 )
 
 ROOT = Path(__file__).resolve().parents[3]
-TEST_LABEL = "io.tfso.test"
+TEST_LABEL = "io.tfso.test"  # on containers a test creates by hand; the value is CHECKOUT_ID
+SWEPT_PREFIX = docker_name("")  # `t<id>_`: this checkout's test deployments
 
 
 def _connect() -> DockerApi:
@@ -38,12 +46,16 @@ def _connect() -> DockerApi:
     return api
 
 
+def sweep_targets(api: DockerApi) -> list[str]:
+    """Ids of this checkout's test containers: its `t<id>_` deployments and hand-made ones."""
+    ids = [c.id for c in api.list({LABEL_MANAGED_BY: "tfsctl"})
+           if c.labels.get(LABEL_DEPLOYMENT, "").startswith(SWEPT_PREFIX)]
+    return ids + [c.id for c in api.list({TEST_LABEL: CHECKOUT_ID}) if c.id not in ids]
+
+
 def remove_test_containers(api: DockerApi) -> None:
-    for c in api.list({LABEL_MANAGED_BY: "tfsctl"}):
-        if c.labels.get(LABEL_DEPLOYMENT, "").startswith("t_"):
-            api.remove(c.id)
-    for c in api.list({TEST_LABEL: "1"}):
-        api.remove(c.id)
+    for container in sweep_targets(api):
+        api.remove(container)
 
 
 def sweep_test_containers() -> None:

@@ -16,13 +16,25 @@ import pytest
 
 from orchestrator.runtime.base import free_port
 from orchestrator.runtime.docker import LABEL_DEPLOYMENT, LABEL_MANAGED_BY
-from orchestrator.runtime.docker.api import DockerApi
+from orchestrator.runtime.docker.api import DockerApi, DockerError
 from orchestrator.runtime.select import choose_runtime
 from orchestrator.spec import load_spec
+from tests.helpers.parallel import docker_name
 from tests.helpers.standin_image import HOST_MOUNTS_ENV, STANDIN_REPO, host_mounts
 from tests.integration.docker.conftest import tfsctl, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
+# Deployment names only this checkout uses (the run's sweep removes their leftovers).
+NODAEMON = docker_name("nodaemon")
+NOIMAGE = docker_name("noimage")
+BUSY = docker_name("busy")
+NOMODEL = docker_name("nomodel")
+NOMOUNT = docker_name("nomount")
+EXITS = docker_name("exits")
+SLOW = docker_name("slow")
+GPU = docker_name("gpu")
+AUTO = docker_name("auto")
+GPU2 = docker_name("gpu2")
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +64,8 @@ def assert_clean_error(run: subprocess.CompletedProcess[str], code: int, *needle
 
 
 def test_no_daemon_is_a_clear_error(workdir: Path) -> None:
-    write_spec(workdir, "t_nodaemon", "base_path: ../models/hpt\n" + ports())
-    run = tfsctl(workdir, "deploy", "t_nodaemon", "--runtime", "docker",
+    write_spec(workdir, NODAEMON, "base_path: ../models/hpt\n" + ports())
+    run = tfsctl(workdir, "deploy", NODAEMON, "--runtime", "docker",
                  env={"DOCKER_HOST": f"unix://{workdir}/no-daemon.sock"}, timeout=60)  # no hang
     assert_clean_error(run, 4, "no Docker daemon answers", "no-daemon.sock", "fix:")
 
@@ -92,15 +104,15 @@ def test_socket_not_permitted_is_a_clear_error() -> None:
 
 def test_missing_image_with_pull_never(workdir: Path, docker_api: DockerApi) -> None:
     body = "base_path: ../models/hpt\n" + ports() + f"image: {STANDIN_REPO}\ntag: absent\npull: never\n"
-    (workdir / "serving_configs" / "t_noimage.yaml").write_text(body)
-    run = tfsctl(workdir, "deploy", "t_noimage", "--runtime", "docker", timeout=60)
+    (workdir / "serving_configs" / f"{NOIMAGE}.yaml").write_text(body)
+    run = tfsctl(workdir, "deploy", NOIMAGE, "--runtime", "docker", timeout=60)
     assert_clean_error(run, 4, f"image {STANDIN_REPO}:absent is not present",
                        f"docker pull {STANDIN_REPO}:absent", "pull policy is never")
     # The same through the flags.
-    run = tfsctl(workdir, "deploy", "t_noimage", "--runtime", "docker", "--image",
+    run = tfsctl(workdir, "deploy", NOIMAGE, "--runtime", "docker", "--image",
                  f"{STANDIN_REPO}:other", "--pull", "never", timeout=60)
     assert_clean_error(run, 4, f"{STANDIN_REPO}:other is not present")
-    assert no_containers_of(docker_api, "t_noimage")
+    assert no_containers_of(docker_api, NOIMAGE)
 
 
 def test_host_port_already_in_use(workdir: Path, docker_api: DockerApi) -> None:
@@ -108,64 +120,64 @@ def test_host_port_already_in_use(workdir: Path, docker_api: DockerApi) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        write_spec(workdir, "t_busy", f"base_path: ../models/hpt\nports: {{grpc: {free_port()}, rest: {port}}}\n")
-        run = tfsctl(workdir, "deploy", "t_busy", "--runtime", "docker")
+        write_spec(workdir, BUSY, f"base_path: ../models/hpt\nports: {{grpc: {free_port()}, rest: {port}}}\n")
+        run = tfsctl(workdir, "deploy", BUSY, "--runtime", "docker")
     assert_clean_error(run, 4, f"REST port {port}", "already in use", "fix:")
-    assert no_containers_of(docker_api, "t_busy")
+    assert no_containers_of(docker_api, BUSY)
 
 
 def test_missing_model_folder(workdir: Path, docker_api: DockerApi) -> None:
-    write_spec(workdir, "t_nomodel", "base_path: ../models/nope\n" + ports())
-    run = tfsctl(workdir, "deploy", "t_nomodel", "--runtime", "docker")
+    write_spec(workdir, NOMODEL, "base_path: ../models/nope\n" + ports())
+    run = tfsctl(workdir, "deploy", NOMODEL, "--runtime", "docker")
     assert_clean_error(run, 2, "base_path", "does not exist")
     # A folder to mount that is missing on the host: Docker's refusal, translated.
-    write_spec(workdir, "t_nomount", "base_path: ../models/hpt\n" + ports()
+    write_spec(workdir, NOMOUNT, "base_path: ../models/hpt\n" + ports()
                + f"image: {STANDIN_REPO}\ntag: standin\npull: never\n", standin_image=False)
-    run = tfsctl(workdir, "deploy", "t_nomount", "--runtime", "docker",
+    run = tfsctl(workdir, "deploy", NOMOUNT, "--runtime", "docker",
                  env={HOST_MOUNTS_ENV: '[["/nonexistent/tfso", "/x"]]'})
     assert_clean_error(run, 4, "folder to mount is missing", "/nonexistent/tfso")
-    assert no_containers_of(docker_api, "t_nomount")
+    assert no_containers_of(docker_api, NOMOUNT)
 
 
 def test_container_that_exits_at_start_shows_its_logs(workdir: Path, docker_api: DockerApi,
                                                       broken_image: str) -> None:
-    write_spec(workdir, "t_exits", "base_path: ../models/hpt\n" + ports() + "health: {deadline_s: 60}\n"
+    write_spec(workdir, EXITS, "base_path: ../models/hpt\n" + ports() + "health: {deadline_s: 60}\n"
                + f"image: {STANDIN_REPO}\ntag: broken\npull: never\n",
                standin_image=False)
-    run = tfsctl(workdir, "deploy", "t_exits", "--runtime", "docker")
+    run = tfsctl(workdir, "deploy", EXITS, "--runtime", "docker")
     # Exit code 4, not 5 (HealthTimeout): stopped by the exit, not by the 60 s deadline.
     assert_clean_error(run, 4, "before every wanted version was AVAILABLE", "last log lines",
                        "refusing to start: unknown flag --bogus_flag_for_tests")
     assert "keeps exiting" in run.stderr or "exited with code 1" in run.stderr, run.stderr
-    assert no_containers_of(docker_api, "t_exits")
+    assert no_containers_of(docker_api, EXITS)
 
 
 def test_health_deadline_carries_the_logs(workdir: Path, docker_api: DockerApi) -> None:
-    write_spec(workdir, "t_slow", "base_path: ../models/hpt\n" + ports()
+    write_spec(workdir, SLOW, "base_path: ../models/hpt\n" + ports()
                + "health: {deadline_s: 0.5, poll_interval_s: 0.1}\n")
-    run = tfsctl(workdir, "deploy", "t_slow", "--runtime", "docker")
+    run = tfsctl(workdir, "deploy", SLOW, "--runtime", "docker")
     assert_clean_error(run, 5, "not AVAILABLE after 0.5 s", "health.deadline_s")
-    assert no_containers_of(docker_api, "t_slow")
+    assert no_containers_of(docker_api, SLOW)
 
 
 def test_gpu_deploy_without_a_gpu_runtime(workdir: Path, docker_api: DockerApi, standin: str) -> None:
     """The GPU is simulated: the stand-in is tagged `-gpu`; the real engine has no GPU runtime."""
     docker_api.tag_image(standin, f"{STANDIN_REPO}:standin-gpu")
     try:
-        write_spec(workdir, "t_gpu", "base_path: ../models/hpt\n" + ports()
+        write_spec(workdir, GPU, "base_path: ../models/hpt\n" + ports()
                    + "device: gpu\nreplicas: 2\n")
-        run = tfsctl(workdir, "deploy", "t_gpu", "--runtime", "docker", timeout=60)
+        run = tfsctl(workdir, "deploy", GPU, "--runtime", "docker", timeout=60)
     finally:
         docker_api.remove_image(f"{STANDIN_REPO}:standin-gpu")
-    assert_clean_error(run, 4, "cannot deploy t_gpu on GPU", "no GPU runtime",
+    assert_clean_error(run, 4, f"cannot deploy {GPU} on GPU", "no GPU runtime",
                        f"{STANDIN_REPO}:standin-gpu", "nvidia-container-toolkit", "device: cpu")
-    assert no_containers_of(docker_api, "t_gpu")
+    assert no_containers_of(docker_api, GPU)
 
 
 def test_auto_runtime_says_which_and_why(workdir: Path, monkeypatch: pytest.MonkeyPatch,
                                          standin: str) -> None:
-    write_spec(workdir, "t_auto", "base_path: ../models/hpt\n" + ports())
-    spec = load_spec("t_auto", configs_dir=workdir / "serving_configs")
+    write_spec(workdir, AUTO, "base_path: ../models/hpt\n" + ports())
+    spec = load_spec(AUTO, configs_dir=workdir / "serving_configs")
     runtime, why = choose_runtime(spec, None)
     assert runtime.name == "docker" and f"image {standin} is present" in why, why
 
@@ -195,8 +207,8 @@ def test_gpu_request_as_the_engine_received_it(workdir: Path, docker_api: Docker
             super().start(container, name=name)
 
     docker_api.tag_image(standin, f"{STANDIN_REPO}:standin-gpu")
-    write_spec(workdir, "t_gpu2", "base_path: ../models/hpt\n" + ports() + "device: gpu\nreplicas: 2\n")
-    spec = load_spec("t_gpu2", configs_dir=workdir / "serving_configs")
+    write_spec(workdir, GPU2, "base_path: ../models/hpt\n" + ports() + "device: gpu\nreplicas: 2\n")
+    spec = load_spec(GPU2, configs_dir=workdir / "serving_configs")
     api = Recording()
     try:
         with pytest.raises(GpuUnavailable):
@@ -209,4 +221,41 @@ def test_gpu_request_as_the_engine_received_it(workdir: Path, docker_api: Docker
     assert raw["HostConfig"]["DeviceRequests"] == [
         {"Driver": "", "Count": -1, "DeviceIDs": None, "Capabilities": [["gpu"]], "Options": {}}]
     assert "--per_process_gpu_memory_fraction=0.45" in raw["Config"]["Cmd"]  # two replicas share
-    assert no_containers_of(docker_api, "t_gpu2")
+    assert no_containers_of(docker_api, GPU2)
+
+
+def test_the_sweep_takes_only_this_checkouts_containers(docker_api: DockerApi, standin: str) -> None:
+    """Two checkouts share one dockerd: the run's sweep must list this checkout's test containers
+    (its `t<id>_` deployments, its hand-made ones) and nothing of another checkout's, old `t_`
+    names included. Asked of `sweep_targets` (the sweep's own selection), not of the sweep
+    itself, which would also remove this run's containers in use on other workers."""
+    import secrets
+
+    from orchestrator.runtime.docker.api import ContainerRequest
+    from tests.helpers.parallel import CHECKOUT_ID
+    from tests.integration.docker.conftest import TEST_LABEL, sweep_targets
+
+    other_id = format((int(CHECKOUT_ID, 16) + 16**4) % 16**8, "08x")  # another checkout's id
+    assert other_id[:4] != CHECKOUT_ID[:4]  # names carry the first four digits
+    tag = secrets.token_hex(3)
+    labels = {
+        "ours": {LABEL_MANAGED_BY: "tfsctl", LABEL_DEPLOYMENT: docker_name("sweep")},
+        "ours_by_hand": {TEST_LABEL: CHECKOUT_ID},
+        "other": {LABEL_MANAGED_BY: "tfsctl", LABEL_DEPLOYMENT: f"t{other_id[:4]}_sweep"},
+        "other_old_name": {LABEL_MANAGED_BY: "tfsctl", LABEL_DEPLOYMENT: "t_sweep"},
+        "other_by_hand": {TEST_LABEL: other_id},
+    }
+    made: dict[str, str] = {}
+    try:
+        for what, labelled in labels.items():
+            made[what] = docker_api.create(ContainerRequest(
+                image=standin, command=(), name=f"tfso-sweep-{what}-{tag}", labels=labelled))
+        targets = set(sweep_targets(docker_api))
+        assert {made["ours"], made["ours_by_hand"]} <= targets
+        assert not {made["other"], made["other_old_name"], made["other_by_hand"]} & targets
+    finally:
+        for container in made.values():
+            try:
+                docker_api.remove(container)
+            except DockerError:  # an older checkout's own sweep took its `t_` one first
+                pass

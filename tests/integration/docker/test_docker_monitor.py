@@ -18,12 +18,13 @@ import requests
 from orchestrator.monitor.container import IMAGE_REPO, MONITOR_LABEL
 from orchestrator.runtime.base import free_port
 from orchestrator.runtime.docker.api import DockerApi
+from tests.helpers.parallel import docker_name
 from tests.helpers.rollout import wait_for
 from tests.helpers.standin_image import ROUTER_REF, ensure_router_image
 from tests.integration.docker.conftest import tfsctl, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
-NAME = "m_monc"  # not t_*: other worktrees sharing this dockerd remove every t_* container at session start; the project fixture stops it
+NAME = docker_name("monc")  # this checkout's; the project fixture stops it, the run's sweep removes leftovers
 
 
 def test_prometheus_container_scrapes_replicas_and_router(project: Path,

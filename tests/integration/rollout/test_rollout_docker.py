@@ -31,6 +31,7 @@ from orchestrator.runtime.docker import (
     LABEL_ROLE,
 )
 from orchestrator.runtime.docker.api import ContainerInfo, DockerApi, DockerError
+from tests.helpers.parallel import docker_name
 from tests.helpers.requires import require_haproxy
 from tests.helpers.rollout import (
     P99_THRESHOLD_MS,
@@ -53,7 +54,9 @@ from tests.helpers.standin_image import (
     ensure_standin_image,
 )
 
-NAME = "rd_hpt"  # not `t_`: the docker suite's session cleanup removes `t_*` containers
+# Not kind `t`: the Docker suite's sweep may start while this module's containers run. The name
+# carries this checkout's id, so another checkout on the same dockerd never touches them.
+NAME = docker_name("hpt", "rd")
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -169,7 +172,7 @@ def test_good_canary_ramps_with_zero_failed_requests_then_promotes(fresh, docker
     (router,) = ours(docker_api, "router")
     with Load(rest, grpc, model=NAME) as load:
         wait_for(lambda: len(load.records) > 50, 30, "load to start")
-        run = tfsctl(root, *start_args(NAME, "2", "10,25,50,100", "4s", "--min-requests", "20"))
+        run = tfsctl(root, *start_args(NAME, "2", "10,50,100", "4s", "--min-requests", "20"))
         # Requests keep flowing after promotion, through the router: wait for 100 more.
         after_run = len(load.records)
         wait_for(lambda: len(load.records) > after_run + 100, 30, "requests after promotion")
@@ -180,7 +183,7 @@ def test_good_canary_ramps_with_zero_failed_requests_then_promotes(fresh, docker
     status = rollout_status(root, NAME)
     assert status["phase"] == "succeeded"
     holds = weight_holds(status)
-    assert [w for _, _, w in holds] == [10, 25, 50, 100]
+    assert [w for _, _, w in holds] == [10, 50, 100]  # two partial weights, then all
     for start, end, weight in holds:
         share, n = canary_share(load.records, start, end)
         # The controller holds each weight until --min-requests (20) reached the canary, so n does
@@ -233,7 +236,7 @@ def test_killed_controller_resume_and_abort(fresh, docker_api: DockerApi) -> Non
     root, rest, grpc = fresh
     with Load(rest, grpc, model=NAME) as load:
         wait_for(lambda: len(load.records) > 50, 30, "load to start")
-        proc = tfsctl_bg(root, *start_args(NAME, "2", "10,25,50,100", "3s", "--min-requests", "10"))
+        proc = tfsctl_bg(root, *start_args(NAME, "2", "10,25,100", "3s", "--min-requests", "10"))
         wait_weight(root, proc, 25, 2, name=NAME)
         proc.kill()
         proc.wait(timeout=10)
