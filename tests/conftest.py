@@ -54,8 +54,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 SLOW_FIRST = (
     "tests/integration/rollout/test_rollout_local.py",  # 1164 / ~600
     "tests/integration/rollout/test_rollout_docker.py",  # 998 / ~510
-    "tests/integration/kube/test_kube_rollout.py",  # - / ~400 (two tests: 250 + 140)
-    "tests/integration/kube/test_kube_runtime.py",  # - / ~375
+    "tests/integration/kube/test_kube_rollout_ratio.py",  # ~232 (round 5, load 6-9)
+    "tests/integration/kube/test_kube_rollout_gateway.py",  # ~155
+    "tests/integration/kube/test_kube_prometheus.py",  # 70-130
+    "tests/integration/kube/test_kube_runtime_canary.py",  # ~112
+    "tests/integration/kube/test_kube_runtime_cli.py",  # ~88
+    "tests/integration/kube/test_kube_runtime.py",  # ~85
     "tests/integration/docker/test_docker_runtime.py",  # 545 / ~280
     "tests/integration/monitor/test_monitor_local.py",
     "tests/integration/runtime/test_local_runtime.py",
