@@ -377,10 +377,8 @@ class ModelServer:
     def _merged_metrics(self) -> str:
         """Every worker's counts summed (server.workers.merge_pages): this worker's, fresh, and
         the others' latest snapshots, so a scrape never waits for another process."""
-        from orchestrator.server.workers import merge_pages
-
         assert self.link is not None
-        return merge_pages([self.core.metrics.render(), *self.link.sibling_pages()])
+        return self.link.merged_page(self.core.metrics.render())
 
     def _on_batch(self, model: str, size: int, version: int) -> None:
         metrics = self.core.metrics

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import contextvars
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -95,15 +96,13 @@ class Histogram:
     def render(self, out: list[str]) -> None:
         out.append(f"# TYPE {self.name} histogram")
         les = [f'le="{_fmt(x)}"}} ' for x in self.limits] + ['le="+Inf"} ']  # once per scrape
-        for lv, cell in self.cells.items():
+        for lv, cell in list(self.cells.items()):
             labels = _labels(self.labels, lv)
             prefix = f"{self.name}_bucket{{{labels}{',' if labels else ''}"
-            total = 0
-            for i, le in enumerate(les):
-                total += int(cell[i])
-                out.append(f"{prefix}{le}{total}")
+            counts = list(itertools.accumulate(map(int, cell[:-1])))
+            out.extend([f"{prefix}{le}{n}" for le, n in zip(les, counts, strict=True)])
             out.append(f"{self.name}_sum{{{labels}}} {_fmt(cell[-1])}")
-            out.append(f"{self.name}_count{{{labels}}} {total}")
+            out.append(f"{self.name}_count{{{labels}}} {counts[-1]}")
 
 
 @dataclass

@@ -105,6 +105,7 @@ class Link:
         self.index = index
         self._listener: socket.socket | None = None
         self._closed = threading.Event()
+        self._siblings: tuple[list, Families] | None = None  # (file stamps, their parsed sum)
 
     @classmethod
     def from_env(cls) -> Link | None:
@@ -206,13 +207,31 @@ class Link:
         """The other workers' latest metrics pages (at most SNAPSHOT_S old)."""
         own = f"w{self.index}.prom"
         pages = []
-        for name in os.listdir(self.directory):
+        for name in sorted(os.listdir(self.directory)):
             if name.startswith("w") and name.endswith(".prom") and name != own:
                 with contextlib.suppress(OSError), open(
                     os.path.join(self.directory, name), encoding="utf-8"
                 ) as fh:
                     pages.append(fh.read())
         return pages
+
+    def merged_page(self, own: str) -> str:
+        """`own` page plus the others' latest; their parsed sum is kept until one of their
+        files changes (at most every SNAPSHOT_S), so a scrape parses only its own page."""
+        stamp = []
+        for name in sorted(os.listdir(self.directory)):
+            if name.startswith("w") and name.endswith(".prom") and name != f"w{self.index}.prom":
+                with contextlib.suppress(OSError):
+                    st = os.stat(os.path.join(self.directory, name))
+                    stamp.append((name, st.st_mtime_ns, st.st_size))
+        if self._siblings is None or self._siblings[0] != stamp:
+            families: Families = {}
+            for page in self.sibling_pages():
+                add_page(families, page)
+            self._siblings = (stamp, families)
+        families = copy_families(self._siblings[1])
+        add_page(families, own)
+        return render_families(families)
 
     async def close(self) -> None:
         self._closed.set()
@@ -298,29 +317,45 @@ def _fmt(x: float | int) -> str:
     return str(x) if isinstance(x, int) else f"{x:.6g}"
 
 
+Families = dict[str, tuple[str, dict[str, float | int]]]  # name -> (type, series -> value)
+
+
 def merge_pages(pages: list[str]) -> str:
     """One Prometheus text page from several workers' pages, series by series."""
-    families: dict[str, tuple[str, dict[str, float | int]]] = {}
+    families: Families = {}
     for page in pages:
-        current: dict[str, float | int] | None = None
-        merge: Callable[[Any, Any], Any] = _add
-        for line in page.splitlines():
-            if line.startswith("# TYPE "):
-                _, _, name, kind = line.split(" ", 3)
-                fam = families.setdefault(name, (kind, {}))
-                current = fam[1]
-                merge = _GAUGE_MERGE.get(name, _add) if kind == "gauge" else _add
-                continue
-            if not line or line.startswith("#") or current is None:
-                continue
-            key, _, value = line.rpartition(" ")
-            v = _number(value)
-            old = current.get(key)
-            current[key] = v if old is None else merge(old, v)
+        add_page(families, page)
+    return render_families(families)
+
+
+def add_page(families: Families, page: str) -> None:
+    """Merge one page's series into `families` (in place)."""
+    current: dict[str, float | int] | None = None
+    merge: Callable[[Any, Any], Any] = _add
+    for line in page.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            fam = families.setdefault(name, (kind, {}))
+            current = fam[1]
+            merge = _GAUGE_MERGE.get(name, _add) if kind == "gauge" else _add
+            continue
+        if not line or line.startswith("#") or current is None:
+            continue
+        key, _, value = line.rpartition(" ")
+        v = _number(value)
+        old = current.get(key)
+        current[key] = v if old is None else merge(old, v)
+
+
+def copy_families(families: Families) -> Families:
+    return {name: (kind, dict(samples)) for name, (kind, samples) in families.items()}
+
+
+def render_families(families: Families) -> str:
     out: list[str] = []
     for name, (kind, samples) in families.items():
         out.append(f"# TYPE {name} {kind}")
-        out.extend(f"{key} {_fmt(v)}" for key, v in samples.items())
+        out.extend([f"{key} {_fmt(v)}" for key, v in samples.items()])
     return "\n".join(out) + "\n"
 
 
