@@ -18,7 +18,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHES = [
-    "bench/ceiling.py", "bench/workers.py", "bench/cnn_batching.py", "bench/serve_rest.py",
+    "bench/ceiling.py", "bench/cpu.py --scrape", "bench/workers.py", "bench/cnn_batching.py",
+    "bench/serve_rest.py",
     "bench/metrics.py", "bench/payload_log.py", "bench/client.py", "bench/deploy.py",
     "bench/router.py",
 ]  # fmt: skip
@@ -34,7 +35,8 @@ def main() -> int:
         for bench in benches:
             print(f"== {bench}", flush=True)
             env = {**os.environ, "BENCH_SUMMARY": str(summary)}
-            if subprocess.run([sys.executable, bench], cwd=ROOT, env=env, check=False).returncode:
+            argv = [sys.executable, *bench.split()]  # a bench may carry its options
+            if subprocess.run(argv, cwd=ROOT, env=env, check=False).returncode:
                 failed.append(bench)
         rows = [json.loads(line) for line in summary.read_text().splitlines() if line]
     load_end = " ".join(Path("/proc/loadavg").read_text().split()[:3])

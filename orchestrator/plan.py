@@ -129,7 +129,8 @@ def _server_settings(specs: Sequence[Spec]) -> Spec:
     """Server-wide settings come from the first spec; the others must agree or not care."""
     first = specs[0]
     for other in specs[1:]:
-        for attr in ("batching", "monitoring", "threads", "device", "gpu", "prefer_tflite_model"):
+        for attr in ("batching", "monitoring", "threads", "workers", "device", "gpu",
+                     "prefer_tflite_model"):
             if getattr(other, attr) != getattr(first, attr):
                 raise SpecError(
                     f"{attr} differs between {first.name} and {other.name}, "
@@ -176,6 +177,8 @@ def build_plan(
     if main.monitoring.prometheus:
         files[MONITORING_CONFIG] = monitoring_text(main)
         args.append(f"--monitoring_config_file={config_dir}/{MONITORING_CONFIG}")
+    if main.workers is not None:
+        args.append(f"--rest_api_num_threads={main.workers}")
     if main.threads.intra_op:
         args.append(f"--tensorflow_intra_op_parallelism={main.threads.intra_op}")
     if main.threads.inter_op:

@@ -267,6 +267,9 @@ class Spec(_Frozen):
     pull: Literal["missing", "always", "never"] = "missing"
     restart: str = "unless-stopped"
     replicas: int = Field(default=1, ge=1, le=64)
+    # --rest_api_num_threads: worker processes of our server (min(N, CPUs), both ports), REST
+    # handler threads of TF Serving's image; unset = one process / TF Serving's 4 x CPUs
+    workers: int | None = Field(default=None, ge=1, le=1024)
     threads: Threads = Threads()
     health: Health = Health()
     resources: Resources = Resources()
@@ -378,6 +381,8 @@ _FIXES: dict[str, str] = {
     "device": "use cpu or gpu",
     "ports": "choose two different ports between 1 and 65535",
     "replicas": "replicas is a whole number from 1 to 64",
+    "workers": "workers is a whole number from 1 to 1024 (our server runs at most one per CPU), "
+    "or leave it out for one process",
     "batching": "see TF Serving's batching guide: allowed_batch_sizes increase and end at max_batch_size",
     "logging": "e.g. `logging: {sample: 0.01, path: ../logs, max_mb: 256}` (sample in [0, 1])",
     "monitoring": "e.g. `monitoring: {prometheus: true, path: /monitoring/prometheus/metrics, "

@@ -358,7 +358,10 @@ class ModelServer:
         if o.model_config_file and o.model_config_file_poll_wait_seconds > 0:
             self._tasks.append(loop.create_task(self._poll_config_file()))
         if self.link is not None:
-            await self.link.start({"reload": self._apply}, {"metrics": self._own_metrics})
+            await self.link.start(
+                {"reload": self._apply}, {"metrics": self._own_metrics},
+                snapshot=lambda: self._own_metrics(None),
+            )  # fmt: skip
             print(READY, flush=True)
 
     def _own_metrics(self, _: Any) -> str:
@@ -371,19 +374,11 @@ class ModelServer:
                 continue
         return self.core.metrics.render()
 
-    async def _merged_metrics(self) -> str:
-        """Every worker's counts summed (server.workers.merge_pages)."""
-        from orchestrator.server.workers import SIBLING_TIMEOUT_S, merge_pages
-
+    def _merged_metrics(self) -> str:
+        """Every worker's counts summed (server.workers.merge_pages): this worker's, fresh, and
+        the others' latest snapshots, so a scrape never waits for another process."""
         assert self.link is not None
-        own = self.core.metrics.render()
-        pages = [own]
-        for answer in await self.link.ask_all("metrics", timeout=SIBLING_TIMEOUT_S):
-            if answer[0] == "ok":
-                pages.append(answer[1])
-            else:
-                log.warning("metrics page without %s", answer[2])
-        return merge_pages(pages)
+        return self.link.merged_page(self.core.metrics.render())
 
     def _on_batch(self, model: str, size: int, version: int) -> None:
         metrics = self.core.metrics

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import contextvars
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -45,6 +46,23 @@ def _esc(v: str) -> str:
     return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+_LABELS: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+_LABELS_MAX = 10_000
+
+
+def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+    """`a="x",b="y"`, made once per label set (label sets are bounded; see the docstring)."""
+    key = (names, values)
+    text = _LABELS.get(key)
+    if text is None:
+        if len(_LABELS) > _LABELS_MAX:
+            _LABELS.clear()
+        text = _LABELS[key] = ",".join(
+            f'{k}="{_esc(x)}"' for k, x in zip(names, values, strict=False)
+        )
+    return text
+
+
 @dataclass
 class Counter:
     name: str
@@ -57,7 +75,7 @@ class Counter:
     def render(self, out: list[str]) -> None:
         out.append(f"# TYPE {self.name} counter")
         for lv, v in self.values.items():
-            labels = ",".join(f'{k}="{_esc(x)}"' for k, x in zip(self.labels, lv, strict=False))
+            labels = _labels(self.labels, lv)
             out.append(f"{self.name}{{{labels}}} {v}")
 
 
@@ -78,15 +96,13 @@ class Histogram:
     def render(self, out: list[str]) -> None:
         out.append(f"# TYPE {self.name} histogram")
         les = [f'le="{_fmt(x)}"}} ' for x in self.limits] + ['le="+Inf"} ']  # once per scrape
-        for lv, cell in self.cells.items():
-            labels = ",".join(f'{k}="{_esc(x)}"' for k, x in zip(self.labels, lv, strict=False))
+        for lv, cell in list(self.cells.items()):
+            labels = _labels(self.labels, lv)
             prefix = f"{self.name}_bucket{{{labels}{',' if labels else ''}"
-            total = 0
-            for i, le in enumerate(les):
-                total += int(cell[i])
-                out.append(f"{prefix}{le}{total}")
+            counts = list(itertools.accumulate(map(int, cell[:-1])))
+            out.extend([f"{prefix}{le}{n}" for le, n in zip(les, counts, strict=True)])
             out.append(f"{self.name}_sum{{{labels}}} {_fmt(cell[-1])}")
-            out.append(f"{self.name}_count{{{labels}}} {total}")
+            out.append(f"{self.name}_count{{{labels}}} {counts[-1]}")
 
 
 @dataclass
@@ -101,7 +117,7 @@ class Gauge:
     def render(self, out: list[str]) -> None:
         out.append(f"# TYPE {self.name} gauge")
         for lv, v in self.values.items():
-            labels = ",".join(f'{k}="{_esc(x)}"' for k, x in zip(self.labels, lv, strict=False))
+            labels = _labels(self.labels, lv)
             out.append(f"{self.name}{{{labels}}} {_fmt(v)}" if labels else f"{self.name} {_fmt(v)}")
 
 
@@ -140,13 +156,20 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+_BOOT_TIME: list[float] = []  # /proc/stat's btime, read once
+
+
 def _process_lines(out: list[str]) -> None:
     """RSS, CPU seconds and start time of this process, from /proc (Linux; silent elsewhere)."""
     try:
         with open("/proc/self/stat", encoding="ascii") as fh:
             fields = fh.read().rsplit(")", 1)[1].split()
-        with open("/proc/stat", encoding="ascii") as fh:
-            btime = next(float(line.split()[1]) for line in fh if line.startswith("btime"))
+        if not _BOOT_TIME:
+            with open("/proc/stat", encoding="ascii") as fh:
+                _BOOT_TIME.append(
+                    next(float(line.split()[1]) for line in fh if line.startswith("btime"))
+                )
+        btime = _BOOT_TIME[0]
     except (OSError, StopIteration, IndexError, ValueError):
         return
     cpu = (int(fields[11]) + int(fields[12])) / _CLK_TCK

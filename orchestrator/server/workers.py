@@ -18,9 +18,13 @@ The workers talk over UNIX sockets in a private directory (one per worker, `w<i>
 - a reload (gRPC HandleReloadConfigRequest) received by one worker is applied there, then by every
   other worker before the RPC answers, and saved, so a restarted worker loads the latest config;
   `--model_config_file_poll_wait_seconds` polls in every worker;
-- the Prometheus page is the sum over workers: the worker that is scraped asks the others for
-  their pages and merges them (counters and histograms add up; see `merge_pages` for gauges).
-A crashed worker's counts leave the sum with it (a counter reset, which Prometheus handles).
+- the Prometheus page is the sum over workers (counters and histograms add up; see `merge_pages`
+  for gauges). Every worker writes its own page to `w<i>.prom` there every SNAPSHOT_S (from a
+  thread, only when it changed); the worker that is scraped merges its own page, fresh, with the
+  others' latest files, so a scrape never waits on another process (#13). The others' counts
+  are therefore up to SNAPSHOT_S old; each part only grows, so the sum stays monotonic.
+A crashed worker's last counts stay in the sum until its replacement writes its own (then they
+drop: a counter reset, which Prometheus handles).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ MAX_WORKERS = 1024
 GIVE_UP_AFTER = 5  # failed restarts in a row
 STABLE_S = 10.0  # a worker that served this long before exiting counts as a fresh crash
 STOP_TIMEOUT_S = 30.0
-SIBLING_TIMEOUT_S = 5.0  # a metrics scrape waits this long for each other worker
+SNAPSHOT_S = 0.25  # how often a worker writes its own metrics page for the others' scrapes
 
 
 def worker_count(requested: int, cpus: int) -> int:
@@ -100,6 +104,8 @@ class Link:
         self.directory = directory
         self.index = index
         self._listener: socket.socket | None = None
+        self._closed = threading.Event()
+        self._siblings: tuple[list, Families] | None = None  # (file stamps, their parsed sum)
 
     @classmethod
     def from_env(cls) -> Link | None:
@@ -127,10 +133,17 @@ class Link:
         self,
         handlers: dict[str, Callable[[Any], Coroutine[Any, Any, Any]]],
         in_thread: dict[str, Callable[[Any], Any]] | None = None,
+        snapshot: Callable[[], str] | None = None,
     ) -> None:
-        """Serve the control socket from a thread of its own, so a metrics scrape does not queue
-        behind this worker's busy event loop: `in_thread` commands run right there, `handlers`
-        (coroutines) are handed to the loop and awaited."""
+        """Serve the control socket from a thread of its own, so a call does not queue behind
+        this worker's busy event loop: `in_thread` commands run right there, `handlers`
+        (coroutines) are handed to the loop and awaited. `snapshot` renders this worker's metrics
+        page; it is written for the others now and every SNAPSHOT_S (see `sibling_pages`)."""
+        if snapshot is not None:
+            self._write_snapshot(snapshot())
+            threading.Thread(
+                target=self._snapshots, args=(snapshot,), name="tfs-worker-metrics", daemon=True
+            ).start()
         loop = asyncio.get_running_loop()
         direct = in_thread or {}
         path = self._sock(self.index)
@@ -170,7 +183,58 @@ class Link:
 
         threading.Thread(target=accept, name="tfs-worker-link", daemon=True).start()
 
+    def _page_file(self, index: int) -> str:
+        return os.path.join(self.directory, f"w{index}.prom")
+
+    def _write_snapshot(self, text: str) -> None:
+        path = self._page_file(self.index)
+        with open(f"{path}.tmp", "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(f"{path}.tmp", path)
+
+    def _snapshots(self, render: Callable[[], str]) -> None:
+        last = None
+        while not self._closed.wait(SNAPSHOT_S):
+            try:
+                text = render()
+                if text != last:
+                    self._write_snapshot(text)
+                    last = text
+            except Exception:  # never let the thread die; the next round tries again
+                log.exception("worker %d: writing its metrics page failed", self.index)
+
+    def sibling_pages(self) -> list[str]:
+        """The other workers' latest metrics pages (at most SNAPSHOT_S old)."""
+        own = f"w{self.index}.prom"
+        pages = []
+        for name in sorted(os.listdir(self.directory)):
+            if name.startswith("w") and name.endswith(".prom") and name != own:
+                with contextlib.suppress(OSError), open(
+                    os.path.join(self.directory, name), encoding="utf-8"
+                ) as fh:
+                    pages.append(fh.read())
+        return pages
+
+    def merged_page(self, own: str) -> str:
+        """`own` page plus the others' latest; their parsed sum is kept until one of their
+        files changes (at most every SNAPSHOT_S), so a scrape parses only its own page."""
+        stamp = []
+        for name in sorted(os.listdir(self.directory)):
+            if name.startswith("w") and name.endswith(".prom") and name != f"w{self.index}.prom":
+                with contextlib.suppress(OSError):
+                    st = os.stat(os.path.join(self.directory, name))
+                    stamp.append((name, st.st_mtime_ns, st.st_size))
+        if self._siblings is None or self._siblings[0] != stamp:
+            families: Families = {}
+            for page in self.sibling_pages():
+                add_page(families, page)
+            self._siblings = (stamp, families)
+        families = copy_families(self._siblings[1])
+        add_page(families, own)
+        return render_families(families)
+
     async def close(self) -> None:
+        self._closed.set()
         if self._listener is not None:
             with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)
@@ -253,29 +317,45 @@ def _fmt(x: float | int) -> str:
     return str(x) if isinstance(x, int) else f"{x:.6g}"
 
 
+Families = dict[str, tuple[str, dict[str, float | int]]]  # name -> (type, series -> value)
+
+
 def merge_pages(pages: list[str]) -> str:
     """One Prometheus text page from several workers' pages, series by series."""
-    families: dict[str, tuple[str, dict[str, float | int]]] = {}
+    families: Families = {}
     for page in pages:
-        current: dict[str, float | int] | None = None
-        merge: Callable[[Any, Any], Any] = _add
-        for line in page.splitlines():
-            if line.startswith("# TYPE "):
-                _, _, name, kind = line.split(" ", 3)
-                fam = families.setdefault(name, (kind, {}))
-                current = fam[1]
-                merge = _GAUGE_MERGE.get(name, _add) if kind == "gauge" else _add
-                continue
-            if not line or line.startswith("#") or current is None:
-                continue
-            key, _, value = line.rpartition(" ")
-            v = _number(value)
-            old = current.get(key)
-            current[key] = v if old is None else merge(old, v)
+        add_page(families, page)
+    return render_families(families)
+
+
+def add_page(families: Families, page: str) -> None:
+    """Merge one page's series into `families` (in place)."""
+    current: dict[str, float | int] | None = None
+    merge: Callable[[Any, Any], Any] = _add
+    for line in page.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            fam = families.setdefault(name, (kind, {}))
+            current = fam[1]
+            merge = _GAUGE_MERGE.get(name, _add) if kind == "gauge" else _add
+            continue
+        if not line or line.startswith("#") or current is None:
+            continue
+        key, _, value = line.rpartition(" ")
+        v = _number(value)
+        old = current.get(key)
+        current[key] = v if old is None else merge(old, v)
+
+
+def copy_families(families: Families) -> Families:
+    return {name: (kind, dict(samples)) for name, (kind, samples) in families.items()}
+
+
+def render_families(families: Families) -> str:
     out: list[str] = []
     for name, (kind, samples) in families.items():
         out.append(f"# TYPE {name} {kind}")
-        out.extend(f"{key} {_fmt(v)}" for key, v in samples.items())
+        out.extend([f"{key} {_fmt(v)}" for key, v in samples.items()])
     return "\n".join(out) + "\n"
 
 

@@ -113,6 +113,27 @@ def test_prefer_tflite_model_renders_the_flag(configs: Path) -> None:
         build_plan([lite, other], config_dir="/c")
 
 
+def test_workers_render_rest_api_num_threads(configs: Path) -> None:
+    """`workers: N` is TF Serving's --rest_api_num_threads (our server: worker processes; the
+    real image: REST threads); unset, the flag is left out so each server keeps its default."""
+    plain = build_plan([spec(configs, "alpha", "base_path: ../models/alpha\n")], config_dir="/c")
+    assert not any(a.startswith("--rest_api_num_threads") for a in plain.args)
+    two = spec(configs, "alpha", "base_path: ../models/alpha\nworkers: 2\n")
+    assert "--rest_api_num_threads=2" in build_plan([two], config_dir="/c").args
+    container = build_plan([two], config_dir="/config", model_path=container_model_path,
+                           grpc_port=8500, rest_port=8501)
+    assert "--rest_api_num_threads=2" in container.args
+    from orchestrator.server import flags as server_flags
+
+    assert server_flags.parse(list(container.args)).rest_api_num_threads == 2  # our server reads it
+    from orchestrator.runtime.docker.templates import container_template
+
+    assert "--rest_api_num_threads=2" in container_template([two], "/cfg").command  # the image's
+    other = spec(configs, "beta", "base_path: ../models/beta\n")
+    with pytest.raises(SpecError, match="workers differs"):
+        build_plan([two, other], config_dir="/c")
+
+
 def test_conflicting_server_settings_are_refused(configs: Path) -> None:
     a = spec(configs, "alpha", "base_path: ../models/alpha\n")
     b = spec(configs, "beta", "base_path: ../models/beta\nbatching: {enabled: true}\n")

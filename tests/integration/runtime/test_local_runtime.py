@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,43 @@ def test_a_reused_pid_is_reported_as_exited_and_never_signalled(workdir: Path) -
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def _worker_children(pid: int) -> list[int]:
+    """The replica's worker processes: its children started with TFS_WORKER set."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            except OSError:  # exited meanwhile
+                continue
+            if any(v.startswith(b"TFS_WORKER=") for v in env):
+                found.append(int(child))
+    return sorted(found)
+
+
+def test_workers_field_runs_that_many_worker_processes(workdir: Path) -> None:
+    """`workers: 2` renders --rest_api_num_threads=2: the replica is a supervisor with two
+    worker processes (one per CPU at most), both serve, and stop ends them all."""
+    grpc, rest = free_port(), free_port()
+    write_spec(workdir, "wk", f"base_path: ../models/hpt\nversion_policy: {{specific: [1]}}\nworkers: 2\n"
+                              f"ports: {{grpc: {grpc}, rest: {rest}}}\n")
+    run = tfsctl(workdir, "deploy", "wk", "--runtime", "local", "-o", "json")
+    assert run.returncode == 0, run.stderr
+    info = json.loads(run.stdout)
+    pid = info["replicas"][0]["pid"]
+    assert "--rest_api_num_threads=2" in _cmdline(pid)
+    expected = min(2, os.cpu_count() or 1)
+    log = workdir / ".tfso" / "deployments" / "wk" / "logs" / "replica-0.log"
+    deadline = time.monotonic() + 180
+    while f"Serving with {expected} worker processes" not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"no 'Serving with {expected} worker processes' in {log}"
+        time.sleep(0.2)
+    workers = _worker_children(pid)
+    assert len(workers) == expected, workers
+    for _ in range(8):  # several connections: the kernel spreads them over the workers
+        assert predict(info["rest_url"], "wk", {"instances": [1.0]}).json() == {"predictions": [2.5]}
+    assert tfsctl(workdir, "stop", "wk").returncode == 0
+    assert not any(Path(f"/proc/{w}").exists() and Path(f"/proc/{w}/stat").read_text().split()[2] != "Z"
+                   for w in workers), "every worker stopped with the replica"

@@ -2,7 +2,7 @@
 
 Each worker's own Prometheus page is read through its control socket (server.workers.Link), so
 the tests can see which worker answered, that a reload reached each one, and that the merged page
-is the exact sum.
+is the exact sum (once the other worker's snapshot is written, SNAPSHOT_S).
 """
 
 from __future__ import annotations
@@ -102,8 +102,12 @@ def test_both_workers_answer_and_metrics_are_exact_sums(server):
     _predict(server, "a", 60)
     own = [_counts(p) for p in _own_pages(directory)]
     assert all(c.get("a", 0) > 0 for c in own), own  # both workers served some
-    merged = requests.get(server.rest_url + "/monitoring/prometheus/metrics", timeout=10).text
-    assert _counts(merged) == {"a": 60}
+    def merged_page() -> str | None:
+        page = requests.get(server.rest_url + "/monitoring/prometheus/metrics", timeout=10).text
+        return page if _counts(page) == {"a": 60} else None
+
+    # the other worker's counts come from its latest snapshot, at most SNAPSHOT_S old
+    merged = wait_until(merged_page, timeout_s=10, what="the merged page to count all 60 requests")
     assert sum(c["a"] for c in own) == 60
     tf_count = re.search(
         r':tensorflow:serving:request_count\{model_name="a",status="OK"\} (\d+)', merged
