@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,34 +18,23 @@ from tests.integration.kube.rollout_cluster import (  # noqa: E402
     ROUTES,
     Cli,
     Traffic,
-    build_store,
-    emulated_cluster,
     promote_then_roll_back,
 )
 
 pytestmark = pytest.mark.timeout(1200)
 
 
-@pytest.fixture(scope="module")
-def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_store(tmp_path_factory.mktemp("claim"))
-
-
-@pytest.fixture
-def cluster(model_store: Path) -> Iterator[tuple[EmulatedApiServer, NodeAgent]]:
-    with emulated_cluster(model_store) as both:
-        yield both
 
 
 def test_rollout_by_gateway_weights_promotes_v2_and_rolls_back_a_failing_v3(
-        cluster: tuple[EmulatedApiServer, NodeAgent], model_store: Path, tmp_path: Path) -> None:
+        cluster: tuple[EmulatedApiServer, NodeAgent], krl_store: Path, tmp_path: Path) -> None:
     api, node = cluster
     api.put("/apis/gateway.networking.k8s.io/v1/gateways", NS, {
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "gw"},
         "spec": {"gatewayClassName": "any", "listeners": [{"name": "http", "port": 8080, "protocol": "HTTP"}]},
         "status": {"addresses": [{"type": "IPAddress", "value": "10.0.0.7"}]}}, create=True)
     cli = Cli(tmp_path, api, "{gateway: gw}")
-    cli.write_spec(model_store, "{gateway: gw}")
+    cli.write_spec(krl_store, "{gateway: gw}")
     deployed = cli("deploy", "krl", "--runtime", "kubernetes", "--namespace", NS)
     assert deployed.returncode == 0, deployed.stderr
     with Traffic(api, gateway=True) as traffic:

@@ -5,9 +5,6 @@ reload or rollout leaves what served before serving
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from tests.helpers.requires import require_module
@@ -16,20 +13,11 @@ require_module("kubernetes")
 
 from orchestrator.errors import RuntimeFailure  # noqa: E402
 from tests.helpers.kube_cluster import CONFIG_MAPS, DEPLOYMENTS  # noqa: E402
-from tests.integration.kube.kube_env import NS, Env, build_store, emulated_env  # noqa: E402
+from tests.integration.kube.kube_env import NS, Env  # noqa: E402
 
 pytestmark = pytest.mark.timeout(420)
 
 
-@pytest.fixture(scope="module")
-def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_store(tmp_path_factory.mktemp("claim"))
-
-
-@pytest.fixture
-def env(tmp_path: Path, model_store: Path) -> Iterator[Env]:
-    with emulated_env(tmp_path, model_store) as made:
-        yield made
 
 
 def test_deploy_status_reload_scale_logs_stop(env: Env) -> None:

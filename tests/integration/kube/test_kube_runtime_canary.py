@@ -5,9 +5,6 @@ route weights
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from tests.helpers.requires import require_module
@@ -17,20 +14,11 @@ require_module("kubernetes")
 from orchestrator.errors import RuntimeFailure  # noqa: E402
 from orchestrator.runtime.kubernetes import ReplicaRatio  # noqa: E402
 from tests.helpers.kube_cluster import DEPLOYMENTS  # noqa: E402
-from tests.integration.kube.kube_env import NS, Env, build_store, emulated_env  # noqa: E402
+from tests.integration.kube.kube_env import NS, Env  # noqa: E402
 
 pytestmark = pytest.mark.timeout(420)
 
 
-@pytest.fixture(scope="module")
-def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_store(tmp_path_factory.mktemp("claim"))
-
-
-@pytest.fixture
-def env(tmp_path: Path, model_store: Path) -> Iterator[Env]:
-    with emulated_env(tmp_path, model_store) as made:
-        yield made
 
 
 def test_canary_by_replica_ratio(env: Env) -> None:

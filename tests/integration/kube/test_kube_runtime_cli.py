@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,20 +13,11 @@ from tests.helpers.requires import require_module
 
 require_module("kubernetes")
 
-from tests.integration.kube.kube_env import NS, Env, build_store, emulated_env  # noqa: E402
+from tests.integration.kube.kube_env import NS, Env  # noqa: E402
 
 pytestmark = pytest.mark.timeout(420)
 
 
-@pytest.fixture(scope="module")
-def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_store(tmp_path_factory.mktemp("claim"))
-
-
-@pytest.fixture
-def env(tmp_path: Path, model_store: Path) -> Iterator[Env]:
-    with emulated_env(tmp_path, model_store) as made:
-        yield made
 
 
 def test_cli_deploy_status_ls_stop_and_a_local_only_spec(env: Env, tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ GPU, an image pull failure, and cluster access (kubeconfig, API server, RBAC, na
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,20 +17,11 @@ from orchestrator.errors import RuntimeFailure  # noqa: E402
 from orchestrator.runtime.kubernetes import KubernetesRuntime  # noqa: E402
 from orchestrator.spec import parse_spec  # noqa: E402
 from orchestrator.state import StateStore  # noqa: E402
-from tests.integration.kube.kube_env import Env, build_store, emulated_env, write_kubeconfig  # noqa: E402
+from tests.integration.kube.kube_env import Env, write_kubeconfig  # noqa: E402
 
 pytestmark = pytest.mark.timeout(420)
 
 
-@pytest.fixture(scope="module")
-def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_store(tmp_path_factory.mktemp("claim"))
-
-
-@pytest.fixture
-def env(tmp_path: Path, model_store: Path) -> Iterator[Env]:
-    with emulated_env(tmp_path, model_store) as made:
-        yield made
 
 
 def test_pending_for_a_gpu_and_image_pull_failures_are_named(env: Env, tmp_path: Path) -> None:
