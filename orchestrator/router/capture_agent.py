@@ -203,9 +203,9 @@ class Decoder:
         if model not in self.settings.models:
             raise Skip("not_logged")
         req_body = args.get("req") or b""
-        size = args.get("req_size")
-        if isinstance(size, int) and size > len(req_body):
-            raise Skip("too_large", "request larger than the router's buffer")
+        for body, size in ((req_body, args.get("req_size")), (args.get("res") or b"", args.get("res_size"))):
+            if isinstance(size, int) and size > len(body):
+                raise Skip("too_large", "a body larger than the router's buffer (tune.bufsize)")
         try:
             doc = json_tensor.loads(_decompress(req_body, args.get("req_enc")))
             answer = json_tensor.loads(_decompress(args.get("res") or b"", args.get("res_enc")))

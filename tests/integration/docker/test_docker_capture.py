@@ -144,3 +144,40 @@ def test_logging_without_a_router_is_refused_with_the_fix(project: Path) -> None
     run = tfsctl(project, "deploy", "t_capnr", "--runtime", "docker")
     assert run.returncode != 0
     assert "router: true" in run.stderr + run.stdout and "payload logging" in run.stderr + run.stdout
+
+
+def test_max_drift_gate_rolls_back_a_docker_canary_that_answers_differently(
+        project: Path, docker_api: DockerApi) -> None:
+    """The router logs which version answered (versions.map: stable 1, canary 2), so the rollout
+    gate compares their outputs on docker as on the local runtime (hpt/2 is y = 0.5x + 3)."""
+    from tests.helpers.rollout import rollout_status
+    from tests.integration.rollout.test_rollout_gates_local import VariedLoad
+
+    require_haproxy()
+    ensure_router_image(docker_api)
+    name = "t_capgate"
+    grpc, rest = free_port(), free_port()
+    write_spec(project, name, "base_path: ../models/hpt\nversion_policy: {specific: [1]}\n"
+               f"ports: {{grpc: {grpc}, rest: {rest}}}\nrouter: true\nrouter_image: {ROUTER_REF}\n"
+               "logging: {sample: 1.0, path: ../gate-logs, max_mb: 64}\n")
+    run = tfsctl(project, "deploy", name, "--runtime", "docker")
+    assert run.returncode == 0, run.stdout + run.stderr
+    try:
+        with VariedLoad(f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc}", model=name) as load:
+            wait_for(lambda: len(load.records) > 50, 60, "load to start")
+            run = tfsctl(project, "rollout", "start", name, "--version", "2", "--steps", "25,50,100",
+                         "--interval", "2s", "--min-requests", "10", "--threshold", "2",
+                         "--max-drift", "0.25", "--min-output-rows", "100", timeout=400)
+            after = len(load.records)
+            wait_for(lambda: len(load.records) > after + 50, 60, "requests after the rollback")
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert load.failures() == [], load.failures()[:5]
+        status = rollout_status(project, name)
+        assert status["phase"] == "failed" and "output drift PSI" in status["message"], status["message"]
+        failed = [h for h in status["history"] if h["decision"] in ("check failed", "roll back")]
+        assert len(failed) == 2 and all(h["drift_psi"] > 0.25 and h["error_rate"] == 0 for h in failed)
+        assert any(r[1] == 3.0 for r in load.records)  # the canary did answer clients
+        assert {r[1] for r in load.records[after:]} == {2.0}
+    finally:
+        tfsctl(project, "rollout", "abort", name, timeout=120)
+        tfsctl(project, "stop", name, timeout=120)
