@@ -54,7 +54,10 @@ class CaptureConfig:
     spoe_path: str  # capture.spoe as HAProxy sees it (the router folder, same path in a container)
     timeout_ms: int = 100  # the longest a sampled request waits for the agent's ACK
     body_wait_ms: int = 2000  # the longest HAProxy buffers a sampled body before forwarding it
-    bufsize: int = 256 * 1024  # HAProxy's buffer: larger bodies are not captured (counted)
+    # HAProxy's buffer (tune.bufsize); None keeps its default, 16 KiB. Larger bodies are not
+    # captured (counted `too_large`). Larger buffers cost every request: measured 256 KiB < 64 KiB
+    # < 16 KiB in rps through the router (bench/capture.py's setup, same rounds).
+    bufsize: int | None = None
 
     @property
     def grpc_rate(self) -> float:
@@ -71,7 +74,7 @@ def threshold(rate: float) -> int:
 
 
 def global_lines(capture: CaptureConfig) -> list[str]:
-    return [f"    tune.bufsize {capture.bufsize}"]
+    return [f"    tune.bufsize {capture.bufsize}"] if capture.bufsize else []
 
 
 def _common_request_lines() -> list[str]:
