@@ -88,6 +88,13 @@ def compose_document(specs: Sequence[Spec], out_dir: Path) -> dict[str, Any]:
 
     for spec in specs:
         check_host_runtime(spec)
+        if spec.logging is not None:
+            from orchestrator.errors import SpecError
+
+            raise SpecError(f"{spec.name}: payload logging (`logging:`) needs the router's capture "
+                            "agent, which `tfsctl deploy --runtime docker` runs and Compose cannot",
+                            field="logging",
+                            fix="deploy with `tfsctl deploy NAME --runtime docker`, or remove `logging:`")
     specs = effective_specs(specs)
     main = specs[0]
     template = container_template(specs, out_dir.absolute() / "config", manager=MANAGER)

@@ -261,6 +261,8 @@ def status(name: str, output: str) -> None:
             if not r.running:
                 rows.append((r.index, r.id, "EXITED", "-", "-", "-", r.detail))
                 continue
+            if not r.models and r.detail:  # a process beside the replicas (the capture agent)
+                rows.append((r.index, r.id, "RUNNING", "-", "-", "-", r.detail))
             for m in r.models:
                 if not m.reachable or m.error or not m.versions:
                     rows.append((r.index, r.id, "RUNNING", m.model, "-", "NOT READY", m.error or "no versions"))

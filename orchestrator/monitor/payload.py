@@ -2,7 +2,7 @@
 
 Pure Python framing (8-byte length, 4-byte CRC, data, 4-byte CRC), so listing logs does not
 import TensorFlow (records parse with orchestrator/protos/prediction_log.proto, a field-for-field
-copy of upstream's Predict, Classify and Regress branches); CRCs are not checked here (TF's reader checks them in the tests). A truncated
+copy of upstream's Predict, Classify, Regress and MultiInference branches); CRCs are not checked here (TF's reader checks them in the tests). A truncated
 last record (a file still being written) ends that file quietly.
 """
 
@@ -149,6 +149,15 @@ def record_dict(rec: Any) -> dict[str, Any]:
     elif kind in ("classify_log", "regress_log") and body is not None:
         inputs = dict(sorted(example_rows(body.request.input.example_list.examples).items()))
         outputs = example_outputs(kind, body.response)
+    elif kind == "multi_inference_log" and body is not None:  # outputs per task: SIGNATURE/name
+        from types import SimpleNamespace
+
+        inputs = dict(sorted(example_rows(body.request.input.example_list.examples).items()))
+        for res in body.response.results:
+            classify = res.WhichOneof("result") == "classification_result"
+            part = SimpleNamespace(result=res.classification_result if classify else res.regression_result)
+            for key, value in example_outputs("classify_log" if classify else "regress_log", part).items():
+                outputs[f"{res.model_spec.signature_name}/{key}"] = value
     return {
         "time": md.timestamp_secs,
         "request_id": md.request_origin,

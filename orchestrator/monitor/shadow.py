@@ -42,7 +42,17 @@ LOG_CAP_BYTES = 64 << 20  # the canary's logged answers per rollout; comparison 
 
 
 def refuse_unless_local(runtime_name: str, flag: str = "--mode shadow") -> None:
-    """Output gates read the payload logs on this machine, which only the local runtime writes."""
+    """Output gates read the payload logs on this machine: the local runtime's servers write
+    them, and under docker the router's capture agent does (router.capture_agent), which is
+    enough for --max-drift; shadow mode mirrors to replicas of our own server only."""
+    if runtime_name == "docker" and flag == "--max-drift":
+        return
+    if runtime_name == "docker":
+        raise RolloutError(
+            f"{flag} is not available on the docker runtime: its mirror replays logged requests to "
+            "canary replicas the router keeps at weight 0, which only the local runtime runs",
+            fix="deploy with --runtime local (and `logging:` in the spec), or use --max-drift, "
+                "which works on docker (the router captures the logs)")
     if runtime_name != "local":
         raise RolloutError(
             f"{flag} is not available on the {runtime_name} runtime: it reads the requests and answers "

@@ -49,14 +49,24 @@ class PredictLog(_message.Message):
     response: _apis_pb2.PredictResponse
     def __init__(self, request: _Optional[_Union[_apis_pb2.PredictRequest, _Mapping]] = ..., response: _Optional[_Union[_apis_pb2.PredictResponse, _Mapping]] = ...) -> None: ...
 
+class MultiInferenceLog(_message.Message):
+    __slots__ = ("request", "response")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    request: _apis_pb2.MultiInferenceRequest
+    response: _apis_pb2.MultiInferenceResponse
+    def __init__(self, request: _Optional[_Union[_apis_pb2.MultiInferenceRequest, _Mapping]] = ..., response: _Optional[_Union[_apis_pb2.MultiInferenceResponse, _Mapping]] = ...) -> None: ...
+
 class PredictionLog(_message.Message):
-    __slots__ = ("log_metadata", "classify_log", "regress_log", "predict_log")
+    __slots__ = ("log_metadata", "classify_log", "regress_log", "predict_log", "multi_inference_log")
     LOG_METADATA_FIELD_NUMBER: _ClassVar[int]
     CLASSIFY_LOG_FIELD_NUMBER: _ClassVar[int]
     REGRESS_LOG_FIELD_NUMBER: _ClassVar[int]
     PREDICT_LOG_FIELD_NUMBER: _ClassVar[int]
+    MULTI_INFERENCE_LOG_FIELD_NUMBER: _ClassVar[int]
     log_metadata: LogMetadata
     classify_log: ClassifyLog
     regress_log: RegressLog
     predict_log: PredictLog
-    def __init__(self, log_metadata: _Optional[_Union[LogMetadata, _Mapping]] = ..., classify_log: _Optional[_Union[ClassifyLog, _Mapping]] = ..., regress_log: _Optional[_Union[RegressLog, _Mapping]] = ..., predict_log: _Optional[_Union[PredictLog, _Mapping]] = ...) -> None: ...
+    multi_inference_log: MultiInferenceLog
+    def __init__(self, log_metadata: _Optional[_Union[LogMetadata, _Mapping]] = ..., classify_log: _Optional[_Union[ClassifyLog, _Mapping]] = ..., regress_log: _Optional[_Union[RegressLog, _Mapping]] = ..., predict_log: _Optional[_Union[PredictLog, _Mapping]] = ..., multi_inference_log: _Optional[_Union[MultiInferenceLog, _Mapping]] = ...) -> None: ...

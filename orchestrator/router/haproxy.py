@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.errors import RuntimeFailure
+from orchestrator.router import capture as capture_cfg
 from orchestrator.router.base import Backend, check_weights
 
 REST_BACKEND = "rest_pool"
@@ -67,6 +68,8 @@ class RouterConfig:
     # when unknown at render time (Compose): then any version's exact AVAILABLE state counts.
     stable_version: int | None = None
     metrics_port: int = 0  # HAProxy's built-in Prometheus exporter on 127.0.0.1 (0 = none)
+    # Payload capture to the SPOP agent (router.capture), docker runtime with `logging:`.
+    capture: capture_cfg.CaptureConfig | None = None
 
 
 _PROMEX: dict[str, bool] = {}
@@ -129,6 +132,7 @@ def render_config(config: RouterConfig, socket_path: str, versions_map: str | No
         "    maxconn 4096",
         "    nbthread 1",
         *(f"    {line}" for line in config.extra_global),
+        *(capture_cfg.global_lines(config.capture) if config.capture else []),
         "",
         "defaults",
         "    mode http",
@@ -144,13 +148,17 @@ def render_config(config: RouterConfig, socket_path: str, versions_map: str | No
         *config.extra_sections,
         "frontend rest",
         f"    bind {config.bind_host}:{config.rest_port}",
+        *(capture_cfg.rest_frontend_lines(config.capture) if config.capture else []),
         f"    default_backend {REST_BACKEND}",
         "",
         "frontend grpc",
         f"    bind {config.bind_host}:{config.grpc_port} proto h2",
+        *(capture_cfg.grpc_frontend_lines(config.capture) if config.capture else []),
         f"    default_backend {GRPC_BACKEND}",
         "",
     ]
+    if config.capture:
+        lines += capture_cfg.backend_lines(config.capture)
     if config.metrics_port:
         lines += [
             "frontend metrics",
@@ -250,8 +258,18 @@ class HAProxyRouter:
         text = render_config(config, self.socket_path, str(self.map_path))
         self.folder.mkdir(parents=True, exist_ok=True)
         write_atomic(self.map_path, render_versions_map(config))
+        if config.capture is not None:
+            write_atomic(Path(config.capture.spoe_path),
+                         capture_cfg.render_spoe(config.capture, str(self.map_path)))
         write_atomic(self.config_path, text)
         return text
+
+    def capture_drops(self) -> dict[str, int]:
+        """Samples HAProxy could not hand to the capture agent, per model (router.capture)."""
+        try:
+            return capture_cfg.parse_drops(self.api.command(f"show table {capture_cfg.DROPS_TABLE}"))
+        except RuntimeFailure:
+            return {}
 
     def _set_versions(self, versions: Mapping[str, int]) -> None:
         """Change versions.map entries, on disk (for a restart) and in the running HAProxy."""

@@ -211,4 +211,9 @@ class Core:
                 results.append((sig_name, method, r.classify_result(plan, len(examples), by_name)))
             else:
                 results.append((sig_name, method, r.regress_result(plan, len(examples), by_name)))
+        payload = self.payload.by_model.get(servable.name)
+        if payload is not None:
+            signatures = ",".join(p.signature_name for p in plans)
+            logged = [(p.signature_name, m, res) for p, (_, m, res) in zip(plans, results, strict=False)]
+            payload.maybe_examples("multi", servable.version, signatures, examples, logged)
         return results

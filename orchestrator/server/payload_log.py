@@ -163,10 +163,7 @@ class ModelLogger:
             return
         call = CURRENT_CALL.get()
         rid = call.request_id if call is not None else ""
-        try:
-            self._queue.put_nowait((version, signature, inputs, outputs, rid, time.time()))
-        except queue.Full:
-            self.counters.drop(self.model, "queue_full")
+        self.put((version, signature, inputs, outputs, rid, time.time()))
 
     def maybe_examples(
         self, kind: str, version: int, signature: str, examples: list[bytes], result: Any
@@ -176,8 +173,14 @@ class ModelLogger:
             return
         call = CURRENT_CALL.get()
         rid = call.request_id if call is not None else ""
+        self.put((kind, version, signature, examples, result, rid, time.time()))
+
+    def put(self, item: tuple) -> None:
+        """Queue one sample already chosen (here, or by the router's capture agent):
+        (version, signature, inputs, outputs, request_id, ts) or
+        (kind, version, signature, examples, result, request_id, ts)."""
         try:
-            self._queue.put_nowait((kind, version, signature, examples, result, rid, time.time()))
+            self._queue.put_nowait(item)
         except queue.Full:
             self.counters.drop(self.model, "queue_full")
 
@@ -257,11 +260,30 @@ class ModelLogger:
         return pl
 
     def _example_record(self, item: tuple) -> bytes:
-        """A ClassifyLog or RegressLog record (the request's examples and the response)."""
+        """A ClassifyLog, RegressLog or MultiInferenceLog record (the request's examples and
+        the response); a multi-inference result is [(signature, method, result)] per task."""
 
         kind, version, signature, examples, result, rid, ts = item
         pl = self._new_log(version, signature, rid, ts)
         md = pl.log_metadata
+        if kind == "multi":
+            multi = pl.multi_inference_log
+            for raw in examples:
+                multi.request.input.example_list.examples.add().ParseFromString(raw)
+            for sig_name, method, task_result in result:
+                task = multi.request.tasks.add(method_name=method)
+                task.model_spec.name = self.model
+                task.model_spec.signature_name = sig_name
+                out = multi.response.results.add()
+                out.model_spec.name = self.model
+                out.model_spec.version.value = version
+                out.model_spec.signature_name = sig_name
+                if method.endswith("classify"):
+                    _classifications(out.classification_result, task_result)
+                else:
+                    for value in task_result:
+                        out.regression_result.regressions.add(value=float(value))
+            return pl.SerializeToString()
         body = pl.classify_log if kind == "classify" else pl.regress_log
         body.request.model_spec.name = self.model
         body.request.model_spec.signature_name = signature
@@ -269,11 +291,7 @@ class ModelLogger:
             body.request.input.example_list.examples.add().ParseFromString(raw)
         body.response.model_spec.CopyFrom(md.model_spec)
         if kind == "classify":
-            for row in result:
-                classes = body.response.result.classifications.add()
-                for label, score in row:
-                    text = label.decode("utf-8", "replace") if isinstance(label, bytes) else label
-                    classes.classes.add(label=text, score=float(score))
+            _classifications(body.response.result, result)
         else:
             for value in result:
                 body.response.result.regressions.add(value=float(value))
@@ -376,6 +394,15 @@ class ModelLogger:
             if items:
                 self._write(items)
         self._close_file()
+
+
+def _classifications(target: Any, result: list) -> None:
+    """Per example [(label, score)] -> a ClassificationResult."""
+    for row in result:
+        classes = target.classifications.add()
+        for label, score in row:
+            text = label.decode("utf-8", "replace") if isinstance(label, bytes) else label
+            classes.classes.add(label=text, score=float(score))
 
 
 class PayloadLogs:

@@ -34,11 +34,18 @@ from orchestrator.runtime.docker.templates import (
 from orchestrator.spec import Spec
 
 
-def router_settings(spec: Spec, host_mounts: Sequence[Mount] = ()) -> dict[str, Any]:
-    """What the router container is made from, as kept in the deployment's state."""
+def router_settings(spec: Spec, host_mounts: Sequence[Mount] = (),
+                    specs: Sequence[Spec] = ()) -> dict[str, Any]:
+    """What the router container is made from, as kept in the deployment's state; `logging`:
+    the served models whose payloads the router captures (orchestrator.router.capture)."""
+    logged = [s for s in (specs or [spec]) if s.logging is not None]
     return {"image": spec.router_image, "model": spec.name, "rest_port": spec.ports.rest,
             "grpc_port": spec.ports.grpc, "bind_host": spec.ports.host,
-            "mounts": [[m.source, m.target] for m in host_mounts]}
+            "mounts": [[m.source, m.target] for m in host_mounts],
+            "logging": [{"name": s.name, "sample": s.logging.sample,
+                         "prefix": f"{s.logging.path}/{s.name}",
+                         "max_bytes": int(s.logging.max_mb * 1024 * 1024),
+                         "base_path": str(s.base_path)} for s in logged if s.logging is not None]}
 
 
 class DockerHAProxyRouter(HAProxyRouter):

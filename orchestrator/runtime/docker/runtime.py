@@ -24,6 +24,7 @@ from typing import Any
 from orchestrator.errors import HealthTimeout, RuntimeFailure
 from orchestrator.health import model_status, wait_until_available
 from orchestrator.plan import MODELS_CONFIG, Plan, container_model_path, plan_safe_reload
+from orchestrator.router.capture import SPOE_FILE, CaptureConfig, CaptureModel
 from orchestrator.router.haproxy import RouterConfig, Upstream, wait_until_routed
 from orchestrator.runtime.base import (
     CANARY,
@@ -70,6 +71,7 @@ from orchestrator.spec import Health, Spec
 from orchestrator.state import StateStore, write_files_atomic
 
 STOP_TIMEOUT_S = 10.0
+CAPTURE_INDEX = -2  # the capture agent's row in `status` (the router's is -1)
 
 
 def two_free_ports(host: str) -> tuple[int, int]:
@@ -284,13 +286,14 @@ class DockerRuntime(Runtime):
         specs = effective_specs(specs)
         main = specs[0]
         name = main.name
-        for s in specs:
-            if s.logging is not None:  # the real image fails on logging_config (no logger)
-                raise RuntimeFailure(
-                    f"{s.name}: payload logging (`logging:`) is not available under the docker "
-                    "runtime yet: tensorflow/serving cannot log and router capture is not built",
-                    fix="deploy with --runtime local, or remove `logging:` from the spec",
-                )
+        logged = [s.name for s in specs if s.logging is not None]
+        if logged and not main.router:  # tensorflow/serving cannot log: the router captures
+            raise RuntimeFailure(
+                f"{name}: payload logging (`logging:` of {', '.join(logged)}) under the docker "
+                "runtime is done by the router, and this spec has no router",
+                fix="add `router: true` to the spec (the router captures the sampled requests), "
+                "or deploy with --runtime local",
+            )
         state = self.store.load(name)
         if state is not None and state.get("runtime") != self.name:
             raise RuntimeFailure(
@@ -398,7 +401,8 @@ class DockerRuntime(Runtime):
             for container in started:
                 self._wait(name, container, wanted, main.health, on_poll, host)
             if main.router:
-                router, _ = self._ensure_router(name, router_settings(main, self.host_mounts), started, main.health, wanted)
+                router, _ = self._ensure_router(name, router_settings(main, self.host_mounts, specs), started,
+                                                 main.health, wanted)
         except BaseException:
             for container in started:
                 self._remove(container)
@@ -478,12 +482,12 @@ class DockerRuntime(Runtime):
             actions.append("scaled")
 
         refreshed = [self.api.inspect(c.id) for _, c in sorted(current.items())]
-        router = (state.get("router") or router_settings(main, self.host_mounts)) if main.router else None
+        router = (state.get("router") or router_settings(main, self.host_mounts, specs)) if main.router else None
         saved = self._save(specs, template, spec_hash, config_hash, wanted, refreshed,
                            created_at=state.get("created_at"), router=router)
         if main.router:
-            router, started = self._ensure_router(name, router_settings(main, self.host_mounts), refreshed, main.health,
-                                                  wanted)
+            router, started = self._ensure_router(name, router_settings(main, self.host_mounts, specs), refreshed,
+                                                  main.health, wanted)
             saved = {**saved, "router": router}
             self.store.save(name, saved)
             if started:
@@ -566,13 +570,14 @@ class DockerRuntime(Runtime):
             kept = ((self.store.load(name) or {}).get("router") or {}).get("metrics_port")
             settings = {**settings, "metrics_port": kept or free_port("127.0.0.1")}
         router = self.router(name, settings)
+        settings, capture = self._ensure_capture(name, settings, router, health)
         config = RouterConfig(
             name=name, model=settings["model"], rest_port=settings["rest_port"],
             grpc_port=settings["grpc_port"], bind_host=settings["bind_host"],
             stable=tuple(Upstream(grpc_port=c.ports[GRPC_INSIDE][1], rest_port=c.ports[REST_INSIDE][1])
                          for c in sorted(replicas, key=lambda c: int(c.labels[LABEL_REPLICA]))),
             stable_version=max(wanted.get(settings["model"]) or [0]) or None,
-            metrics_port=int(settings.get("metrics_port") or 0))
+            metrics_port=int(settings.get("metrics_port") or 0), capture=capture)
         current = router.container()
         started = not (current is not None and current.running
                        and current.labels.get(LABEL_SPEC_HASH) == router.config_hash(config))
@@ -584,6 +589,51 @@ class DockerRuntime(Runtime):
         now = router.container()
         return {**settings, "id": now.id if now else "", "container": now.name if now else "",
                 "folder": str(router.folder)}, started
+
+    def _ensure_capture(self, name: str, settings: Mapping[str, Any], router: DockerHAProxyRouter,
+                        health: Health) -> tuple[dict[str, Any], CaptureConfig | None]:
+        """The capture agent for the spec's `logging:` (a host process the router reaches on
+        127.0.0.1; kept while its settings are the same), or none (stopped) without logging."""
+        from orchestrator.router import capture_agent
+
+        settings = dict(settings)
+        logged = settings.get("logging") or []
+        if not logged:
+            capture_agent.stop_agent(router.folder)
+            return settings, None
+        kept = (self.store.load(name) or {}).get("router") or {}
+        taken = {int(settings.get("metrics_port") or 0)}
+        for key in ("capture_port", "capture_metrics_port"):
+            port = int(settings.get(key) or kept.get(key) or 0)
+            while not port or port in taken:
+                port = free_port("127.0.0.1")
+            taken.add(port)
+            settings[key] = port
+        capture_agent.start_agent(router.folder, capture_agent.Settings(
+            deployment=name, main=settings["model"], spoa_port=settings["capture_port"],
+            metrics_port=settings["capture_metrics_port"], admin_socket=router.socket_path,
+            models_config=str(self.store.config_dir(name) / MODELS_CONFIG),
+            grpc_rate=max(float(m["sample"]) for m in logged),
+            models={m["name"]: capture_agent.ModelSettings(
+                name=m["name"], sample=float(m["sample"]), prefix=m["prefix"],
+                max_bytes=int(m["max_bytes"]), base_path=m["base_path"]) for m in logged}),
+            deadline_s=max(health.deadline_s, 120.0))
+        return settings, CaptureConfig(
+            models=tuple(CaptureModel(m["name"], float(m["sample"])) for m in logged),
+            agent_port=settings["capture_port"], spoe_path=str(router.folder / SPOE_FILE))
+
+    def capture_status(self, name: str) -> dict[str, Any] | None:
+        """The capture agent's process and the router's count of samples it could not deliver."""
+        from orchestrator.router import capture_agent
+
+        settings = (self._state(name).get("router") or {})
+        if not settings.get("logging"):
+            return None
+        router = self.router(name)
+        info = capture_agent.agent_info(router.folder) or {"running": False}
+        drops = router.capture_drops() if router.running() else {}
+        return {**info, "not_delivered": sum(drops.values()),
+                "models": [m["name"] for m in settings["logging"]]}
 
     # -- canary containers (rollouts) ------------------------------------------------------
 
@@ -735,6 +785,15 @@ class DockerRuntime(Runtime):
                     -1, router.id[:12] if router else "router", False, state["router"]["grpc_port"],
                     state["router"]["rest_port"], detail=f"router container {what}; "
                     f"`tfsctl deploy {name}` starts it again"))
+        capture = self.capture_status(name)
+        if capture is not None:
+            lost = f"; {capture['not_delivered']} sample(s) the router could not deliver"
+            detail = (f"capture agent pid {capture.get('pid')} (payload logs of "
+                      f"{', '.join(capture['models'])}){lost}" if capture["running"] else
+                      f"capture agent is not running{lost}; `tfsctl deploy {name}` starts it again")
+            result.append(ReplicaStatus(CAPTURE_INDEX, "capture", bool(capture["running"]),
+                                        int(capture.get("spoa_port") or 0),
+                                        int(capture.get("metrics_port") or 0), detail=detail))
         return sorted(result, key=lambda r: r.index)
 
     def ps(self, name: str) -> list[dict[str, Any]]:
@@ -754,6 +813,14 @@ class DockerRuntime(Runtime):
                 rows.append({**row("router", c), "grpc_port": state["router"]["grpc_port"],
                              "rest_port": state["router"]["rest_port"]})
         rows += [row(f"canary{c.labels.get(LABEL_CANARY, '0')}", c) for c in self.canary_containers(name)]
+        capture = self.capture_status(name)
+        if capture is not None:
+            rows.append({"replica": "capture", "id": str(capture.get("pid", "")), "name": "capture agent",
+                         "image": "(host process)",
+                         "status": "running" if capture["running"] else "not running",
+                         "restarts": 0, "started_at": "", "grpc_port": capture.get("spoa_port", ""),
+                         "rest_port": capture.get("metrics_port", ""),
+                         "detail": f"{capture['not_delivered']} not delivered"})
         return rows
 
     def logs(self, name: str, *, tail: int = 100) -> dict[int, str]:
@@ -807,11 +874,15 @@ class DockerRuntime(Runtime):
         The router goes first (no traffic reaches replicas about to stop), then any canary,
         then the replicas.
         """
+        from orchestrator.router.capture_agent import stop_agent
+
         stopped = []
         router = self.router(name)
         for container in router.containers():
             stopped.append(container.name)
         router.stop()
+        if stop_agent(router.folder):
+            stopped.append("capture agent")
         stopped += self._remove_canary(name)
         for container in self.containers(name):
             self._stop_and_remove(container)

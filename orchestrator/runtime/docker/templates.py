@@ -55,7 +55,11 @@ def effective_specs(specs: Sequence[Spec]) -> list[Spec]:
 
 
 def container_plan(specs: Sequence[Spec]) -> Plan:
-    """The Plan as a container sees it: config in /config, models in /models/<name>, 8500/8501."""
+    """The Plan as a container sees it: config in /config, models in /models/<name>, 8500/8501.
+
+    Without `logging_config`: `tensorflow/serving` cannot log payloads (it refuses the config),
+    so under docker the router captures them (orchestrator.router.capture)."""
+    specs = [s.model_copy(update={"logging": None}) if s.logging is not None else s for s in specs]
     return build_plan(specs, config_dir=CONFIG_TARGET, model_path=container_model_path,
                       grpc_port=GRPC_INSIDE, rest_port=REST_INSIDE)
 

@@ -86,3 +86,54 @@ def test_classify_and_regress_are_logged(tmp_path: Path) -> None:
     err = np.array([0.5, -0.5, 0.0])
     assert result.versions[0].mae == pytest.approx(np.mean(np.abs(err)))
     assert result.versions[0].rmse == pytest.approx(np.sqrt(np.mean(err ** 2)))
+
+
+def test_multi_inference_is_logged(tmp_path: Path) -> None:
+    """gRPC MultiInference: one multi_inference_log record with every task and its result."""
+    import grpc
+
+    from orchestrator.protos import apis_pb2
+
+    base = export_half_plus_two_tf1(tmp_path / "m", versions=(1,))
+    logs = tmp_path / "logs"
+    spec = Spec.model_validate({"name": "mi", "base_path": base,
+                                "logging": {"sample": 1.0, "path": str(logs), "max_mb": 8}})
+    (tmp_path / "models.config").write_text(models_config_text([model_config(spec)]))
+    req = apis_pb2.MultiInferenceRequest()
+    for sig, method in (("classify_x_to_classes", "tensorflow/serving/classify"),
+                        ("regress_x_to_y", "tensorflow/serving/regress")):
+        task = req.tasks.add(method_name=method)
+        task.model_spec.name = "mi"
+        task.model_spec.signature_name = sig
+    for x in (2.0, 4.0):
+        req.input.example_list.examples.add().features.feature["x"].float_list.value.append(x)
+    with ServerProcess([f"--model_config_file={tmp_path / 'models.config'}"]) as srv:
+        srv.wait_until_available("mi")
+        with grpc.insecure_channel(srv.grpc_target) as channel:
+            raw = channel.unary_unary("/tensorflow.serving.PredictionService/MultiInference")(
+                req.SerializeToString(), timeout=30, metadata=[("x-request-id", "multi-1")])
+        answer = apis_pb2.MultiInferenceResponse.FromString(raw)
+
+        def on_disk() -> list | None:
+            recs = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+                    for f in sorted(glob.glob(f"{logs}/mi-*.tfrecord"))
+                    for r in tf.data.TFRecordDataset(f)]
+            return recs or None
+
+        (rec,) = wait_until(on_disk, timeout_s=30, what="the record on disk")
+    assert rec.WhichOneof("log_type") == "multi_inference_log"
+    md = rec.log_metadata
+    assert (md.request_origin, md.model_spec.name, md.model_spec.version.value) == ("multi-1", "mi", 1)
+    assert md.model_spec.signature_name == "classify_x_to_classes,regress_x_to_y"
+    logged = rec.multi_inference_log
+    assert [(t.model_spec.signature_name, t.method_name) for t in logged.request.tasks] == [
+        ("classify_x_to_classes", "tensorflow/serving/classify"),
+        ("regress_x_to_y", "tensorflow/serving/regress")]
+    assert [e.features.feature["x"].float_list.value[0]
+            for e in logged.request.input.example_list.examples] == [2.0, 4.0]
+    # The logged response is the one the client got (our copy of the message, same bytes).
+    assert apis_pb2.MultiInferenceResponse.FromString(logged.response.SerializeToString()) == answer
+    row = record_dict(next(iter(read_logs(str(logs / "mi")))))
+    assert row["kind"] == "multi_inference_log" and row["inputs"] == {"x": [[2.0], [4.0]]}
+    assert row["outputs"]["regress_x_to_y/value"] == [3.0, 4.0]
+    assert row["outputs"]["classify_x_to_classes/classes"] == ["low", "low"]

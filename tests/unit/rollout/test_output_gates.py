@@ -156,6 +156,7 @@ def test_shadow_is_refused_off_the_local_runtime() -> None:
     with pytest.raises(RolloutError, match="--max-drift is not available on the kubernetes"):
         refuse_unless_local("kubernetes", "--max-drift")
     assert "--runtime local" in (info.value.fix or "")
+    refuse_unless_local("docker", "--max-drift")  # the router captures the logs under docker
 
 
 def test_shadow_log_records_are_tfrecords_tf_reads(tmp_path: Path) -> None:

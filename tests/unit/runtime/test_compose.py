@@ -131,3 +131,17 @@ def test_router_spec_adds_an_haproxy_service(tmp_path: Path) -> None:
     run = subprocess.run([*require_compose(), "-f", str(out / "compose.yaml"), "config"], capture_output=True,
                          text=True, timeout=60, cwd=out)
     assert run.returncode == 0, run.stderr
+
+
+def test_logging_is_refused_not_dropped(tmp_path: Path) -> None:
+    """Under Compose nothing would capture the payloads (the docker runtime's agent does), and
+    tensorflow/serving cannot log them: refuse `logging:` rather than silently drop it."""
+    from orchestrator.errors import SpecError
+
+    (tmp_path / "models" / "m" / "1").mkdir(parents=True)
+    (tmp_path / "serving_configs").mkdir()
+    path = tmp_path / "serving_configs" / "m.yaml"
+    path.write_text("base_path: ../models/m\nrouter: true\nlogging: {sample: 0.1, path: ../logs}\n")
+    with pytest.raises(SpecError) as info:
+        render_compose([parse_spec(path.read_text(), file=path)], tmp_path / "compose" / "m")
+    assert "capture agent" in info.value.message and "--runtime docker" in (info.value.fix or "")

@@ -80,6 +80,7 @@ def test_our_prediction_log_copy_matches_upstream_fields() -> None:
                            (prediction_log_pb2.PredictLog, ours.PredictLog),
                            (prediction_log_pb2.ClassifyLog, ours.ClassifyLog),
                            (prediction_log_pb2.RegressLog, ours.RegressLog),
+                           (prediction_log_pb2.MultiInferenceLog, ours.MultiInferenceLog),
                            (logging_pb2.LogMetadata, ours.LogMetadata)):
         for f in copy.DESCRIPTOR.fields:
             up = upstream.DESCRIPTOR.fields_by_name[f.name]
