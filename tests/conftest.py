@@ -61,6 +61,7 @@ SLOW_FIRST = (
     "tests/integration/kube/test_kube_runtime_cli.py",  # ~88
     "tests/integration/kube/test_kube_runtime.py",  # ~85
     "tests/integration/docker/test_docker_runtime.py",  # 545 / ~280
+    "tests/integration/docker/test_docker_capture.py",
     "tests/integration/monitor/test_monitor_local.py",
     "tests/integration/runtime/test_local_runtime.py",
     "tests/integration/router/test_haproxy.py",

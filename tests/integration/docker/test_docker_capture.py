@@ -24,13 +24,14 @@ from orchestrator.protocol.tensors import from_tensor_proto
 from orchestrator.router import capture_agent
 from orchestrator.runtime.base import free_port
 from orchestrator.runtime.docker.api import DockerApi
+from tests.helpers.parallel import docker_name
 from tests.helpers.requires import require_haproxy
 from tests.helpers.rollout import wait_for
 from tests.helpers.standin_image import ROUTER_REF, ensure_router_image
 from tests.integration.docker.conftest import tfsctl, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
-NAME = "t_capture"
+NAME = docker_name("capture")
 
 
 def _spec(grpc: int, rest: int, log_path: str) -> str:
@@ -140,8 +141,9 @@ def test_docker_deployment_logs_through_the_router(project: Path, docker_api: Do
 
 
 def test_logging_without_a_router_is_refused_with_the_fix(project: Path) -> None:
-    write_spec(project, "t_capnr", "base_path: ../models/hpt\nlogging: {sample: 0.5, path: ../logs}\n")
-    run = tfsctl(project, "deploy", "t_capnr", "--runtime", "docker")
+    name = docker_name("capnr")
+    write_spec(project, name, "base_path: ../models/hpt\nlogging: {sample: 0.5, path: ../logs}\n")
+    run = tfsctl(project, "deploy", name, "--runtime", "docker")
     assert run.returncode != 0
     assert "router: true" in run.stderr + run.stdout and "payload logging" in run.stderr + run.stdout
 
@@ -155,7 +157,7 @@ def test_max_drift_gate_rolls_back_a_docker_canary_that_answers_differently(
 
     require_haproxy()
     ensure_router_image(docker_api)
-    name = "t_capgate"
+    name = docker_name("capgate")
     grpc, rest = free_port(), free_port()
     write_spec(project, name, "base_path: ../models/hpt\nversion_policy: {specific: [1]}\n"
                f"ports: {{grpc: {grpc}, rest: {rest}}}\nrouter: true\nrouter_image: {ROUTER_REF}\n"
