@@ -21,7 +21,7 @@ BENCHES = [
     "bench/ceiling.py", "bench/cpu.py --scrape", "bench/workers.py", "bench/cnn_batching.py",
     "bench/serve_rest.py",
     "bench/metrics.py", "bench/payload_log.py", "bench/client.py", "bench/deploy.py",
-    "bench/router.py",
+    "bench/router.py", "bench/capture.py",
 ]  # fmt: skip
 
 
