@@ -35,6 +35,7 @@ from orchestrator.server.metrics import CURRENT_CALL, PREFIX
 log = logging.getLogger("tfs.payload")
 
 QUEUE_SIZE = int(os.environ.get("TFS_PAYLOAD_LOG_QUEUE", "1024") or 1024)
+WRITE_GATHER_S = 0.05
 _STOP = object()
 
 
@@ -96,10 +97,15 @@ class Counters:
     """Process-wide counts, rendered with the server's metrics."""
 
     def __init__(self) -> None:
+        self.sampled: dict[str, int] = {}
         self.written: dict[str, int] = {}
         self.dropped: dict[tuple[str, str], int] = {}
         self.writable: dict[str, int] = {}
         self.lock = threading.Lock()
+
+    def sample(self, model: str) -> None:
+        with self.lock:
+            self.sampled[model] = self.sampled.get(model, 0) + 1
 
     def drop(self, model: str, reason: str) -> None:
         with self.lock:
@@ -107,13 +113,19 @@ class Counters:
 
     def render(self, out: list[str]) -> None:
         with self.lock:
-            written, dropped, writable = (
+            sampled, written, dropped, writable = (
+                dict(self.sampled),
                 dict(self.written),
                 dict(self.dropped),
                 dict(self.writable),
             )
         if not (written or dropped or writable):
             return
+        # Every sample taken ends written or dropped: sampled == records + dropped once the
+        # writer has caught up (the writer gathers samples for WRITE_GATHER_S between writes).
+        name = PREFIX + "prediction_log_sampled_total"
+        out.append(f"# TYPE {name} counter")
+        out.extend(f'{name}{{model="{m}"}} {n}' for m, n in sorted(sampled.items()))
         name = PREFIX + "prediction_log_records_total"
         out.append(f"# TYPE {name} counter")
         out.extend(f'{name}{{model="{m}"}} {n}' for m, n in sorted(written.items()))
@@ -179,6 +191,7 @@ class ModelLogger:
         """Queue one sample already chosen (here, or by the router's capture agent):
         (version, signature, inputs, outputs, request_id, ts) or
         (kind, version, signature, examples, result, request_id, ts)."""
+        self.counters.sample(self.model)
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -383,7 +396,13 @@ class ModelLogger:
         stop = False
         while not stop:
             items = [self._queue.get()]
-            while len(items) < 256:
+            if items[0] is not _STOP:
+                # Gather for a moment before writing: a writer that wakes for every sample
+                # (over a thousand times a second at 100 % sampling) trades the GIL with the
+                # serving thread at every wake; gRPC at 100 % went from 0.71x to 0.85x of the
+                # rps without logging (bench/payload_log.py). Records reach the file <= 50 ms later.
+                time.sleep(WRITE_GATHER_S)
+            while len(items) < QUEUE_SIZE:
                 try:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:

@@ -73,11 +73,20 @@ def test_sampling_rate_and_records_parse_with_upstream_protos(tmp_path: Path) ->
                            json={"instances": [[float(i)]]},
                            headers={"X-Request-Id": f"rid-{i}"}, timeout=30)
                 assert r.status_code == 200
-        written = wait_until(
-            lambda: (lambda w: w if w == _metric(srv, "tfso_prediction_log_records_total",
-                                                 model="plog") else None)(
-                _metric(srv, "tfso_prediction_log_records_total", model="plog")),
-            timeout_s=30, what="the writer to settle")
+        def caught_up() -> float | None:
+            """records_total once every sample taken is written or dropped (the writer gathers
+            samples between writes, so the count alone can pause mid-way)."""
+            text = requests.get(f"{srv.rest_url}/metrics", timeout=10).text
+            values = {name: sum(float(v) for v in re.findall(
+                rf'^tfso_{name}\{{model="plog"[^}}]*\}} (\S+)$', text, re.M))
+                for name in ("prediction_log_sampled_total", "prediction_log_records_total",
+                             "prediction_log_dropped_total")}
+            done = values["prediction_log_records_total"] + values["prediction_log_dropped_total"]
+            if values["prediction_log_sampled_total"] == done > 0:
+                return values["prediction_log_records_total"]
+            return None
+
+        written = wait_until(caught_up, timeout_s=30, what="the writer to catch up")
         assert _metric(srv, "tfso_prediction_log_dropped_total", model="plog",
                        reason="queue_full") == 0
     records = wait_until(lambda: (lambda r: r if len(r) == written else None)(
