@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gzip
 import json
 import logging
@@ -52,8 +53,19 @@ QUEUE_SIZE = 1024
 REST_PATH = re.compile(
     r"^/v1/models/([^/:]+)(?:/versions/([0-9]+)|/labels/([^/:]+))?:(predict|classify|regress)$",
     re.IGNORECASE)
-GRPC_PREFIX = "/tensorflow.serving.PredictionService/"
+GRPC_PREFIX = "/tensorflow.serving.PredictionService/"  # methods.PREDICTION_SERVICE's paths
 DEFAULT_SIGNATURE = "serving_default"
+
+
+@functools.cache
+def _logged_grpc() -> dict[str, Any]:
+    """The PredictionService calls whose request and answer are logged, by method name (the
+    shared method table; imported on first use, as protobuf is)."""
+    from orchestrator.protocol import methods as m
+
+    return {x.name: x for x in (m.PREDICT, m.CLASSIFY, m.REGRESS, m.MULTI_INFERENCE)}
+
+
 SETTINGS_FILE = "capture.json"
 PID_FILE = "capture.pid"
 LOG_FILE = "capture.log"
@@ -251,31 +263,18 @@ class Decoder:
     # -- gRPC -----------------------------------------------------------------------------------
     def grpc(self, args: dict[str, Any], now: float) -> tuple[str, tuple] | None:
         from orchestrator.protocol.tensors import from_tensor_proto
-        from orchestrator.protos import apis_pb2
-
         method = (args.get("path") or "")[len(GRPC_PREFIX):]
         raw_req = grpc_message(args.get("req") or b"", args.get("req_enc"))
         raw_res = grpc_message(args.get("res") or b"", args.get("res_enc"))
         if raw_req is None or raw_res is None:
             return None  # an error answer (grpc-status in the trailers): not logged, as locally
         rid = args.get("rid") or ""
+        kind = _logged_grpc().get(method)
+        if kind is None:
+            raise Skip("unsupported", f"gRPC {method} is not logged")
         try:
-            if method == "Predict":
-                req = apis_pb2.PredictRequest.FromString(raw_req)
-                res = apis_pb2.PredictResponse.FromString(raw_res)
-            elif method == "Classify":
-                req = apis_pb2.ClassificationRequest.FromString(raw_req)
-                res = apis_pb2.ClassificationResponse.FromString(raw_res)
-            elif method == "Regress":
-                req = apis_pb2.RegressionRequest.FromString(raw_req)
-                res = apis_pb2.RegressionResponse.FromString(raw_res)
-            elif method == "MultiInference":
-                req = apis_pb2.MultiInferenceRequest.FromString(raw_req)
-                res = apis_pb2.MultiInferenceResponse.FromString(raw_res)
-            else:
-                raise Skip("unsupported", f"gRPC {method} is not logged")
-        except Skip:
-            raise
+            req = kind.request.FromString(raw_req)
+            res = kind.response.FromString(raw_res)
         except Exception as exc:
             raise Skip("unparsable", str(exc)) from None
         if method == "MultiInference":

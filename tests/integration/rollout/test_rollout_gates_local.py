@@ -13,7 +13,6 @@ import os
 import random
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ import requests
 
 from orchestrator.runtime.base import free_port
 from tests.helpers.requires import require_haproxy
-from tests.helpers.rollout import rollout_status, tfsctl, wait_for
+from tests.helpers.rollout import Load, rollout_status, tfsctl, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -48,15 +47,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @dataclass
-class VariedLoad:
-    """REST and gRPC predictions of x ~ U(0, 10) through the router: (time, b, error) each."""
+class VariedLoad(Load):
+    """REST and gRPC predictions of x ~ U(0, 10) through the router: (time, b, error) each
+    (Load's threads, two REST and one gRPC, with other requests and records)."""
 
-    rest_url: str
-    grpc_address: str
     model: str = "gates"
-    records: list[tuple[float, float | None, str]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
+    records: list[tuple[float, float | None, str]] = field(default_factory=list)  # type: ignore[assignment]
 
     def _rest(self) -> None:
         rng = random.Random()
@@ -87,19 +83,7 @@ class VariedLoad:
                 except ClientServingError as exc:
                     self.records.append((t, None, str(exc)[:300]))
 
-    def __enter__(self) -> VariedLoad:
-        for target in (self._rest, self._rest, self._grpc):
-            thread = threading.Thread(target=target, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=15)
-
-    def failures(self) -> list[tuple[float, float | None, str]]:
+    def failures(self) -> list[tuple[float, float | None, str]]:  # type: ignore[override]
         return [r for r in self.records if r[2]]
 
 
