@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import RuntimeFailure
+from orchestrator.launch import start_server
 from orchestrator.spec import Spec
 
 _NUMERIC = {
@@ -126,12 +127,10 @@ class _Server:
             )
             args += ["--enable_batching", f"--batching_parameters_file={f}"]
         self.log = work / "server.log"
-        env = {**os.environ, "TFS_BIND_HOST": "127.0.0.1"}
+        env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, "TFS_BIND_HOST": "127.0.0.1"}
         with open(self.log, "wb") as fh:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator.server.main", *args],
-                stdout=fh, stderr=subprocess.STDOUT, env=env,
-            )  # fmt: skip
+            self.proc = start_server([sys.executable, "-m", "orchestrator.server.main"], args,
+                                     env=env, stdout=fh)  # fmt: skip
         self.url = f"http://127.0.0.1:{self.port}/v1/models/{spec.name}"
 
     def wait_available(self, deadline_s: float) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 from orchestrator import procs
 from orchestrator.errors import HealthTimeout, RuntimeFailure
 from orchestrator.health import model_status, wait_until_available
+from orchestrator.launch import start_server
 from orchestrator.plan import MODELS_CONFIG, build_plan, plan_safe_reload
 from orchestrator.router.haproxy import (
     HAProxyRouter,
@@ -86,14 +87,7 @@ class LocalRuntime(Runtime):
         with open(log_path, "ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting replica {index}\n".encode())
             log.flush()
-            proc = subprocess.Popen(
-                [*server_command(), *args],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+            proc = start_server(server_command(), args, env=env, stdout=log, new_session=True)
         return {"index": index, "pid": proc.pid, "start_ticks": procs.start_ticks(proc.pid), "_proc": proc}
 
     def _alive(self, replica: dict[str, Any]) -> bool:

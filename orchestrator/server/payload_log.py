@@ -34,7 +34,13 @@ from orchestrator.server.metrics import CURRENT_CALL, PREFIX
 
 log = logging.getLogger("tfs.payload")
 
-QUEUE_SIZE = int(os.environ.get("TFS_PAYLOAD_LOG_QUEUE", "1024") or 1024)
+
+def queue_size() -> int:
+    """Read at each logger's start, not at import: a preloaded launcher imports this module once
+    for servers started with different environments."""
+    return int(os.environ.get("TFS_PAYLOAD_LOG_QUEUE", "1024") or 1024)
+
+
 WRITE_GATHER_S = 0.05
 _STOP = object()
 
@@ -147,7 +153,7 @@ class ModelLogger:
         self.opts = opts
         self.rate = opts.rate
         self.counters = counters
-        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size())
         self._file_cap = max(64 * 1024, opts.max_bytes // 4)
         self._writer: Any = None
         self._file = ""
@@ -402,7 +408,7 @@ class ModelLogger:
                 # serving thread at every wake; gRPC at 100 % went from 0.71x to 0.85x of the
                 # rps without logging (bench/payload_log.py). Records reach the file <= 50 ms later.
                 time.sleep(WRITE_GATHER_S)
-            while len(items) < QUEUE_SIZE:
+            while len(items) < self._queue.maxsize:
                 try:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:

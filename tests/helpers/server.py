@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from orchestrator.launch import Launched, start_server
+
 SERVER_CMD = [sys.executable, "-m", "orchestrator.server.main"]
 
 
@@ -227,7 +229,7 @@ class ServerProcess:
         }
         fd, self._log_path = tempfile.mkstemp(prefix="tfs-server-", suffix=".log")
         os.close(fd)
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen | Launched | None = None
 
     @property
     def rest_url(self) -> str:
@@ -243,9 +245,7 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         with open(self._log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                SERVER_CMD + self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env
-            )
+            self.proc = start_server(SERVER_CMD, self.args, env=self.env, stdout=log)
         return self
 
     def __enter__(self) -> ServerProcess:

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from orchestrator.runtime.base import free_port
+from tests.helpers.launcher import without_launcher
 from tests.helpers.requires import require_tool
 
 pytestmark = pytest.mark.integration
@@ -29,7 +30,7 @@ VENV = Path(sys.executable).parent.parent
 
 def run(copy: Path, *cmd: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(cmd), cwd=copy, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "COLUMNS": "200"})
+                          env={**without_launcher(), "COLUMNS": "200"})
 
 
 def make(copy: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -15,16 +15,20 @@ import pytest
 import requests
 
 from orchestrator.runtime.base import free_port
+from tests.helpers.launcher import without_launcher
 from tests.helpers.models import half_plus_two_tf1
 from tests.helpers.requires import require_haproxy
 
 pytestmark = pytest.mark.integration
 
 
-def tfsctl(workdir: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def tfsctl(workdir: Path, *args: str, timeout: float = 180,
+           launcher: bool = True) -> subprocess.CompletedProcess[str]:
+    """launcher=False: servers are executed, so /proc shows their own command lines."""
+    env = dict(os.environ) if launcher else without_launcher()
     return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=workdir,
                           capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "COLUMNS": "200"})
+                          env={**env, "COLUMNS": "200"})
 
 
 @pytest.fixture(scope="module")
@@ -234,11 +238,12 @@ def test_changed_flags_replace_the_replicas(workdir: Path) -> None:
     grpc, rest = free_port(), free_port()
     spec = f"base_path: ../models/hpt\nversion_policy: {{specific: [1]}}\nports: {{grpc: {grpc}, rest: {rest}}}\n"
     write_spec(workdir, "flags", spec)
-    first = json.loads(tfsctl(workdir, "deploy", "flags", "--runtime", "local", "-o", "json").stdout)
+    first = json.loads(tfsctl(workdir, "deploy", "flags", "--runtime", "local", "-o", "json",
+                              launcher=False).stdout)
     old_pid = first["replicas"][0]["pid"]
     assert not any(a.startswith("--tensorflow_intra_op_parallelism") for a in _cmdline(old_pid))
     write_spec(workdir, "flags", spec + "threads: {intra_op: 1}\n")
-    run = tfsctl(workdir, "deploy", "flags", "--runtime", "local", "-o", "json")
+    run = tfsctl(workdir, "deploy", "flags", "--runtime", "local", "-o", "json", launcher=False)
     assert run.returncode == 0, run.stderr
     second = json.loads(run.stdout)
     new_pid = second["replicas"][0]["pid"]
@@ -301,7 +306,7 @@ def test_workers_field_runs_that_many_worker_processes(workdir: Path) -> None:
     grpc, rest = free_port(), free_port()
     write_spec(workdir, "wk", f"base_path: ../models/hpt\nversion_policy: {{specific: [1]}}\nworkers: 2\n"
                               f"ports: {{grpc: {grpc}, rest: {rest}}}\n")
-    run = tfsctl(workdir, "deploy", "wk", "--runtime", "local", "-o", "json")
+    run = tfsctl(workdir, "deploy", "wk", "--runtime", "local", "-o", "json", launcher=False)
     assert run.returncode == 0, run.stderr
     info = json.loads(run.stdout)
     pid = info["replicas"][0]["pid"]
