@@ -68,7 +68,9 @@ def mismatch(
             )
     a, b = mine["env"], theirs.get("env", {})
     differ = sorted(
-        k for k in set(a) | set(b) if a.get(k) != b.get(k) and b.get(k) != set_by_import.get(k)
+        k
+        for k in set(a) | set(b)
+        if a.get(k) != b.get(k) and not (k in set_by_import and b.get(k) == set_by_import[k])
     )
     if differ:
         return f"import-time environment differs in {', '.join(differ)}"
@@ -151,6 +153,16 @@ class Launched:
         self.send_signal(signal.SIGKILL)
 
 
+def _fd(stream: IO[Any] | int, devnull: int) -> int:
+    if stream == subprocess.DEVNULL:
+        return devnull
+    if isinstance(stream, int):
+        if stream < 0:
+            raise ValueError("a launched server writes to a file or DEVNULL, not to a pipe")
+        return stream
+    return stream.fileno()
+
+
 def launch(
     socket_path: str,
     argv: Sequence[str],
@@ -163,19 +175,19 @@ def launch(
 ) -> Launched:
     """Ask the launcher at `socket_path` for a server; OSError when none answers there,
     LauncherRefused when it answers no."""
-    out = stdout if isinstance(stdout, int) else stdout.fileno()
-    err = (
-        out
-        if stderr is None or stderr == subprocess.STDOUT
-        else (stderr if isinstance(stderr, int) else stderr.fileno())
-    )
     request = {"argv": list(argv), "env": dict(env), "cwd": os.getcwd(), "new_session": new_session,
                "fingerprint": fingerprint(env)}  # fmt: skip
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout_s)
         sock.connect(socket_path)
-        with open(os.devnull, "rb") as devnull:
+        with open(os.devnull, "r+b") as devnull:
+            out = _fd(stdout, devnull.fileno())
+            err = (
+                out
+                if stderr is None or stderr == subprocess.STDOUT
+                else _fd(stderr, devnull.fileno())
+            )
             socket.send_fds(
                 sock, [json.dumps(request).encode() + b"\n"], [devnull.fileno(), out, err]
             )
@@ -211,7 +223,7 @@ def start_server(
     """`command + argv` as a new server process: forked by the launcher named in `env` when one
     answers and accepts, otherwise executed (the same server, paying TensorFlow's import)."""
     path = env.get(ENV)
-    if path:
+    if path and subprocess.PIPE not in (stdout, stderr):  # a pipe back to us needs our own child
         try:
             return launch(
                 path, argv, env=env, stdout=stdout, stderr=stderr, new_session=new_session

@@ -118,7 +118,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "log_format",
         str,
-        os.environ.get("TFS_LOG_FORMAT", "text"),
+        "text",
         "Log lines as text or json (ours; TF Serving has no such flag). Env: TFS_LOG_FORMAT",
     ),
     Flag(
@@ -233,6 +233,8 @@ def usage() -> str:
 def parse(argv: list[str]) -> Options:
     """Parse argv (without the program name) into Options; raise FlagError on bad input."""
     values = {f.name: f.default for f in FLAGS}
+    # Read here, not at import: a preloaded launcher imports this module once for many servers.
+    values["log_format"] = os.environ.get("TFS_LOG_FORMAT", "text")
     for arg in argv:
         if not arg.startswith("-") or arg in ("-", "--"):
             raise FlagError(f"Unexpected argument '{arg}': flags take the form --name=value")
