@@ -40,6 +40,16 @@ def start_launcher(sock: Path, *, env: dict[str, str] | None = None,
     return proc
 
 
+def terminate(proc: subprocess.Popen, timeout_s: float = 20) -> None:
+    """SIGTERM, then SIGKILL after `timeout_s`; reaped either way."""
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout_s)
+
+
 def without_launcher() -> dict[str, str]:
     """The worker's environment minus the launcher: what a subprocess needs to exec its servers
     (the exec path is what users get by default; /proc shows the server's own command line)."""

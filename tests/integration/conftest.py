@@ -15,14 +15,13 @@ test: the one exception to "never change os.environ" (tests/conftest.py).
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from orchestrator.launch import ENV
-from tests.helpers.launcher import start_launcher
+from tests.helpers.launcher import start_launcher, terminate
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,10 +36,5 @@ def server_launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path |
         yield sock
     finally:
         os.environ.pop(ENV, None)
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(20)
+        terminate(proc)
 

@@ -34,6 +34,7 @@ from orchestrator.runtime.kubernetes import KubernetesRuntime  # noqa: E402
 from orchestrator.spec import load_spec  # noqa: E402
 from orchestrator.state import StateStore  # noqa: E402
 from tests.helpers.kube_cluster import PODS, EmulatedApiServer, NodeAgent  # noqa: E402
+from tests.helpers.launcher import terminate  # noqa: E402
 from tests.helpers.server import free_port, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
@@ -109,12 +110,7 @@ def prometheus(tmp_path: Path) -> Iterator[str]:
         wait_until(ready, timeout_s=60, what="Prometheus to be ready")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        terminate(proc)
 
 
 def predict(api: EmulatedApiServer, pod: str, body: object) -> int:
