@@ -31,7 +31,7 @@ from orchestrator.client._common import (
     status_from_proto,
 )
 from orchestrator.client._config import NO_RETRY, RetryPolicy, call_async
-from orchestrator.client._grpc import _GrpcBase
+from orchestrator.client._grpc import _GrpcBase, _stubs
 from orchestrator.client.errors import DeadlineExceeded
 from orchestrator.protocol import methods as _methods
 from orchestrator.protocol import wire as _wire
@@ -54,16 +54,7 @@ class AsyncGrpcClient(_GrpcBase):
                 channel = grpc.aio.insecure_channel(self.address, options=self._options)
             else:
                 channel = grpc.aio.secure_channel(self.address, creds, options=self._options)
-            stubs = {
-                m.name: channel.unary_unary(
-                    m.path,
-                    request_serializer=m.request.SerializeToString,
-                    response_deserializer=m.response.FromString,
-                )
-                for m in _methods.METHODS
-            }
-            stubs[_methods.PREDICT.name] = channel.unary_unary(_methods.PREDICT.path)
-            self._channel, self._stubs = channel, stubs
+            self._channel, self._stubs = channel, _stubs(channel)
         return self._stubs
 
     async def close(self) -> None:
@@ -128,10 +119,10 @@ class AsyncGrpcClient(_GrpcBase):
         if self._needs_signature(inputs):
             meta = await self._model_metadata(model, version, label, timeout_s)
             inputs = self._typed_inputs(meta, signature, inputs, model)
-        raw = self._predict_request(model, inputs, version, label, signature, output_filter)
-        who = describe(model, version, label)
-        answer = await self._call(_methods.PREDICT, raw, model=who, timeout_s=timeout_s)
         key = (model, version, label, signature)
+        spec_field, who = self._predict_heads.get(key) or self._predict_head(key)
+        raw = self._predict_request(spec_field, inputs, output_filter, who)
+        answer = await self._call(_methods.PREDICT, raw, model=who, timeout_s=timeout_s)
         return _wire.decode_predict_outputs(answer, self._layouts, key)
 
     async def classify(

@@ -133,7 +133,29 @@ def call(
     except ServingUnavailable as e:
         if policy.attempts <= 1:
             raise
-        pending: list[ServingUnavailable] = [e]
+        first = e
+    return retry_after(
+        first, attempt, policy, timeout_s, deadline, what=what, model=model, address=address
+    )
+
+
+def retry_after(
+    first: ServingUnavailable,
+    attempt: Callable[[float], T],
+    policy: RetryPolicy,
+    timeout_s: float,
+    deadline: float,
+    *,
+    what: str,
+    model: str | None,
+    address: str,
+) -> T:
+    """The retries of `call` after its first try failed with `first` (raised if none is left).
+
+    For callers that make the first try themselves, without a closure per call; `deadline`
+    is time.monotonic() + timeout_s taken before that first try.
+    """
+    pending: list[ServingUnavailable] = [first]
     for state in retrying(policy, timeout_s):
         with state:
             if pending:

@@ -7,6 +7,7 @@ through the hand-written codec in _wire; the other methods use our protobuf mess
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,7 +37,7 @@ from orchestrator.client._config import (
     MAX_MESSAGE_BYTES,
     RetryPolicy,
     Tls,
-    call,
+    retry_after,
 )
 from orchestrator.client.errors import (
     ClientServingError,
@@ -54,6 +55,27 @@ from orchestrator.protos import apis_pb2
 def _spec_bytes(model: str, version: int | str | None, label: str | None, signature: str | None):
     """A serialised ModelSpec; services call the same few models over and over."""
     return model_spec(model, version, label, signature).SerializeToString()
+
+
+def _stubs(channel: Any) -> dict[str, Any]:
+    """A callable per method of a channel (blocking or grpc.aio), registered with the channel.
+
+    Registered methods (what grpcio's generated stubs use) skip a per-call method lookup in
+    gRPC's core. Predict travels as bytes: encoded and decoded by _wire without protobuf copies.
+    """
+    stubs = {
+        m.name: channel.unary_unary(
+            m.path,
+            request_serializer=m.request.SerializeToString,
+            response_deserializer=m.response.FromString,
+            _registered_method=True,
+        )
+        for m in _methods.METHODS
+    }
+    stubs[_methods.PREDICT.name] = channel.unary_unary(
+        _methods.PREDICT.path, _registered_method=True
+    )
+    return stubs
 
 
 class _GrpcBase:
@@ -81,6 +103,7 @@ class _GrpcBase:
         self._headers = tuple((k.lower(), v) for k, v in (headers or {}).items()) or None
         self._metadata_cache: dict[tuple, ModelMetadata] = {}
         self._layouts: dict[tuple, _wire.ResponseLayout] = {}  # of the last Predict answers
+        self._predict_heads: dict[tuple, tuple[bytes, str]] = {}
         # Keepalive pings only while calls are in flight: idle pings more often than every 5
         # minutes make gRPC servers (TF Serving included) answer GOAWAY "too_many_pings".
         self._options: list[tuple[str, Any]] = [
@@ -125,20 +148,30 @@ class _GrpcBase:
         return err
 
     # -- requests ---------------------------------------------------------------------------
+    def _predict_head(self, key: tuple) -> tuple[bytes, str]:
+        """(a PredictRequest's model_spec field, serialised; the model as errors name it).
+
+        Per (model, version, label, signature), made on the first call with that key: a
+        service calls the same few models over and over.
+        """
+        head = self._predict_heads.get(key)
+        if head is None:
+            model, version, label, signature = key
+            spec = _spec_bytes(model, version, label, signature)
+            head = (_wire.len_field(1, len(spec)) + spec, describe(model, version, label))
+            if len(self._predict_heads) >= 256:
+                self._predict_heads.clear()
+            self._predict_heads[key] = head
+        return head
+
     @staticmethod
     def _predict_request(
-        model: str,
-        inputs: Mapping[str, Any],
-        version: int | str | None,
-        label: str | None,
-        signature: str | None,
-        output_filter: Sequence[str] | None,
+        spec_field: bytes, inputs: Mapping[str, Any], output_filter: Sequence[str] | None, who: str
     ) -> bytes:
-        spec = _spec_bytes(model, version, label, signature)
         try:
-            return _wire.encode_predict_request(spec, inputs, output_filter or ())
+            return _wire.encode_predict_request_after(spec_field, inputs, output_filter or ())
         except (TypeError, ValueError) as e:
-            raise InvalidInput(f"input {e}", model=describe(model, version, label)) from e
+            raise InvalidInput(f"input {e}", model=who) from e
 
     @staticmethod
     def _example_request(cls, model, examples, context, version, label, signature):
@@ -178,9 +211,12 @@ class _GrpcBase:
     @staticmethod
     def _needs_signature(inputs: Inputs) -> bool:
         """A lone value needs the input's name; Python values need the declared dtypes."""
-        if not isinstance(inputs, Mapping):
+        if type(inputs) is not dict and not isinstance(inputs, Mapping):
             return True
-        return not all(isinstance(v, (np.ndarray, tensors.TensorProto)) for v in inputs.values())
+        for v in inputs.values():
+            if type(v) is not np.ndarray and not isinstance(v, (np.ndarray, tensors.TensorProto)):
+                return True
+        return False
 
     @staticmethod
     def _typed_inputs(
@@ -250,16 +286,7 @@ class GrpcClient(BlockingReadiness, _GrpcBase):
                 channel = grpc.secure_channel(self.address, creds, options=self._options)
         self._channel = channel
         self._closed = False
-        self._stubs = {
-            m.name: channel.unary_unary(
-                m.path,
-                request_serializer=m.request.SerializeToString,
-                response_deserializer=m.response.FromString,
-            )
-            for m in _methods.METHODS
-        }
-        # Predict travels as bytes: encoded and decoded by _wire without protobuf copies.
-        self._stubs[_methods.PREDICT.name] = channel.unary_unary(_methods.PREDICT.path)
+        self._stubs = _stubs(channel)
 
     # -- plumbing ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -282,8 +309,23 @@ class GrpcClient(BlockingReadiness, _GrpcBase):
         timeout_s: float | None,
         retry: RetryPolicy | None = None,
     ) -> Any:
+        """One call under the client's deadline and retry policy (see _config.call).
+
+        The first try is made here, without a closure or the retry machinery: that is the
+        whole of a call that succeeds.
+        """
         stub = self._stubs[method.name]
         headers = self._headers
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout
+        try:
+            return stub(request, timeout=timeout, metadata=headers)
+        except grpc.RpcError as e:
+            first = self._error(e, model)
+            policy = retry or self.retry
+            if not isinstance(first, ServingUnavailable) or policy.attempts <= 1:
+                raise first from e
+            first.__cause__ = e  # as `raise first from e` sets it
 
         def attempt(remaining: float) -> Any:
             try:
@@ -291,14 +333,10 @@ class GrpcClient(BlockingReadiness, _GrpcBase):
             except grpc.RpcError as e:
                 raise self._error(e, model) from e
 
-        return call(
-            attempt,
-            retry or self.retry,
-            self._timeout(timeout_s),
-            what=method.name,
-            model=model,
-            address=self.address,
-        )
+        return retry_after(
+            first, attempt, policy, timeout, deadline,
+            what=method.name, model=model, address=self.address,
+        )  # fmt: skip
 
     def _model_metadata(self, model, version, label, timeout_s) -> ModelMetadata:
         key = (model, version, label)
@@ -329,10 +367,10 @@ class GrpcClient(BlockingReadiness, _GrpcBase):
         if self._needs_signature(inputs):
             meta = self._model_metadata(model, version, label, timeout_s)
             inputs = self._typed_inputs(meta, signature, inputs, model)
-        raw = self._predict_request(model, inputs, version, label, signature, output_filter)
-        who = describe(model, version, label)
-        answer = self._call(_methods.PREDICT, raw, model=who, timeout_s=timeout_s)
         key = (model, version, label, signature)
+        spec_field, who = self._predict_heads.get(key) or self._predict_head(key)
+        raw = self._predict_request(spec_field, inputs, output_filter, who)
+        answer = self._call(_methods.PREDICT, raw, model=who, timeout_s=timeout_s)
         return _wire.decode_predict_outputs(answer, self._layouts, key)
 
     def classify(

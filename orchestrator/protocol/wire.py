@@ -281,6 +281,19 @@ def encode_predict_request(
     return b"".join(parts)
 
 
+def encode_predict_request_after(
+    spec_field: bytes, inputs: Mapping[str, Any], output_filter: Iterable[str] = ()
+) -> bytes:
+    """encode_predict_request with the model_spec field already serialised, tag and length
+    included (`len_field(1, len(spec)) + spec`): what a client keeps per model it calls."""
+    parts = [spec_field]
+    parts += _tensor_map_parts(2, inputs)
+    for name in output_filter:
+        data = name.encode()
+        parts.append(_len_field(3, len(data)) + data)
+    return b"".join(parts)
+
+
 def encode_predict_response(
     outputs: Mapping[str, Any], model_spec: apis_pb2.ModelSpec | bytes | None = None
 ) -> bytes:
@@ -415,6 +428,9 @@ def decode_predict_response(
     return outputs, spec
 
 
+_SMALL_ARRAY_BYTES = 32 * 1024  # above this, copying as bytes wins (measured)
+
+
 class ResponseLayout:
     """Where the arrays sit in one PredictResponse, to read the next one like it quickly.
 
@@ -477,12 +493,15 @@ class ResponseLayout:
         if len(raw) != self.size:
             return None
         for start, segment in self.fixed:
-            if raw[start : start + len(segment)] != segment:
+            if not raw.startswith(segment, start):  # compares in place, no slice copied
                 return None
-        return {
-            name: np.frombuffer(raw, np.uint8, nbytes, offset).copy().view(native).reshape(dims)
-            for name, offset, nbytes, native, dims in self.arrays
-        }
+        out = {}
+        for name, offset, nbytes, native, dims in self.arrays:
+            if nbytes <= _SMALL_ARRAY_BYTES:  # fewer numpy calls; an unaligned copy is cheap
+                out[name] = np.ndarray(dims, native, raw, offset).copy()
+            else:  # copied as bytes, a plain memcpy whatever the alignment
+                out[name] = np.frombuffer(raw, np.uint8, nbytes, offset).copy().view(native).reshape(dims)
+        return out
 
 
 def decode_predict_outputs(raw: bytes, layouts: dict[Any, ResponseLayout], key: Any) -> dict:

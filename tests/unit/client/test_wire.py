@@ -177,3 +177,37 @@ def test_typed_float_values_match_tensorflow_field_layout() -> None:
     assert [d.size for d in proto.tensor_shape.dim] == [2, 1]
     ints = TensorProto.FromString(_wire.encode_tensor_fields(np.array([-1, 300], dtype=np.int64)))
     assert list(ints.int64_val) == [-1, 300]
+
+
+@pytest.mark.parametrize("output_filter", [(), ("out1", "out2")])
+def test_request_after_a_serialised_spec_equals_protobuf(output_filter) -> None:
+    spec = _spec().SerializeToString()
+    inputs = {"a": np.ones((2, 3), np.float32), "b": ["x"], "c": np.arange(3)[::2]}
+    raw = _wire.encode_predict_request_after(
+        _wire.len_field(1, len(spec)) + spec, inputs, output_filter
+    )
+    assert raw == _wire.encode_predict_request(_spec(), inputs, output_filter)
+    request = apis_pb2.PredictRequest.FromString(raw)
+    assert request.model_spec == _spec() and list(request.output_filter) == list(output_filter)
+
+
+@pytest.mark.parametrize("dtype", ["f4", "f8", "i8", "u1", "c8"])
+@pytest.mark.parametrize("n", [1, 3, 5000])  # small arrays take one numpy path, large another
+def test_layout_reads_small_and_large_arrays_aligned_and_writable(dtype: str, n: int) -> None:
+    layouts: dict = {}
+    # A one-byte model name shifts the array's offset: odd offsets are read too.
+    for name in ("m", "mm"):
+        first = np.arange(n, dtype=dtype).reshape(n, 1)
+        spec = apis_pb2.ModelSpec(name=name)
+        _wire.decode_predict_outputs(_wire.encode_predict_response({"y": first}, spec), layouts, name)
+        second = (first + 1).astype(dtype)
+        raw = _wire.encode_predict_response({"y": second}, spec)
+        layout = layouts[name]
+        got = layout.read(raw)
+        assert got is not None
+        np.testing.assert_array_equal(got["y"], second)
+        assert got["y"].dtype == second.dtype and got["y"].shape == (n, 1)
+        assert got["y"].flags.writeable and got["y"].flags.aligned
+        # The same length with other fixed bytes is not this layout.
+        other = _wire.encode_predict_response({"y": second}, apis_pb2.ModelSpec(name=name.upper()))
+        assert len(other) == len(raw) and layout.read(other) is None
