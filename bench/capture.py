@@ -7,7 +7,9 @@ benches' Keras MLP (784 floats in, 10 scores out). Each round starts a fresh rou
 per setting, rotating which goes first, and loads it with wrk (REST) and an asyncio gRPC
 generator; rps is the mean over rounds, and the ratio to "off" per round (paired) with its median.
 Goals as for the server's own logging: 1% >= 0.95x off, 100% >= 0.8x off. Also prints, at 100%,
-how many samples were written, dropped by the agent, and not delivered (counted by the router).
+how many samples were written, dropped by the agent, and not delivered (counted by the router),
+and the agent's CPU time per request (from /proc; median of rounds), which moves much less than
+rps on a shared machine.
 
     .venv/bin/python bench/capture.py [--duration 5] [--rounds 3] [--connections 16]
 """
@@ -32,6 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench._common import MLP as MODEL  # noqa: E402
 from bench._common import (  # noqa: E402
+    cpu_seconds,
     export_mlp,
     grpc_load,
     load_average,
@@ -58,14 +61,16 @@ SETTINGS = {"off": None, "1%": 0.01, "100%": 1.0}
 
 
 @contextlib.contextmanager
-def routed(work: Path, key: str, rate: float | None, srv, base: Path) -> Iterator[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
-    """A router (and agent) for one setting: (REST URL, gRPC target, agent metrics URL)."""
+def routed(work: Path, key: str, rate: float | None, srv, base: Path) -> Iterator[tuple[str, str, str, int]]:  # type: ignore[no-untyped-def]
+    """A router (and agent) for one setting: (REST URL, gRPC target, agent metrics URL, agent
+    pid or 0)."""
     folder = work / f"router-{key.rstrip('%')}"
     if folder.exists():
         shutil.rmtree(folder)
     router = HAProxyRouter(folder)
     capture = None
     metrics = ""
+    pid = 0
     if rate is not None:
         settings = capture_agent.Settings(
             deployment=MODEL, main=MODEL, spoa_port=free_port(), metrics_port=free_port(),
@@ -74,7 +79,7 @@ def routed(work: Path, key: str, rate: float | None, srv, base: Path) -> Iterato
                 name=MODEL, sample=rate, prefix=str(work / f"logs-{key.rstrip('%')}" / MODEL),
                 max_bytes=256 << 20, base_path=str(base))})
         folder.mkdir(parents=True)
-        capture_agent.start_agent(folder, settings, deadline_s=600)
+        pid = int(capture_agent.start_agent(folder, settings, deadline_s=600)["pid"])
         capture = CaptureConfig(models=(CaptureModel(MODEL, rate),), agent_port=settings.spoa_port,
                                 spoe_path=str(folder / SPOE_FILE))
         metrics = f"http://127.0.0.1:{settings.metrics_port}/metrics"
@@ -85,7 +90,7 @@ def routed(work: Path, key: str, rate: float | None, srv, base: Path) -> Iterato
     try:
         router.start(config)
         wait_until_routed(router, 1, deadline_s=60)
-        yield f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc}", metrics
+        yield f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc}", metrics, pid
     finally:
         router.stop()
         capture_agent.stop_agent(folder)
@@ -109,6 +114,7 @@ def main() -> int:
     keys = list(SETTINGS)
     totals = {k: {"rest": 0.0, "grpc": 0.0} for k in keys}
     ratios = {k: {"rest": [], "grpc": []} for k in keys if k != "off"}  # type: ignore[var-annotated]
+    agent_us = {k: {"rest": [], "grpc": []} for k in keys if k != "off"}  # type: ignore[var-annotated]
     written = dropped = lost = 0.0
     try:
         with server([f"--model_name={MODEL}", f"--model_base_path={base}"]) as srv:
@@ -117,14 +123,22 @@ def main() -> int:
                 order = keys[i % 3:] + keys[: i % 3]
                 this: dict[str, dict[str, float]] = {k: {} for k in keys}
                 for key in order:
-                    with routed(work, key, SETTINGS[key], srv, base) as (rest, grpc, metrics):
+                    with routed(work, key, SETTINGS[key], srv, base) as (rest, grpc, metrics, pid):
                         url = f"{rest}/v1/models/{MODEL}:predict"
                         warm(url, body)
+                        c0 = cpu_seconds(pid) if pid else 0.0
                         this[key]["rest"] = wrk(url, body, duration=args.duration,
                                                 connections=args.connections)["rps"]
+                        if pid:
+                            agent_us[key]["rest"].append((cpu_seconds(pid) - c0) * 1e6
+                                                         / (this[key]["rest"] * args.duration))
                         asyncio.run(grpc_load(grpc, row, duration=1, concurrency=args.connections))
+                        c0 = cpu_seconds(pid) if pid else 0.0
                         this[key]["grpc"] = asyncio.run(grpc_load(
                             grpc, row, duration=args.duration, concurrency=args.connections))["rps"]
+                        if pid:
+                            agent_us[key]["grpc"].append((cpu_seconds(pid) - c0) * 1e6
+                                                         / (this[key]["grpc"] * args.duration))
                         if key == "100%":
                             page = urllib.request.urlopen(metrics, timeout=10).read().decode()
                             written += _counter(page, "tfso_prediction_log_records_total")
@@ -142,16 +156,17 @@ def main() -> int:
     print(f"\nKeras MLP 784-256-10 behind HAProxy, one-row requests, {args.connections} connections, "
           f"{args.rounds} rounds x {args.duration}s per setting and protocol, {os.cpu_count()} CPUs, "
           f"load average {load_average()}\n")
-    print("| protocol | capture | rps | vs off (means) | vs off (median of rounds) | per round | goal |")
-    print("| --- | --- | ---: | ---: | ---: | --- | --- |")
+    print("| protocol | capture | rps | vs off (means) | vs off (median of rounds) | per round | goal "
+          "| agent CPU µs / request |")
+    print("| --- | --- | ---: | ---: | ---: | --- | --- | ---: |")
     for proto in ("rest", "grpc"):
         off = totals["off"][proto] / args.rounds
-        print(f"| {proto} | off | {off:.0f} | 1.000 | | | |")
+        print(f"| {proto} | off | {off:.0f} | 1.000 | | | | |")
         for key, goal in (("1%", 0.95), ("100%", 0.8)):
             rps = totals[key][proto] / args.rounds
             rs = ratios[key][proto]
             print(f"| {proto} | {key} | {rps:.0f} | {rps / off:.3f} | {median(rs):.3f} | "
-                  f"{' '.join(f'{r:.2f}' for r in rs)} | >= {goal} |")
+                  f"{' '.join(f'{r:.2f}' for r in rs)} | >= {goal} | {median(agent_us[key][proto]):.0f} |")
             summary("capture", f"{proto} rps through the router, capture {key} / off (median of rounds)",
                     median(rs), f"≥ {goal}×")  # fmt: skip
     print(f"\nat 100%: {written:.0f} records written, {dropped:.0f} dropped by the agent "

@@ -5,7 +5,9 @@ spec with no `logging:`, `logging: {sample: 0.01}` and `logging: {sample: 1.0}`.
 a fresh server per setting (rotating which goes first) and loads it with wrk (REST) and an asyncio
 gRPC generator; rps is the mean over rounds, and the ratio to "off" is also given per round
 (paired runs) with its median. Goals: 1% >= 0.95x off, 100% >= 0.8x off. Also prints how many
-records were written and dropped (queue full) at 100%.
+records were written and dropped (queue full) at 100%, and the server's CPU time per request
+(all its threads, from /proc; median of rounds): on a shared machine rps swings by 10 % from one
+round to the next, CPU per request much less, so it tells what logging itself costs a request.
 
     .venv/bin/python bench/payload_log.py [--duration 5] [--rounds 4] [--connections 16]
 """
@@ -28,8 +30,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench._common import MLP as MODEL  # noqa: E402
 from bench._common import (  # noqa: E402
+    cpu_seconds,
     export_mlp,
     grpc_load,
+    load_average,
     median,
     mlp_body,
     mlp_row,
@@ -57,6 +61,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=16)
     args = ap.parse_args()
     require("wrk")
+    load_start = load_average()
     row, body = mlp_row(), mlp_body()
     work = Path(tempfile.mkdtemp(prefix="bench-payload-"))
     base = export_mlp(work / MODEL)
@@ -69,6 +74,7 @@ def main() -> int:
     keys = list(SETTINGS)
     totals = {k: {"rest": 0.0, "grpc": 0.0} for k in keys}
     ratios = {k: {"rest": [], "grpc": []} for k in keys if k != "off"}  # type: ignore[var-annotated]
+    cpu_us = {k: {"rest": [], "grpc": []} for k in keys}  # type: ignore[var-annotated]
     written = dropped = 0.0
     try:
         for i in range(args.rounds):
@@ -81,13 +87,20 @@ def main() -> int:
                     srv.wait_until_available(MODEL)
                     url = f"{srv.rest_url}/v1/models/{MODEL}:predict"
                     warm(url, body)
+                    assert srv.proc is not None
+                    c0 = cpu_seconds(srv.proc.pid)
                     this[key]["rest"] = wrk(url, body, duration=args.duration,
                                             connections=args.connections)["rps"]
+                    used = cpu_seconds(srv.proc.pid) - c0
+                    cpu_us[key]["rest"].append(used / (this[key]["rest"] * args.duration) * 1e6)
                     asyncio.run(grpc_load(srv.grpc_target, row, duration=1,
                                           concurrency=args.connections))
+                    c0 = cpu_seconds(srv.proc.pid)
                     this[key]["grpc"] = asyncio.run(grpc_load(
                         srv.grpc_target, row, duration=args.duration,
                         concurrency=args.connections))["rps"]
+                    used = cpu_seconds(srv.proc.pid) - c0
+                    cpu_us[key]["grpc"].append(used / (this[key]["grpc"] * args.duration) * 1e6)
                     if key == "100%":
                         page = urllib.request.urlopen(srv.rest_url + PATH, timeout=5).read().decode()
                         written += _counter(page, "tfso_prediction_log_records_total")
@@ -101,17 +114,21 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\nKeras MLP 784-256-10, one-row requests, {args.connections} connections, "
-          f"{args.rounds} rounds x {args.duration}s per server and protocol, {os.cpu_count()} CPUs\n")
-    print("| protocol | logging | rps | vs off (means) | vs off (median of rounds) | per round | goal |")
-    print("| --- | --- | ---: | ---: | ---: | --- | --- |")
+          f"{args.rounds} rounds x {args.duration}s per server and protocol, {os.cpu_count()} CPUs, "
+          f"load average {load_average()} (at the start: {load_start})\n")
+    print("| protocol | logging | rps | vs off (means) | vs off (median of rounds) | per round | goal "
+          "| server CPU µs / request | vs off |")
+    print("| --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: |")
     for proto in ("rest", "grpc"):
         off = totals["off"][proto] / args.rounds
-        print(f"| {proto} | off | {off:.0f} | 1.000 | | | |")
+        off_us = median(cpu_us["off"][proto])
+        print(f"| {proto} | off | {off:.0f} | 1.000 | | | | {off_us:.0f} | 1.000 |")
         for key, goal in (("1%", 0.95), ("100%", 0.8)):
             rps = totals[key][proto] / args.rounds
             rs = ratios[key][proto]
+            us = median(cpu_us[key][proto])
             print(f"| {proto} | {key} | {rps:.0f} | {rps / off:.3f} | {median(rs):.3f} | "
-                  f"{' '.join(f'{r:.2f}' for r in rs)} | >= {goal} |")
+                  f"{' '.join(f'{r:.2f}' for r in rs)} | >= {goal} | {us:.0f} | {us / off_us:.3f} |")
             summary("payload_log", f"{proto} rps, logging {key} / off (median of rounds)",
                     median(rs), f"≥ {goal}×")  # fmt: skip
     print(f"\nat 100%: {written:.0f} records written, {dropped:.0f} dropped (queue full or write error)")

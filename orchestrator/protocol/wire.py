@@ -100,6 +100,12 @@ def len_field(number: int, payload_len: int) -> bytes:
     return _len_field(number, payload_len)
 
 
+def field_spans(raw: Any, number: int) -> list[tuple[int, int]]:
+    """Where every length-delimited field `number` of a serialised message sits, as
+    (start, end) of its payload; the other fields are stepped over, not read."""
+    return [(a, b) for n, w, a, b in _fields(raw, 0, len(raw)) if n == number and w == _LEN]
+
+
 @functools.lru_cache(maxsize=1024)
 def _tensor_head(enum: int, shape: tuple[int, ...]) -> bytes:
     """dtype and tensor_shape fields; cached, since a service sends the same shapes again."""

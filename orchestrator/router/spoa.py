@@ -64,7 +64,7 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def decode_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+def decode_varint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
     """(value, next position)."""
     try:
         value = buf[pos]
@@ -201,7 +201,7 @@ def decode_messages(buf: bytes | memoryview) -> list[tuple[str, dict[str, Any]]]
     return out
 
 
-def parse_frame(body: bytes) -> tuple[int, int, int, int, memoryview]:
+def parse_frame(body: bytes | bytearray) -> tuple[int, int, int, int, memoryview]:
     """A frame without its length: (type, flags, stream id, frame id, payload)."""
     if len(body) < 7:
         raise ProtocolError("frame too short")
@@ -217,7 +217,11 @@ OnMessages = Callable[[list[tuple[str, dict[str, Any]]]], None]
 
 class Agent:
     """Serves SPOP on a TCP port; every NOTIFY is acknowledged at once, then handed to
-    `on_messages` (which must return quickly; it runs on the event loop)."""
+    `on_messages` (which must return quickly; it runs on the event loop).
+
+    A connection is an asyncio Protocol, not a stream reader: HAProxy pipelines NOTIFY frames,
+    so one read often holds several; each read's frames are parsed in one pass and their ACKs
+    leave in one write (a stream reader took two awaits and a send per frame)."""
 
     def __init__(self, on_messages: OnMessages, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.on_messages = on_messages
@@ -229,7 +233,8 @@ class Agent:
         self.errors = 0
 
     async def start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, self.host, self.port)
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: _Session(self), self.host, self.port)
         self.port = self.server.sockets[0].getsockname()[1]
         return self.port
 
@@ -239,24 +244,112 @@ class Agent:
             with contextlib.suppress(Exception):
                 await self.server.wait_closed()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            await self._session(reader, writer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # HAProxy closed the connection (idle timeout, reload, stop)
-        except ProtocolError as exc:
-            self.errors += 1
-            log.warning("SPOP error from %s: %s", writer.get_extra_info("peername"), exc)
-            with contextlib.suppress(Exception):
-                writer.write(disconnect(exc.status, str(exc)))
-        finally:
-            self.connections -= 1
-            with contextlib.suppress(Exception):
-                writer.close()
 
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        ftype, _, _, _, payload = parse_frame(await self._read(reader, MAX_FRAME_SIZE))
+class _Session(asyncio.Protocol):
+    """One HAProxy connection: HELLO, then NOTIFY frames until DISCONNECT or close."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.transport: Any = None
+        self.buf = bytearray()
+        self.hello_done = False
+        self.max_size = MAX_FRAME_SIZE
+        self.partial: dict[tuple[int, int], bytearray] = {}
+        self.last: tuple[int, int] | None = None  # the fragmented frame being received
+        self.closing = False
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.agent.connections += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.agent.connections -= 1
+        self.closing = True
+
+    # Writes are small ACKs; when HAProxy stops reading them, stop reading its frames too.
+    def pause_writing(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.closing:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        buf = self.buf
+        buf += data
+        out: list[bytes] = []
+        batches: list[list[tuple[str, dict[str, Any]]]] = []
+        pos, size = 0, len(buf)
+        try:
+            while size - pos >= 4:
+                length = int.from_bytes(buf[pos:pos + 4], "big")
+                if length > self.max_size:
+                    raise ProtocolError(f"frame of {length} bytes is over max-frame-size "
+                                        f"{self.max_size}", ST_BAD_FRAME_SIZE)
+                if size - pos - 4 < length:
+                    break
+                body = buf[pos + 4:pos + 4 + length]  # one copy: the buffer moves on below
+                pos += 4 + length
+                if not self._frame(body, out, batches):
+                    break
+        except ProtocolError as exc:
+            self.agent.errors += 1
+            log.warning("SPOP error from %s: %s", self.transport.get_extra_info("peername"), exc)
+            out.append(disconnect(exc.status, str(exc)))
+            self.closing = True
+        del buf[:pos]
+        if out:
+            self.transport.write(b"".join(out))
+        for messages in batches:
+            self.agent.on_messages(messages)
+        if self.closing:
+            self.transport.close()
+
+    def _frame(self, body: bytearray, out: list[bytes],
+               batches: list[list[tuple[str, dict[str, Any]]]]) -> bool:
+        """Handle one frame; False when the connection is to close after what `out` holds."""
+        ftype, flags, sid, fid, payload = parse_frame(body)
+        if not self.hello_done:
+            out.append(self._hello(ftype, payload))
+            self.hello_done = True
+            return not self.closing
+        if ftype == HAPROXY_DISCONNECT:
+            out.append(disconnect(ST_NORMAL, "bye"))
+            self.closing = True
+            return False
+        if ftype == UNSET and self.last is not None:  # a continuation fragment
+            sid, fid = self.last
+        elif ftype != NOTIFY:
+            return True  # unknown frames may be skipped (SPOE.txt 3.2.2)
+        key = (sid, fid)
+        if flags & ABORT:
+            self.partial.pop(key, None)
+            self.last = None
+            return True
+        if not flags & FIN:
+            buf = self.partial.setdefault(key, bytearray())
+            buf += payload
+            self.last = key
+            if len(buf) > MAX_PAYLOAD:
+                raise ProtocolError("fragmented payload too large", ST_BAD_FRAME_SIZE)
+            return True
+        whole: bytes | memoryview = payload
+        if key in self.partial:
+            whole = bytes(self.partial.pop(key) + payload)
+        self.last = None
+        # Acknowledge first (no actions): HAProxy resumes the stream as soon as it reads it.
+        out.append(frame(ACK, stream_id=sid, frame_id=fid))
+        self.agent.frames += 1
+        try:
+            batches.append(decode_messages(whole))
+        except ProtocolError as exc:
+            self.agent.errors += 1
+            log.warning("undecodable NOTIFY payload: %s", exc)
+        return True
+
+    def _hello(self, ftype: int, payload: memoryview) -> bytes:
         if ftype != HAPROXY_HELLO:
             raise ProtocolError(f"expected HAPROXY-HELLO, got frame type {ftype}")
         hello, _ = decode_kv(payload)
@@ -266,56 +359,8 @@ class Agent:
         max_size = min(int(hello.get("max-frame-size") or 0), MAX_FRAME_SIZE)
         if max_size < 256:
             raise ProtocolError(f"max-frame-size {max_size} is under 256", ST_BAD_FRAME_SIZE)
-        writer.write(frame(AGENT_HELLO, encode_kv([("version", VERSION)]) + encode_string("max-frame-size")
-                           + encode_uint32(max_size) + encode_kv([("capabilities", CAPABILITIES)])))
-        await writer.drain()
+        self.max_size = max_size
         if hello.get("healthcheck"):
-            return
-        partial: dict[tuple[int, int], bytearray] = {}
-        last: tuple[int, int] | None = None  # the fragmented frame being received
-        while True:
-            ftype, flags, sid, fid, payload = parse_frame(await self._read(reader, max_size))
-            if ftype == HAPROXY_DISCONNECT:
-                writer.write(disconnect(ST_NORMAL, "bye"))
-                await writer.drain()
-                return
-            if ftype == UNSET and last is not None:  # a continuation fragment
-                sid, fid = last
-            elif ftype != NOTIFY:
-                continue  # unknown frames may be skipped (SPOE.txt 3.2.2)
-            key = (sid, fid)
-            if flags & ABORT:
-                partial.pop(key, None)
-                last = None
-                continue
-            if not flags & FIN:
-                buf = partial.setdefault(key, bytearray())
-                buf += payload
-                last = key
-                if len(buf) > MAX_PAYLOAD:
-                    raise ProtocolError("fragmented payload too large", ST_BAD_FRAME_SIZE)
-                continue
-            whole: bytes | memoryview = payload
-            if key in partial:
-                whole = bytes(partial.pop(key) + payload)
-            last = None
-            # Acknowledge first (no actions): HAProxy resumes the stream now.
-            writer.write(frame(ACK, stream_id=sid, frame_id=fid))
-            self.frames += 1
-            try:
-                messages = decode_messages(whole)
-            except ProtocolError as exc:
-                self.errors += 1
-                log.warning("undecodable NOTIFY payload: %s", exc)
-                continue
-            self.on_messages(messages)
-            if writer.transport.get_write_buffer_size() > 1 << 20:
-                await writer.drain()
-
-    @staticmethod
-    async def _read(reader: asyncio.StreamReader, max_size: int) -> bytes:
-        (length,) = struct.unpack(">I", await reader.readexactly(4))
-        if length > max_size:
-            raise ProtocolError(f"frame of {length} bytes is over max-frame-size {max_size}",
-                                ST_BAD_FRAME_SIZE)
-        return await reader.readexactly(length)
+            self.closing = True
+        return frame(AGENT_HELLO, encode_kv([("version", VERSION)]) + encode_string("max-frame-size")
+                     + encode_uint32(max_size) + encode_kv([("capabilities", CAPABILITIES)]))

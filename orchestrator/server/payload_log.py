@@ -195,8 +195,11 @@ class ModelLogger:
 
     def put(self, item: tuple) -> None:
         """Queue one sample already chosen (here, or by the router's capture agent):
-        (version, signature, inputs, outputs, request_id, ts) or
-        (kind, version, signature, examples, result, request_id, ts)."""
+        (version, signature, inputs, outputs, request_id, ts),
+        (kind, version, signature, examples, result, request_id, ts), or
+        ("wire", version, signature, request bytes, response bytes, request_id, ts) for a Predict
+        pair whose serialised PredictRequest and PredictResponse are at hand (the router's gRPC
+        capture): they go into the record as they are, unparsed."""
         self.counters.sample(self.model)
         try:
             self._queue.put_nowait(item)
@@ -215,17 +218,31 @@ class ModelLogger:
         """One PredictionLog record's bytes. Predict records are put together from wire pieces
         (orchestrator.protocol.wire): building them through protobuf messages cost about 150 µs
         a record in the writer thread, which took the GIL from the requests at high rates."""
-        if isinstance(item[0], str):
+        head = item[0]
+        if head == "wire":
+            _, version, signature, req, resp, rid, ts = item
+            spec, _ = self._specs(version, signature)
+            return self._predict_record(self._metadata(spec, rid, ts), req, resp)
+        if isinstance(head, str):
             return self._example_record(item)
         version, signature, inputs, outputs, rid, ts = item
         spec, request_spec = self._specs(version, signature)
         md = self._metadata(spec, rid, ts)
         req = wire.encode_predict_request(request_spec, inputs)
         resp = wire.encode_predict_response(outputs, spec)
-        log = b"".join(
-            (wire.len_field(1, len(req)), req, wire.len_field(2, len(resp)), resp)
-        )
-        return b"".join((wire.len_field(1, len(md)), md, wire.len_field(6, len(log)), log))
+        return self._predict_record(md, req, resp)
+
+    @staticmethod
+    def _predict_record(md: bytes, req: Any, resp: Any) -> bytes:
+        """PredictionLog{log_metadata: md, predict_log: {request: req, response: resp}}, each
+        given serialised (bytes or a memoryview)."""
+        log_len = len(req) + len(resp)
+        req_head, resp_head = wire.len_field(1, len(req)), wire.len_field(2, len(resp))
+        log_len += len(req_head) + len(resp_head)
+        return b"".join(
+            (wire.len_field(1, len(md)), md, wire.len_field(6, log_len), req_head, req,
+             resp_head, resp)
+        )  # fmt: skip
 
     def _specs(self, version: int, signature: str) -> tuple[bytes, bytes]:
         """ModelSpec bytes, with the version (metadata, response) and without (request)."""

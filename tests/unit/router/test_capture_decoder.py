@@ -114,9 +114,25 @@ def test_grpc_predict_takes_the_version_from_the_answer(decoder: Decoder) -> Non
     args = {"model": "hpt", "path": "/tensorflow.serving.PredictionService/Predict", "rid": "g",
             "req": _grpc(req.SerializeToString(), compressed=True), "req_enc": "gzip",
             "res": _grpc(res.SerializeToString()), "version": "2"}
-    model, (version, signature, inputs, outputs, rid, _) = decoder.decode(args, 0)
-    assert (model, version, signature, rid) == ("hpt", 1, "serving_default", "g")
-    assert inputs["x"].tolist() == [[4.0]] and outputs["y"].tolist() == [[4.0]]
+    model, (kind, version, signature, raw_req, raw_res, rid, _) = decoder.decode(args, 0)
+    assert (model, kind, version, signature, rid) == ("hpt", "wire", 1, "serving_default", "g")
+    # The messages go to the record as sent (inflated), never parsed into tensors here.
+    assert bytes(raw_req) == req.SerializeToString() and bytes(raw_res) == res.SerializeToString()
+    # An answer without a name or signature: the request's (as the client asked).
+    req.model_spec.signature_name = "sig"
+    bare = apis_pb2.PredictResponse()
+    bare.outputs["y"].CopyFrom(res.outputs["y"])
+    bare.model_spec.version.value = 3
+    model, item = decoder.decode({**args, "req": _grpc(req.SerializeToString()), "req_enc": None,
+                                  "res": _grpc(bare.SerializeToString())}, 0)
+    assert (model, item[:3]) == ("hpt", ("wire", 3, "sig"))
+    # Not a logged model: nothing; a body that is not a PredictResponse: unparsable.
+    other = apis_pb2.PredictResponse()
+    other.model_spec.name = "unlogged"
+    assert decoder.decode({**args, "res": _grpc(other.SerializeToString())}, 0) is None
+    with pytest.raises(Skip) as info:
+        decoder.decode({**args, "res": _grpc(b"\x12\x50short")}, 0)
+    assert info.value.reason == "unparsable"
     # An error answer (grpc-status in the trailers, no message) is not logged.
     assert decoder.decode({**args, "res": b""}, 0) is None
     assert grpc_message(b"", None) is None

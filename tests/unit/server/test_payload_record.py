@@ -66,3 +66,36 @@ def test_predict_record_parses_to_the_protobuf_built_log(tmp_path: Path, case) -
     if len(inputs) == 1 and len(outputs) == 1:
         expected = _expected("m", version, signature, 0.25, rid, ts, inputs, outputs)
         assert raw == expected.SerializeToString()
+
+
+@pytest.mark.parametrize("case", CASES, ids=["plain", "strings-empty-no-rid", "long-fields"])
+def test_wire_record_holds_the_messages_as_sent(tmp_path: Path, case) -> None:  # type: ignore[no-untyped-def]
+    """The router's gRPC capture hands over the serialised PredictRequest and PredictResponse:
+    the record must parse to the log that protobuf would build around those very messages."""
+    from orchestrator.protos import apis_pb2
+
+    version, signature, rid, ts, inputs, outputs = case
+    req = apis_pb2.PredictRequest()
+    req.model_spec.name = "m"
+    req.model_spec.version.value = version  # what a client may send: kept as it is
+    for k, v in inputs.items():
+        req.inputs[k].CopyFrom(to_tensor_proto(v))
+    req.output_filter.extend(sorted(outputs))
+    res = apis_pb2.PredictResponse()
+    res.model_spec.name = "m"
+    res.model_spec.version.value = version
+    res.model_spec.signature_name = signature
+    for k, v in outputs.items():
+        res.outputs[k].CopyFrom(to_tensor_proto(v))
+    raw_req, raw_res = req.SerializeToString(), res.SerializeToString()
+    logger = ModelLogger("m", LogOptions(0.25, str(tmp_path / "p"), 1 << 20), Counters())
+    try:
+        raw = logger._record(("wire", version, signature, memoryview(raw_req), raw_res, rid, ts))
+    finally:
+        logger.close()
+    expected = _expected("m", version, signature, 0.25, rid, ts, {}, {})
+    expected.predict_log.request.ParseFromString(raw_req)
+    expected.predict_log.response.ParseFromString(raw_res)
+    assert prediction_log_pb2.PredictionLog.FromString(raw) == expected
+    if len(inputs) == 1 and len(outputs) == 1:  # byte for byte where map order cannot differ
+        assert raw == expected.SerializeToString()
