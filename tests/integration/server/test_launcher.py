@@ -93,8 +93,11 @@ def test_a_server_that_fails_to_start_reports_255(
             proc = start_server(SERVER_CMD, [f"--port={port}", "--model_name=m",
                                              f"--model_base_path={tmp_path / 'm'}"],
                                 env=server_env(sock), stdout=out)  # fmt: skip
-        assert isinstance(proc, Launched)
-        assert proc.wait(60) == 255, log.read_text()
+        try:
+            assert isinstance(proc, Launched)
+            assert proc.wait(60) == 255, log.read_text()
+        finally:
+            proc.kill()  # a no-op once it has exited; a server that kept running must not leak
     assert "Failed to start server" in log.read_text()
 
 
