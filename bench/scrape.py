@@ -225,7 +225,7 @@ def phase(prom: Prometheus, srv: ServerProcess, url: str, body_file: Path, *,
         up = prom.samples("up", start, end)
         out["scrapes"] = len(up)
         out["failed"] = sum(1 for v in up if v == 0)
-        out["expected"] = int((end - start) * 1e3 / interval_ms)
+        out["expected"] = round((end - start) * 1e3 / interval_ms)
     return out
 
 
