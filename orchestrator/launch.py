@@ -211,6 +211,21 @@ def launch(
         raise
 
 
+def is_plain_server(command: Sequence[str]) -> bool:
+    """`tfs-model-server` beside this interpreter, or this interpreter running the server module:
+    what a launcher's fork is equal to."""
+    cmd = list(command)
+    here = os.path.dirname(os.path.abspath(sys.executable))
+    if len(cmd) == 1:
+        return os.path.abspath(cmd[0]) == os.path.join(here, "tfs-model-server")
+    if len(cmd) == 3 and os.path.abspath(cmd[0]) == os.path.abspath(sys.executable):
+        return (cmd[1], cmd[2]) in (
+            ("-m", "orchestrator.server.main"),
+            ("-c", "from orchestrator.server.main import main; main()"),
+        )
+    return False
+
+
 def start_server(
     command: Sequence[str],
     argv: Sequence[str],
@@ -221,9 +236,13 @@ def start_server(
     new_session: bool = False,
 ) -> subprocess.Popen | Launched:
     """`command + argv` as a new server process: forked by the launcher named in `env` when one
-    answers and accepts, otherwise executed (the same server, paying TensorFlow's import)."""
+    answers and accepts, otherwise executed (the same server, paying TensorFlow's import).
+
+    Only a plain server command is forked: a command that wraps the server (`taskset`, `nice`,
+    another interpreter...) is executed, so the wrapper is honoured, and so is a pipe back to us
+    (which needs our own child)."""
     path = env.get(ENV)
-    if path and subprocess.PIPE not in (stdout, stderr):  # a pipe back to us needs our own child
+    if path and is_plain_server(command) and subprocess.PIPE not in (stdout, stderr):
         try:
             return launch(
                 path, argv, env=env, stdout=stdout, stderr=stderr, new_session=new_session

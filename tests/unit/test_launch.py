@@ -45,3 +45,22 @@ def test_log_levels_and_what_tensorflow_sets_as_it_loads_match() -> None:
     assert "TPU_ML_PLATFORM" in (
         mismatch(mine, fingerprint({**BASE, "TPU_ML_PLATFORM": "x"}), loaded) or ""
     )
+
+
+def test_only_a_plain_server_command_is_forked() -> None:
+    """A wrapper in the command (taskset, nice, another interpreter) must run: it is executed."""
+    import os
+
+    from orchestrator.launch import is_plain_server
+    from orchestrator.runtime.local import server_command
+
+    here = os.path.dirname(sys.executable)
+    assert is_plain_server([os.path.join(here, "tfs-model-server")])
+    assert is_plain_server([sys.executable, "-m", "orchestrator.server.main"])
+    assert is_plain_server(server_command())
+    assert not is_plain_server(
+        ["taskset", "-c", "0", sys.executable, "-m", "orchestrator.server.main"]
+    )
+    assert not is_plain_server(["/usr/bin/python3", "-m", "orchestrator.server.main"])
+    assert not is_plain_server([sys.executable, "-m", "orchestrator.other"])
+    assert not is_plain_server(["/elsewhere/bin/tfs-model-server"])
