@@ -48,6 +48,7 @@ from bench import ceiling  # noqa: E402
 from bench.cpu import LOAD_CORE, PROM, SERVER_CORE, wrk_n  # noqa: E402
 from orchestrator.launch import ENV as LAUNCHER_ENV  # noqa: E402
 from tests.helpers import server as helpers  # noqa: E402
+from tests.helpers.launcher import terminate  # noqa: E402
 from tests.helpers.server import ServerProcess, free_port, wait_until  # noqa: E402
 
 JOB = "replica"
@@ -147,14 +148,8 @@ class Prometheus:
             return resp.status == 200
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(30)
+        if self.proc is not None and self.proc.poll() is None:
+            terminate(self.proc, 30)
 
     def api(self, path: str, **params: str) -> Any:
         url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
