@@ -279,12 +279,9 @@ def encode_predict_request(
     inputs: Mapping[str, Any],
     output_filter: Iterable[str] = (),
 ) -> bytes:
-    parts = _message_part(1, model_spec)
-    parts += _tensor_map_parts(2, inputs)
-    for name in output_filter:
-        data = name.encode()
-        parts.append(_len_field(3, len(data)) + data)
-    return b"".join(parts)
+    return encode_predict_request_after(
+        b"".join(_message_part(1, model_spec)), inputs, output_filter
+    )
 
 
 def encode_predict_request_after(
