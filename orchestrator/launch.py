@@ -32,6 +32,8 @@ IMPORT_TIME_PREFIXES = ("TF_", "CUDA", "NVIDIA", "OMP_", "KMP_", "MKL", "ONEDNN"
 # Also read once, but they only set how much TensorFlow's C++ side logs: a forked server keeps the
 # launcher's levels rather than being refused (the CLI quiets TensorFlow for itself, at level 3).
 LOG_LEVELS = ("TF_CPP_MIN_LOG_LEVEL", "TF_CPP_MAX_VLOG_LEVEL")
+# What a server's /proc/PID/cmdline holds, executed or forked (a fork shows the launcher's).
+SERVER_MARKERS = ("tfs-model-server", "orchestrator.server")
 
 log = logging.getLogger("tfso.launcher")
 
@@ -119,7 +121,7 @@ class Launched:
     def _gone(self) -> bool:
         from orchestrator import procs
 
-        return not procs.process_alive(self.pid, None, ("orchestrator.server", "tfs-model-server"))
+        return not procs.process_alive(self.pid, None, SERVER_MARKERS)
 
     def poll(self) -> int | None:
         if self.returncode is None:

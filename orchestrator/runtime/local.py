@@ -22,7 +22,7 @@ from typing import Any
 from orchestrator import procs
 from orchestrator.errors import HealthTimeout, RuntimeFailure
 from orchestrator.health import model_status, wait_until_available
-from orchestrator.launch import start_server
+from orchestrator.launch import SERVER_MARKERS, start_server
 from orchestrator.plan import MODELS_CONFIG, build_plan, plan_safe_reload
 from orchestrator.router.haproxy import (
     HAProxyRouter,
@@ -48,7 +48,6 @@ from orchestrator.runtime.base import (
 from orchestrator.spec import Spec
 from orchestrator.state import StateStore, write_files_atomic
 
-SERVER_MARKERS = ("tfs-model-server", "orchestrator.server")
 STOP_GRACE_S = 10.0
 
 
