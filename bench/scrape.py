@@ -10,7 +10,9 @@ that alternates round by round:
 - no scraping (Prometheus has no target): the rps to compare against;
 - Prometheus alone;
 - Prometheus and the Python scraper of bench/cpu.py `--scrape` (http.client on a kept-alive
-  connection every 100 ms, timed in a thread of this process, so its own time in Python counts).
+  connection every 100 ms, timed in a thread of this process, so its own time in Python counts);
+- Prometheus alone against a second server, started beside the first with TFS_SCRAPE_THREAD=0,
+  whose scrapes all stay on the event loop (the way before the scrape thread), under the same load.
 
 After each phase every sample of the phase's window is read back through Prometheus's HTTP API
 (a range selector returns the raw samples). Percentiles are over the samples of all rounds
@@ -54,15 +56,17 @@ from tests.helpers.server import ServerProcess, free_port, wait_until  # noqa: E
 JOB = "replica"
 SETUP = "bash scripts/setup_system.sh (installs wrk and Debian's prometheus package)"
 PHASES = {
-    "none": (False, False),  # (Prometheus scrapes, Python scraper runs)
-    "prometheus": (True, False),
-    "both": (True, True),
+    "none": (False, False, "thread"),  # (Prometheus scrapes, Python scraper runs, which server)
+    "prometheus": (True, False, "thread"),
+    "both": (True, True, "thread"),
+    "loop": (True, False, "loop"),
 }
 LABELS = {
     "idle": "idle: Prometheus + Python",
     "none": "load: no scraping",
     "prometheus": "load: Prometheus alone",
     "both": "load: Prometheus + Python",
+    "loop": "load: Prometheus alone, scrapes on the event loop (TFS_SCRAPE_THREAD=0)",
 }
 
 
@@ -265,12 +269,15 @@ def main() -> int:
                        f"--monitoring_config_file={work / 'monitoring.config'}"]  # fmt: skip
         # No preloaded launcher: its forked server would not run under taskset.
         (work / "prom").mkdir()
-        with ServerProcess(server_args, env={LAUNCHER_ENV: ""}) as srv, Prometheus(
-            work / "prom", args.interval_ms, args.timeout_ms
-        ) as prom:
-            srv.wait_until_available(model)
+        with ServerProcess(server_args, env={LAUNCHER_ENV: ""}) as srv, ServerProcess(
+            server_args, env={LAUNCHER_ENV: "", "TFS_SCRAPE_THREAD": "0"}
+        ) as srv_loop, Prometheus(work / "prom", args.interval_ms, args.timeout_ms) as prom:
+            servers = {"thread": srv, "loop": srv_loop}
+            for each in servers.values():
+                each.wait_until_available(model)
+                warm = f"{each.rest_url}/v1/models/{model}:predict"
+                wrk_n(warm, str(work / "rest.json"), seconds=2, connections=args.connections)
             url = f"{srv.rest_url}/v1/models/{model}:predict"
-            wrk_n(url, str(work / "rest.json"), seconds=2, connections=args.connections)  # warm
             kw = {"body_file": work / "rest.json", "seconds": args.seconds,
                   "connections": args.connections, "interval_ms": args.interval_ms}
             results = [("idle", phase(prom, srv, url, scrape=True, python=True, load=False,
@@ -278,8 +285,10 @@ def main() -> int:
             print("idle: " + json.dumps(brief(results[-1][1])), file=sys.stderr)
             for rnd in range(args.rounds):
                 for name in sorted(PHASES, reverse=rnd % 2 == 1):
-                    scrape, python = PHASES[name]
-                    row = phase(prom, srv, url, scrape=scrape, python=python, load=True, **kw)
+                    scrape, python, which = PHASES[name]
+                    target = servers[which]
+                    row = phase(prom, target, f"{target.rest_url}/v1/models/{model}:predict",
+                                scrape=scrape, python=python, load=True, **kw)  # fmt: skip
                     results.append((name, row))
                     print(f"round {rnd} {name}: " + json.dumps(brief(row)), file=sys.stderr)
             with urllib.request.urlopen(srv.rest_url + PROM, timeout=10) as resp:
@@ -315,6 +324,8 @@ def main() -> int:
                    pct(under["prom_ms"], 0.99), "< 5 ms", unit=" ms")  # fmt: skip
     common.summary("scrape", "Prometheus scrapes failed under REST load (up == 0)",
                    float(sum(under["failed"]) + sum(pooled["both"]["failed"])), "0", unit="")  # fmt: skip
+    common.summary("scrape", "the same p99 with every scrape on the event loop (before)",
+                   pct(pooled["loop"]["prom_ms"], 0.99), unit=" ms")  # fmt: skip
     common.summary("scrape", "Python client's scrape p99 beside Prometheus, same load",
                    pct(pooled["both"]["python_ms"], 0.99), unit=" ms")  # fmt: skip
     return 0

@@ -154,6 +154,7 @@ class ModelServer:
         self._tasks: list[asyncio.Task] = []
         self._grpc: Any = None
         self._rest_runner: Any = None
+        self._rest_api: Any = None
         self._config_text: str | None = None
         from orchestrator.server.workers import Link
 
@@ -336,6 +337,7 @@ class ModelServer:
             )
             if self.link is not None:
                 api.metrics_page = self._merged_metrics
+            self._rest_api = api
             self._rest_runner = web.ServerRunner(api.server(), handle_signals=False)
             await self._rest_runner.setup()
             site = web.TCPSite(
@@ -393,12 +395,13 @@ class ModelServer:
         batching = getattr(self.core.runner, "options", None)
         if batching is not None:
             yield m.QUEUE_CAPACITY, float(batching.max_enqueued_batches), ()
-        for name, entry in self.manager.models.items():
-            for vs in entry.versions.values():
+        # list(): a scrape may be answered on the scrape thread while the loop loads a model.
+        for name, entry in list(self.manager.models.items()):
+            for vs in list(entry.versions.values()):
                 version = str(vs.version)
                 yield m.MODEL_AVAILABLE, 1.0 if vs.state == "AVAILABLE" else 0.0, (name, version)
                 if batching is not None and vs.servable is not None:
-                    depth = sum(len(q.waiting) for q in vs.servable.batch_queues.values())
+                    depth = sum(len(q.waiting) for q in list(vs.servable.batch_queues.values()))
                     yield m.QUEUE_DEPTH, float(depth), (name, version)
 
     def _forget(self, task: asyncio.Task) -> None:
@@ -514,6 +517,8 @@ class ModelServer:
             await self._grpc.stop(grace=1.0)
         if self._rest_runner is not None:
             await self._rest_runner.cleanup()
+        if self._rest_api is not None:
+            self._rest_api.close()
         if hasattr(self, "manager"):
             await self.manager.close()
         if hasattr(self, "core"):

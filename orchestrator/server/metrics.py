@@ -74,7 +74,7 @@ class Counter:
 
     def render(self, out: list[str]) -> None:
         out.append(f"# TYPE {self.name} counter")
-        for lv, v in self.values.items():
+        for lv, v in list(self.values.items()):  # list(): scrapes render off the loop too
             labels = _labels(self.labels, lv)
             out.append(f"{self.name}{{{labels}}} {v}")
 
@@ -116,7 +116,7 @@ class Gauge:
 
     def render(self, out: list[str]) -> None:
         out.append(f"# TYPE {self.name} gauge")
-        for lv, v in self.values.items():
+        for lv, v in list(self.values.items()):
             labels = _labels(self.labels, lv)
             out.append(f"{self.name}{{{labels}}} {_fmt(v)}" if labels else f"{self.name} {_fmt(v)}")
 
@@ -220,7 +220,7 @@ class VersionMetrics:
             self.errors.inc(*key, code)
 
     def render(self, out: list[str]) -> None:
-        self.requests.values = {key: cell[0] for key, cell in self._cells.items()}
+        self.requests.values = {key: cell[0] for key, cell in list(self._cells.items())}
         for m in (self.requests, self.errors, self.duration, self.batch_size, self.load_duration):
             m.render(out)
         gauges: dict[str, Gauge] = {}

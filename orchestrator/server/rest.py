@@ -21,8 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import inspect
 import logging
+import os
 import re
+import socket
+import threading
 import time
 import zlib
 from collections.abc import Callable, Coroutine
@@ -35,8 +39,10 @@ from aiohttp.web_protocol import RequestHandler
 from orchestrator import limits
 from orchestrator.logs import REQUEST_ID_HEADER, request_id
 from orchestrator.server import json_tensor as jt
+from orchestrator.server import scrapes
 from orchestrator.server.config import MonitoringOptions
 from orchestrator.server.core import Core
+from orchestrator.server.scrapes import ScrapeThread
 from orchestrator.server.status import ServingStatus, invalid
 
 log = logging.getLogger("tfs.rest")
@@ -58,6 +64,10 @@ _DISCONNECTS = (
     asyncio.IncompleteReadError,
     HttpProcessingError,
 )
+
+
+# aiohttp's own default, which the scrape thread keeps for the connections it takes over.
+_KEEPALIVE_S = inspect.signature(RequestHandler.__init__).parameters["keepalive_timeout"].default
 
 
 def max_body_bytes() -> int:
@@ -88,11 +98,33 @@ class RestApi:
         self.cors = cors
         self.max_body = max_body_bytes()
         # The Prometheus page; a worker process sets one that sums every worker's counts. It is
-        # called on the event loop, so it must not block (no round trip to another process).
+        # called on the event loop or the scrape thread, so it must not block (no round trip to
+        # another process).
         self.metrics_page: Callable[[], str] | None = None
+        self.scrapes: ScrapeThread | None = None
+        self._page_lock = threading.Lock()  # the loop and the scrape thread both render
+        self._resumed: set[asyncio.Task] = set()
+        # Scrapes answered by each path: aiohttp's handler, the loop's fast path, the thread.
+        self.answered = {"normal": 0, "fast": 0, "thread": 0}
+        if self.monitoring.enable and core.metrics.versions is not None:  # a tfso_* metric
+            core.metrics.renderers.append(self._render_answered)
 
-    def page(self) -> str:
-        return self.metrics_page() if self.metrics_page is not None else self.core.metrics.render()
+    def page(self, path: str = "normal") -> str:
+        with self._page_lock:
+            self.answered[path] += 1
+            if self.metrics_page is not None:
+                return self.metrics_page()
+            return self.core.metrics.render()
+
+    def _render_answered(self, out: list[str]) -> None:
+        name = "tfso_metrics_scrapes_total"
+        out.append(f"# TYPE {name} counter")
+        out.extend(f'{name}{{path="{k}"}} {n}' for k, n in self.answered.items())
+
+    def close(self) -> None:
+        """Close the scrape thread's connections (the event loop's are aiohttp's to close)."""
+        if self.scrapes is not None:
+            self.scrapes.close()
 
     def server(self) -> web.Server:
         """aiohttp's low-level server: no router, middlewares or signals before `handle`."""
@@ -108,10 +140,30 @@ class RestApi:
 
         fast = _FastScrape(self.monitoring.path, self.page, self.cors) if self.monitoring.enable else None
         # Bodies are inflated in `_body`, under the size limit, never by the protocol.
-        return _Server(
-            self._serve, fast, request_factory=request_factory, access_log=None,
+        server = _Server(
+            self._serve, fast, None, request_factory=request_factory, access_log=None,
             auto_decompress=False,
         )  # fmt: skip
+        if fast is not None and scrapes.enabled():
+
+            def give_back(sock: socket.socket) -> None:  # on the scrape thread
+                loop.call_soon_threadsafe(resume, sock)
+
+            def resume(sock: socket.socket) -> None:
+                if self.scrapes is None or self.scrapes.closed:
+                    sock.close()
+                    return
+                task = loop.create_task(loop.connect_accepted_socket(server, sock))
+                self._resumed.add(task)
+                task.add_done_callback(self._resumed.discard)
+
+            keepalive = float(server._kwargs.get("keepalive_timeout", _KEEPALIVE_S))
+            self.scrapes = scrapes.ScrapeThread(
+                fast.parse, lambda given, close: fast.reply(given, close, "thread"), give_back,
+                keepalive,
+            )  # fmt: skip
+            server._scrapes = self.scrapes
+        return server
 
     async def _serve(self, request: web.BaseRequest) -> web.Response:
         expect = request.headers.get("Expect")
@@ -329,7 +381,7 @@ class _FastScrape:
 
     _REFUSE = (b"content-length", b"transfer-encoding", b"expect", b"upgrade")
 
-    def __init__(self, path: str, page: Callable[[], str], cors: bool) -> None:
+    def __init__(self, path: str, page: Callable[[str], str], cors: bool) -> None:
         self.prefix = b"GET " + path.encode("ascii") + b" HTTP/1.1\r\n"
         self.page = page
         self.extra = (
@@ -339,8 +391,10 @@ class _FastScrape:
             else b""
         )
 
-    def answer(self, data: bytes) -> tuple[bytes, bool] | None:
-        """(response bytes, close the connection after it) or None."""
+    def parse(self, data: bytes) -> tuple[str | None, bool] | None:
+        """(the request id given, close the connection after) for exactly one plain scrape."""
+        if not data.startswith(self.prefix):
+            return None
         end = data.find(b"\r\n\r\n")
         if end != len(data) - 4:  # incomplete, pipelined, or a body follows
             return None
@@ -366,7 +420,11 @@ class _FastScrape:
                 host = True
         if not host:  # HTTP/1.1 requires it; aiohttp answers 400 without
             return None
-        body = self.page().encode()
+        return given, close
+
+    def reply(self, given: str | None, close: bool, path: str = "fast") -> bytes:
+        """The answer; `path` names who answers, for tfso_metrics_scrapes_total."""
+        body = self.page(path).encode()
         head = (
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
             b"Content-Length: %d\r\nDate: %s\r\n%s%s: %s\r\n%s\r\n"
@@ -379,13 +437,14 @@ class _FastScrape:
                 b"Connection: close\r\n" if close else b"",
             )
         )
-        return head + body, close
+        return head + body
 
 
 class _Handler(RequestHandler):
     """aiohttp's protocol, with the metrics scrape answered as soon as it arrives."""
 
     fast: _FastScrape | None = None
+    scrapes: ScrapeThread | None = None
     fresh = True  # no byte received yet on this connection
 
     def data_received(self, data: bytes) -> None:
@@ -401,10 +460,12 @@ class _Handler(RequestHandler):
             and not (self._force_close or self._close or self._upgraded)
             and self.transport is not None
         ):
-            answer = fast.answer(data)
-            if answer is not None:
-                reply, close = answer
-                self.transport.write(reply)
+            parsed = fast.parse(data)
+            if parsed is not None:
+                given, close = parsed
+                if not close and self._hand_over(given):
+                    return
+                self.transport.write(fast.reply(given, close))
                 if close:
                     self.force_close()
                 elif self._keepalive_timeout > 0:
@@ -412,15 +473,42 @@ class _Handler(RequestHandler):
                 return
         super().data_received(data)
 
+    def _hand_over(self, given: str | None) -> bool:
+        """Give this idle connection to the scrape thread, which answers this scrape and the
+        ones after it; False (the loop answers) when the connection cannot move."""
+        transport = self.transport
+        if (
+            self.scrapes is None
+            or transport is None
+            or transport.get_extra_info("ssl_object") is not None
+            or transport.get_write_buffer_size()  # an earlier answer is still being sent
+        ):
+            return False
+        own = transport.get_extra_info("socket")
+        if own is None:
+            return False
+        sock = socket.socket(own.family, own.type, own.proto, fileno=os.dup(own.fileno()))
+        if not self.scrapes.adopt(sock, given):
+            sock.close()
+            return False
+        # The connection lives on in `sock`; closing asyncio's descriptor sends nothing.
+        transport.pause_reading()
+        transport.abort()
+        return True
+
 
 class _Server(web.Server):
-    def __init__(self, handler: Any, fast: _FastScrape | None, **kwargs: Any) -> None:
+    def __init__(
+        self, handler: Any, fast: _FastScrape | None, scrapes: ScrapeThread | None, **kwargs: Any
+    ) -> None:
         super().__init__(handler, **kwargs)
         self._fast = fast
+        self._scrapes = scrapes
 
     def __call__(self) -> RequestHandler:
         proto = _Handler(self, loop=self._loop, **self._kwargs)
         proto.fast = self._fast
+        proto.scrapes = self._scrapes
         return proto
 
 

@@ -1,20 +1,25 @@
 """The metrics scrape on a live server: a plain scrape is answered where its bytes arrive (the
 fast path in server.rest, #13), on a kept-alive connection, with the same page the normal path
-gives, and without disturbing requests before or after it on that connection.
+gives, and without disturbing requests before or after it on that connection. A kept-alive
+scrape connection then moves to the scrape thread (server.scrapes), which answers its scrapes off
+the event loop and gives the connection back for anything else.
 
 The fast path's answer carries no `Server` header (aiohttp's normal answers do), which is how these
-tests see which path answered.
+tests see that the normal path did not answer; `tfso_metrics_scrapes_total{path}` on the page
+itself tells the loop's fast path from the thread.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import threading
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers.server import ServerProcess
+from tests.helpers.server import ServerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 PATH = "/monitoring/prometheus/metrics"
@@ -137,3 +142,133 @@ def test_pipelined_scrape_waits_its_turn_and_close_closes(server: ServerProcess)
         assert conn.closed_by_server()
     finally:
         conn.close()
+
+
+def answered(body: bytes) -> dict[str, float]:
+    """tfso_metrics_scrapes_total by path, as the page itself counts it (this scrape included)."""
+    return {
+        s.labels["path"]: s.value
+        for f in text_string_to_metric_families(body.decode())
+        if f.name == "tfso_metrics_scrapes"
+        for s in f.samples
+        if s.name == "tfso_metrics_scrapes_total"
+    }
+
+
+def scrape(conn: Conn, rid: str) -> dict[str, float]:
+    conn.sock.sendall(SCRAPE + f"X-Request-Id: {rid}\r\n\r\n".encode())
+    status, headers, body = conn.response()
+    assert status == "HTTP/1.1 200 OK" and headers["x-request-id"] == rid
+    assert "server" not in headers
+    return answered(body)
+
+
+def test_kept_alive_scrapes_are_answered_on_the_scrape_thread(server: ServerProcess) -> None:
+    conn = Conn(server)
+    try:
+        settle_on_fast_path(conn)
+        before = scrape(conn, "first")
+        for i in range(5):
+            now = scrape(conn, f"thread-{i}")
+            assert now["thread"] > before["thread"], (before, now)  # this one, on the thread
+            assert now["fast"] == before["fast"], "a kept-alive scrape went back to the loop"
+            before = now
+    finally:
+        conn.close()
+
+
+def test_a_pipelined_request_on_a_thread_connection_goes_back_to_the_loop(
+    server: ServerProcess,
+) -> None:
+    """The thread only takes one whole plain scrape; a scrape followed by a predict in one write
+    goes back to the event loop unread, which answers both in order."""
+    conn = Conn(server)
+    try:
+        settle_on_fast_path(conn)
+        scrape(conn, "on-thread")
+        conn.sock.sendall(SCRAPE + b"X-Request-Id: piped\r\n\r\n" + predict(10.0))
+        _, headers, body = conn.response()
+        assert headers["x-request-id"] == "piped" and "tfso_requests" in families(body)
+        _, _, body = conn.response()
+        assert json.loads(body) == {"predictions": [7.0]}
+        settle_on_fast_path(conn)  # and it can move to the thread again
+        assert scrape(conn, "again")["thread"] >= 1
+    finally:
+        conn.close()
+
+
+def test_thread_scrapes_beside_requests_on_the_loop(server: ServerProcess) -> None:
+    """Requests on four connections (new label sets appear as they go) while one connection
+    scrapes on the thread: every answer is right and every page parses."""
+    errors: list[BaseException] = []
+
+    def load(version: int) -> None:
+        conn = Conn(server)
+        try:
+            for i in range(60):
+                body = json.dumps({"instances": [float(i)]}).encode()
+                path = f"/v1/models/half_plus_two/versions/{version}:predict"
+                if i % 2:  # another label set for the per-version metrics
+                    path = f"/v1/models/half_plus_two/labels/{'stable' if version == 1 else 'canary'}:predict"
+                conn.sock.sendall(
+                    b"POST %s HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s"
+                    % (path.encode(), len(body), body)
+                )
+                status, _, answer = conn.response()
+                assert status == "HTTP/1.1 200 OK", answer
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+        finally:
+            conn.close()
+
+    workers = [threading.Thread(target=load, args=(1 + i % 2,)) for i in range(4)]
+    conn = Conn(server)
+    try:
+        settle_on_fast_path(conn)
+        start = scrape(conn, "start")
+        for w in workers:
+            w.start()
+        pages = 0
+        while any(w.is_alive() for w in workers) or pages < 5:
+            now = scrape(conn, f"under-load-{pages}")
+            pages += 1
+            assert pages < 2000, "the load did not finish"
+        for w in workers:
+            w.join(timeout=60)
+        assert not errors, errors
+        assert now["thread"] - start["thread"] >= pages and now["fast"] == start["fast"]
+    finally:
+        conn.close()
+
+
+def test_stopping_the_server_closes_thread_connections(model_root: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "monitoring.config"
+    cfg.write_text(f'prometheus_config {{ enable: true path: "{PATH}" }}\n')
+    args = [f"--model_base_path={model_root / 'half_plus_two'}", "--model_name=half_plus_two",
+            f"--monitoring_config_file={cfg}"]
+    with ServerProcess(args) as srv:
+        srv.wait_until_available("half_plus_two")
+        conn = Conn(srv)
+        try:
+            settle_on_fast_path(conn)
+            assert scrape(conn, "held")["thread"] >= 1
+            assert srv.stop() == 0  # within its deadline, with a scrape connection held open
+            assert wait_until(conn.closed_by_server, timeout_s=10, what="the connection to close")
+        finally:
+            conn.close()
+
+
+def test_the_scrape_thread_can_be_turned_off(model_root: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "monitoring.config"
+    cfg.write_text(f'prometheus_config {{ enable: true path: "{PATH}" }}\n')
+    args = [f"--model_base_path={model_root / 'half_plus_two'}", "--model_name=half_plus_two",
+            f"--monitoring_config_file={cfg}"]
+    with ServerProcess(args, env={"TFS_SCRAPE_THREAD": "0"}) as srv:
+        srv.wait_until_available("half_plus_two")
+        conn = Conn(srv)
+        try:
+            counts = [scrape(conn, f"loop-{i}") for i in range(3)]
+            assert [c["thread"] for c in counts] == [0, 0, 0]
+            assert [c["fast"] - counts[0]["fast"] for c in counts] == [0, 1, 2]
+        finally:
+            conn.close()

@@ -12,7 +12,7 @@ GET = f"GET {PATH} HTTP/1.1\r\n".encode()
 
 
 def fast(cors: bool = False) -> _FastScrape:
-    return _FastScrape(PATH, lambda: "# TYPE x counter\nx 1\n", cors)
+    return _FastScrape(PATH, lambda path: "# TYPE x counter\nx 1\n", cors)
 
 
 def split(reply: bytes) -> tuple[str, dict[str, str], bytes]:
@@ -22,9 +22,10 @@ def split(reply: bytes) -> tuple[str, dict[str, str], bytes]:
 
 
 def test_a_plain_scrape_is_answered_with_the_page_and_the_callers_request_id() -> None:
-    answer = fast().answer(GET + b"Host: h\r\nAccept: */*\r\nX-Request-Id: scrape-1\r\n\r\n")
-    assert answer is not None
-    reply, close = answer
+    f = fast()
+    parsed = f.parse(GET + b"Host: h\r\nAccept: */*\r\nX-Request-Id: scrape-1\r\n\r\n")
+    assert parsed == ("scrape-1", False)
+    reply, close = f.reply(*parsed), parsed[1]
     status, headers, body = split(reply)
     assert status == "HTTP/1.1 200 OK" and not close
     assert body == b"# TYPE x counter\nx 1\n"
@@ -35,9 +36,10 @@ def test_a_plain_scrape_is_answered_with_the_page_and_the_callers_request_id() -
 
 
 def test_connection_close_cors_and_a_bad_request_id() -> None:
-    answer = fast(cors=True).answer(GET + b"Host: h\r\nConnection: close\r\nX-Request-Id: a b\r\n\r\n")
-    assert answer is not None
-    reply, close = answer
+    f = fast(cors=True)
+    parsed = f.parse(GET + b"Host: h\r\nConnection: close\r\nX-Request-Id: a b\r\n\r\n")
+    assert parsed is not None
+    reply, close = f.reply(*parsed), parsed[1]
     _, headers, _ = split(reply)
     assert close and headers["connection"] == "close"
     assert headers["access-control-allow-origin"] == "*"
@@ -62,7 +64,7 @@ def test_connection_close_cors_and_a_bad_request_id() -> None:
     ],
 )
 def test_anything_unusual_is_left_to_the_normal_path(data: bytes) -> None:
-    assert fast().answer(data) is None
+    assert fast().parse(data) is None
 
 
 def test_only_the_exact_request_line_is_fast() -> None:
@@ -72,3 +74,4 @@ def test_only_the_exact_request_line_is_fast() -> None:
                   b"GET /monitoring/prometheus/metrics HTTP/1.0\r\n",
                   b"HEAD /monitoring/prometheus/metrics HTTP/1.1\r\n"):
         assert not (other + b"\r\n").startswith(f.prefix)
+        assert f.parse(other + b"Host: h\r\n\r\n") is None
