@@ -85,6 +85,7 @@ class Histogram:
     labels: tuple[str, ...]
     limits: list[float]
     cells: dict[tuple[str, ...], list[float]] = field(default_factory=dict)  # counts..., sum
+    _les: list[str] | None = field(default=None, repr=False, compare=False)
 
     def observe(self, value: float, *label_values: str) -> None:
         cell = self.cells.get(label_values)
@@ -95,7 +96,9 @@ class Histogram:
 
     def render(self, out: list[str]) -> None:
         out.append(f"# TYPE {self.name} histogram")
-        les = [f'le="{_fmt(x)}"}} ' for x in self.limits] + ['le="+Inf"} ']  # once per scrape
+        les = self._les
+        if les is None:  # the bucket bounds, formatted once
+            les = self._les = [f'le="{_fmt(x)}"}} ' for x in self.limits] + ['le="+Inf"} ']
         for lv, cell in list(self.cells.items()):
             labels = _labels(self.labels, lv)
             prefix = f"{self.name}_bucket{{{labels}{',' if labels else ''}"
