@@ -6,7 +6,9 @@ loads it (wrk on REST, then an asyncio gRPC generator); rps is the mean over rou
 machine's other load varies, the on/off ratio is also given per round (paired runs) with its
 median. While a server is under REST load, a
 thread scrapes its metrics page every 100 ms, as Prometheus would, and times each scrape.
-Prints a markdown table with rps on/off and the scrape times (goal: ratio >= 0.97, scrape < 5 ms).
+Prints a markdown table with rps on/off and the scrape times (goal: ratio >= 0.97, scrape < 5 ms),
+and the server's CPU time per request (all its threads, from /proc; median of rounds), which moves
+much less than rps when other jobs share the machine.
 
     .venv/bin/python bench/metrics.py [--duration 5] [--rounds 6] [--connections 16]
 """
@@ -29,6 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from bench._common import MLP as MODEL  # noqa: E402
 from bench._common import (  # noqa: E402
     Scraper,
+    cpu_seconds,
     export_mlp,
     grpc_load,
     mlp_body,
@@ -39,6 +42,7 @@ from bench._common import (  # noqa: E402
     warm,
     wrk,
 )
+from bench._common import median as median_of  # noqa: E402
 
 PATH = "/monitoring/prometheus/metrics"
 
@@ -60,6 +64,7 @@ def main() -> int:
     totals = {key: {"rest": 0.0, "grpc": 0.0} for key in ("on", "off")}
     ratios: dict[str, list[float]] = {"rest": [], "grpc": []}  # on/off, per round (paired)
     scrapes: dict[str, list[float]] = {"on": [], "off": []}
+    cpu_us: dict[str, dict[str, list[float]]] = {k: {"rest": [], "grpc": []} for k in ("on", "off")}
     page = b""
     try:
         for i in range(args.rounds):
@@ -75,16 +80,23 @@ def main() -> int:
                     warm(url, body)
                     scraper = Scraper(srv.rest_url + PATH)
                     scraper.start()
+                    assert srv.proc is not None
+                    c0 = cpu_seconds(srv.proc.pid)
                     stats = wrk(url, body, duration=args.duration, connections=args.connections)
+                    used = cpu_seconds(srv.proc.pid) - c0
                     scraper.stop.set()
                     scraper.join(10)
                     scrapes[key] += scraper.times_ms
                     this_round[key]["rest"] = stats["rps"]
+                    cpu_us[key]["rest"].append(used / (stats["rps"] * args.duration) * 1e6)
                     asyncio.run(grpc_load(srv.grpc_target, row, duration=1,  # warm the channel
                                           concurrency=args.connections))
+                    c0 = cpu_seconds(srv.proc.pid)
                     stats = asyncio.run(grpc_load(srv.grpc_target, row, duration=args.duration,
                                                   concurrency=args.connections))
+                    used = cpu_seconds(srv.proc.pid) - c0
                     this_round[key]["grpc"] = stats["rps"]
+                    cpu_us[key]["grpc"].append(used / (stats["rps"] * args.duration) * 1e6)
                     if key == "on":
                         page = urllib.request.urlopen(srv.rest_url + PATH, timeout=5).read()
                 for proto in ("rest", "grpc"):
@@ -97,8 +109,8 @@ def main() -> int:
     print(f"\nKeras MLP 784-256-10, one-row requests, {args.connections} connections, "
           f"{args.rounds} rounds x {args.duration}s per server and protocol, {os.cpu_count()} CPUs\n")
     print("| protocol | rps, metrics on | rps, metrics off | on / off (means) | "
-          "on / off (median of rounds) | per round |")
-    print("| --- | ---: | ---: | ---: | ---: | --- |")
+          "on / off (median of rounds) | per round | server CPU µs / request, on / off (medians) |")
+    print("| --- | ---: | ---: | ---: | ---: | --- | ---: |")
     for proto in ("rest", "grpc"):
         on_rps = totals["on"][proto] / args.rounds
         off_rps = totals["off"][proto] / args.rounds
@@ -106,7 +118,8 @@ def main() -> int:
         median = per_round[len(per_round) // 2] if len(per_round) % 2 else (
             per_round[len(per_round) // 2 - 1] + per_round[len(per_round) // 2]) / 2
         print(f"| {proto} | {on_rps:.0f} | {off_rps:.0f} | {on_rps / off_rps:.3f} | {median:.3f} | "
-              f"{' '.join(f'{r:.2f}' for r in ratios[proto])} |")
+              f"{' '.join(f'{r:.2f}' for r in ratios[proto])} | "
+              f"{median_of(cpu_us['on'][proto]):.0f} / {median_of(cpu_us['off'][proto]):.0f} |")
     print("\n| metrics page under REST load | scrapes | p50 ms | p90 ms | max ms |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for key, times in scrapes.items():
@@ -118,6 +131,9 @@ def main() -> int:
     for proto in ("rest", "grpc"):
         summary("metrics", f"{proto} rps, per-version metrics on / off (median of rounds)",
                 sorted(ratios[proto])[len(ratios[proto]) // 2], "≥ 0.97×")  # fmt: skip
+        # CPU per request off / on: the rps a saturated core would keep with the metrics on.
+        summary("metrics", f"{proto} server CPU per request, metrics off / on (medians)",
+                median_of(cpu_us["off"][proto]) / median_of(cpu_us["on"][proto]), "≥ 0.97×")  # fmt: skip
     on = sorted(scrapes["on"])
     if on:
         summary("metrics", f"scrape p50 under REST load, {args.workers} worker(s)",
