@@ -64,6 +64,20 @@ def _require_uri(spec: Spec) -> None:
         )
 
 
+def _refuse_logging(spec: Spec, what: str) -> None:
+    """The real image fails on any logging_config ("No request-logger-creator provided"), and a
+    cluster has no capture agent of ours yet: refused, never rendered and left to crash."""
+    if spec.logging is not None:
+        raise SpecError(
+            f"payload logging (`logging:`) is not supported on {what} yet: TF Serving's image "
+            "cannot log, and only the docker runtime's router captures the sample",
+            file=str(spec.source) if spec.source else None,
+            field="logging",
+            fix="remove `logging:` for the cluster, or deploy with `--runtime docker` "
+            "(router capture) or `--runtime local`",
+        )
+
+
 def cluster_model_path(spec: Spec) -> str:
     """Where TF Serving in the pod finds the version folders."""
     _require_uri(spec)
@@ -360,6 +374,7 @@ def render(spec: Spec, *, canary_version: int | None = None, canary_weight: int 
            canary_replicas: int = 1) -> list[Obj]:
     """Every object of one deployment, in apply order; a canary adds its Deployment (and routes)."""
     _require_uri(spec)
+    _refuse_logging(spec, "Kubernetes")
     name = object_name(spec)
     plan = cluster_plan(spec)
     objects: list[Obj] = [config_map(spec, plan, f"{name}-config")]
@@ -390,6 +405,7 @@ def render(spec: Spec, *, canary_version: int | None = None, canary_weight: int 
 def inference_service(spec: Spec, *, canary_traffic_percent: int | None = None) -> Obj:
     """A KServe InferenceService with the tensorflow predictor, for clusters already on KServe."""
     _require_uri(spec)
+    _refuse_logging(spec, "KServe")
     assert spec.model_uri is not None
     uri = spec.model_uri
     storage = f"oci://{uri.location}" if uri.scheme == "image" else uri.uri  # KServe's modelcar scheme

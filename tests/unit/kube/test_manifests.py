@@ -181,6 +181,17 @@ def test_local_base_path_only_is_refused_with_advice(tmp_path: Path) -> None:
     assert info.value.fix and "tfsctl package m --image REPO:TAG" in info.value.fix
 
 
+@pytest.mark.parametrize("render", [manifests.render, manifests.inference_service])
+def test_payload_logging_is_refused_not_rendered(render: Any) -> None:
+    """The real image crash-loops on a logging_config; nothing of ours captures in a cluster."""
+    spec = parse_spec("model_uri: gs://b-1/m\nlogging: {sample: 0.1, path: /logs}\n",
+                      file=Path("/x/m.yaml"), check_files=False)
+    with pytest.raises(SpecError) as info:
+        render(spec)
+    assert info.value.field == "logging"
+    assert info.value.fix and "--runtime docker" in info.value.fix
+
+
 def test_object_names_are_dns_names() -> None:
     spec = parse_spec("model_uri: gs://b-1/m\n", file=Path("/x/My_Model.yaml"), check_files=False)
     name = manifests.object_name(spec)
