@@ -9,10 +9,13 @@ that alternates round by round:
 
 - no scraping (Prometheus has no target): the rps to compare against;
 - Prometheus alone;
-- Prometheus and the Python scraper of bench/cpu.py `--scrape` (http.client on a kept-alive
-  connection every 100 ms, timed in a thread of this process, so its own time in Python counts);
 - Prometheus alone against a second server, started beside the first with TFS_SCRAPE_THREAD=0,
-  whose scrapes all stay on the event loop (the way before the scrape thread), under the same load.
+  whose scrapes all stay on the event loop (the way before the scrape thread), under the same load;
+- Prometheus alone against a third server whose scrape thread keeps Python's default GIL switch
+  interval (TFS_SWITCH_INTERVAL_MS=5 instead of 0.5).
+
+`--python` adds a phase with Prometheus and the Python scraper of bench/cpu.py `--scrape`
+(http.client on a kept-alive connection every 100 ms, timed in a thread of this process).
 
 After each phase every sample of the phase's window is read back through Prometheus's HTTP API
 (a range selector returns the raw samples). Percentiles are over the samples of all rounds
@@ -21,12 +24,16 @@ is the median of the rounds. One idle phase first (no load) is the reference. Th
 pinned to core 0 like bench/cpu.py's; wrk and Prometheus run on core 1.
 
     .venv/bin/python bench/scrape.py [--rounds 3] [--seconds 20] [--idle-seconds 10]
-        [--model mlp|demo] [--connections 16] [--interval-ms 200] [--timeout-ms 150]
+        [--model mlp|demo] [--connections 16] [--interval-ms 200] [--timeout-ms 150] [--python]
+
+The three servers run side by side, each pinned to the same core, and only the one in the phase
+gets load; "vs no scraping" compares every phase with the first server's rps without scraping.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -58,15 +65,22 @@ SETUP = "bash scripts/setup_system.sh (installs wrk and Debian's prometheus pack
 PHASES = {
     "none": (False, False, "thread"),  # (Prometheus scrapes, Python scraper runs, which server)
     "prometheus": (True, False, "thread"),
-    "both": (True, True, "thread"),
     "loop": (True, False, "loop"),
+    "switch5": (True, False, "switch5"),
 }
+PYTHON_PHASE = {"both": (True, True, "thread")}
 LABELS = {
     "idle": "idle: Prometheus + Python",
     "none": "load: no scraping",
     "prometheus": "load: Prometheus alone",
     "both": "load: Prometheus + Python",
     "loop": "load: Prometheus alone, scrapes on the event loop (TFS_SCRAPE_THREAD=0)",
+    "switch5": "load: Prometheus alone, scrape thread with a 5 ms GIL switch interval",
+}
+SERVER_ENV = {
+    "thread": {},
+    "loop": {"TFS_SCRAPE_THREAD": "0"},
+    "switch5": {"TFS_SWITCH_INTERVAL_MS": "5"},
 }
 
 
@@ -242,7 +256,10 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--interval-ms", type=int, default=200, help="Prometheus's scrape_interval")
     ap.add_argument("--timeout-ms", type=int, default=150, help="Prometheus's scrape_timeout")
+    ap.add_argument("--python", action="store_true",
+                    help="also a phase with the Python scraper beside Prometheus")
     args = ap.parse_args()
+    phases = {**PHASES, **(PYTHON_PHASE if args.python else {})}
     if not 0 < args.timeout_ms <= args.interval_ms:
         raise SystemExit("error: --timeout-ms must be positive and at most --interval-ms\n"
                          "fix: e.g. --interval-ms 200 --timeout-ms 150")  # fmt: skip
@@ -250,7 +267,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-scrape-"))
     pooled: dict[str, dict[str, list[float]]] = {
         k: {"rps": [], "prom_ms": [], "python_ms": [], "scrapes": [], "failed": [], "expected": []}
-        for k in ("idle", *PHASES)
+        for k in ("idle", *phases)
     }
     load_start = common.load_average()
     page_kb = float("nan")
@@ -269,10 +286,11 @@ def main() -> int:
                        f"--monitoring_config_file={work / 'monitoring.config'}"]  # fmt: skip
         # No preloaded launcher: its forked server would not run under taskset.
         (work / "prom").mkdir()
-        with ServerProcess(server_args, env={LAUNCHER_ENV: ""}) as srv, ServerProcess(
-            server_args, env={LAUNCHER_ENV: "", "TFS_SCRAPE_THREAD": "0"}
-        ) as srv_loop, Prometheus(work / "prom", args.interval_ms, args.timeout_ms) as prom:
-            servers = {"thread": srv, "loop": srv_loop}
+        with contextlib.ExitStack() as stack:
+            servers = {key: stack.enter_context(ServerProcess(server_args, env={LAUNCHER_ENV: "", **env}))
+                       for key, env in SERVER_ENV.items()}  # fmt: skip
+            srv = servers["thread"]
+            prom = stack.enter_context(Prometheus(work / "prom", args.interval_ms, args.timeout_ms))
             for each in servers.values():
                 each.wait_until_available(model)
                 warm = f"{each.rest_url}/v1/models/{model}:predict"
@@ -284,8 +302,8 @@ def main() -> int:
                                       **{**kw, "seconds": args.idle_seconds}))]  # fmt: skip
             print("idle: " + json.dumps(brief(results[-1][1])), file=sys.stderr)
             for rnd in range(args.rounds):
-                for name in sorted(PHASES, reverse=rnd % 2 == 1):
-                    scrape, python, which = PHASES[name]
+                for name in sorted(phases, reverse=rnd % 2 == 1):
+                    scrape, python, which = phases[name]
                     target = servers[which]
                     row = phase(prom, target, f"{target.rest_url}/v1/models/{model}:predict",
                                 scrape=scrape, python=python, load=True, **kw)  # fmt: skip
@@ -323,11 +341,12 @@ def main() -> int:
     common.summary("scrape", "Prometheus scrape_duration_seconds p99 under REST load",
                    pct(under["prom_ms"], 0.99), "< 5 ms", unit=" ms")  # fmt: skip
     common.summary("scrape", "Prometheus scrapes failed under REST load (up == 0)",
-                   float(sum(under["failed"]) + sum(pooled["both"]["failed"])), "0", unit="")  # fmt: skip
+                   float(sum(under["failed"])), "0", unit="")  # fmt: skip
     common.summary("scrape", "the same p99 with every scrape on the event loop (before)",
                    pct(pooled["loop"]["prom_ms"], 0.99), unit=" ms")  # fmt: skip
-    common.summary("scrape", "Python client's scrape p99 beside Prometheus, same load",
-                   pct(pooled["both"]["python_ms"], 0.99), unit=" ms")  # fmt: skip
+    if args.python:
+        common.summary("scrape", "Python client's scrape p99 beside Prometheus, same load",
+                       pct(pooled["both"]["python_ms"], 0.99), unit=" ms")  # fmt: skip
     return 0
 
 

@@ -338,7 +338,11 @@ class ModelServer:
             if self.link is not None:
                 api.metrics_page = self._merged_metrics
             self._rest_api = api
-            self._rest_runner = web.ServerRunner(api.server(), handle_signals=False)
+            try:
+                rest_server = api.server()
+            except ValueError as e:  # a bad TFS_* setting of the REST server
+                raise StartupError(str(e)) from None
+            self._rest_runner = web.ServerRunner(rest_server, handle_signals=False)
             await self._rest_runner.setup()
             site = web.TCPSite(
                 self._rest_runner,

@@ -9,7 +9,8 @@ when it sees all of it, unread, as one plain scrape (`MSG_PEEK`); anything else 
 half a request, pipelining) is left unread and the socket goes back to the event loop, which then
 reads it in order as a fresh connection. Idle connections close after the loop's keep-alive time.
 
-TFS_SCRAPE_THREAD=0 keeps every scrape on the event loop (for comparison in bench/scrape.py).
+TFS_SCRAPE_THREAD=0 keeps every scrape on the event loop (for comparison in bench/scrape.py);
+TFS_SWITCH_INTERVAL_MS (default 0.5) is the GIL switch interval set once the thread runs.
 """
 
 from __future__ import annotations
@@ -27,9 +28,23 @@ log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 5.0  # a scraper that does not read its page loses the connection, not the thread
 # How long the serving thread may keep the GIL while this one waits to answer a scrape. Python's
-# default (5 ms) alone would use up the 5 ms a scrape is given under load; other threads only
-# compete for the GIL when they have work, so the shorter slice costs nothing when none does.
-SWITCH_INTERVAL_S = 0.0005
+# default (5 ms) alone would use up the 5 ms a scrape is given under load.
+SWITCH_INTERVAL_MS = 0.5
+
+
+def switch_interval_s() -> float:
+    """TFS_SWITCH_INTERVAL_MS (env): the GIL switch interval set once the scrape thread runs."""
+    text = os.environ.get("TFS_SWITCH_INTERVAL_MS", "")
+    try:
+        value = float(text) if text else SWITCH_INTERVAL_MS
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1000:
+        raise ValueError(
+            f"TFS_SWITCH_INTERVAL_MS={text!r} is not a number of milliseconds in (0, 1000]: "
+            f"set it like TFS_SWITCH_INTERVAL_MS=0.5, or unset it for {SWITCH_INTERVAL_MS}"
+        )
+    return value / 1000
 
 
 def enabled() -> bool:
@@ -62,6 +77,7 @@ class ScrapeThread:
         self._lock = threading.Lock()
         self.closed = False
         self._thread: threading.Thread | None = None
+        self._switch_s = switch_interval_s()  # read now: a bad value fails the start, not a scrape
         self.answered = 0  # scrapes answered here, for tests and the bench
 
     def adopt(self, sock: socket.socket, given: str | None) -> bool:
@@ -72,8 +88,7 @@ class ScrapeThread:
                 return False
             self._new.append((sock, given))
             if self._thread is None:
-                if sys.getswitchinterval() > SWITCH_INTERVAL_S:
-                    sys.setswitchinterval(SWITCH_INTERVAL_S)
+                sys.setswitchinterval(self._switch_s)
                 self._thread = threading.Thread(target=self._run, name="tfs-scrapes", daemon=True)
                 self._thread.start()
         self._wake_w.send(b"\0")

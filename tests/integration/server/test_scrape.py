@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers.server import ServerProcess, wait_until
+from tests.helpers.server import ServerProcess, free_port, run_server_expect_exit, wait_until
 
 pytestmark = pytest.mark.integration
 PATH = "/monitoring/prometheus/metrics"
@@ -272,3 +272,16 @@ def test_the_scrape_thread_can_be_turned_off(model_root: Path, tmp_path: Path) -
             assert [c["fast"] - counts[0]["fast"] for c in counts] == [0, 1, 2]
         finally:
             conn.close()
+
+
+def test_a_bad_switch_interval_stops_the_start(model_root: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "monitoring.config"
+    cfg.write_text(f'prometheus_config {{ enable: true path: "{PATH}" }}\n')
+    res = run_server_expect_exit(
+        [f"--port={free_port()}", f"--rest_api_port={free_port()}", "--model_name=half_plus_two",
+         f"--model_base_path={model_root / 'half_plus_two'}", f"--monitoring_config_file={cfg}"],
+        env={"TFS_SWITCH_INTERVAL_MS": "fast"},
+    )
+    assert res.returncode == 255
+    assert "TFS_SWITCH_INTERVAL_MS='fast' is not a number of milliseconds" in res.stdout, res.stdout
+    assert "TFS_SWITCH_INTERVAL_MS=0.5" in res.stdout
