@@ -14,7 +14,9 @@ A plain scrape of the metrics page (`GET <path> HTTP/1.1`, no body, on an idle c
 answered right where its bytes arrive (`_Handler.data_received`), not as a task queued behind every
 request in flight: under load the event loop runs a whole round of predict handlers per
 iteration, and a scrape that waited for its turn took as long as they did (#13). Anything else
-about such a request (HTTP/1.0, a body, pipelining, Expect, Upgrade) takes the normal path.
+about such a request (HTTP/1.0, a body, pipelining, Expect, Upgrade) takes the normal path. A kept-
+alive connection that sent such a scrape then moves to the scrape thread (server.scrapes), which
+answers its later scrapes without waiting for the loop at all.
 """
 
 from __future__ import annotations
