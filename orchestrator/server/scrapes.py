@@ -78,7 +78,6 @@ class ScrapeThread:
         self.closed = False
         self._thread: threading.Thread | None = None
         self._switch_s = switch_interval_s()  # read now: a bad value fails the start, not a scrape
-        self.answered = 0  # scrapes answered here, for tests and the bench
 
     def adopt(self, sock: socket.socket, given: str | None) -> bool:
         """Take `sock` (whose scrape, already read, asked for request id `given`); False once
@@ -96,6 +95,8 @@ class ScrapeThread:
 
     def close(self) -> None:
         with self._lock:
+            if self.closed:
+                return
             self.closed = True
             thread = self._thread
         self._wake_w.send(b"\0")
@@ -172,7 +173,6 @@ class ScrapeThread:
         except Exception:  # rendering failed: the connection ends, the thread stays
             log.exception("answering a scrape failed")
             return False
-        self.answered += 1
         return True
 
     def _hand_back(self, sock: socket.socket) -> None:
