@@ -266,14 +266,13 @@ class Decoder:
                 if inputs is None:
                     _, inputs, _ = json_tensor.parse_predict(doc, lambda _s: ins)
                 outputs = _dense_map(answer, "predictions", "outputs", outs)
-                if outputs is not None:
-                    pass
-                elif "predictions" in answer:
-                    outputs = json_tensor.instances_to_arrays(answer["predictions"], outs)
-                elif "outputs" in answer:
-                    outputs = json_tensor.inputs_to_arrays(answer["outputs"], outs)
-                else:
-                    raise Skip("unparsable", "answer has no predictions or outputs")
+                if outputs is None:
+                    if "predictions" in answer:
+                        outputs = json_tensor.instances_to_arrays(answer["predictions"], outs)
+                    elif "outputs" in answer:
+                        outputs = json_tensor.inputs_to_arrays(answer["outputs"], outs)
+                    else:
+                        raise Skip("unparsable", "answer has no predictions or outputs")
                 return model, (version, sig_name, inputs, outputs, rid, now)
             _, examples = json_tensor.parse_examples(doc, method)
             results = answer.get("results")
