@@ -166,7 +166,7 @@ def render_spoe(capture: CaptureConfig, versions_map: str | None) -> str:
         "",
         f"spoe-message {MESSAGE}",
         "    args model=var(txn.tfso_model) path=var(txn.tfso_path) rid=var(txn.tfso_rid) "
-        f"server=srv_name version={version} req=var(txn.tfso_req) req_enc=var(txn.tfso_req_enc) "
+        f"version={version} req=var(txn.tfso_req) req_enc=var(txn.tfso_req_enc) "
         "req_size=var(txn.tfso_req_size) res=res.body res_size=res.body_size res_enc=var(txn.tfso_res_enc)",
         "",
         f"spoe-group {GROUP}",

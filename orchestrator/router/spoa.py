@@ -187,17 +187,65 @@ def decode_kv(buf: bytes | memoryview, pos: int = 0, count: int | None = None) -
     return out, pos
 
 
-def decode_messages(buf: bytes | memoryview) -> list[tuple[str, dict[str, Any]]]:
+def decode_messages(buf: bytes | bytearray | memoryview) -> list[tuple[str, dict[str, Any]]]:
+    """LIST-OF-MESSAGES -> [(name, {arg: value})]; unnamed arguments get their index as name.
+
+    One pass over a bytes copy with the common cases inline (one-byte varints, strings, binary,
+    null): a NOTIFY's payload arrives per sampled request on the event loop, and going through
+    decode_string / decode_typed per argument cost about 35 µs a message of eleven arguments."""
+    data = bytes(buf)
+    size = len(data)
     out = []
     pos = 0
-    while pos < len(buf):
-        name, pos = decode_string(buf, pos)
-        try:
-            nargs = buf[pos]
-        except IndexError:
-            raise ProtocolError("truncated message") from None
-        args, pos = decode_kv(buf, pos + 1, nargs)
-        out.append((name, args))
+    try:
+        while pos < size:
+            n = data[pos]
+            if n < 240:
+                pos += 1
+            else:
+                n, pos = decode_varint(data, pos)
+            end = pos + n
+            if end > size:
+                raise ProtocolError("truncated name")
+            name = data[pos:end].decode("utf-8", "replace")
+            nargs = data[end]
+            pos = end + 1
+            args: dict[str, Any] = {}
+            for i in range(nargs):
+                if pos >= size:
+                    raise ProtocolError("truncated argument list")
+                n = data[pos]
+                if n < 240:
+                    pos += 1
+                else:
+                    n, pos = decode_varint(data, pos)
+                end = pos + n
+                if end > size:
+                    raise ProtocolError("truncated name")
+                key = data[pos:end].decode("utf-8", "replace") if n else str(i)
+                kind = data[end] & 0x0F
+                pos = end + 1
+                if kind in (T_BINARY, T_STRING):
+                    n = data[pos]
+                    if n < 240:
+                        pos += 1
+                    else:
+                        n, pos = decode_varint(data, pos)
+                    end = pos + n
+                    if end > size:
+                        raise ProtocolError("truncated string")
+                    value: Any = data[pos:end]
+                    if kind == T_STRING:
+                        value = value.decode("utf-8", "replace")
+                    pos = end
+                elif kind == T_NULL:
+                    value = None
+                else:
+                    value, pos = decode_typed(data, end)
+                args[key] = value
+            out.append((name, args))
+    except IndexError:
+        raise ProtocolError("truncated message") from None
     return out
 
 

@@ -12,10 +12,19 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from orchestrator.protocol.tensors import to_tensor_proto
 from orchestrator.protos import apis_pb2
-from orchestrator.router.capture_agent import Decoder, ModelSettings, Settings, Skip, grpc_message
+from orchestrator.router.capture_agent import (
+    Decoder,
+    ModelSettings,
+    Settings,
+    Skip,
+    _dense_map,
+    grpc_message,
+)
 from tests.helpers.models import half_plus_two_tf1
 
 
@@ -137,3 +146,66 @@ def test_grpc_predict_takes_the_version_from_the_answer(decoder: Decoder) -> Non
     assert decoder.decode({**args, "res": b""}, 0) is None
     assert grpc_message(b"", None) is None
 
+
+
+# -- the dense fast path: the same arrays as server.json_tensor's rules, or None -------------------
+_DTYPES = {1: np.float32, 2: np.float64, 3: np.int32, 9: np.int64}
+
+
+def _general(doc: dict, dtypes: dict[str, int]) -> dict[str, np.ndarray]:
+    from orchestrator.server import json_tensor
+
+    return json_tensor.parse_predict(doc, lambda _s: dtypes)[1]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), dtype=st.sampled_from(sorted(_DTYPES)), rank=st.sampled_from([1, 2]),
+       rows=st.integers(1, 5), width=st.integers(1, 6), form=st.sampled_from(["instances", "inputs", "named"]))
+def test_dense_fast_path_gives_the_general_paths_arrays(data: st.DataObject, dtype: int, rank: int,
+                                                        rows: int, width: int, form: str) -> None:
+    floats = dtype in (1, 2)
+    leaf = (st.one_of(st.floats(allow_nan=False, allow_infinity=False, width=32 if dtype == 1 else 64),
+                      st.integers(-(2**31), 2**31 - 1))
+            if floats else st.integers(-(2**31), 2**31 - 1))
+    value = (data.draw(st.lists(leaf, min_size=rows, max_size=rows)) if rank == 1 else
+             [data.draw(st.lists(leaf, min_size=width, max_size=width)) for _ in range(rows)])
+    doc = json.loads(json.dumps({"instances": value} if form == "instances" else
+                                {"inputs": value} if form == "inputs" else {"inputs": {"x": value}}))
+    dtypes = {"x": dtype}
+    fast = _dense_map(doc, "instances", "inputs", dtypes)
+    assert fast is not None
+    want = _general(doc, dtypes)
+    assert fast["x"].dtype == want["x"].dtype == _DTYPES[dtype]
+    assert fast["x"].shape == want["x"].shape
+    assert fast["x"].tobytes() == want["x"].tobytes()
+
+
+def test_dense_fast_path_leaves_everything_else_to_the_general_path() -> None:
+    for doc, dtypes in [
+        ({"instances": [[[1.0]]]}, {"x": 1}),  # rank 3
+        ({"instances": [[1.0, 2.0], [3.0]]}, {"x": 1}),  # ragged
+        ({"instances": [[1.0], 2.0]}, {"x": 1}),
+        ({"instances": [{"b64": "AAA="}]}, {"x": 7}),  # strings
+        ({"instances": ["a"]}, {"x": 1}),
+        ({"instances": [True]}, {"x": 10}),  # bool: not a fast dtype
+        ({"instances": [{"x": 1.0}]}, {"x": 1}),  # objects of inputs
+        ({"instances": [[1.0]]}, {"x": 1, "y": 1}),  # two inputs
+        ({"instances": []}, {"x": 1}),
+        ({"instances": [[]]}, {"x": 1}),
+        ({"inputs": 1.0}, {"x": 1}),  # rank 0
+        ({"inputs": {"x": [1.0], "y": [2.0]}}, {"x": 1}),
+        ({"inputs": {"y": [1.0]}}, {"x": 1}),
+        ({"instances": [2**40]}, {"x": 3}),  # out of int32's range
+        ({"instances": [[1.0]], "inputs": [[1.0]]}, {"x": 1}),
+        ({"signature_name": "s"}, {"x": 1}),
+    ]:
+        assert _dense_map(doc, "instances", "inputs", dtypes) is None, doc
+
+
+def test_dense_rows_decode_through_the_decoder_like_the_general_path(decoder: Decoder) -> None:
+    rows = [[0.1, 2, -3.5e-7], [1e30, 0.0, -0.0]]
+    _, item = decoder.decode(_rest("/v1/models/hpt:predict", {"instances": [[0.1]]},
+                                   {"predictions": rows}), 0)
+    assert item[2]["x"].dtype == np.float32 and item[2]["x"].tobytes() == np.float32(0.1).tobytes()
+    assert item[3]["y"].dtype == np.float32
+    assert item[3]["y"].tobytes() == np.asarray(rows).astype(np.float32).tobytes()

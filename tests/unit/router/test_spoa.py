@@ -12,6 +12,8 @@ import struct
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.router import spoa
 from orchestrator.router.capture import parse_drops
@@ -50,6 +52,32 @@ def test_messages_round_trip_with_unnamed_arguments() -> None:
                                     ("m2", [])])
     assert spoa.decode_messages(payload) == [("m1", {"path": "/v1/models/a:predict", "1": 3}),
                                              ("m2", {})]
+
+
+_TYPED = st.one_of(st.none(), st.booleans(), st.integers(0, 2**64 - 1), st.integers(-(2**63), -1),
+                   st.text(max_size=300), st.binary(max_size=3000))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=20),
+                          st.lists(st.tuples(st.text(max_size=12), _TYPED), max_size=12)), max_size=3))
+def test_messages_decode_to_what_was_encoded_and_truncation_is_a_protocol_error(
+        messages: list[tuple[str, list[tuple[str, Any]]]]) -> None:
+    payload = spoa.encode_messages(messages)
+    want = []
+    for name, args in messages:
+        decoded: dict[str, Any] = {}
+        for i, (key, value) in enumerate(args):
+            decoded[key or str(i)] = value
+        want.append((name, decoded))
+    assert spoa.decode_messages(payload) == want
+    assert spoa.decode_messages(memoryview(payload)) == want
+    for cut in {1, len(payload) // 2, len(payload) - 1} - {0, len(payload)}:
+        if 0 < cut < len(payload):
+            try:
+                spoa.decode_messages(payload[:cut])
+            except spoa.ProtocolError:
+                pass  # a prefix may also end on a message boundary and decode
 
 
 def test_frame_layout() -> None:
