@@ -165,8 +165,8 @@ class ModelLogger:
         self._file = ""
         self._file_bytes = 0
         self._failing = False
-        self._spec_cache: dict[tuple[int, str], tuple[bytes, bytes]] = {}
-        self._md_fixed: bytes | None = None
+        self._field_cache: dict[tuple[int, str], tuple[bytes, bytes, bytes]] = {}
+        self._ts_sec, self._ts_field = -1, b""
         with counters.lock:
             counters.writable.setdefault(model, 1)
             counters.written.setdefault(model, 0)
@@ -180,9 +180,12 @@ class ModelLogger:
         self,
         version: int,
         signature: str,
-        inputs: dict[str, np.ndarray],
+        inputs: dict[str, np.ndarray] | Any,
         outputs: dict[str, np.ndarray],
     ) -> None:
+        """inputs: the request's tensors, or the PredictRequest itself as received (gRPC), which
+        the record keeps as it is: the writer serialises the message in one C call instead of
+        encoding tensors again, and the log holds what the client sent, as TF Serving's does."""
         if self.rate < 1.0 and random.random() >= self.rate:
             return
         call = CURRENT_CALL.get()
@@ -229,64 +232,59 @@ class ModelLogger:
         head = item[0]
         if head == "wire":
             _, version, signature, req, resp, rid, ts = item
-            spec, _ = self._specs(version, signature)
-            return self._predict_record(self._metadata(spec, rid, ts), req, resp)
+            return self._predict_record(self._fields(version, signature)[0], rid, ts, req, resp)
         if isinstance(head, str):
             return self._example_record(item)
         version, signature, inputs, outputs, rid, ts = item
-        spec, request_spec = self._specs(version, signature)
-        md = self._metadata(spec, rid, ts)
-        req = wire.encode_predict_request(request_spec, inputs)
-        resp = wire.encode_predict_response(outputs, spec)
-        return self._predict_record(md, req, resp)
+        md_head, req_spec, resp_spec = self._fields(version, signature)
+        if isinstance(inputs, dict):
+            req = wire.encode_predict_request_after(req_spec, inputs)
+        else:  # the PredictRequest as received (gRPC)
+            req = inputs.SerializeToString()
+        resp = wire.encode_predict_response(outputs) + resp_spec  # model_spec is field 2, last
+        return self._predict_record(md_head, rid, ts, req, resp)
 
-    @staticmethod
-    def _predict_record(md: bytes, req: Any, resp: Any) -> bytes:
-        """PredictionLog{log_metadata: md, predict_log: {request: req, response: resp}}, each
-        given serialised (bytes or a memoryview)."""
-        log_len = len(req) + len(resp)
+    def _predict_record(self, md_head: bytes, rid: str, ts: float, req: Any, resp: Any) -> bytes:
+        """PredictionLog{log_metadata, predict_log: {request: req, response: resp}}, req and
+        resp given serialised (bytes or a memoryview). LogMetadata's fields in the order
+        protobuf writes them: model_spec, sampling_config, saved_model_tags (md_head),
+        timestamp_secs (4), request_origin (6)."""
+        sec = int(ts)
+        if sec != self._ts_sec:
+            self._ts_sec, self._ts_field = sec, b"\x20" + wire.varint(sec) if sec else b""
+        if rid:
+            origin = rid.encode()
+            tail = self._ts_field + wire.len_field(6, len(origin)) + origin
+        else:
+            tail = self._ts_field
         req_head, resp_head = wire.len_field(1, len(req)), wire.len_field(2, len(resp))
-        log_len += len(req_head) + len(resp_head)
+        log_len = len(req_head) + len(req) + len(resp_head) + len(resp)
         return b"".join(
-            (wire.len_field(1, len(md)), md, wire.len_field(6, log_len), req_head, req,
-             resp_head, resp)
+            (wire.len_field(1, len(md_head) + len(tail)), md_head, tail,
+             wire.len_field(6, log_len), req_head, req, resp_head, resp)
         )  # fmt: skip
 
-    def _specs(self, version: int, signature: str) -> tuple[bytes, bytes]:
-        """ModelSpec bytes, with the version (metadata, response) and without (request)."""
+    def _fields(self, version: int, signature: str) -> tuple[bytes, bytes, bytes]:
+        """What every Predict record of (version, signature) shares, serialised once:
+        LogMetadata's model_spec, sampling_config and saved_model_tags; the request's
+        model_spec field (no version, as the request named none); the response's (with it)."""
         key = (version, signature)
-        cached = self._spec_cache.get(key)
+        cached = self._field_cache.get(key)
         if cached is None:
-            from orchestrator.protos import apis_pb2
+            from orchestrator.protos import apis_pb2, prediction_log_pb2
 
             full = apis_pb2.ModelSpec(name=self.model, signature_name=signature)
             full.version.value = version
             bare = apis_pb2.ModelSpec(name=self.model, signature_name=signature)
-            cached = self._spec_cache[key] = (
-                full.SerializeToString(),
-                bare.SerializeToString(),
-            )
-        return cached
-
-    def _metadata(self, spec: bytes, rid: str, ts: float) -> bytes:
-        """LogMetadata bytes: model_spec, sampling_config, saved_model_tags, timestamp_secs (4)
-        and request_origin (6), in field order as protobuf writes them."""
-        if self._md_fixed is None:
-            from orchestrator.protos import prediction_log_pb2
-
             fixed = prediction_log_pb2.LogMetadata(saved_model_tags=["serve"])
             fixed.sampling_config.sampling_rate = self.rate
-            self._md_fixed = fixed.SerializeToString()
-        origin = rid.encode()
-        return b"".join(
-            (
-                wire.len_field(1, len(spec)),
-                spec,
-                self._md_fixed,
-                b"\x20" + wire.varint(int(ts)) if int(ts) else b"",
-                wire.len_field(6, len(origin)) + origin if origin else b"",
+            f, b = full.SerializeToString(), bare.SerializeToString()
+            cached = self._field_cache[key] = (
+                wire.len_field(1, len(f)) + f + fixed.SerializeToString(),
+                wire.len_field(1, len(b)) + b,
+                wire.len_field(2, len(f)) + f,
             )
-        )
+        return cached
 
     def _new_log(self, version: int, signature: str, rid: str, ts: float):  # type: ignore[no-untyped-def]
         """A PredictionLog with its metadata filled: what every record kind shares."""

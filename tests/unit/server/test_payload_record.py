@@ -101,6 +101,29 @@ def test_wire_record_holds_the_messages_as_sent(tmp_path: Path, case) -> None:  
         assert raw == expected.SerializeToString()
 
 
+@pytest.mark.parametrize("case", CASES, ids=["plain", "strings-empty-no-rid", "long-fields"])
+def test_grpc_record_keeps_the_request_as_received(tmp_path: Path, case) -> None:  # type: ignore[no-untyped-def]
+    """Our gRPC front end hands over the PredictRequest it parsed: the record holds that request
+    as the client sent it (its version and output_filter too), the response built as for REST."""
+    from orchestrator.protos import apis_pb2
+
+    version, signature, rid, ts, inputs, outputs = case
+    req = apis_pb2.PredictRequest()
+    req.model_spec.name = "m"
+    req.model_spec.version.value = version
+    for k, v in inputs.items():
+        req.inputs[k].CopyFrom(to_tensor_proto(v))
+    req.output_filter.extend(sorted(outputs))
+    logger = ModelLogger("m", LogOptions(0.25, str(tmp_path / "p"), 1 << 20), Counters())
+    try:
+        raw = logger._record((version, signature, req, outputs, rid, ts))
+    finally:
+        logger.close()
+    expected = _expected("m", version, signature, 0.25, rid, ts, {}, outputs)
+    expected.predict_log.request.ParseFromString(req.SerializeToString())
+    assert prediction_log_pb2.PredictionLog.FromString(raw) == expected
+
+
 def test_tfrecord_framing_is_what_tensorflows_writer_writes(tmp_path: Path) -> None:
     """The logger frames records itself (one write() per batch): byte for byte what
     tf.io.TFRecordWriter writes, empty and multi-byte-length records included."""
