@@ -110,7 +110,10 @@ class Core:
         signature_name: str,
         inputs: dict[str, np.ndarray],
         output_filter: list[str] | None = None,
+        request: Any = None,
     ) -> PredictResult:
+        """request: the PredictRequest as received (gRPC), for the payload log to keep as it
+        is; without it the log encodes `inputs`."""
         cache = servable.plan_cache
         ck = (signature_name, tuple(inputs), tuple(output_filter) if output_filter else ())
         plan = cache.get(ck)
@@ -135,7 +138,12 @@ class Core:
         )
         payload = self.payload.by_model.get(servable.name)
         if payload is not None:
-            payload.maybe(servable.version, plan.signature_name, inputs, result.outputs)
+            payload.maybe(
+                servable.version,
+                plan.signature_name,
+                inputs if request is None else request,
+                result.outputs,
+            )
         return result
 
     # -- classify / regress ---------------------------------------------------------------------

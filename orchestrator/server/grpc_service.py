@@ -176,7 +176,7 @@ class GrpcApi:
                 inputs[alias] = from_tensor_proto(proto)
             except (ValueError, TypeError) as e:
                 raise invalid(f"Could not parse input tensor {alias}: {e}") from None
-        res = await self.core.predict(servable, sig, inputs, list(req.output_filter))
+        res = await self.core.predict(servable, sig, inputs, list(req.output_filter), req)
         resp = apis_pb2.PredictResponse()
         _fill_spec(resp.model_spec, name, servable.version, res.signature_name)
         encode = self._encode

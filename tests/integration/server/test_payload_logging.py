@@ -183,3 +183,7 @@ def test_full_disk_keeps_serving(tmp_path: Path) -> None:
                    timeout_s=30, what="write errors counted")
         assert any("cannot be written" in ln for ln in srv.logs().splitlines())
         assert _predict(srv, "full", 2.0, "after-full").json() == {"predictions": [[3.0]]}
+    # A write cut short by the limit is cut back to the last whole record: every file parses to
+    # its end with TF's reader (a half record would raise DataLossError), checksums included.
+    records = _records(logs / "full")
+    assert records and all(r.log_metadata.model_spec.name == "full" for r in records)
