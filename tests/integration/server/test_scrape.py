@@ -241,11 +241,16 @@ def test_thread_scrapes_beside_requests_on_the_loop(server: ServerProcess) -> No
         conn.close()
 
 
-def test_stopping_the_server_closes_thread_connections(model_root: Path, tmp_path: Path) -> None:
+def own_server_args(model_root: Path, tmp_path: Path) -> list[str]:
+    """half_plus_two with monitoring on, for a test that needs a server of its own."""
     cfg = tmp_path / "monitoring.config"
     cfg.write_text(f'prometheus_config {{ enable: true path: "{PATH}" }}\n')
-    args = [f"--model_base_path={model_root / 'half_plus_two'}", "--model_name=half_plus_two",
+    return [f"--model_base_path={model_root / 'half_plus_two'}", "--model_name=half_plus_two",
             f"--monitoring_config_file={cfg}"]
+
+
+def test_stopping_the_server_closes_thread_connections(model_root: Path, tmp_path: Path) -> None:
+    args = own_server_args(model_root, tmp_path)
     with ServerProcess(args) as srv:
         srv.wait_until_available("half_plus_two")
         conn = Conn(srv)
@@ -259,10 +264,7 @@ def test_stopping_the_server_closes_thread_connections(model_root: Path, tmp_pat
 
 
 def test_the_scrape_thread_can_be_turned_off(model_root: Path, tmp_path: Path) -> None:
-    cfg = tmp_path / "monitoring.config"
-    cfg.write_text(f'prometheus_config {{ enable: true path: "{PATH}" }}\n')
-    args = [f"--model_base_path={model_root / 'half_plus_two'}", "--model_name=half_plus_two",
-            f"--monitoring_config_file={cfg}"]
+    args = own_server_args(model_root, tmp_path)
     with ServerProcess(args, env={"TFS_SCRAPE_THREAD": "0"}) as srv:
         srv.wait_until_available("half_plus_two")
         conn = Conn(srv)
@@ -275,11 +277,9 @@ def test_the_scrape_thread_can_be_turned_off(model_root: Path, tmp_path: Path) -
 
 
 def test_a_bad_switch_interval_stops_the_start(model_root: Path, tmp_path: Path) -> None:
-    cfg = tmp_path / "monitoring.config"
-    cfg.write_text(f'prometheus_config {{ enable: true path: "{PATH}" }}\n')
     res = run_server_expect_exit(
-        [f"--port={free_port()}", f"--rest_api_port={free_port()}", "--model_name=half_plus_two",
-         f"--model_base_path={model_root / 'half_plus_two'}", f"--monitoring_config_file={cfg}"],
+        [f"--port={free_port()}", f"--rest_api_port={free_port()}",
+         *own_server_args(model_root, tmp_path)],
         env={"TFS_SWITCH_INTERVAL_MS": "fast"},
     )
     assert res.returncode == 255
