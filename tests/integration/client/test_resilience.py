@@ -73,6 +73,9 @@ def test_tls_with_client_certificate(tls_server, certs) -> None:
         server_name="localhost",
     )
     with GrpcClient(f"localhost:{tls_server.grpc_port}", tls=named) as client:
+        # is_model_ready makes one call without retries; a new channel's first call can fail
+        # while "localhost" is still connecting (::1 refused, then 127.0.0.1), so wait first.
+        client.wait_until_available("scale", timeout_s=60)
         assert client.is_model_ready("scale")
 
 
