@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.errors import RolloutError
+from orchestrator.protocol.tfrecord import frame as tfrecord
 from orchestrator.rollout.analysis import Outputs
 from orchestrator.rollout.metrics import Snapshot
 from orchestrator.rollout.target import RolloutTarget
@@ -240,37 +241,6 @@ class ShadowAgent:
                 self._writer = None
         except Exception:  # logging the shadow answer never stops the comparison
             pass
-
-
-def _crc32c_table() -> list[int]:
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    table = _CRC_TABLE
-    for b in data:
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def _masked(crc: int) -> int:
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def tfrecord(data: bytes) -> bytes:
-    """One TFRecord: length, masked CRC-32C of the length, data, masked CRC-32C of the data."""
-    length = struct.pack("<Q", len(data))
-    return length + struct.pack("<I", _masked(crc32c(length))) + data + struct.pack("<I", _masked(crc32c(data)))
 
 
 class ShadowTarget(RolloutTarget):
