@@ -7,10 +7,12 @@ unlike rps, this barely moves when other programs share the machine, so two vers
 server can be compared on a busy machine. The demo model (4 floats in, 3 out); the server is
 pinned to core 0 and h2load to core 1. `--before DIR` runs a second server from the
 `orchestrator` package under DIR (e.g. `git archive BASE orchestrator | tar -x -C DIR`),
-alternating with this tree's round by round. With `--scrape`, a keep-alive client scrapes the
+alternating with this tree's round by round; `--compare KEY=VALUE` runs this tree a second time with
+that environment variable set (e.g. `TFS_VERSION_METRICS=0`), alternating the same way. With `--scrape`, a keep-alive client scrapes the
 Prometheus page every 100 ms during the REST load (p50 / p99 / max).
 
     .venv/bin/python bench/cpu.py [--requests 20000] [--rounds 3] [--before DIR] [--scrape]
+    .venv/bin/python bench/cpu.py --compare TFS_VERSION_METRICS=0 --rounds 8
     .venv/bin/python bench/cpu.py --profile DIR   # py-spy raw stacks of the server under REST and gRPC load
 """
 
@@ -153,6 +155,11 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--before", default="", help="folder holding the orchestrator package to compare")
+    ap.add_argument("--compare", default="", metavar="KEY=VALUE",
+                    help="also run this tree with that environment variable, round by round")
+    ap.add_argument("--fixed-layout", action="store_true",
+                    help="every server with the same hash seed and no address randomization "
+                         "(PYTHONHASHSEED=0, setarch -R): less spread between server processes")
     ap.add_argument("--scrape", action="store_true", help="time metrics scrapes under the REST load")
     ap.add_argument("--profile", default="", help="py-spy raw stacks of this tree's server to DIR")
     args = ap.parse_args()
@@ -160,12 +167,21 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
     base = export_demo(work / MODEL)
     (work / "monitoring.config").write_text(f'prometheus_config {{ enable: true path: "{PROM}" }}\n')
-    helpers.SERVER_CMD = ["taskset", "-c", SERVER_CORE, *helpers.SERVER_CMD]
+    layout = ["setarch", os.uname().machine, "-R"] if args.fixed_layout else []
+    helpers.SERVER_CMD = [*layout, "taskset", "-c", SERVER_CORE, *helpers.SERVER_CMD]
     server_args = [f"--model_name={MODEL}", f"--model_base_path={base}",
                    f"--monitoring_config_file={work / 'monitoring.config'}"]
     variants = {"after": {"PYTHONPATH": str(ROOT)}}
+    if args.fixed_layout:
+        os.environ["PYTHONHASHSEED"] = "0"  # inherited by every server
     if args.before:
         variants["before"] = {"PYTHONPATH": str(Path(args.before).resolve())}
+    if args.compare:
+        key, sep, value = args.compare.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --compare {args.compare!r} is not KEY=VALUE\n"
+                             "fix: e.g. --compare TFS_VERSION_METRICS=0")  # fmt: skip
+        variants[args.compare] = {"PYTHONPATH": str(ROOT), key: value}
     results: dict[str, list[dict[str, float]]] = {k: [] for k in variants}
     try:
         if args.profile:

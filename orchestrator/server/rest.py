@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import http
 import inspect
 import logging
 import os
@@ -35,6 +36,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import ClientPayloadError, HttpVersion11, web
+from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
@@ -44,6 +46,7 @@ from orchestrator.server import json_tensor as jt
 from orchestrator.server import scrapes
 from orchestrator.server.config import MonitoringOptions
 from orchestrator.server.core import Core
+from orchestrator.server.metrics import CURRENT_CALL
 from orchestrator.server.scrapes import ScrapeThread
 from orchestrator.server.status import ServingStatus, invalid
 
@@ -142,8 +145,9 @@ class RestApi:
 
         fast = _FastScrape(self.monitoring.path, self.page, self.cors) if self.monitoring.enable else None
         # Bodies are inflated in `_body`, under the size limit, never by the protocol.
+        predict = _FastPredict(self) if fast_enabled() else None
         server = _Server(
-            self._serve, fast, None, request_factory=request_factory, access_log=None,
+            self._serve, fast, None, predict, request_factory=request_factory, access_log=None,
             auto_decompress=False,
         )  # fmt: skip
         if fast is not None and scrapes.enabled():
@@ -197,67 +201,83 @@ class RestApi:
         method = request.method
         if self.monitoring.enable and method == "GET" and path == self.monitoring.path:
             return self._response(200, self.page().encode(), content_type="text/plain")
+        m = _PREDICT_RE.fullmatch(path)
+        if m and method == "POST":
+            status, out = await self.infer(m, request, rid)
+            return self._response(status, out)
         start = time.perf_counter()
         model = ""
-        api = ""
-        call = None
         try:
-            m = _PREDICT_RE.fullmatch(path)
-            if m and method == "POST":
-                model, api = m.group(1), m.group(4).lower()
-                call = self.core.metrics.begin(model, api, "rest", rid)
-                body = await self._body(request)
-                out = await within(
-                    self._predict_like(api, model, _version(m.group(2)), m.group(3), body),
-                    self.timeout_s,
-                )
-            else:
-                m = _STATUS_RE.fullmatch(path)
-                if m and method == "GET":
-                    model = m.group(1) or ""
-                    if not model:
-                        raise invalid("Missing model name in request.")
-                    version, label = _version(m.group(2)), m.group(3)
-                    if m.group(4):
-                        out = self._metadata(model, version, label)
-                    else:
-                        out = self._status(model, version, label)
-                elif method == "OPTIONS" and self.cors:
-                    return self._response(200, b"")
+            m = _STATUS_RE.fullmatch(path)
+            if m and method == "GET":
+                model = m.group(1) or ""
+                if not model:
+                    raise invalid("Missing model name in request.")
+                version, label = _version(m.group(2)), m.group(3)
+                if m.group(4):
+                    out = self._metadata(model, version, label)
                 else:
-                    raise invalid(f"Malformed request: {method} {path}")
+                    out = self._status(model, version, label)
+            elif method == "OPTIONS" and self.cors:
+                return self._response(200, b"")
+            else:
+                raise invalid(f"Malformed request: {method} {path}")
         except ServingStatus as e:
             if model:
-                self.core.metrics.record_request(model, api, "REST", e.code, 0)
-            self.core.metrics.end(call, e.code, start)
+                self.core.metrics.record_request(model, "", "REST", e.code, 0)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("REST %s %s: %s %s", method, path, e.code, e.message)
             return self._response(e.http_status, jt.error_body(e.message))
-        except asyncio.TimeoutError:
-            self.core.metrics.record_request(model, api, "REST", "DEADLINE_EXCEEDED", 0)
-            self.core.metrics.end(call, "DEADLINE_EXCEEDED", start)
-            return self._response(504, jt.error_body("Deadline Exceeded"))
-        except _TooLarge as e:
-            self.core.metrics.end(call, "RESOURCE_EXHAUSTED", start)
-            return self._response(413, jt.error_body(str(e)))
-        except _BadEncoding as e:
-            self.core.metrics.end(call, "INVALID_ARGUMENT", start)
-            return self._response(e.status, jt.error_body(str(e)))
-        except _Disconnected as e:  # nobody reads this answer; one quiet line, no traceback
-            log.info("REST %s %s: client went away mid-body (%s)", method, path, e)
-            self.core.metrics.end(call, "CANCELLED", start)
-            return self._response(400, jt.error_body(str(e)))
         except Exception as e:  # a bug: answer like TF Serving would for an internal error
             log.exception("REST %s %s failed", method, path)
-            self.core.metrics.end(call, "INTERNAL", start)
             return self._response(500, jt.error_body(f"{type(e).__name__}: {e}"))
-        self.core.metrics.record_request(
-            model, api, "REST", "OK", (time.perf_counter() - start) * 1e6
-        )
-        self.core.metrics.end(call, "OK", start)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("REST %s %s: OK in %.3f ms", method, path, (time.perf_counter() - start) * 1e3)
+        self.core.metrics.record_request(model, "", "REST", "OK", (time.perf_counter() - start) * 1e6)
         return self._response(200, out)
+
+    async def infer(
+        self, m: re.Match[str], source: web.BaseRequest | bytes, rid: str
+    ) -> tuple[int, bytes]:
+        """(HTTP status, JSON body) of a predict, classify or regress call; `source` is aiohttp's
+        request (the body is read here, under the limits) or a body the fast path already has."""
+        start = time.perf_counter()
+        model, api = m.group(1), m.group(4).lower()
+        metrics = self.core.metrics
+        call = metrics.begin(model, api, "rest", rid)
+        try:
+            body = source if isinstance(source, bytes) else await self._body(source)
+            out = await within(
+                self._predict_like(api, model, _version(m.group(2)), m.group(3), body),
+                self.timeout_s,
+            )
+        except ServingStatus as e:
+            metrics.record_request(model, api, "REST", e.code, 0)
+            metrics.end(call, e.code, start)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("REST POST %s: %s %s", m.string, e.code, e.message)
+            return e.http_status, jt.error_body(e.message)
+        except asyncio.TimeoutError:
+            metrics.record_request(model, api, "REST", "DEADLINE_EXCEEDED", 0)
+            metrics.end(call, "DEADLINE_EXCEEDED", start)
+            return 504, jt.error_body("Deadline Exceeded")
+        except _TooLarge as e:
+            metrics.end(call, "RESOURCE_EXHAUSTED", start)
+            return 413, jt.error_body(str(e))
+        except _BadEncoding as e:
+            metrics.end(call, "INVALID_ARGUMENT", start)
+            return e.status, jt.error_body(str(e))
+        except _Disconnected as e:  # nobody reads this answer; one quiet line, no traceback
+            log.info("REST POST %s: client went away mid-body (%s)", m.string, e)
+            metrics.end(call, "CANCELLED", start)
+            return 400, jt.error_body(str(e))
+        except Exception as e:  # a bug: answer like TF Serving would for an internal error
+            log.exception("REST POST %s failed", m.string)
+            metrics.end(call, "INTERNAL", start)
+            return 500, jt.error_body(f"{type(e).__name__}: {e}")
+        metrics.record_request(model, api, "REST", "OK", (time.perf_counter() - start) * 1e6)
+        metrics.end(call, "OK", start)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("REST POST %s: OK in %.3f ms", m.string, (time.perf_counter() - start) * 1e3)
+        return 200, out
 
     async def _body(self, request: web.BaseRequest) -> bytes:
         limit = self.max_body
@@ -338,16 +358,40 @@ class RestApi:
 async def within(coro: Coroutine[Any, Any, Any], timeout_s: float | None) -> Any:
     """`await coro` under a timeout (asyncio.TimeoutError past it), where the timer is armed only
     if `coro` suspends: a predict that runs inline on the loop never suspends, a timeout could
-    not interrupt it anyway, and one timer per request was 4 % of the REST path's CPU."""
-    if timeout_s is None:
-        return await coro
-    deadline = asyncio.get_running_loop().time() + timeout_s
+    not interrupt it anyway, and one timer per request was 4 % of the REST path's CPU.
+
+    Driven outside any task (the fast path steps it from a protocol callback), a suspending `coro`
+    first yields TO_TASK up to that driver, which goes on in a task (`finish`)."""
+    deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
     try:
         first = coro.send(None)
     except StopIteration as done:
         return done.value
+    if asyncio.current_task() is None:
+        await _ToTask()
+    if deadline is None:
+        return await _Resumed(coro, first)
     async with asyncio.timeout_at(deadline):
         return await _Resumed(coro, first)
+
+
+TO_TASK = object()  # what a coroutine stepped outside a task yields when it must go on in one
+
+
+class _ToTask:
+    def __await__(self) -> Any:
+        yield TO_TASK
+
+
+async def finish(coro: Coroutine[Any, Any, Any], step: Any) -> Any:
+    """The rest of `coro`, inside a task, after its first step yielded `step` (TO_TASK, or a
+    future it waits on)."""
+    if step is TO_TASK:
+        try:
+            step = coro.send(None)
+        except StopIteration as done:
+            return done.value
+    return await _Resumed(coro, step)
 
 
 class _Resumed:
@@ -442,16 +486,167 @@ class _FastScrape:
         return head + body
 
 
+class _FastPredict:
+    """A plain `POST /v1/models/...:predict|classify|regress HTTP/1.1` whose whole body arrived
+    in one read, answered without aiohttp's request machinery, which was about half of a small
+    model's REST CPU (#17). The work itself is `RestApi.infer`, as on the normal path. `parse`
+    returns None for anything it does not fully understand (a query, percent-escapes, dot
+    segments, chunked or encoded bodies, Expect, Upgrade, pipelining, a body in several reads,
+    a header it cannot read): aiohttp answers those. TFS_REST_FAST=0 turns it off."""
+
+    PREFIX = b"POST /v1/models/"
+    _TARGET = re.compile(rb"/v1/models/[!$&'()*+,\-./0-9:;=@A-Z_a-z~]*")
+    _HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[^\x00-\x1f\x7f]|\t)*?)[ \t]*")
+    _REFUSE = (b"transfer-encoding", b"expect", b"upgrade")
+
+    def __init__(self, api: RestApi) -> None:
+        self.api = api
+        self.extra = (
+            b"Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Methods: POST, GET\r\n"
+            b"Access-Control-Allow-Headers: Content-Type\r\n"
+            if api.cors
+            else b""
+        )
+        self._date = b""
+        self._date_at = -1
+
+    def parse(self, data: bytes) -> tuple[re.Match[str], bytes, str | None, bool] | None:
+        """(path match, body, the request id given, close after) for one complete plain call."""
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        eol = data.find(b"\r\n")
+        line = data[:eol]
+        if not line.endswith(b" HTTP/1.1"):
+            return None
+        target = line[5:-9]
+        if b"/." in target or not self._TARGET.fullmatch(target):
+            return None
+        m = _PREDICT_RE.fullmatch(target.decode("ascii"))
+        if m is None:
+            return None
+        length: int | None = None
+        given: str | None = None
+        close = host = False
+        block = data[eol + 2 : end] if eol < end else b""
+        for raw in block.split(b"\r\n") if block else ():
+            h = self._HEADER.fullmatch(raw)
+            if h is None:
+                return None
+            name, value = h.group(1).lower(), h.group(2)
+            if name == b"content-length":
+                if length is not None or not value.isdigit():
+                    return None
+                length = int(value)
+            elif name in self._REFUSE:
+                return None
+            elif name == b"content-encoding":
+                if value.strip().lower() not in (b"", b"identity"):
+                    return None
+            elif name == b"connection":
+                tokens = {t.strip() for t in value.lower().split(b",")}
+                if b"upgrade" in tokens:
+                    return None
+                close = b"close" in tokens
+            elif name == b"x-request-id":
+                given = value.decode("latin-1")
+            elif name == b"host":
+                host = True
+        if not host or length is None or length > self.api.max_body:
+            return None
+        if len(data) - end - 4 != length:  # more to come, or a pipelined request follows
+            return None
+        return m, data[end + 4 :], given, close
+
+    def serve(
+        self, handler: _Handler, m: re.Match[str], body: bytes, given: str | None, close: bool
+    ) -> None:
+        rid = request_id(given)
+        coro = self.api.infer(m, body, rid)
+        try:
+            step = coro.send(None)
+        except StopIteration as done:
+            status, out = done.value
+            CURRENT_CALL.set(None)  # this context is the connection's, shared by its requests
+            handler.answer(self.reply(status, out, rid, close), close)
+            return
+        task = asyncio.get_running_loop().create_task(finish(coro, step))  # copies the context
+        CURRENT_CALL.set(None)
+        handler.hold(task)
+        task.add_done_callback(lambda t: self._done(t, handler, rid, close))
+
+    def _done(self, task: asyncio.Task, handler: _Handler, rid: str, close: bool) -> None:
+        if task.cancelled():
+            handler.answer(self.reply(500, jt.error_body("Cancelled"), rid, True), True)
+            return
+        error = task.exception()
+        if error is not None:  # infer() answers every Exception; this would be a bug in here
+            log.error("REST fast path failed: %r", error)
+            status, out = 500, jt.error_body(f"{type(error).__name__}: {error}")
+        else:
+            status, out = task.result()
+        handler.answer(self.reply(status, out, rid, close), close)
+
+    def reply(self, status: int, body: bytes, rid: str, close: bool) -> bytes:
+        now = int(time.time())
+        if now != self._date_at:  # aiohttp also formats the date once a second
+            self._date = email.utils.formatdate(now, usegmt=True).encode()
+            self._date_at = now
+        return (
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n%s%s: %s\r\n"
+            b"Content-Length: %d\r\nDate: %s\r\nServer: %s\r\n%s\r\n%s"
+            % (
+                status,
+                _REASONS.get(status, b"Unknown"),
+                self.extra,
+                _RID_HEADER,
+                rid.encode(),
+                len(body),
+                self._date,
+                _SERVER,
+                b"Connection: close\r\n" if close else b"",
+                body,
+            )
+        )
+
+
+def fast_enabled() -> bool:
+    """TFS_REST_FAST (env, default on): 0/false/off sends every REST call through aiohttp."""
+    return os.environ.get("TFS_REST_FAST", "1").strip().lower() not in ("0", "false", "off")
+
+
+_REASONS = {s.value: s.phrase.encode() for s in http.HTTPStatus}
+_SERVER = SERVER_SOFTWARE.encode()
+_RID_HEADER = REQUEST_ID_HEADER.encode()
+
+
 class _Handler(RequestHandler):
-    """aiohttp's protocol, with the metrics scrape answered as soon as it arrives."""
+    """aiohttp's protocol, with plain predicts and metrics scrapes answered as soon as they
+    arrive (`_FastPredict`, `_FastScrape`)."""
 
     fast: _FastScrape | None = None
+    predict: _FastPredict | None = None
     scrapes: ScrapeThread | None = None
     fresh = True  # no byte received yet on this connection
+    raw = True  # every byte so far went to a fast path: aiohttp's parser has seen none
+    pending: asyncio.Task | None = None  # a fast predict that went on in a task
+    stopping = False
 
     def data_received(self, data: bytes) -> None:
-        fast = self.fast
         fresh, self.fresh = self.fresh, False
+        predict = self.predict
+        if (
+            predict is not None
+            and self.raw
+            and data.startswith(_FastPredict.PREFIX)
+            and not (self._force_close or self._close or self.stopping)
+            and self.transport is not None
+        ):
+            parsed = predict.parse(data)
+            if parsed is not None:
+                predict.serve(self, *parsed)
+                return
+        fast = self.fast
         if (
             fast is not None
             and data.startswith(fast.prefix)
@@ -462,9 +657,9 @@ class _Handler(RequestHandler):
             and not (self._force_close or self._close or self._upgraded)
             and self.transport is not None
         ):
-            parsed = fast.parse(data)
-            if parsed is not None:
-                given, close = parsed
+            parsed_scrape = fast.parse(data)
+            if parsed_scrape is not None:
+                given, close = parsed_scrape
                 if not close and self._hand_over(given):
                     return
                 self.transport.write(fast.reply(given, close))
@@ -473,7 +668,39 @@ class _Handler(RequestHandler):
                 elif self._keepalive_timeout > 0:
                     self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
                 return
+        self.raw = False
         super().data_received(data)
+
+    def hold(self, task: asyncio.Task) -> None:
+        """A fast predict goes on in `task`: read nothing more (a pipelined request waits in the
+        socket) and do not count the connection idle until it is answered."""
+        self.pending = task
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self._next_keepalive_close_time = float("inf")
+
+    def answer(self, data: bytes, close: bool) -> None:
+        """Send a fast path's answer; the connection is idle again (or closes)."""
+        held, self.pending = self.pending is not None, None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(data)
+        if close or self.stopping:
+            self.force_close()
+            return
+        if self._keepalive_timeout > 0:
+            self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+        if held:
+            transport.resume_reading()
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:
+        """aiohttp's graceful stop, after a fast predict in flight has been answered."""
+        self.stopping = True
+        task = self.pending
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=timeout)
+        await super().shutdown(timeout)
 
     def _hand_over(self, given: str | None) -> bool:
         """Give this idle connection to the scrape thread, which answers this scrape and the
@@ -501,16 +728,23 @@ class _Handler(RequestHandler):
 
 class _Server(web.Server):
     def __init__(
-        self, handler: Any, fast: _FastScrape | None, scrapes: ScrapeThread | None, **kwargs: Any
+        self,
+        handler: Any,
+        fast: _FastScrape | None,
+        scrapes: ScrapeThread | None,
+        predict: _FastPredict | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self._fast = fast
         self._scrapes = scrapes
+        self._predict = predict
 
     def __call__(self) -> RequestHandler:
         proto = _Handler(self, loop=self._loop, **self._kwargs)
         proto.fast = self._fast
         proto.scrapes = self._scrapes
+        proto.predict = self._predict
         return proto
 
 
