@@ -111,6 +111,7 @@ class RestApi:
         self._resumed: set[asyncio.Task] = set()
         # Scrapes answered by each path: aiohttp's handler, the loop's fast path, the thread.
         self.answered = {"normal": 0, "fast": 0, "thread": 0}
+        self.fast_calls = 0  # inference calls the REST fast path answered (_FastPredict)
         if self.monitoring.enable and core.metrics.versions is not None:  # a tfso_* metric
             core.metrics.renderers.append(self._render_answered)
 
@@ -125,6 +126,8 @@ class RestApi:
         name = "tfso_metrics_scrapes_total"
         out.append(f"# TYPE {name} counter")
         out.extend(f'{name}{{path="{k}"}} {n}' for k, n in self.answered.items())
+        out.append("# TYPE tfso_rest_fast_path_requests_total counter")
+        out.append(f"tfso_rest_fast_path_requests_total {self.fast_calls}")
 
     def close(self) -> None:
         """Close the scrape thread's connections (the event loop's are aiohttp's to close)."""
@@ -562,6 +565,7 @@ class _FastPredict:
         self, handler: _Handler, m: re.Match[str], body: bytes, given: str | None, close: bool
     ) -> None:
         rid = request_id(given)
+        self.api.fast_calls += 1
         coro = self.api.infer(m, body, rid)
         try:
             step = coro.send(None)
