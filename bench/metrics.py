@@ -2,21 +2,21 @@
 
 The same model (Keras MLP 784 -> 256 -> 10, monitoring on) served with TFS_VERSION_METRICS=1 and
 =0. Each round starts a fresh server for each setting in turn (alternating which goes first) and
-loads it (wrk on REST, then an asyncio gRPC generator); rps is the mean over rounds, and since the
-machine's other load varies, the on/off ratio is also given per round (paired runs) with its
-median. While a server is under REST load, a
+loads it from outside Python, as the speed issue measures: the server pinned to core 0, wrk (REST,
+for --duration seconds) and then h2load (gRPC, a fixed count of prebuilt Predict calls) pinned to
+core 1. rps is the mean over rounds, and since the machine's other load varies, the on/off ratio
+is also given per round (paired runs) with its median. While a server is under REST load, a
 thread scrapes its metrics page every 100 ms, as Prometheus would, and times each scrape.
 Prints a markdown table with rps on/off and the scrape times (goal: ratio >= 0.97, scrape < 5 ms),
 and the server's CPU time per request (all its threads, from /proc; median of rounds), which moves
 much less than rps when other jobs share the machine.
 
-    .venv/bin/python bench/metrics.py [--duration 5] [--rounds 6] [--connections 16]
+    .venv/bin/python bench/metrics.py [--duration 5] [--requests 8000] [--rounds 6] [--connections 16]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
 import sys
@@ -34,7 +34,7 @@ from bench._common import (  # noqa: E402
     Scraper,
     cpu_seconds,
     export_mlp,
-    grpc_load,
+    grpc_frame,
     mlp_body,
     mlp_row,
     require,
@@ -44,6 +44,8 @@ from bench._common import (  # noqa: E402
     wrk,
 )
 from bench._common import median as median_of  # noqa: E402
+from bench.cpu import GRPC_PATH, LOAD_CORE, SERVER_CORE, h2load_n  # noqa: E402
+from tests.helpers import server as helpers  # noqa: E402
 
 PATH = "/monitoring/prometheus/metrics"
 
@@ -62,16 +64,32 @@ def bookkeeping_us(on: bool, n: int = 200_000) -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
+def predict_request(row: list[float]) -> bytes:
+    """The serialized PredictRequest h2load sends: one row of the MLP's 784 floats."""
+    import numpy as np
+
+    from orchestrator.protocol import methods as M
+    from orchestrator.protocol.tensors import to_tensor_proto
+
+    req = M.PREDICT.request()
+    req.model_spec.name = MODEL
+    req.inputs["pixels"].CopyFrom(to_tensor_proto(np.asarray([row], dtype=np.float32)))
+    return req.SerializeToString()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--requests", type=int, default=8000, help="gRPC calls per server and round")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--workers", type=int, default=1, help="worker processes per server")
     args = ap.parse_args()
-    require("wrk")
+    require("wrk", "h2load", "taskset")
     row, body = mlp_row(), mlp_body()
     work = Path(tempfile.mkdtemp(prefix="bench-metrics-"))
+    helpers.SERVER_CMD = ["taskset", "-c", SERVER_CORE, *helpers.SERVER_CMD]
+    (work / "predict.grpc").write_bytes(grpc_frame(predict_request(row)))
     base = export_mlp(work / MODEL)
     (work / "monitoring.config").write_text(f'prometheus_config {{ enable: true path: "{PATH}" }}\n')
     common = [f"--model_name={MODEL}", f"--model_base_path={base}",
@@ -97,21 +115,25 @@ def main() -> int:
                     scraper.start()
                     assert srv.proc is not None
                     c0 = cpu_seconds(srv.proc.pid)
-                    stats = wrk(url, body, duration=args.duration, connections=args.connections)
+                    stats = wrk(url, body, duration=args.duration, connections=args.connections,
+                                threads=1, core=LOAD_CORE)
                     used = cpu_seconds(srv.proc.pid) - c0
                     scraper.stop.set()
                     scraper.join(10)
                     scrapes[key] += scraper.times_ms
                     this_round[key]["rest"] = stats["rps"]
                     cpu_us[key]["rest"].append(used / (stats["rps"] * args.duration) * 1e6)
-                    asyncio.run(grpc_load(srv.grpc_target, row, duration=1,  # warm the channel
-                                          concurrency=args.connections))
+                    target = f"http://{srv.grpc_target}{GRPC_PATH}"
+                    h2load_n(target, str(work / "predict.grpc"), requests=500,  # warm
+                             connections=args.connections, rest=False)
                     c0 = cpu_seconds(srv.proc.pid)
-                    stats = asyncio.run(grpc_load(srv.grpc_target, row, duration=args.duration,
-                                                  concurrency=args.connections))
+                    g = h2load_n(target, str(work / "predict.grpc"), requests=args.requests,
+                                 connections=args.connections, rest=False)
                     used = cpu_seconds(srv.proc.pid) - c0
-                    this_round[key]["grpc"] = stats["rps"]
-                    cpu_us[key]["grpc"].append(used / (stats["rps"] * args.duration) * 1e6)
+                    if g["ok"] < args.requests:
+                        print(f"warning: {args.requests - g['ok']:.0f} gRPC calls failed", file=sys.stderr)
+                    this_round[key]["grpc"] = g["rps"]
+                    cpu_us[key]["grpc"].append(used / max(g["ok"], 1) * 1e6)
                     if key == "on":
                         page = urllib.request.urlopen(srv.rest_url + PATH, timeout=5).read()
                 for proto in ("rest", "grpc"):
@@ -121,8 +143,9 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\nKeras MLP 784-256-10, one-row requests, {args.connections} connections, "
-          f"{args.rounds} rounds x {args.duration}s per server and protocol, {os.cpu_count()} CPUs\n")
+    print(f"\nKeras MLP 784-256-10, one-row requests, {args.connections} connections, {args.rounds} "
+          f"rounds of {args.duration} s of wrk and {args.requests} h2load gRPC calls per server; "
+          f"server on core {SERVER_CORE}, load on core {LOAD_CORE}\n")
     print("| protocol | rps, metrics on | rps, metrics off | on / off (means) | "
           "on / off (median of rounds) | per round | server CPU µs / request, on / off (medians) |")
     print("| --- | ---: | ---: | ---: | ---: | --- | ---: |")
