@@ -13,6 +13,7 @@ Prometheus page every 100 ms during the REST load (p50 / p99 / max).
 
     .venv/bin/python bench/cpu.py [--requests 20000] [--rounds 3] [--before DIR] [--scrape]
     .venv/bin/python bench/cpu.py --compare TFS_VERSION_METRICS=0 --rounds 8
+    .venv/bin/python bench/cpu.py --compare-batching "32 0 1"   # max_batch_size, timeout µs, threads
     .venv/bin/python bench/cpu.py --profile DIR   # py-spy raw stacks of the server under REST and gRPC load
 """
 
@@ -157,6 +158,8 @@ def main() -> int:
     ap.add_argument("--before", default="", help="folder holding the orchestrator package to compare")
     ap.add_argument("--compare", default="", metavar="KEY=VALUE",
                     help="also run this tree with that environment variable, round by round")
+    ap.add_argument("--compare-batching", default="", metavar="'SIZE MICROS THREADS'",
+                    help="also run this tree with --enable_batching and that batching file")
     ap.add_argument("--fixed-layout", action="store_true",
                     help="every server with the same hash seed and no address randomization "
                          "(PYTHONHASHSEED=0, setarch -R): less spread between server processes")
@@ -182,6 +185,15 @@ def main() -> int:
             raise SystemExit(f"error: --compare {args.compare!r} is not KEY=VALUE\n"
                              "fix: e.g. --compare TFS_VERSION_METRICS=0")  # fmt: skip
         variants[args.compare] = {"PYTHONPATH": str(ROOT), key: value}
+    flags: dict[str, list[str]] = {}
+    if args.compare_batching:
+        size, micros, threads = args.compare_batching.split()
+        (work / "batching.config").write_text(
+            f"max_batch_size {{ value: {size} }}\nbatch_timeout_micros {{ value: {micros} }}\n"
+            f"num_batch_threads {{ value: {threads} }}\nmax_enqueued_batches {{ value: 1000 }}\n")  # fmt: skip
+        name = f"batching {size}/{micros}us/{threads}"
+        variants[name] = {"PYTHONPATH": str(ROOT)}
+        flags[name] = ["--enable_batching", f"--batching_parameters_file={work / 'batching.config'}"]
     results: dict[str, list[dict[str, float]]] = {k: [] for k in variants}
     try:
         if args.profile:
@@ -192,7 +204,7 @@ def main() -> int:
         for rnd in range(args.rounds):
             order = sorted(variants, reverse=rnd % 2 == 1)
             for name in order:
-                with ServerProcess(server_args, env=variants[name]) as srv:
+                with ServerProcess(server_args + flags.get(name, []), env=variants[name]) as srv:
                     srv.wait_until_available(MODEL)
                     row = measure(srv, work, args)
                 results[name].append(row)

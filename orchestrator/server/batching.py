@@ -8,6 +8,12 @@ inputs concatenated along dimension 0; outputs are split back by rows. Up to `nu
 batches of one queue run at once; when `max_enqueued_batches` batches are waiting, new tasks fail
 with RESOURCE_EXHAUSTED, as TF Serving's shared batch scheduler does. A batch may be padded up to
 the next `allowed_batch_sizes` entry by repeating its first row.
+
+With `batch_timeout_micros: 0` a batch closes at the end of the event-loop round its first task
+arrived in, not at once: every request that arrived in the same round (one `select`) shares the
+session call, which is what makes batching pay for small models (#17). A batch of a small graph
+whose typical run is under TFS_LOOP_RUN_MAX_US runs right on the event loop, like
+`DirectRunner`'s tiny runs, instead of paying for the hand-off to a pool thread and back.
 """
 
 from __future__ import annotations
@@ -171,7 +177,7 @@ class _Queue:
         self.open_rows = 0
         self.waiting: list[list[_Task]] = []  # closed batches not yet running
         self.running = 0
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.Handle | None = None
         self.overdue = False  # the open batch's timeout passed while every thread was busy
 
     def submit(self, task: _Task) -> None:
@@ -190,13 +196,14 @@ class _Queue:
             )
         self.open.append(task)
         self.open_rows += task.rows
-        if self.open_rows >= opts.max_batch_size or (
-            opts.batch_timeout_micros <= 0 and self.running < opts.num_batch_threads
-        ):
+        if self.open_rows >= opts.max_batch_size:
             self._close_open()
         elif self.timer is None:
             loop = asyncio.get_running_loop()
-            self.timer = loop.call_later(opts.batch_timeout_micros / 1e6, self._on_timeout)
+            if opts.batch_timeout_micros <= 0:  # the end of this loop round (module docstring)
+                self.timer = loop.call_soon(self._on_timeout)
+            else:
+                self.timer = loop.call_later(opts.batch_timeout_micros / 1e6, self._on_timeout)
         self._dispatch()
 
     def _on_timeout(self) -> None:
@@ -214,7 +221,7 @@ class _Queue:
         self._dispatch()
 
     def _close_open(self) -> None:
-        if self.timer is not None:
+        if self.timer is not None:  # a TimerHandle, or the Handle of the end-of-round close
             self.timer.cancel()
             self.timer = None
         self.overdue = False
@@ -229,8 +236,14 @@ class _Queue:
             batch = self.waiting.pop(0)
             self.running += 1
             asyncio.get_running_loop().create_task(self._run(batch))
-        # With no timeout, whatever gathered while all threads were busy goes next.
-        if self.open and opts.batch_timeout_micros <= 0 and self.running < opts.num_batch_threads:
+        # With no timeout, whatever gathered while all threads were busy goes next (once the
+        # round that brought the open batch's tasks has ended: its close is still pending).
+        if (
+            self.open
+            and opts.batch_timeout_micros <= 0
+            and self.timer is None
+            and self.running < opts.num_batch_threads
+        ):
             self._close_open()
             self._dispatch()
 
@@ -254,7 +267,7 @@ class _Queue:
             for group in groups:
                 try:
                     inputs, total = _concat(group, self.options)
-                    outs = await self.runner.pool.submit(servable.run, self.key, inputs)
+                    outs = await self.runner.execute(servable, self.key, inputs)
                     self.runner.record(servable.name, len(group), total, getattr(servable, "version", 0))
                     _split(group, outs, total)
                 except Exception as e:
@@ -311,12 +324,32 @@ def _split(group: list[_Task], outs: list[np.ndarray], total: int) -> None:
 
 
 class BatchingRunner:
-    def __init__(self, pool: RunPool, options: BatchingOptions) -> None:
+    def __init__(
+        self, pool: RunPool, options: BatchingOptions, loop_max_s: float | None = None
+    ) -> None:
         self.pool = pool
         self.options = options
-        self._direct = DirectRunner(pool)
+        self._direct = DirectRunner(pool, loop_max_s)
+        self._loop_max_s = self._direct._loop_max_s
         self.on_batch: Any = None  # callable(model_name, batch_size, version) for metrics
         self.queuing_latency_us = 0.0
+
+    async def execute(
+        self, servable: Servable, key: RunKey, inputs: list[np.ndarray]
+    ) -> list[np.ndarray]:
+        """One batch's session call: on the loop when it is tiny (DirectRunner's rule), else on
+        the pool; either way its time feeds the typical cost that rule reads."""
+        costs = getattr(servable, "run_seconds", None)
+        cost = costs.get(key) if costs is not None else None
+        if cost is not None and cost < self._loop_max_s and servable.inline_run:
+            t0 = time.perf_counter()
+            try:
+                return servable.run(key, inputs)
+            finally:
+                _note_cost(servable, key, time.perf_counter() - t0)
+        if costs is None:
+            return await self.pool.submit(servable.run, key, inputs)
+        return await self.pool.submit(_timed_run, servable, key, inputs)
 
     def record(self, model: str, tasks: int, rows: int, version: int = 0) -> None:
         if self.on_batch is not None:

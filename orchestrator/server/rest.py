@@ -634,9 +634,13 @@ class _Handler(RequestHandler):
     fresh = True  # no byte received yet on this connection
     raw = True  # every byte so far went to a fast path: aiohttp's parser has seen none
     pending: asyncio.Task | None = None  # a fast predict that went on in a task
+    held = b""  # what arrived while it was pending, taken once it has answered
     stopping = False
 
     def data_received(self, data: bytes) -> None:
+        if self.pending is not None:  # bytes already on their way when reading paused
+            self.held += data
+            return
         fresh, self.fresh = self.fresh, False
         predict = self.predict
         if (
@@ -685,7 +689,7 @@ class _Handler(RequestHandler):
 
     def answer(self, data: bytes, close: bool) -> None:
         """Send a fast path's answer; the connection is idle again (or closes)."""
-        held, self.pending = self.pending is not None, None
+        was_held, self.pending = self.pending is not None, None
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -695,8 +699,11 @@ class _Handler(RequestHandler):
             return
         if self._keepalive_timeout > 0:
             self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
-        if held:
+        if was_held:
             transport.resume_reading()
+            data, self.held = self.held, b""
+            if data:
+                self.data_received(data)
 
     async def shutdown(self, timeout: float | None = 15.0) -> None:
         """aiohttp's graceful stop, after a fast predict in flight has been answered."""

@@ -213,3 +213,75 @@ def test_a_batch_whose_timeout_passes_while_threads_are_busy_keeps_taking_tasks(
 
     run(main())
     assert servable.calls == [4, 3]
+
+
+class TinyServable(FakeServable):
+    """A small graph (inline_run) that notes which thread ran each batch."""
+
+    inline_run = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run_seconds: dict = {}
+        self.threads: list[str] = []
+
+    def run(self, key, arrays):
+        self.threads.append(threading.current_thread().name)
+        return super().run(key, arrays)
+
+
+def test_no_timeout_closes_at_the_end_of_the_loop_round():
+    """batch_timeout_micros 0: the tasks that arrive in one loop round share one session call
+    (before, the first closed a batch of one on its own and the rest followed)."""
+    servable = FakeServable()
+    runner = BatchingRunner(
+        RunPool(2), BatchingOptions(max_batch_size=8, batch_timeout_micros=0, num_batch_threads=1)
+    )
+
+    async def main():
+        first = await asyncio.gather(
+            *(runner.run(servable, KEY, [np.array([[float(i)]])]) for i in range(5))
+        )
+        later = await runner.run(servable, KEY, [np.array([[7.0]])])  # alone in its round
+        return first, later
+
+    first, later = run(main())
+    assert [o[0].tolist() for o in first] == [[[2.0 * i]] for i in range(5)]
+    assert later[0].tolist() == [[14.0]]
+    assert servable.calls == [5, 1]
+
+
+def test_tiny_batches_run_on_the_loop_once_their_cost_is_known():
+    servable = TinyServable()
+    runner = BatchingRunner(
+        RunPool(1),
+        BatchingOptions(max_batch_size=4, batch_timeout_micros=0, num_batch_threads=1),
+        loop_max_s=10.0,
+    )
+
+    async def main():
+        for _ in range(3):
+            await asyncio.gather(*(runner.run(servable, KEY, [np.ones((1, 1))]) for _ in range(2)))
+        return threading.current_thread().name
+
+    loop_thread = run(main())
+    assert servable.calls == [2, 2, 2]
+    # The first batch's cost is unknown: it goes to the pool, and teaches the typical cost.
+    assert servable.threads[0].startswith("tfs-run-") and KEY in servable.run_seconds
+    assert servable.threads[1:] == [loop_thread, loop_thread]
+
+
+def test_batches_of_big_graphs_stay_on_the_pool():
+    servable = TinyServable()
+    runner = BatchingRunner(
+        RunPool(1),
+        BatchingOptions(max_batch_size=4, batch_timeout_micros=0, num_batch_threads=1),
+        loop_max_s=0.0,  # TFS_LOOP_RUN_MAX_US=0: never on the loop
+    )
+
+    async def main():
+        for _ in range(3):
+            await runner.run(servable, KEY, [np.ones((1, 1))])
+
+    run(main())
+    assert all(t.startswith("tfs-run-") for t in servable.threads)
