@@ -308,7 +308,8 @@ def _concat(group: list[_Task], opts: BatchingOptions) -> tuple[list[np.ndarray]
 def _split(group: list[_Task], outs: list[np.ndarray], total: int) -> None:
     if len(group) == 1 and all(o.ndim > 0 for o in outs):
         t = group[0]
-        t.future.set_result([o[: t.rows] if o.shape[0] != t.rows else o for o in outs])
+        if not t.future.done():  # done: its caller gave up (a deadline) and cancelled it
+            t.future.set_result([o[: t.rows] if o.shape[0] != t.rows else o for o in outs])
         return
     for o in outs:
         if o.ndim == 0 or o.shape[0] < total:
@@ -319,7 +320,8 @@ def _split(group: list[_Task], outs: list[np.ndarray], total: int) -> None:
             )
     start = 0
     for t in group:
-        t.future.set_result([o[start : start + t.rows] for o in outs])
+        if not t.future.done():  # a caller that gave up must not fail the rest of its batch
+            t.future.set_result([o[start : start + t.rows] for o in outs])
         start += t.rows
 
 

@@ -285,3 +285,29 @@ def test_batches_of_big_graphs_stay_on_the_pool():
 
     run(main())
     assert all(t.startswith("tfs-run-") for t in servable.threads)
+
+
+def test_a_caller_that_gives_up_does_not_fail_the_rest_of_its_batch():
+    """A deadline cancels one caller's future while its batch runs; the others still get theirs
+    (before, setting the cancelled future's result raised, and every later task in the batch
+    got InvalidStateError)."""
+    gate = threading.Event()
+    servable = FakeServable(gate)
+    runner = BatchingRunner(
+        RunPool(1), BatchingOptions(max_batch_size=4, batch_timeout_micros=0, num_batch_threads=1)
+    )
+
+    async def main():
+        tasks = [
+            asyncio.ensure_future(runner.run(servable, KEY, [np.array([[float(i)]])]))
+            for i in range(3)
+        ]
+        await until(lambda: servable.batch_queues and servable.batch_queues[KEY].running)
+        tasks[0].cancel()
+        gate.set()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    first, *rest = run(main())
+    assert isinstance(first, asyncio.CancelledError)
+    assert [r[0].tolist() for r in rest] == [[[2.0]], [[4.0]]]
+    assert servable.calls == [3]
