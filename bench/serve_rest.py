@@ -91,14 +91,23 @@ def main() -> int:
         "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 500 }\n"
         "max_enqueued_batches { value: 1000 }\nnum_batch_threads { value: 2 }\n"
     )
+    # Timeout 0: a batch closes at the end of the event-loop round (orchestrator.server.batching).
+    (work / "batching0.config").write_text(
+        "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 0 }\n"
+        "max_enqueued_batches { value: 1000 }\nnum_batch_threads { value: 1 }\n"
+    )
     results: list[tuple[str, dict[str, float]]] = []
     common = [f"--model_name={MODEL}", f"--model_base_path={base}"]
     try:
         for label, extra in (
             ("tfs-model-server REST", []),
             (
-                "tfs-model-server REST, batching",
+                "tfs-model-server REST, batching (32, 500 µs, 2 threads)",
                 ["--enable_batching", f"--batching_parameters_file={work / 'batching.config'}"],
+            ),
+            (
+                "tfs-model-server REST, batching (32, 0 µs, 1 thread)",
+                ["--enable_batching", f"--batching_parameters_file={work / 'batching0.config'}"],
             ),
         ):
             with server(common + extra) as srv:
@@ -133,6 +142,8 @@ def main() -> int:
 
     flask = results[-1][1]
     summary("serve_rest", "REST rps vs Flask + gunicorn", results[0][1]["rps"] / flask["rps"], "≥ 10×")
+    summary("serve_rest", "REST rps vs Flask + gunicorn, batching (32, 0 µs, 1 thread)",
+            results[4][1]["rps"] / flask["rps"], "≥ 10×")  # fmt: skip
     print(
         f"\nKeras MLP 784-256-10, one-row requests, {args.connections} connections, {args.duration}s each, "
         f"{os.cpu_count()} CPUs, load generator on the same machine\n"
