@@ -196,3 +196,29 @@ def test_the_deadline_holds_on_the_fast_path(root: Path, tmp_path: Path) -> None
         [(status, _, out)] = exchange(port, call(port, "/v1/models/hpt:predict", b'{"instances": [1.0]}'))
         assert (status, out) == (504, b'{\n    "error": "Deadline Exceeded"\n}')
         assert counter(srv, "tfso_rest_fast_path_requests_total") == 1
+
+
+def test_a_call_in_flight_is_answered_before_the_server_stops(root: Path, tmp_path: Path) -> None:
+    """SIGTERM while a fast-path call waits for its batch: it still gets its answer, then the
+    server exits cleanly (aiohttp's graceful stop waits for it like for its own requests)."""
+    import signal
+
+    from tests.helpers.server import wait_until
+
+    (tmp_path / "wait.config").write_text(
+        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 1500000 }\n"
+        "num_batch_threads { value: 1 }\n"
+    )
+    extra = ("--enable_batching", f"--batching_parameters_file={tmp_path / 'wait.config'}")
+    with ServerProcess(args(root, *extra)) as srv:
+        srv.wait_until_available("hpt", [1])
+        port = srv.rest_port
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(call(port, "/v1/models/hpt:predict", b'{"instances": [4.0]}'))
+            wait_until(lambda: counter(srv, "tfso_rest_fast_path_requests_total") == 1,
+                       timeout_s=30, what="the call to reach the server")  # fmt: skip
+            assert srv.proc is not None
+            srv.proc.send_signal(signal.SIGTERM)
+            status, _, out = read_answer(s, bytearray())
+            assert status == 200 and b"4.0" in out
+        assert srv.proc.wait(60) == 0
