@@ -131,25 +131,28 @@ class DirectRunner:
     async def run(
         self, servable: Servable, key: RunKey, arrays: list[np.ndarray]
     ) -> list[np.ndarray]:
-        costs = getattr(servable, "run_seconds", None)
-        if costs is None:
-            servable.inflight += 1
-            try:
-                return await self._pool.submit(servable.run, key, arrays)
-            finally:
-                servable.inflight -= 1
-        cost = costs.get(key)
         servable.inflight += 1
         try:
-            if cost is not None and cost < self._loop_max_s and servable.inline_run:
-                t0 = time.perf_counter()
-                try:
-                    return servable.run(key, arrays)
-                finally:
-                    _note_cost(servable, key, time.perf_counter() - t0)
-            return await self._pool.submit(_timed_run, servable, key, arrays)
+            return await self.execute(servable, key, arrays)
         finally:
             servable.inflight -= 1
+
+    async def execute(
+        self, servable: Servable, key: RunKey, arrays: list[np.ndarray]
+    ) -> list[np.ndarray]:
+        """One session call (a request's, or a whole batch's): on the loop when tiny, else on the
+        pool; either way its time feeds the typical cost this rule reads."""
+        costs = getattr(servable, "run_seconds", None)
+        if costs is None:
+            return await self._pool.submit(servable.run, key, arrays)
+        cost = costs.get(key)
+        if cost is not None and cost < self._loop_max_s and servable.inline_run:
+            t0 = time.perf_counter()
+            try:
+                return servable.run(key, arrays)
+            finally:
+                _note_cost(servable, key, time.perf_counter() - t0)
+        return await self._pool.submit(_timed_run, servable, key, arrays)
 
     async def close(self) -> None:
         pass
@@ -267,7 +270,7 @@ class _Queue:
             for group in groups:
                 try:
                     inputs, total = _concat(group, self.options)
-                    outs = await self.runner.execute(servable, self.key, inputs)
+                    outs = await self.runner.direct.execute(servable, self.key, inputs)
                     self.runner.record(servable.name, len(group), total, getattr(servable, "version", 0))
                     _split(group, outs, total)
                 except Exception as e:
@@ -331,27 +334,9 @@ class BatchingRunner:
     ) -> None:
         self.pool = pool
         self.options = options
-        self._direct = DirectRunner(pool, loop_max_s)
-        self._loop_max_s = self._direct._loop_max_s
+        self.direct = DirectRunner(pool, loop_max_s)  # also runs each batch (`execute`)
         self.on_batch: Any = None  # callable(model_name, batch_size, version) for metrics
         self.queuing_latency_us = 0.0
-
-    async def execute(
-        self, servable: Servable, key: RunKey, inputs: list[np.ndarray]
-    ) -> list[np.ndarray]:
-        """One batch's session call: on the loop when it is tiny (DirectRunner's rule), else on
-        the pool; either way its time feeds the typical cost that rule reads."""
-        costs = getattr(servable, "run_seconds", None)
-        cost = costs.get(key) if costs is not None else None
-        if cost is not None and cost < self._loop_max_s and servable.inline_run:
-            t0 = time.perf_counter()
-            try:
-                return servable.run(key, inputs)
-            finally:
-                _note_cost(servable, key, time.perf_counter() - t0)
-        if costs is None:
-            return await self.pool.submit(servable.run, key, inputs)
-        return await self.pool.submit(_timed_run, servable, key, inputs)
 
     def record(self, model: str, tasks: int, rows: int, version: int = 0) -> None:
         if self.on_batch is not None:
@@ -362,10 +347,10 @@ class BatchingRunner:
     ) -> list[np.ndarray]:
         # Inputs without a batch dimension (scalars) or of differing rows cannot be batched.
         if not arrays or any(a.ndim == 0 for a in arrays):
-            return await self._direct.run(servable, key, arrays)
+            return await self.direct.run(servable, key, arrays)
         rows = arrays[0].shape[0]
         if any(a.shape[0] != rows for a in arrays) or getattr(servable, "batching_off", False):
-            return await self._direct.run(servable, key, arrays)
+            return await self.direct.run(servable, key, arrays)
         q = servable.batch_queues.get(key)
         if q is None:
             q = servable.batch_queues[key] = _Queue(self, servable, key)

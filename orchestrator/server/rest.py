@@ -424,21 +424,50 @@ class _Resumed:
                     return done.value
 
 
+# What RestApi._response adds with --rest_api_enable_cors_support, for answers built by hand.
+_CORS = (
+    b"Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Methods: POST, GET\r\n"
+    b"Access-Control-Allow-Headers: Content-Type\r\n"
+)
+_FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[^\x00-\x1f\x7f]|\t)*?)[ \t]*")
+# Fields the fast paths read: one of them twice sends the request down aiohttp's path.
+_READ = frozenset(
+    (b"content-length", b"transfer-encoding", b"content-encoding", b"expect", b"upgrade",
+     b"connection", b"x-request-id", b"host")
+)  # fmt: skip
+
+
+def _fields(block: bytes) -> dict[bytes, bytes] | None:
+    """A header block's fields by lower-case name (values without surrounding blanks); None for
+    a line that is not a plain `name: value` (folding, control characters) or a field in
+    _READ that comes twice."""
+    fields: dict[bytes, bytes] = {}
+    for line in block.split(b"\r\n") if block else ():
+        f = _FIELD.fullmatch(line)
+        if f is None:
+            return None
+        name = f.group(1).lower()
+        if name in fields and name in _READ:
+            return None
+        fields.setdefault(name, f.group(2))
+    return fields
+
+
+def _closing(connection: bytes) -> bool | None:
+    """A Connection header: does it close after this request; None when it asks for an upgrade,
+    which only aiohttp's path handles."""
+    tokens = {t.strip() for t in connection.lower().split(b",")}
+    return None if b"upgrade" in tokens else b"close" in tokens
+
+
 class _FastScrape:
     """The answer to a plain `GET <metrics path> HTTP/1.1`, built without aiohttp's request
     machinery; None for anything it does not fully understand (the normal path answers that)."""
 
-    _REFUSE = (b"content-length", b"transfer-encoding", b"expect", b"upgrade")
-
     def __init__(self, path: str, page: Callable[[str], str], cors: bool) -> None:
         self.prefix = b"GET " + path.encode("ascii") + b" HTTP/1.1\r\n"
         self.page = page
-        self.extra = (
-            b"Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Methods: POST, GET\r\n"
-            b"Access-Control-Allow-Headers: Content-Type\r\n"
-            if cors
-            else b""
-        )
+        self.extra = _CORS if cors else b""
 
     def parse(self, data: bytes) -> tuple[str | None, bool] | None:
         """(the request id given, close the connection after) for exactly one plain scrape."""
@@ -447,29 +476,17 @@ class _FastScrape:
         end = data.find(b"\r\n\r\n")
         if end != len(data) - 4:  # incomplete, pipelined, or a body follows
             return None
-        given: str | None = None
-        close = host = False
-        block = data[len(self.prefix) : end] if end >= len(self.prefix) else b""
-        for line in block.split(b"\r\n") if block else ():
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip():
-                return None
-            name = name.lower()
-            if name in self._REFUSE:
-                if name != b"content-length" or value.strip() != b"0":
-                    return None
-            elif name == b"connection":
-                tokens = {t.strip() for t in value.lower().split(b",")}
-                if b"upgrade" in tokens:
-                    return None
-                close = b"close" in tokens
-            elif name == b"x-request-id":
-                given = value.strip().decode("latin-1")
-            elif name == b"host":
-                host = True
-        if not host:  # HTTP/1.1 requires it; aiohttp answers 400 without
+        fields = _fields(data[len(self.prefix) : end] if end >= len(self.prefix) else b"")
+        # HTTP/1.1 requires a Host (aiohttp answers 400 without); a scrape has no body.
+        if fields is None or b"host" not in fields or fields.get(b"content-length", b"0") != b"0":
             return None
-        return given, close
+        if b"transfer-encoding" in fields or b"expect" in fields or b"upgrade" in fields:
+            return None
+        close = _closing(fields.get(b"connection", b""))
+        if close is None:
+            return None
+        given = fields.get(b"x-request-id")
+        return (None if given is None else given.decode("latin-1")), close
 
     def reply(self, given: str | None, close: bool, path: str = "fast") -> bytes:
         """The answer; `path` names who answers, for tfso_metrics_scrapes_total."""
@@ -499,17 +516,10 @@ class _FastPredict:
 
     PREFIX = b"POST /v1/models/"
     _TARGET = re.compile(rb"/v1/models/[!$&'()*+,\-./0-9:;=@A-Z_a-z~]*")
-    _HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[^\x00-\x1f\x7f]|\t)*?)[ \t]*")
-    _REFUSE = (b"transfer-encoding", b"expect", b"upgrade")
 
     def __init__(self, api: RestApi) -> None:
         self.api = api
-        self.extra = (
-            b"Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Methods: POST, GET\r\n"
-            b"Access-Control-Allow-Headers: Content-Type\r\n"
-            if api.cors
-            else b""
-        )
+        self.extra = _CORS if api.cors else b""
         self._date = b""
         self._date_at = -1
 
@@ -528,38 +538,24 @@ class _FastPredict:
         m = _PREDICT_RE.fullmatch(target.decode("ascii"))
         if m is None:
             return None
-        length: int | None = None
-        given: str | None = None
-        close = host = False
-        block = data[eol + 2 : end] if eol < end else b""
-        for raw in block.split(b"\r\n") if block else ():
-            h = self._HEADER.fullmatch(raw)
-            if h is None:
-                return None
-            name, value = h.group(1).lower(), h.group(2)
-            if name == b"content-length":
-                if length is not None or not value.isdigit():
-                    return None
-                length = int(value)
-            elif name in self._REFUSE:
-                return None
-            elif name == b"content-encoding":
-                if value.strip().lower() not in (b"", b"identity"):
-                    return None
-            elif name == b"connection":
-                tokens = {t.strip() for t in value.lower().split(b",")}
-                if b"upgrade" in tokens:
-                    return None
-                close = b"close" in tokens
-            elif name == b"x-request-id":
-                given = value.decode("latin-1")
-            elif name == b"host":
-                host = True
-        if not host or length is None or length > self.api.max_body:
+        fields = _fields(data[eol + 2 : end] if eol < end else b"")
+        if fields is None or b"host" not in fields:  # HTTP/1.1 requires a Host
             return None
+        if b"transfer-encoding" in fields or b"expect" in fields or b"upgrade" in fields:
+            return None
+        if fields.get(b"content-encoding", b"").lower() not in (b"", b"identity"):
+            return None
+        text = fields.get(b"content-length", b"")
+        if not text.isdigit() or int(text) > self.api.max_body:
+            return None
+        length = int(text)
+        close = _closing(fields.get(b"connection", b""))
+        if close is None:
+            return None
+        given = fields.get(b"x-request-id")
         if len(data) - end - 4 != length:  # more to come, or a pipelined request follows
             return None
-        return m, data[end + 4 :], given, close
+        return m, data[end + 4 :], None if given is None else given.decode("latin-1"), close
 
     def serve(
         self, handler: _Handler, m: re.Match[str], body: bytes, given: str | None, close: bool

@@ -215,21 +215,6 @@ def test_a_batch_whose_timeout_passes_while_threads_are_busy_keeps_taking_tasks(
     assert servable.calls == [4, 3]
 
 
-class TinyServable(FakeServable):
-    """A small graph (inline_run) that notes which thread ran each batch."""
-
-    inline_run = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.run_seconds: dict = {}
-        self.threads: list[str] = []
-
-    def run(self, key, arrays):
-        self.threads.append(threading.current_thread().name)
-        return super().run(key, arrays)
-
-
 def test_no_timeout_closes_at_the_end_of_the_loop_round():
     """batch_timeout_micros 0: the tasks that arrive in one loop round share one session call
     (before, the first closed a batch of one on its own and the rest followed)."""
@@ -252,7 +237,7 @@ def test_no_timeout_closes_at_the_end_of_the_loop_round():
 
 
 def test_tiny_batches_run_on_the_loop_once_their_cost_is_known():
-    servable = TinyServable()
+    servable = InlineServable()
     runner = BatchingRunner(
         RunPool(1),
         BatchingOptions(max_batch_size=4, batch_timeout_micros=0, num_batch_threads=1),
@@ -272,7 +257,7 @@ def test_tiny_batches_run_on_the_loop_once_their_cost_is_known():
 
 
 def test_batches_of_big_graphs_stay_on_the_pool():
-    servable = TinyServable()
+    servable = InlineServable()
     runner = BatchingRunner(
         RunPool(1),
         BatchingOptions(max_batch_size=4, batch_timeout_micros=0, num_batch_threads=1),
