@@ -74,6 +74,8 @@ def test_connection_close_and_keep_alive() -> None:
         request(headers=b"Bad Name: x\r\n"),  # not a token
         request(headers=b" folded\r\n"),  # obsolete line folding
         request(headers=b"X-A: a\x00b\r\n"),  # a control character
+        request(headers=b"Host: other\r\n"),  # a field it reads, twice
+        request(headers=b"X-Request-Id: a\r\nX-Request-Id: b\r\n"),
         request(b"/v1/models/m:predict?x=1"),  # a query
         request(b"/v1/models/%6D:predict"),  # percent-escapes: aiohttp decodes them
         request(b"/v1/models/m/../m:predict"),  # dot segments
