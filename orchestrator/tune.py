@@ -74,10 +74,11 @@ class Result:
 
 
 def candidates(clients: int, cpus: int) -> list[Setting]:
-    """No batching, then batches as large as the clients with a short and a long timeout on one
-    thread, and the short timeout on one thread per CPU."""
+    """No batching, then batches as large as the clients on one thread: closed at the end of the
+    server's loop round (timeout 0, what pays for small models), after a short and after a long
+    timeout; and the short timeout on one thread per CPU."""
     size = max(1, clients)
-    out = [Setting(), Setting(size, 1000, 1), Setting(size, 5000, 1)]
+    out = [Setting(), Setting(size, 0, 1), Setting(size, 1000, 1), Setting(size, 5000, 1)]
     if cpus > 1:
         out.append(Setting(size, 1000, cpus))
     return out

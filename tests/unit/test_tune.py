@@ -13,6 +13,7 @@ def test_candidates_start_without_batching_and_size_batches_to_the_clients():
     assert settings[0] == Setting()
     assert {s.max_batch_size for s in settings[1:]} == {16}
     assert Setting(16, 1000, 2) in settings
+    assert Setting(16, 0, 1) in settings  # the end-of-round batch
     assert all(s.num_batch_threads == 1 for s in candidates(16, 1)[1:])
 
 

@@ -30,7 +30,8 @@ def test_tune_measures_each_setting_and_prints_the_spec_lines(tmp_path):
     (tmp_path / "serving_configs" / "hpt.yaml").write_text(f"base_path: {base}\n")
     r = tfsctl(tmp_path, "tune", "hpt", "--duration", "1", "--clients", "2", "--p99-ms", "60000")
     assert r.returncode == 0, r.stderr
-    for label in ("no batching", "2 rows, 1000 µs, 1 thread", "2 rows, 5000 µs, 1 thread"):
+    for label in ("no batching", "2 rows, 0 µs, 1 thread", "2 rows, 1000 µs, 1 thread",
+                  "2 rows, 5000 µs, 1 thread"):
         assert label in r.stdout, r.stdout
     assert "best" in r.stdout
     lines = r.stdout.split("In serving_configs/hpt.yaml:", 1)[1]
