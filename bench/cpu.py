@@ -160,9 +160,6 @@ def main() -> int:
                     help="also run this tree with that environment variable, round by round")
     ap.add_argument("--compare-batching", default="", metavar="'SIZE MICROS THREADS'",
                     help="also run this tree with --enable_batching and that batching file")
-    ap.add_argument("--fixed-layout", action="store_true",
-                    help="every server with the same hash seed and no address randomization "
-                         "(PYTHONHASHSEED=0, setarch -R): less spread between server processes")
     ap.add_argument("--scrape", action="store_true", help="time metrics scrapes under the REST load")
     ap.add_argument("--profile", default="", help="py-spy raw stacks of this tree's server to DIR")
     args = ap.parse_args()
@@ -170,13 +167,10 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
     base = export_demo(work / MODEL)
     (work / "monitoring.config").write_text(f'prometheus_config {{ enable: true path: "{PROM}" }}\n')
-    layout = ["setarch", os.uname().machine, "-R"] if args.fixed_layout else []
-    helpers.SERVER_CMD = [*layout, "taskset", "-c", SERVER_CORE, *helpers.SERVER_CMD]
+    helpers.SERVER_CMD = ["taskset", "-c", SERVER_CORE, *helpers.SERVER_CMD]
     server_args = [f"--model_name={MODEL}", f"--model_base_path={base}",
                    f"--monitoring_config_file={work / 'monitoring.config'}"]
     variants = {"after": {"PYTHONPATH": str(ROOT)}}
-    if args.fixed_layout:
-        os.environ["PYTHONHASHSEED"] = "0"  # inherited by every server
     if args.before:
         variants["before"] = {"PYTHONPATH": str(Path(args.before).resolve())}
     if args.compare:

@@ -496,7 +496,7 @@ class _FastScrape:
             b"Content-Length: %d\r\nDate: %s\r\n%s%s: %s\r\n%s\r\n"
             % (
                 len(body),
-                email.utils.formatdate(usegmt=True).encode(),
+                _http_date(),
                 self.extra,
                 REQUEST_ID_HEADER.encode(),
                 request_id(given).encode(),
@@ -520,8 +520,6 @@ class _FastPredict:
     def __init__(self, api: RestApi) -> None:
         self.api = api
         self.extra = _CORS if api.cors else b""
-        self._date = b""
-        self._date_at = -1
 
     def parse(self, data: bytes) -> tuple[re.Match[str], bytes, str | None, bool] | None:
         """(path match, body, the request id given, close after) for one complete plain call."""
@@ -588,10 +586,6 @@ class _FastPredict:
         handler.answer(self.reply(status, out, rid, close), close)
 
     def reply(self, status: int, body: bytes, rid: str, close: bool) -> bytes:
-        now = int(time.time())
-        if now != self._date_at:  # aiohttp also formats the date once a second
-            self._date = email.utils.formatdate(now, usegmt=True).encode()
-            self._date_at = now
         return (
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n%s%s: %s\r\n"
             b"Content-Length: %d\r\nDate: %s\r\nServer: %s\r\n%s\r\n%s"
@@ -602,12 +596,23 @@ class _FastPredict:
                 _RID_HEADER,
                 rid.encode(),
                 len(body),
-                self._date,
+                _http_date(),
                 _SERVER,
                 b"Connection: close\r\n" if close else b"",
                 body,
             )
         )
+
+
+_DATE: list = [-1, b""]  # (second, its HTTP date)
+
+
+def _http_date() -> bytes:
+    """The Date header's value, formatted once a second (as aiohttp does)."""
+    now = int(time.time())
+    if now != _DATE[0]:
+        _DATE[:] = [now, email.utils.formatdate(now, usegmt=True).encode()]
+    return _DATE[1]
 
 
 def fast_enabled() -> bool:
