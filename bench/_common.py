@@ -215,15 +215,10 @@ async def grpc_load(
     import time
 
     import grpc
-    import numpy as np
 
     from orchestrator.protocol import methods as M
-    from orchestrator.protocol.tensors import to_tensor_proto
 
-    req = M.PREDICT.request()
-    req.model_spec.name = model
-    req.inputs["pixels"].CopyFrom(to_tensor_proto(np.asarray([row], dtype=np.float32)))
-    payload = req.SerializeToString()
+    payload = mlp_request(row, model)
     latencies: list[float] = []
     errors = 0
     async with grpc.aio.insecure_channel(target) as ch:
@@ -251,6 +246,29 @@ async def grpc_load(
         "p99": latencies[int(len(latencies) * 0.99)],
         "errors": float(errors),
     }
+
+
+def batching_flags(folder: Path, setting: str) -> tuple[str, list[str]]:
+    """('SIZE/MICROS µs/THREADS', server flags) for `setting` "SIZE MICROS THREADS": a batching
+    parameters file written under `folder` and the flags that turn it on."""
+    size, micros, threads = setting.split()
+    path = folder / f"batching-{size}-{micros}-{threads}.config"
+    path.write_text(f"max_batch_size {{ value: {size} }}\nbatch_timeout_micros {{ value: {micros} }}\n"
+                    f"num_batch_threads {{ value: {threads} }}\nmax_enqueued_batches {{ value: 1000 }}\n")  # fmt: skip
+    return f"{size}/{micros} µs/{threads}", ["--enable_batching", f"--batching_parameters_file={path}"]
+
+
+def mlp_request(row: list[float], model: str = MLP) -> bytes:
+    """A serialized PredictRequest of one MLP row (what h2load and the gRPC generator send)."""
+    import numpy as np
+
+    from orchestrator.protocol import methods as M
+    from orchestrator.protocol.tensors import to_tensor_proto
+
+    req = M.PREDICT.request()
+    req.model_spec.name = model
+    req.inputs["pixels"].CopyFrom(to_tensor_proto(np.asarray([row], dtype=np.float32)))
+    return req.SerializeToString()
 
 
 def summary(bench: str, measure: str, value: float, goal: str = "", unit: str = "×") -> None:

@@ -190,12 +190,8 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, float, float, float]
     helpers.SERVER_CMD = ["taskset", "-c", SERVER_CORE, *helpers.SERVER_CMD]
     variants: dict[str, list[str]] = {"": []}
     if args.batching:
-        size, micros, threads = args.batching.split()
-        (work / "batching.config").write_text(
-            f"max_batch_size {{ value: {size} }}\nbatch_timeout_micros {{ value: {micros} }}\n"
-            f"num_batch_threads {{ value: {threads} }}\nmax_enqueued_batches {{ value: 1000 }}\n")  # fmt: skip
-        variants[f", batching {size}/{micros} µs/{threads}"] = [
-            "--enable_batching", f"--batching_parameters_file={work / 'batching.config'}"]  # fmt: skip
+        label, flags = common.batching_flags(work, args.batching)
+        variants[f", batching {label}"] = flags
     model = [f"--model_name={MODEL}", f"--model_base_path={base}"]
     rows: list[tuple[str, float, float, float, float]] = []
     path = "/tensorflow.serving.PredictionService/Predict"

@@ -181,13 +181,10 @@ def main() -> int:
         variants[args.compare] = {"PYTHONPATH": str(ROOT), key: value}
     flags: dict[str, list[str]] = {}
     if args.compare_batching:
-        size, micros, threads = args.compare_batching.split()
-        (work / "batching.config").write_text(
-            f"max_batch_size {{ value: {size} }}\nbatch_timeout_micros {{ value: {micros} }}\n"
-            f"num_batch_threads {{ value: {threads} }}\nmax_enqueued_batches {{ value: 1000 }}\n")  # fmt: skip
-        name = f"batching {size}/{micros}us/{threads}"
+        label, extra = common.batching_flags(work, args.compare_batching)
+        name = f"batching {label}"
         variants[name] = {"PYTHONPATH": str(ROOT)}
-        flags[name] = ["--enable_batching", f"--batching_parameters_file={work / 'batching.config'}"]
+        flags[name] = extra
     results: dict[str, list[dict[str, float]]] = {k: [] for k in variants}
     try:
         if args.profile:

@@ -36,6 +36,7 @@ from bench._common import (  # noqa: E402
     export_mlp,
     grpc_frame,
     mlp_body,
+    mlp_request,
     mlp_row,
     require,
     server,
@@ -64,19 +65,6 @@ def bookkeeping_us(on: bool, n: int = 200_000) -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
-def predict_request(row: list[float]) -> bytes:
-    """The serialized PredictRequest h2load sends: one row of the MLP's 784 floats."""
-    import numpy as np
-
-    from orchestrator.protocol import methods as M
-    from orchestrator.protocol.tensors import to_tensor_proto
-
-    req = M.PREDICT.request()
-    req.model_spec.name = MODEL
-    req.inputs["pixels"].CopyFrom(to_tensor_proto(np.asarray([row], dtype=np.float32)))
-    return req.SerializeToString()
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=5)
@@ -89,7 +77,7 @@ def main() -> int:
     row, body = mlp_row(), mlp_body()
     work = Path(tempfile.mkdtemp(prefix="bench-metrics-"))
     helpers.SERVER_CMD = ["taskset", "-c", SERVER_CORE, *helpers.SERVER_CMD]
-    (work / "predict.grpc").write_bytes(grpc_frame(predict_request(row)))
+    (work / "predict.grpc").write_bytes(grpc_frame(mlp_request(row)))
     base = export_mlp(work / MODEL)
     (work / "monitoring.config").write_text(f'prometheus_config {{ enable: true path: "{PATH}" }}\n')
     common = [f"--model_name={MODEL}", f"--model_base_path={base}",

@@ -453,11 +453,19 @@ def _fields(block: bytes) -> dict[bytes, bytes] | None:
     return fields
 
 
-def _closing(connection: bytes) -> bool | None:
-    """A Connection header: does it close after this request; None when it asks for an upgrade,
-    which only aiohttp's path handles."""
-    tokens = {t.strip() for t in connection.lower().split(b",")}
-    return None if b"upgrade" in tokens else b"close" in tokens
+def _plain(fields: dict[bytes, bytes] | None) -> tuple[str | None, bool] | None:
+    """(the request id given, close after) for a header block both fast paths can answer: a
+    Host (HTTP/1.1 requires one; aiohttp answers 400 without), and no Transfer-Encoding, Expect
+    or Upgrade, which only aiohttp's path handles; None otherwise."""
+    if fields is None or b"host" not in fields:
+        return None
+    if b"transfer-encoding" in fields or b"expect" in fields or b"upgrade" in fields:
+        return None
+    tokens = {t.strip() for t in fields.get(b"connection", b"").lower().split(b",")}
+    if b"upgrade" in tokens:
+        return None
+    given = fields.get(b"x-request-id")
+    return (None if given is None else given.decode("latin-1")), b"close" in tokens
 
 
 class _FastScrape:
@@ -477,16 +485,9 @@ class _FastScrape:
         if end != len(data) - 4:  # incomplete, pipelined, or a body follows
             return None
         fields = _fields(data[len(self.prefix) : end] if end >= len(self.prefix) else b"")
-        # HTTP/1.1 requires a Host (aiohttp answers 400 without); a scrape has no body.
-        if fields is None or b"host" not in fields or fields.get(b"content-length", b"0") != b"0":
+        if fields is None or fields.get(b"content-length", b"0") != b"0":  # a scrape has no body
             return None
-        if b"transfer-encoding" in fields or b"expect" in fields or b"upgrade" in fields:
-            return None
-        close = _closing(fields.get(b"connection", b""))
-        if close is None:
-            return None
-        given = fields.get(b"x-request-id")
-        return (None if given is None else given.decode("latin-1")), close
+        return _plain(fields)
 
     def reply(self, given: str | None, close: bool, path: str = "fast") -> bytes:
         """The answer; `path` names who answers, for tfso_metrics_scrapes_total."""
@@ -498,7 +499,7 @@ class _FastScrape:
                 len(body),
                 _http_date(),
                 self.extra,
-                REQUEST_ID_HEADER.encode(),
+                _RID_HEADER,
                 request_id(given).encode(),
                 b"Connection: close\r\n" if close else b"",
             )
@@ -537,23 +538,17 @@ class _FastPredict:
         if m is None:
             return None
         fields = _fields(data[eol + 2 : end] if eol < end else b"")
-        if fields is None or b"host" not in fields:  # HTTP/1.1 requires a Host
-            return None
-        if b"transfer-encoding" in fields or b"expect" in fields or b"upgrade" in fields:
+        plain = _plain(fields)
+        if fields is None or plain is None:
             return None
         if fields.get(b"content-encoding", b"").lower() not in (b"", b"identity"):
             return None
         text = fields.get(b"content-length", b"")
         if not text.isdigit() or int(text) > self.api.max_body:
             return None
-        length = int(text)
-        close = _closing(fields.get(b"connection", b""))
-        if close is None:
+        if len(data) - end - 4 != int(text):  # more to come, or a pipelined request follows
             return None
-        given = fields.get(b"x-request-id")
-        if len(data) - end - 4 != length:  # more to come, or a pipelined request follows
-            return None
-        return m, data[end + 4 :], None if given is None else given.decode("latin-1"), close
+        return m, data[end + 4 :], *plain
 
     def serve(
         self, handler: _Handler, m: re.Match[str], body: bytes, given: str | None, close: bool
