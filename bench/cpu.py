@@ -14,6 +14,7 @@ Prometheus page every 100 ms during the REST load (p50 / p99 / max).
     .venv/bin/python bench/cpu.py [--requests 20000] [--rounds 3] [--before DIR] [--scrape]
     .venv/bin/python bench/cpu.py --compare TFS_VERSION_METRICS=0 --rounds 8
     .venv/bin/python bench/cpu.py --compare-batching "32 0 1"   # max_batch_size, timeout µs, threads
+    .venv/bin/python bench/cpu.py --batching "32 0 1" --before DIR   # both servers batch
     .venv/bin/python bench/cpu.py --profile DIR   # py-spy raw stacks of the server under REST and gRPC load
 """
 
@@ -160,6 +161,8 @@ def main() -> int:
                     help="also run this tree with that environment variable, round by round")
     ap.add_argument("--compare-batching", default="", metavar="'SIZE MICROS THREADS'",
                     help="also run this tree with --enable_batching and that batching file")
+    ap.add_argument("--batching", default="", metavar="'SIZE MICROS THREADS'",
+                    help="run every server with --enable_batching and that batching file")
     ap.add_argument("--scrape", action="store_true", help="time metrics scrapes under the REST load")
     ap.add_argument("--profile", default="", help="py-spy raw stacks of this tree's server to DIR")
     args = ap.parse_args()
@@ -180,6 +183,10 @@ def main() -> int:
                              "fix: e.g. --compare TFS_VERSION_METRICS=0")  # fmt: skip
         variants[args.compare] = {"PYTHONPATH": str(ROOT), key: value}
     flags: dict[str, list[str]] = {}
+    if args.batching:
+        label, extra = common.batching_flags(work, args.batching)
+        server_args += extra
+        print(f"every server batches: {label}", file=sys.stderr)
     if args.compare_batching:
         label, extra = common.batching_flags(work, args.compare_batching)
         name = f"batching {label}"
@@ -188,7 +195,8 @@ def main() -> int:
     results: dict[str, list[dict[str, float]]] = {k: [] for k in variants}
     try:
         if args.profile:
-            with ServerProcess(server_args, env=variants["after"]) as srv:
+            extra = next(iter(flags.values()), [])  # --compare-batching profiles the batched server
+            with ServerProcess(server_args + extra, env=variants["after"]) as srv:
                 srv.wait_until_available(MODEL)
                 profile_rest(srv, work, args)
             return 0

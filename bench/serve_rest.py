@@ -1,11 +1,14 @@
 """Serving throughput: tfs-model-server (batching off / on) vs a Flask + gunicorn reference.
 
 One run, one machine, one load generator: wrk (Debian's /usr/bin/wrk) with 16 connections posting
-one-row JSON predict requests for a Keras MLP 784 -> 256 -> 10; then gRPC Predict from an asyncio
-generator (16 requests in flight). Servers run one at a time, on 127.0.0.1, each for a bounded
-duration. Prints a markdown table with rps, p50, p99 and the ratio to Flask.
+one-row JSON predict requests for a Keras MLP 784 -> 256 -> 10 (with --grpc, also gRPC Predict
+from an asyncio generator, 16 requests in flight). Servers run one at a time, on 127.0.0.1, each
+for a bounded duration. Besides batching, our server runs with what `tfsctl tune` also tries
+(one intra-op thread, TensorFlow's oneDNN kernels off), and Flask with and without oneDNN, so the
+ratio is read against the reference at its best too. Prints a markdown table with rps, p50, p99
+and the ratio to Flask.
 
-    .venv/bin/python bench/serve_rest.py [--duration 10] [--connections 16]
+    .venv/bin/python bench/serve_rest.py [--duration 10] [--connections 16] [--grpc]
 """
 
 from __future__ import annotations
@@ -36,10 +39,11 @@ from bench._common import (  # noqa: E402
 )
 from tests.helpers.server import free_port, wait_until  # noqa: E402
 
+ONEDNN_OFF = {"TF_ENABLE_ONEDNN_OPTS": "0"}  # TensorFlow's own switch, read when it loads
 __all__ = ["MODEL", "export_mlp", "grpc_load", "warm", "wrk"]
 
 
-def start_flask(model_path: Path) -> tuple[subprocess.Popen, int]:
+def start_flask(model_path: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
     gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or shutil.which(
         "gunicorn"
     )
@@ -62,7 +66,7 @@ def start_flask(model_path: Path) -> tuple[subprocess.Popen, int]:
             "bench.flask_ref:app",
         ],
         cwd=ROOT,
-        env={**os.environ, "MODEL_PATH": str(model_path)},
+        env={**os.environ, "MODEL_PATH": str(model_path), **(env or {})},
     )
     import urllib.request
 
@@ -82,6 +86,7 @@ def main() -> int:
     )
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--grpc", action="store_true", help="also gRPC load on each of our servers")
     args = ap.parse_args()
     require("wrk")
     row, body = mlp_row(), mlp_body()
@@ -99,31 +104,50 @@ def main() -> int:
     results: list[tuple[str, dict[str, float]]] = []
     common = [f"--model_name={MODEL}", f"--model_base_path={base}"]
     try:
-        for label, extra in (
-            ("tfs-model-server REST", []),
+        batch0 = ["--enable_batching", f"--batching_parameters_file={work / 'batching0.config'}"]
+        for label, extra, env in (
+            ("tfs-model-server REST", [], None),
             (
                 "tfs-model-server REST, batching (32, 500 µs, 2 threads)",
                 ["--enable_batching", f"--batching_parameters_file={work / 'batching.config'}"],
+                None,
             ),
-            (
-                "tfs-model-server REST, batching (32, 0 µs, 1 thread)",
-                ["--enable_batching", f"--batching_parameters_file={work / 'batching0.config'}"],
-            ),
+            ("tfs-model-server REST, batching (32, 0 µs, 1 thread)", batch0, None),
+            # What `tfsctl tune` can choose besides batching: TensorFlow's threads and kernels.
+            ("tfs-model-server REST, batching (32, 0 µs, 1 thread), intra-op 1",
+             [*batch0, "--tensorflow_intra_op_parallelism=1"], None),
+            ("tfs-model-server REST, batching (32, 0 µs, 1 thread), intra-op 1, oneDNN off",
+             [*batch0, "--tensorflow_intra_op_parallelism=1"], ONEDNN_OFF),
+            ("tfs-model-server REST, oneDNN off", [], ONEDNN_OFF),
         ):
-            with server(common + extra) as srv:
+            with server(common + extra, env=env) as srv:
                 srv.wait_until_available(MODEL)
                 url = f"{srv.rest_url}/v1/models/{MODEL}:predict"
                 warm(url, body)
                 results.append(
                     (label, wrk(url, body, duration=args.duration, connections=args.connections))
                 )
-                grpc_label = label.replace("REST", "gRPC")
-                stats = asyncio.run(
-                    grpc_load(
-                        srv.grpc_target, row, duration=args.duration, concurrency=args.connections
+                if args.grpc:
+                    grpc_label = label.replace("REST", "gRPC")
+                    stats = asyncio.run(
+                        grpc_load(
+                            srv.grpc_target, row, duration=args.duration, concurrency=args.connections
+                        )
                     )
+                    results.append((grpc_label, stats))
+        proc, port = start_flask(base / "1", ONEDNN_OFF)
+        try:
+            url = f"http://127.0.0.1:{port}/v1/models/{MODEL}:predict"
+            warm(url, body)
+            results.append(
+                (
+                    "Flask + gunicorn (1 worker, 8 threads), oneDNN off",
+                    wrk(url, body, duration=args.duration, connections=args.connections),
                 )
-                results.append((grpc_label, stats))
+            )
+        finally:
+            proc.terminate()
+            proc.wait(30)
         proc, port = start_flask(base / "1")
         try:
             url = f"http://127.0.0.1:{port}/v1/models/{MODEL}:predict"
@@ -140,10 +164,12 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    flask = results[-1][1]
-    summary("serve_rest", "REST rps vs Flask + gunicorn", results[0][1]["rps"] / flask["rps"], "≥ 10×")
-    summary("serve_rest", "REST rps vs Flask + gunicorn, batching (32, 0 µs, 1 thread)",
-            results[4][1]["rps"] / flask["rps"], "≥ 10×")  # fmt: skip
+    by = dict(results)
+    flask = by["Flask + gunicorn (1 worker, 8 threads)"]
+    for label in ("tfs-model-server REST", "tfs-model-server REST, batching (32, 0 µs, 1 thread)",
+                  "tfs-model-server REST, batching (32, 0 µs, 1 thread), intra-op 1, oneDNN off"):
+        summary("serve_rest", label.replace("tfs-model-server REST", "REST rps vs Flask + gunicorn"),
+                by[label]["rps"] / flask["rps"], "≥ 10×")  # fmt: skip
     print(
         f"\nKeras MLP 784-256-10, one-row requests, {args.connections} connections, {args.duration}s each, "
         f"{os.cpu_count()} CPUs, load generator on the same machine\n"

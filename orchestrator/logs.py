@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import random
 import re
 import time
 from collections.abc import Callable
@@ -20,13 +20,16 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID_METADATA = "x-request-id"
+_bits = random.getrandbits
 
 
 def request_id(given: str | None) -> str:
-    """The caller's id when it is 1-128 printable ASCII characters, else a new random one."""
+    """The caller's id when it is 1-128 printable ASCII characters, else a new random one: 64
+    bits from `random`, which reseeds in a forked worker, not `os.urandom`, a system call per
+    request (an id needs to be unique, not secret)."""
     if given and _REQUEST_ID.fullmatch(given):
         return given
-    return os.urandom(8).hex()
+    return f"{_bits(64):016x}"
 
 
 class JsonFormatter(logging.Formatter):

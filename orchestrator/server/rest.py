@@ -615,6 +615,7 @@ def fast_enabled() -> bool:
     return os.environ.get("TFS_REST_FAST", "1").strip().lower() not in ("0", "false", "off")
 
 
+_HOLD_MAX = 1 << 16  # bytes a client may send ahead of a pending fast predict's answer
 _REASONS = {s.value: s.phrase.encode() for s in http.HTTPStatus}
 _SERVER = SERVER_SOFTWARE.encode()
 _RID_HEADER = REQUEST_ID_HEADER.encode()
@@ -631,11 +632,15 @@ class _Handler(RequestHandler):
     raw = True  # every byte so far went to a fast path: aiohttp's parser has seen none
     pending: asyncio.Task | None = None  # a fast predict that went on in a task
     held = b""  # what arrived while it was pending, taken once it has answered
+    paused = False  # reading paused because `held` grew past _HOLD_MAX
     stopping = False
 
     def data_received(self, data: bytes) -> None:
-        if self.pending is not None:  # bytes already on their way when reading paused
+        if self.pending is not None:  # a pipelined request: it waits for the answer before it
             self.held += data
+            if len(self.held) > _HOLD_MAX and not self.paused and self.transport is not None:
+                self.paused = True
+                self.transport.pause_reading()
             return
         fresh, self.fresh = self.fresh, False
         predict = self.predict
@@ -676,11 +681,10 @@ class _Handler(RequestHandler):
         super().data_received(data)
 
     def hold(self, task: asyncio.Task) -> None:
-        """A fast predict goes on in `task`: read nothing more (a pipelined request waits in the
-        socket) and do not count the connection idle until it is answered."""
+        """A fast predict goes on in `task`: keep what arrives meanwhile (`data_received`) and do
+        not count the connection idle until it is answered. Reading pauses only when a client
+        sends far ahead; pausing on every call cost two epoll changes a request."""
         self.pending = task
-        assert self.transport is not None
-        self.transport.pause_reading()
         self._next_keepalive_close_time = float("inf")
 
     def answer(self, data: bytes, close: bool) -> None:
@@ -696,7 +700,9 @@ class _Handler(RequestHandler):
         if self._keepalive_timeout > 0:
             self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
         if was_held:
-            transport.resume_reading()
+            if self.paused:
+                self.paused = False
+                transport.resume_reading()
             data, self.held = self.held, b""
             if data:
                 self.data_received(data)
