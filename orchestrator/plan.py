@@ -34,6 +34,9 @@ def container_model_path(spec: Spec) -> str:
     return f"/models/{spec.name}"
 
 
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"  # TensorFlow's switch for its oneDNN CPU kernels
+
+
 @dataclass(frozen=True)
 class Plan:
     """Everything one TF Serving process needs: its config files and its exact flags."""
@@ -43,6 +46,7 @@ class Plan:
     grpc_port: int
     rest_port: int
     models: tuple[str, ...] = field(default=())
+    env: Mapping[str, str] = field(default_factory=dict)  # the server's environment on top
 
 
 def model_config(
@@ -129,7 +133,7 @@ def _server_settings(specs: Sequence[Spec]) -> Spec:
     """Server-wide settings come from the first spec; the others must agree or not care."""
     first = specs[0]
     for other in specs[1:]:
-        for attr in ("batching", "monitoring", "threads", "workers", "device", "gpu",
+        for attr in ("batching", "monitoring", "threads", "onednn", "workers", "device", "gpu",
                      "prefer_tflite_model"):
             if getattr(other, attr) != getattr(first, attr):
                 raise SpecError(
@@ -187,12 +191,14 @@ def build_plan(
         args.append("--prefer_tflite_model=true")
     if main.device == "gpu" and main.gpu.memory_fraction:
         args.append(f"--per_process_gpu_memory_fraction={main.gpu.memory_fraction}")
+    env = {} if main.onednn is None else {ONEDNN_ENV: "1" if main.onednn else "0"}
     return Plan(
         files=files,
         args=tuple(args),
         grpc_port=grpc,
         rest_port=rest,
         models=tuple(s.name for s in specs),
+        env=env,
     )
 
 

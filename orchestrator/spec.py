@@ -271,6 +271,10 @@ class Spec(_Frozen):
     # handler threads of TF Serving's image; unset = one process / TF Serving's 4 x CPUs
     workers: int | None = Field(default=None, ge=1, le=1024)
     threads: Threads = Threads()
+    # TF_ENABLE_ONEDNN_OPTS for the server (TensorFlow reads it when it loads; the official image
+    # too): false = TF's Eigen kernels, faster for small dense models, slower for convolutions
+    # (`tfsctl tune` measures it); unset = TensorFlow's default (oneDNN on, on x86)
+    onednn: bool | None = None
     health: Health = Health()
     resources: Resources = Resources()
     file_system_poll_wait_seconds: int = Field(default=1, ge=0)

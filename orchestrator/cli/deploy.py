@@ -59,10 +59,13 @@ def render(names: tuple[str, ...], out: Path, configs_dir: Path, target: str, na
     plan = build_plan(specs, config_dir=str(out.resolve()))
     files = dict(plan.files)
     files["args.txt"] = "\n".join(plan.args) + "\n"
+    if plan.env:  # what the server's environment must hold (TensorFlow reads it when it loads)
+        files["env.txt"] = "".join(f"{k}={v}\n" for k, v in sorted(plan.env.items()))
     write_output(out, files)
     for name in sorted(files):
         console.print(f"wrote {out / name}")
-    console.print("tensorflow_model_server " + " ".join(plan.args), highlight=False, soft_wrap=True)
+    env = "".join(f"{k}={v} " for k, v in sorted(plan.env.items()))
+    console.print(env + "tensorflow_model_server " + " ".join(plan.args), highlight=False, soft_wrap=True)
 
 
 def _render_cluster(names: tuple[str, ...], out: Path, configs_dir: Path, target: str,

@@ -1,8 +1,9 @@
 """`tfsctl tune NAME`: measure batching settings on the model with the real server.
 
 Prints rows/s and latency per setting and the spec lines of the best one whose p99 stays within
---p99-ms (paste them into serving_configs/NAME.yaml). Each setting takes a server start plus
---duration seconds of load; nothing is written.
+--p99-ms (paste them into serving_configs/NAME.yaml). Then, unless --batching-only, TensorFlow's
+CPU settings on the best batching setting (one intra-op thread, oneDNN off). Each setting takes a
+server start plus --duration seconds of load; nothing is written.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from orchestrator.cli._common import err_console, output_option, print_json, pri
               show_default=True, help="Latency budget the chosen setting must keep.")  # fmt: skip
 @click.option("--data", "data_file", type=click.Path(path_type=Path, dir_okay=False),
               help="One request as TF Serving REST JSON (default: zeros from the signature).")
+@click.option("--batching-only", is_flag=True,
+              help="Skip the second stage (TensorFlow's intra-op threads and oneDNN kernels).")
 @output_option
 def tune(name: str, configs_dir: Path, clients: int, duration: int, p99_ms: float,
-         data_file: Path | None, output: str) -> None:  # fmt: skip
+         data_file: Path | None, batching_only: bool, output: str) -> None:  # fmt: skip
     """Measure batching settings on NAME's model and print the spec lines of the best."""
     from orchestrator import tune as t
     from orchestrator.spec import load_spec
@@ -44,7 +47,8 @@ def tune(name: str, configs_dir: Path, clients: int, duration: int, p99_ms: floa
     def progress(setting: t.Setting) -> None:
         err_console.print(f"measuring {setting.label} ({duration} s)...")
 
-    results = t.tune(spec, clients=clients, duration_s=duration, data=data, progress=progress)
+    results = t.tune(spec, clients=clients, duration_s=duration, data=data, progress=progress,
+                     p99_budget_ms=None if batching_only else p99_ms)  # fmt: skip
     chosen = t.best(results, p99_ms)
     if output == "json":
         print_json({

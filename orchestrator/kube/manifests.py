@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from orchestrator.errors import SpecError
-from orchestrator.plan import Plan, build_plan, model_config
+from orchestrator.plan import ONEDNN_ENV, Plan, build_plan, model_config
 from orchestrator.spec import GatewayRouter, Spec
 
 Obj = dict[str, Any]
@@ -96,7 +96,7 @@ def cluster_plan(spec: Spec, *, versions: list[int] | None = None) -> Plan:
                       grpc_port=GRPC_PORT, rest_port=REST_PORT, model_configs=configs)
     args = (*plan.args, f"--model_config_file_poll_wait_seconds={CONFIG_POLL_SECONDS}")
     return Plan(files=plan.files, args=args, grpc_port=plan.grpc_port, rest_port=plan.rest_port,
-                models=plan.models)
+                models=plan.models, env=plan.env)
 
 
 def _memory(value: str) -> str:
@@ -210,6 +210,8 @@ def deployment(spec: Spec, plan: Plan, *, name: str, config_name: str, role: str
         "securityContext": _security(),
         "volumeMounts": mounts,
     }
+    if plan.env:
+        container["env"] = [{"name": k, "value": v} for k, v in sorted(plan.env.items())]
     pod_spec: Obj = {
         "securityContext": {"runAsNonRoot": True, "fsGroup": RUN_AS,
                             "seccompProfile": {"type": "RuntimeDefault"}},
@@ -414,6 +416,8 @@ def inference_service(spec: Spec, *, canary_traffic_percent: int | None = None) 
     resources = _resources(spec)
     if resources:
         predictor["resources"] = resources
+    if spec.onednn is not None:  # the predictor is a container: its env reaches TF Serving
+        predictor["env"] = [{"name": ONEDNN_ENV, "value": "1" if spec.onednn else "0"}]
     body: Obj = {"tensorflow": predictor}
     if spec.autoscale is not None:
         body = {"minReplicas": spec.autoscale.min, "maxReplicas": spec.autoscale.max,

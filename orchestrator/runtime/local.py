@@ -78,10 +78,11 @@ class LocalRuntime(Runtime):
         except FileNotFoundError:
             return ""
 
-    def _start_replica(self, name: str, index: int, args: Sequence[str], host: str) -> dict[str, Any]:
+    def _start_replica(self, name: str, index: int, args: Sequence[str], host: str,
+                       extra_env: Mapping[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
         log_path = self.store.log_path(name, index)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "TFS_BIND_HOST": host}
+        env = {**os.environ, **(extra_env or {}), "TFS_BIND_HOST": host}
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         with open(log_path, "ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting replica {index}\n".encode())
@@ -166,7 +167,8 @@ class LocalRuntime(Runtime):
         base_plan = build_plan(specs, config_dir=str(config_dir))
         wanted = wanted_versions(specs)
         flags_hash = digest([a for a in base_plan.args if not a.startswith(("--port=", "--rest_api_port="))]
-                            + [main.replicas, main.ports.model_dump()])
+                            + [main.replicas, main.ports.model_dump()]
+                            + ([dict(base_plan.env)] if base_plan.env else []))
         state = self.store.load(name)
         note = ""
         if state is not None and state.get("runtime") != self.name:
@@ -209,7 +211,7 @@ class LocalRuntime(Runtime):
                 grpc_port = main.ports.grpc if index == 0 and fixed_ports else free_port(replica_host)
                 rest_port = main.ports.rest if index == 0 and fixed_ports else free_port(replica_host)
                 plan = build_plan(specs, config_dir=str(config_dir), grpc_port=grpc_port, rest_port=rest_port)
-                replica = self._start_replica(name, index, plan.args, replica_host)
+                replica = self._start_replica(name, index, plan.args, replica_host, plan.env)
                 replica.update(grpc_port=grpc_port, rest_port=rest_port)
                 started.append(replica)
             for replica in started:
@@ -277,7 +279,7 @@ class LocalRuntime(Runtime):
                 grpc_port, rest_port = free_port(), free_port()
                 plan = build_plan([canary_spec], config_dir=str(config_dir), grpc_port=grpc_port, rest_port=rest_port)
                 write_files_atomic(config_dir, plan.files)
-                replica = self._start_replica(key, index, plan.args, "127.0.0.1")
+                replica = self._start_replica(key, index, plan.args, "127.0.0.1", plan.env)
                 replica.update(grpc_port=grpc_port, rest_port=rest_port)
                 started.append(replica)
             for replica in started:

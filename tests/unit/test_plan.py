@@ -134,6 +134,28 @@ def test_workers_render_rest_api_num_threads(configs: Path) -> None:
         build_plan([two, other], config_dir="/c")
 
 
+def test_onednn_is_the_servers_environment(configs: Path) -> None:
+    """`onednn: false|true` is TensorFlow's TF_ENABLE_ONEDNN_OPTS for the server (the official
+    image reads it too): in the plan's env and the container's environment, never a flag;
+    unset, the environment is left alone."""
+    from orchestrator.runtime.docker.templates import container_template
+
+    plain = spec(configs, "alpha", "base_path: ../models/alpha\n")
+    assert build_plan([plain], config_dir="/c").env == {}
+    assert "TF_ENABLE_ONEDNN_OPTS" not in container_template([plain], "/cfg").environment
+    for value, text in ((False, "0"), (True, "1")):
+        s = spec(configs, "alpha", f"base_path: ../models/alpha\nonednn: {str(value).lower()}\n")
+        plan = build_plan([s], config_dir="/c")
+        assert plan.env == {"TF_ENABLE_ONEDNN_OPTS": text}
+        assert not any("onednn" in a.lower() for a in plan.args)
+        template = container_template([s], "/cfg")
+        assert template.environment == {"MODEL_NAME": "alpha", "TF_ENABLE_ONEDNN_OPTS": text}
+    off = spec(configs, "alpha", "base_path: ../models/alpha\nonednn: false\n")
+    other = spec(configs, "beta", "base_path: ../models/beta\n")
+    with pytest.raises(SpecError, match="onednn differs"):
+        build_plan([off, other], config_dir="/c")
+
+
 def test_conflicting_server_settings_are_refused(configs: Path) -> None:
     a = spec(configs, "alpha", "base_path: ../models/alpha\n")
     b = spec(configs, "beta", "base_path: ../models/beta\nbatching: {enabled: true}\n")

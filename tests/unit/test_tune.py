@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from orchestrator.spec import Batching
-from orchestrator.tune import Result, Setting, best, candidates
+from orchestrator.spec import Batching, Spec
+from orchestrator.tune import Result, Setting, best, candidates, tensorflow_candidates
 
 
 def test_candidates_start_without_batching_and_size_batches_to_the_clients():
@@ -33,3 +33,20 @@ def test_spec_lines_are_a_valid_batching_block():
         enabled=True, max_batch_size=8, batch_timeout_micros=5000, num_batch_threads=1
     )
     assert yaml.safe_load(Setting().spec_lines()) == {"batching": {"enabled": False}}
+
+
+def test_the_second_stage_tries_tensorflows_settings_on_the_chosen_batching():
+    base = Setting(16, 0, 1)
+    two = tensorflow_candidates(base, 2)
+    assert Setting(16, 0, 1, onednn=False) in two
+    assert Setting(16, 0, 1, intra_op=1) in two and Setting(16, 0, 1, 1, False) in two
+    assert tensorflow_candidates(base, 1) == [Setting(16, 0, 1, onednn=False)]  # one core: one thread
+    assert Setting(16, 0, 1, 1, False).label == "16 rows, 0 µs, 1 thread, intra-op 1, oneDNN off"
+
+
+def test_spec_lines_with_tensorflows_settings_make_a_valid_spec():
+    doc = yaml.safe_load(Setting(16, 0, 1, intra_op=1, onednn=False).spec_lines())
+    spec = Spec(name="m", base_path="/models/m", **doc)
+    assert spec.threads.intra_op == 1 and spec.onednn is False and spec.batching.max_batch_size == 16
+    assert yaml.safe_load(Setting(onednn=False).spec_lines()) == {"batching": {"enabled": False},
+                                                                 "onednn": False}

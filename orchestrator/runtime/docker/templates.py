@@ -79,7 +79,7 @@ def container_template(specs: Sequence[Spec], config_dir: Path | str, *, plan: P
         command=tuple(plan.args),
         labels={LABEL_MANAGED_BY: manager, LABEL_DEPLOYMENT: main.name,
                 LABEL_MODELS: ",".join(s.name for s in specs)},
-        environment={"MODEL_NAME": main.name},
+        environment={"MODEL_NAME": main.name, **plan.env},
         mounts=tuple(mounts),
         restart=main.restart,
         nano_cpus=int(main.resources.cpus * 1e9) if main.resources.cpus else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -34,8 +35,23 @@ def test_tune_measures_each_setting_and_prints_the_spec_lines(tmp_path):
                   "2 rows, 5000 µs, 1 thread"):
         assert label in r.stdout, r.stdout
     assert "best" in r.stdout
+    assert "oneDNN off" in r.stdout, r.stdout  # the second stage, on the best batching setting
     lines = r.stdout.split("In serving_configs/hpt.yaml:", 1)[1]
     assert lines.strip().startswith("batching:\n  enabled: "), r.stdout
+
+
+def test_tune_batching_only_skips_tensorflows_settings(tmp_path):
+    base = export_half_plus_two_tf1(tmp_path / "models" / "hpt", versions=(1,))
+    (tmp_path / "serving_configs").mkdir()
+    (tmp_path / "serving_configs" / "hpt.yaml").write_text(f"base_path: {base}\n")
+    r = tfsctl(tmp_path, "tune", "hpt", "--duration", "1", "--clients", "2", "--p99-ms", "60000",
+               "--batching-only", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    import json
+
+    doc = json.loads(r.stdout)
+    assert len(doc["results"]) == 5 if (os.cpu_count() or 1) > 1 else 4
+    assert all(x["setting"]["onednn"] is None and x["setting"]["intra_op"] == 0 for x in doc["results"])
 
 
 def test_tune_refuses_a_model_it_cannot_make_a_request_for(tmp_path):

@@ -254,6 +254,32 @@ def test_changed_flags_replace_the_replicas(workdir: Path) -> None:
     tfsctl(workdir, "stop", "flags")
 
 
+def _environ(pid: int) -> dict[str, str]:
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+    return dict(p.split("=", 1) for p in pairs if "=" in p)
+
+
+def test_onednn_reaches_the_server_process_and_a_change_replaces_it(workdir: Path) -> None:
+    """`onednn: false` is TF_ENABLE_ONEDNN_OPTS=0 in the server's own environment (read from
+    /proc), which TensorFlow reads when it loads, so turning it back on needs a new process."""
+    grpc, rest = free_port(), free_port()
+    spec = f"base_path: ../models/hpt\nversion_policy: {{specific: [1]}}\nports: {{grpc: {grpc}, rest: {rest}}}\n"
+    write_spec(workdir, "dnn", spec + "onednn: false\n")
+    first = json.loads(tfsctl(workdir, "deploy", "dnn", "--runtime", "local", "-o", "json").stdout)
+    old_pid = first["replicas"][0]["pid"]
+    assert _environ(old_pid).get("TF_ENABLE_ONEDNN_OPTS") == "0"
+    assert predict(first["rest_url"], "dnn", {"instances": [1.0]}).json() == {"predictions": [2.5]}
+    write_spec(workdir, "dnn", spec + "onednn: true\n")
+    run = tfsctl(workdir, "deploy", "dnn", "--runtime", "local", "-o", "json")
+    assert run.returncode == 0, run.stderr
+    second = json.loads(run.stdout)
+    new_pid = second["replicas"][0]["pid"]
+    assert new_pid != old_pid and "replicas replaced" in second["note"]
+    assert _environ(new_pid).get("TF_ENABLE_ONEDNN_OPTS") == "1"
+    assert predict(second["rest_url"], "dnn", {"instances": [1.0]}).json() == {"predictions": [2.5]}
+    tfsctl(workdir, "stop", "dnn")
+
+
 def test_a_reused_pid_is_reported_as_exited_and_never_signalled(workdir: Path) -> None:
     """The state's pid now belongs to another live process (as when the kernel reuses a pid
     after a crash; simulated by pointing the state at one): status says the replica exited,
