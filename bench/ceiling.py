@@ -8,7 +8,9 @@ Ours and the ceiling alternate, round after round, in ONE run; the table shows m
 ratio ours / ceiling (the issue's goal is >= 0.8), both of the medians and the median of each round's
 ratio (the ceiling's own rate moves between rounds). Our server runs twice side by side: with the
 default flags, and with batching whose timeout is 0 (by default `32 0 1`: a batch closes at the end
-of the event-loop round, so requests that arrive together share one session call). Also prints the CPU time per request of our
+of the event-loop round, so requests that arrive together share one session call). Both also run
+with TensorFlow's oneDNN kernels off (the spec's `onednn: false`, which `tfsctl tune` tries; skip
+with --no-onednn-off). Also prints the CPU time per request of our
 server (from /proc), which is what sets the scaling with more worker processes.
 
     .venv/bin/python bench/ceiling.py [--duration 5] [--rounds 3] [--connections 16] [--batching '32 0 1']
@@ -35,6 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench import _common as common  # noqa: E402
 from bench._common import cpu_seconds, grpc_frame  # noqa: E402
+from orchestrator.plan import ONEDNN_ENV  # noqa: E402
 from tests.helpers import server as helpers  # noqa: E402
 from tests.helpers.server import ServerProcess, free_port, wait_until  # noqa: E402
 
@@ -192,12 +195,16 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, float, float, float]
     if args.batching:
         label, flags = common.batching_flags(work, args.batching)
         variants[f", batching {label}"] = flags
+    if args.onednn_off:  # what `tfsctl tune` may choose for a small model: TF's Eigen kernels
+        for name, flags in list(variants.items()):
+            variants[f"{name}, oneDNN off"] = flags
+    envs = {name: ({ONEDNN_ENV: "0"} if name.endswith("oneDNN off") else None) for name in variants}
     model = [f"--model_name={MODEL}", f"--model_base_path={base}"]
     rows: list[tuple[str, float, float, float, float]] = []
     path = "/tensorflow.serving.PredictionService/Predict"
     try:
         with contextlib.ExitStack() as stack:
-            servers = {name: stack.enter_context(ServerProcess(model + flags))
+            servers = {name: stack.enter_context(ServerProcess(model + flags, env=envs[name]))
                        for name, flags in variants.items()}  # fmt: skip
             for srv in servers.values():
                 srv.wait_until_available(MODEL)
@@ -312,6 +319,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--profile", default="", help="directory for py-spy flame graphs")
+    ap.add_argument("--no-onednn-off", dest="onednn_off", action="store_false",
+                    help="skip the rows of our server with TF_ENABLE_ONEDNN_OPTS=0")
     ap.add_argument("--batching", default="32 0 1", metavar="'SIZE MICROS THREADS'",
                     help="also measure our server with --enable_batching and this batching file "
                          "(max_batch_size, batch_timeout_micros, num_batch_threads); '' for none")

@@ -530,14 +530,21 @@ def parse_examples(doc: dict[str, Any], method: str) -> tuple[str, list[bytes]]:
 
 # -- writing ---------------------------------------------------------------------------------------
 def _finite(a: np.ndarray) -> bool:
-    return a.dtype.kind not in "fc" or bool(np.isfinite(a).all())
+    if a.dtype.kind not in "fc":
+        return True
+    if a.size <= _SMALL and a.dtype.kind == "f":  # two numpy calls cost more than the loop
+        return all(map(math.isfinite, a.ravel().tolist()))
+    return bool(np.isfinite(a).all())
+
+
+_SMALL = 64
 
 
 def _jsonable(a: np.ndarray, as_bytes: bool) -> Any:
     """An array orjson can write, or nested lists for strings / non-finite floats."""
     kind = a.dtype.kind
     if kind == "f":  # the common case first
-        if np.isfinite(a).all():
+        if _finite(a):
             return a
         return _nest([_Raw(v) for v in a.reshape(-1)], a.shape)
     if kind in "OSU":

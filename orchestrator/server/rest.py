@@ -365,11 +365,12 @@ async def within(coro: Coroutine[Any, Any, Any], timeout_s: float | None) -> Any
 
     Driven outside any task (the fast path steps it from a protocol callback), a suspending `coro`
     first yields TO_TASK up to that driver, which goes on in a task (`finish`)."""
-    deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
     try:
         first = coro.send(None)
     except StopIteration as done:
         return done.value
+    # From the first suspension: the inline part before it is microseconds against the timeout.
+    deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
     if asyncio.current_task() is None:
         await _ToTask()
     if deadline is None:
@@ -563,21 +564,23 @@ class _FastPredict:
             CURRENT_CALL.set(None)  # this context is the connection's, shared by its requests
             handler.answer(self.reply(status, out, rid, close), close)
             return
-        task = asyncio.get_running_loop().create_task(finish(coro, step))  # copies the context
-        CURRENT_CALL.set(None)
+        task = asyncio.get_running_loop().create_task(self._finish(coro, step, handler, rid, close))
+        CURRENT_CALL.set(None)  # the task copied the context with the call in it
         handler.hold(task)
-        task.add_done_callback(lambda t: self._done(t, handler, rid, close))
 
-    def _done(self, task: asyncio.Task, handler: _Handler, rid: str, close: bool) -> None:
-        if task.cancelled():
+    async def _finish(
+        self, coro: Coroutine[Any, Any, Any], step: Any, handler: _Handler, rid: str, close: bool
+    ) -> None:
+        """The rest of a call that suspended, answered from inside its task (no done-callback
+        hop through the loop)."""
+        try:
+            status, out = await finish(coro, step)
+        except asyncio.CancelledError:
             handler.answer(self.reply(500, jt.error_body("Cancelled"), rid, True), True)
-            return
-        error = task.exception()
-        if error is not None:  # infer() answers every Exception; this would be a bug in here
+            raise
+        except Exception as error:  # infer() answers every Exception; this would be a bug here
             log.error("REST fast path failed: %r", error)
             status, out = 500, jt.error_body(f"{type(error).__name__}: {error}")
-        else:
-            status, out = task.result()
         handler.answer(self.reply(status, out, rid, close), close)
 
     def reply(self, status: int, body: bytes, rid: str, close: bool) -> bytes:
