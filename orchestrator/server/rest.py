@@ -251,6 +251,7 @@ class RestApi:
             out = await within(
                 self._predict_like(api, model, _version(m.group(2)), m.group(3), body),
                 self.timeout_s,
+                in_task=not isinstance(source, bytes),
             )
         except ServingStatus as e:
             metrics.record_request(model, api, "REST", e.code, 0)
@@ -358,20 +359,23 @@ class RestApi:
         return jt.proto_json(doc)
 
 
-async def within(coro: Coroutine[Any, Any, Any], timeout_s: float | None) -> Any:
+async def within(
+    coro: Coroutine[Any, Any, Any], timeout_s: float | None, *, in_task: bool | None = None
+) -> Any:
     """`await coro` under a timeout (asyncio.TimeoutError past it), where the timer is armed only
     if `coro` suspends: a predict that runs inline on the loop never suspends, a timeout could
     not interrupt it anyway, and one timer per request was 4 % of the REST path's CPU.
 
     Driven outside any task (the fast path steps it from a protocol callback), a suspending `coro`
-    first yields TO_TASK up to that driver, which goes on in a task (`finish`)."""
+    first yields TO_TASK up to that driver, which goes on in a task (`finish`). `in_task` says
+    which of the two the caller is (None: ask asyncio, which costs a lookup a call)."""
     try:
         first = coro.send(None)
     except StopIteration as done:
         return done.value
     # From the first suspension: the inline part before it is microseconds against the timeout.
     deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
-    if asyncio.current_task() is None:
+    if not (asyncio.current_task() is not None if in_task is None else in_task):
         await _ToTask()
     if deadline is None:
         return await _Resumed(coro, first)

@@ -222,3 +222,32 @@ def test_a_call_in_flight_is_answered_before_the_server_stops(root: Path, tmp_pa
             status, _, out = read_answer(s, bytearray())
             assert status == 200 and b"4.0" in out
         assert srv.proc.wait(60) == 0
+
+
+def test_a_request_sent_while_the_call_before_waits_is_answered_after_it(root: Path, tmp_path: Path) -> None:
+    """The second request arrives (in its own read) while the first waits 300 ms for its batch:
+    it is kept, then taken by the fast path from inside the first call's task once that one has
+    answered; both answers come in order, and neither meets the deadline's 504."""
+    (tmp_path / "wait.config").write_text(
+        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 300000 }\n"
+        "num_batch_threads { value: 1 }\n"
+    )
+    extra = ("--enable_batching", f"--batching_parameters_file={tmp_path / 'wait.config'}",
+             "--rest_api_timeout_in_ms=20000")  # fmt: skip
+    with ServerProcess(args(root, *extra)) as srv:
+        srv.wait_until_available("hpt", [1])
+        port = srv.rest_port
+        before = counter(srv, "tfso_rest_fast_path_requests_total")
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.sendall(call(port, "/v1/models/hpt:predict", b'{"instances": [2.0]}'))
+            s.settimeout(0.1)
+            with pytest.raises(TimeoutError):  # the first call still waits for its batch
+                s.recv(1)
+            s.settimeout(30)
+            s.sendall(call(port, "/v1/models/hpt:predict", b'{"instances": [4.0]}'))
+            buf = bytearray()
+            first, second = read_answer(s, buf), read_answer(s, buf)
+        assert (first[0], second[0]) == (200, 200)
+        assert b"3.0" in first[2] and b"4.0" in second[2], (first, second)
+        assert counter(srv, "tfso_rest_fast_path_requests_total") - before == 2
