@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHES = [
-    "bench/ceiling.py", "bench/cpu.py --scrape", "bench/scrape.py", "bench/workers.py",
+    "bench/ceiling.py", "bench/fastpath.py", "bench/fastpath.py --batching 32,0,1", "bench/cpu.py --scrape", "bench/scrape.py", "bench/workers.py",
     "bench/cnn_batching.py",
     "bench/serve_rest.py",
     "bench/metrics.py", "bench/payload_log.py", "bench/client.py", "bench/deploy.py",

@@ -11,7 +11,7 @@ a second process, alternating). The process is pinned to core 0 like the server 
 bench/ceiling.py. What it leaves out: the socket reads and writes and uvloop's
 dispatch, which the server pays for as much as the protocol ceiling does (bench/ceiling.py).
 
-    .venv/bin/python bench/fastpath.py [--batching "32 0 1"] [--connections 16] [--before DIR]
+    .venv/bin/python bench/fastpath.py [--batching "32 0 1" | 32,0,1] [--connections 16] [--before DIR]
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def main() -> int:
              f"--rest_api_port={free_port()}"]  # fmt: skip
     label = "no batching"
     if args.batching:
-        label, extra = common.batching_flags(work, args.batching)
+        label, extra = common.batching_flags(work, args.batching.replace(",", " "))
         flags += extra
     trees = {"this tree": str(ROOT)}
     if args.before:
@@ -199,6 +199,8 @@ def main() -> int:
     print("| --- | ---: | --- |")
     for tree, values in best.items():
         print(f"| {tree} | {min(values):.1f} | {' '.join(f'{v:.1f}' for v in values)} |")
+    common.summary("fastpath", f"REST fast path, our CPU a request in-process ({args.model}, {label})",
+                   min(best["this tree"]), unit=" µs")  # fmt: skip
     if args.before:
         print(f"\nthis tree / before: {min(best['this tree']) / min(best['before']):.3f}")
     return 0
