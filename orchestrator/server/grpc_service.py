@@ -13,6 +13,7 @@ ModelService" is SERVING while the server runs (PredictionService follows the ov
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -78,6 +79,29 @@ def _request_id(context: Any) -> str:
     return request_id(None)
 
 
+def predict_response(name: str, version: int, signature_name: str, outputs: dict[str, Any],
+                     encode: Callable[[Any], bytes]) -> bytes:  # fmt: skip
+    """A PredictResponse's bytes, put together from the encoded tensors: no message objects to
+    fill and serialize again (#17)."""
+    parts: list[bytes] = []
+    for alias, arr in outputs.items():
+        key = alias.encode()
+        value = encode(arr)
+        entry = _wire.len_field(1, len(key)) + key + _wire.len_field(2, len(value))
+        parts += (_wire.len_field(1, len(entry) + len(value)), entry, value)
+    parts.append(_spec_field(name, version, signature_name))
+    return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=1024)
+def _spec_field(name: str, version: int, signature_name: str) -> bytes:
+    """A PredictResponse's model_spec field (number 2), tag and length included."""
+    spec = apis_pb2.ModelSpec()
+    _fill_spec(spec, name, version, signature_name)
+    data = spec.SerializeToString()
+    return _wire.len_field(2, len(data)) + data
+
+
 def _fill_spec(out: Any, name: str, version: int, signature_name: str) -> None:
     out.name = name
     out.version.value = version
@@ -115,7 +139,8 @@ class GrpcApi:
                 grpc.unary_unary_rpc_method_handler(
                     self._wrap(fn, api),
                     request_deserializer=_parser(method.request),
-                    response_serializer=method.response.SerializeToString,
+                    # Predict answers with the response's bytes already (GrpcApi.predict)
+                    response_serializer=None if method is M.PREDICT else method.response.SerializeToString,
                 )
             )
         return [grpc.method_handlers_generic_handler(s, h) for s, h in by_service.items()]
@@ -177,13 +202,8 @@ class GrpcApi:
             except (ValueError, TypeError) as e:
                 raise invalid(f"Could not parse input tensor {alias}: {e}") from None
         res = await self.core.predict(servable, sig, inputs, list(req.output_filter), req)
-        resp = apis_pb2.PredictResponse()
-        _fill_spec(resp.model_spec, name, servable.version, res.signature_name)
-        encode = self._encode
-        outputs = resp.outputs
-        for alias, arr in res.outputs.items():
-            outputs[alias].MergeFromString(encode(arr))
-        return resp
+        return predict_response(name, servable.version, res.signature_name, res.outputs,
+                                self._encode)  # fmt: skip
 
     async def classify(self, req: Any) -> Any:
         name, version, label, sig = _spec(req.model_spec)
