@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -129,9 +130,30 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, for a server that binds it a moment later. Taken below the
+    kernel's ephemeral range when there is room: a port the kernel hands out (bind to 0) can be
+    given to some process's outgoing connection before our server binds it (seen as HAProxy's
+    "Address already in use" while other tests ran)."""
+    low = _ephemeral_low()
+    if low - _LOWEST >= 1024:
+        for _ in range(64):
+            port = _random.randrange(_LOWEST, low)
+            if not port_in_use(host, port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+_LOWEST = 20000  # above the ports services commonly own
+_random = random.SystemRandom()  # workers and parallel tests must not draw the same sequence
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; elsewhere, bind(0) below
 
 
 def check_ports_free(name: str, host: str, ports: Mapping[str, int]) -> None:

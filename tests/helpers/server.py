@@ -34,9 +34,10 @@ SERVER_CMD = [sys.executable, "-m", "orchestrator.server.main"]
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port for a server to bind (outside the ephemeral range: runtime.base)."""
+    from orchestrator.runtime.base import free_port as pick
+
+    return pick("127.0.0.1")
 
 
 class ServerExited(RuntimeError):

@@ -25,9 +25,9 @@ START_DEADLINE_S = 180.0
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from orchestrator.runtime.base import free_port as pick
+
+    return pick("127.0.0.1")
 
 
 def _tail(path: Path, lines: int = 40) -> str:

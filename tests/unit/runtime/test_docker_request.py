@@ -178,3 +178,21 @@ def test_errors_are_translated_once() -> None:
     assert isinstance(denied, DockerUnavailable) and "docker group" in str(denied)
     other = translate_error(_api_error("something odd", 500), "start container c")
     assert type(other) is DockerError and "500" in str(other) and "something odd" in str(other)
+
+
+def test_free_ports_come_from_below_the_ephemeral_range() -> None:
+    """A port the kernel hands out for bind(0) can go to another process's outgoing connection
+    before our server binds it; below ip_local_port_range no outgoing connection takes it."""
+    import socket
+
+    from orchestrator.runtime import base
+
+    low = base._ephemeral_low()
+    if low - base._LOWEST < 1024:
+        pytest.skip(f"ip_local_port_range starts at {low}: no room below it, bind(0) is used")
+    ports = {base.free_port() for _ in range(20)}
+    assert all(base._LOWEST <= p < low for p in ports), ports
+    for port in ports:  # each one really is free
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
