@@ -135,32 +135,18 @@ def main() -> int:
                         )
                     )
                     results.append((grpc_label, stats))
-        proc, port = start_flask(base / "1", ONEDNN_OFF)
-        try:
-            url = f"http://127.0.0.1:{port}/v1/models/{MODEL}:predict"
-            warm(url, body)
-            results.append(
-                (
-                    "Flask + gunicorn (1 worker, 8 threads), oneDNN off",
-                    wrk(url, body, duration=args.duration, connections=args.connections),
+        for label, env in (("Flask + gunicorn (1 worker, 8 threads), oneDNN off", ONEDNN_OFF),
+                           ("Flask + gunicorn (1 worker, 8 threads)", None)):
+            proc, port = start_flask(base / "1", env)
+            try:
+                url = f"http://127.0.0.1:{port}/v1/models/{MODEL}:predict"
+                warm(url, body)
+                results.append(
+                    (label, wrk(url, body, duration=args.duration, connections=args.connections))
                 )
-            )
-        finally:
-            proc.terminate()
-            proc.wait(30)
-        proc, port = start_flask(base / "1")
-        try:
-            url = f"http://127.0.0.1:{port}/v1/models/{MODEL}:predict"
-            warm(url, body)
-            results.append(
-                (
-                    "Flask + gunicorn (1 worker, 8 threads)",
-                    wrk(url, body, duration=args.duration, connections=args.connections),
-                )
-            )
-        finally:
-            proc.terminate()
-            proc.wait(30)
+            finally:
+                proc.terminate()
+                proc.wait(30)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
