@@ -99,14 +99,21 @@ def test_deploy_reload_replace_stop(project: Path, docker_api: DockerApi, standi
     assert f"tfso-{MAIN}-0" in tfsctl(project, "ps", MAIN).stdout
     assert "Successfully loaded servable version" in tfsctl(project, "logs", MAIN).stdout
 
-    # A changed container (resources) replaces the replica: new id, same ports, still serving.
+    # A changed container (resources, oneDNN) replaces the replica: new id, same ports, still
+    # serving, and `onednn: false` is TF_ENABLE_ONEDNN_OPTS=0 in the server process's own
+    # environment (PID 1: the entrypoint execs the server, as the official image's does).
     write_spec(project, MAIN, f"base_path: ../models/hpt\nversion_policy: all\n"
-                                  f"version_labels: {{stable: 1}}\nresources: {{memory: 1g, cpus: 1}}\n{ports}")
+                                  f"version_labels: {{stable: 1}}\nresources: {{memory: 1g, cpus: 1}}\n"
+                                  f"onednn: false\n{ports}")
     replaced = deploy(project, MAIN)
     assert replaced["action"] == "replaced" and "container changed" in replaced["note"]
     (new,) = ours(docker_api, MAIN)
     assert new.id != container.id and new.ports == container.ports
     assert predict(url, MAIN, {"instances": [1.0]}, "/labels/stable") == {"predictions": [2.5]}
+    import docker
+
+    environ = docker.from_env().containers.get(new.id).exec_run(["cat", "/proc/1/environ"]).output
+    assert b"TF_ENABLE_ONEDNN_OPTS=0\x00" in environ and b"MODEL_NAME=" + MAIN.encode() in environ
 
     run = tfsctl(project, "stop", MAIN)
     assert run.returncode == 0, run.stderr
