@@ -37,6 +37,12 @@ def container_model_path(spec: Spec) -> str:
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"  # TensorFlow's switch for its oneDNN CPU kernels
 
 
+def server_env(spec: Spec) -> dict[str, str]:
+    """What the server's environment holds on top (every runtime passes it; TensorFlow reads it
+    when it loads)."""
+    return {} if spec.onednn is None else {ONEDNN_ENV: "1" if spec.onednn else "0"}
+
+
 @dataclass(frozen=True)
 class Plan:
     """Everything one TF Serving process needs: its config files and its exact flags."""
@@ -191,14 +197,13 @@ def build_plan(
         args.append("--prefer_tflite_model=true")
     if main.device == "gpu" and main.gpu.memory_fraction:
         args.append(f"--per_process_gpu_memory_fraction={main.gpu.memory_fraction}")
-    env = {} if main.onednn is None else {ONEDNN_ENV: "1" if main.onednn else "0"}
     return Plan(
         files=files,
         args=tuple(args),
         grpc_port=grpc,
         rest_port=rest,
         models=tuple(s.name for s in specs),
-        env=env,
+        env=server_env(main),
     )
 
 

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from orchestrator.errors import SpecError
-from orchestrator.plan import ONEDNN_ENV, Plan, build_plan, model_config
+from orchestrator.plan import Plan, build_plan, model_config, server_env
 from orchestrator.spec import GatewayRouter, Spec
 
 Obj = dict[str, Any]
@@ -416,8 +416,9 @@ def inference_service(spec: Spec, *, canary_traffic_percent: int | None = None) 
     resources = _resources(spec)
     if resources:
         predictor["resources"] = resources
-    if spec.onednn is not None:  # the predictor is a container: its env reaches TF Serving
-        predictor["env"] = [{"name": ONEDNN_ENV, "value": "1" if spec.onednn else "0"}]
+    env = server_env(spec)
+    if env:  # the predictor is a container: its env reaches TF Serving
+        predictor["env"] = [{"name": k, "value": v} for k, v in sorted(env.items())]
     body: Obj = {"tensorflow": predictor}
     if spec.autoscale is not None:
         body = {"minReplicas": spec.autoscale.min, "maxReplicas": spec.autoscale.max,
