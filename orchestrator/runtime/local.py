@@ -168,6 +168,7 @@ class LocalRuntime(Runtime):
         wanted = wanted_versions(specs)
         flags_hash = digest([a for a in base_plan.args if not a.startswith(("--port=", "--rest_api_port="))]
                             + [main.replicas, main.ports.model_dump()]
+                            # only when set: a deployment without one keeps its hash (no restart)
                             + ([dict(base_plan.env)] if base_plan.env else []))
         state = self.store.load(name)
         note = ""

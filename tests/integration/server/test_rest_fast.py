@@ -182,14 +182,17 @@ def test_calls_that_wait_for_a_batch_go_on_in_a_task(root: Path) -> None:
         assert counter(srv, "tfso_rest_fast_path_requests_total") - before >= 5
 
 
+def waiting_batches(folder: Path, micros: int) -> tuple[str, str]:
+    """Flags for batches that close `micros` after their first call: a fast-path call waits."""
+    path = folder / f"wait-{micros}.config"
+    path.write_text(f"max_batch_size {{ value: 64 }}\nbatch_timeout_micros {{ value: {micros} }}\n"
+                    "num_batch_threads { value: 1 }\n")  # fmt: skip
+    return "--enable_batching", f"--batching_parameters_file={path}"
+
+
 def test_the_deadline_holds_on_the_fast_path(root: Path, tmp_path: Path) -> None:
     """A call stuck in a batching queue past --rest_api_timeout_in_ms gets TF Serving's 504."""
-    (tmp_path / "slow.config").write_text(
-        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 5000000 }\n"
-        "num_batch_threads { value: 1 }\n"
-    )
-    extra = ("--enable_batching", f"--batching_parameters_file={tmp_path / 'slow.config'}",
-             "--rest_api_timeout_in_ms=300")  # fmt: skip
+    extra = (*waiting_batches(tmp_path, 5_000_000), "--rest_api_timeout_in_ms=300")
     with ServerProcess(args(root, *extra)) as srv:
         srv.wait_until_available("hpt", [1])
         port = srv.rest_port
@@ -205,11 +208,7 @@ def test_a_call_in_flight_is_answered_before_the_server_stops(root: Path, tmp_pa
 
     from tests.helpers.server import wait_until
 
-    (tmp_path / "wait.config").write_text(
-        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 1500000 }\n"
-        "num_batch_threads { value: 1 }\n"
-    )
-    extra = ("--enable_batching", f"--batching_parameters_file={tmp_path / 'wait.config'}")
+    extra = waiting_batches(tmp_path, 1_500_000)
     with ServerProcess(args(root, *extra)) as srv:
         srv.wait_until_available("hpt", [1])
         port = srv.rest_port
@@ -228,12 +227,7 @@ def test_a_request_sent_while_the_call_before_waits_is_answered_after_it(root: P
     """The second request arrives (in its own read) while the first waits 300 ms for its batch:
     it is kept, then taken by the fast path from inside the first call's task once that one has
     answered; both answers come in order, and neither meets the deadline's 504."""
-    (tmp_path / "wait.config").write_text(
-        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 300000 }\n"
-        "num_batch_threads { value: 1 }\n"
-    )
-    extra = ("--enable_batching", f"--batching_parameters_file={tmp_path / 'wait.config'}",
-             "--rest_api_timeout_in_ms=20000")  # fmt: skip
+    extra = (*waiting_batches(tmp_path, 300_000), "--rest_api_timeout_in_ms=20000")
     with ServerProcess(args(root, *extra)) as srv:
         srv.wait_until_available("hpt", [1])
         port = srv.rest_port
