@@ -161,7 +161,7 @@ class DirectRunner:
 class _Task:
     __slots__ = ("arrays", "future", "rows")
 
-    def __init__(self, arrays: list[np.ndarray], rows: int, future: asyncio.Future) -> None:
+    def __init__(self, arrays: list[np.ndarray], rows: int, future: Any) -> None:
         self.arrays = arrays
         self.rows = rows
         self.future = future
@@ -345,18 +345,27 @@ class BatchingRunner:
     async def run(
         self, servable: Servable, key: RunKey, arrays: list[np.ndarray]
     ) -> list[np.ndarray]:
-        # Inputs without a batch dimension (scalars) or of differing rows cannot be batched.
-        if not arrays or any(a.ndim == 0 for a in arrays):
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        if not self.join(servable, key, arrays, fut):
             return await self.direct.run(servable, key, arrays)
+        return await fut
+
+    def join(self, servable: Servable, key: RunKey, arrays: list[np.ndarray], sink: Any) -> bool:
+        """Queue one call for a batch; its outputs (or error) go to `sink`, which has a future's
+        done / set_result / set_exception (a future, or the REST fast path's callback). False when
+        the call cannot be batched: inputs without a batch dimension (scalars) or of differing
+        rows, or batching off for this servable. Raises what the queue refuses (too many rows,
+        queue full) before anything is queued."""
+        if not arrays or any(a.ndim == 0 for a in arrays):
+            return False
         rows = arrays[0].shape[0]
         if any(a.shape[0] != rows for a in arrays) or getattr(servable, "batching_off", False):
-            return await self.direct.run(servable, key, arrays)
+            return False
         q = servable.batch_queues.get(key)
         if q is None:
             q = servable.batch_queues[key] = _Queue(self, servable, key)
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        q.submit(_Task(arrays, rows, fut))
-        return await fut
+        q.submit(_Task(arrays, rows, sink))
+        return True
 
     async def close(self) -> None:
         pass

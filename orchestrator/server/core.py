@@ -104,16 +104,14 @@ class Core:
         self._note_signature(signature_name or r.DEFAULT_SIGNATURE)  # a signature that exists
         return info
 
-    async def predict(
+    def predict_plan(
         self,
         servable: r.Servable,
         signature_name: str,
         inputs: dict[str, np.ndarray],
         output_filter: list[str] | None = None,
-        request: Any = None,
-    ) -> PredictResult:
-        """request: the PredictRequest as received (gRPC), for the payload log to keep as it
-        is; without it the log encodes `inputs`."""
+    ) -> tuple[r.PredictPlan, list[np.ndarray]]:
+        """The (cached) plan of a predict and its input arrays in feed order, dtypes checked."""
         cache = servable.plan_cache
         ck = (signature_name, tuple(inputs), tuple(output_filter) if output_filter else ())
         plan = cache.get(ck)
@@ -132,6 +130,19 @@ class Core:
                     f"{_DT_NAMES.get(got, a.dtype.name)} is provided"
                 )
             arrays.append(a)
+        return plan, arrays
+
+    async def predict(
+        self,
+        servable: r.Servable,
+        signature_name: str,
+        inputs: dict[str, np.ndarray],
+        output_filter: list[str] | None = None,
+        request: Any = None,
+    ) -> PredictResult:
+        """request: the PredictRequest as received (gRPC), for the payload log to keep as it
+        is; without it the log encodes `inputs`."""
+        plan, arrays = self.predict_plan(servable, signature_name, inputs, output_filter)
         outs = await self._run(servable, plan.key, arrays, "Predict")
         result = PredictResult(
             servable, plan.signature_name, dict(zip(plan.output_aliases, outs, strict=False))

@@ -323,6 +323,18 @@ def json_to_array(val: Any, dt: int) -> np.ndarray:
     return a
 
 
+def row_instances(instances: list[Any], dt: int) -> np.ndarray | None:
+    """The array of a plain row-format `instances` list of numbers for a single input of
+    floating dtype `dt`, as instances_to_arrays makes it; None for anything else (the general
+    path answers that, errors included)."""
+    if dt not in _FLOATS:
+        return None
+    a = _fast_array(instances, dt)
+    if a is None or a.ndim == 0 or a.ndim > LIMITS.max_tensor_rank or a.size == 0:
+        return None
+    return a
+
+
 def instances_to_arrays(instances: list[Any], inputs: dict[str, int]) -> dict[str, np.ndarray]:
     """Row format: stack each instance along a new first dimension (FillTensorMapFromInstancesList)."""
     first = instances[0]

@@ -33,7 +33,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import ClientPayloadError, HttpVersion11, web
 from aiohttp.http import SERVER_SOFTWARE
@@ -47,6 +47,7 @@ from orchestrator.server import scrapes
 from orchestrator.server.config import MonitoringOptions
 from orchestrator.server.core import Core
 from orchestrator.server.metrics import CURRENT_CALL
+from orchestrator.server.rest_lane import Answer, Lane
 from orchestrator.server.scrapes import ScrapeThread
 from orchestrator.server.status import ServingStatus, invalid
 
@@ -112,6 +113,7 @@ class RestApi:
         # Scrapes answered by each path: aiohttp's handler, the loop's fast path, the thread.
         self.answered = {"normal": 0, "fast": 0, "thread": 0}
         self.fast_calls = 0  # inference calls the REST fast path answered (_FastPredict)
+        self.lane: Lane | None = None  # ...and of those, the ones its batched lane took
         if self.monitoring.enable and core.metrics.versions is not None:  # a tfso_* metric
             core.metrics.renderers.append(self._render_answered)
 
@@ -128,6 +130,8 @@ class RestApi:
         out.extend(f'{name}{{path="{k}"}} {n}' for k, n in self.answered.items())
         out.append("# TYPE tfso_rest_fast_path_requests_total counter")
         out.append(f"tfso_rest_fast_path_requests_total {self.fast_calls}")
+        out.append("# TYPE tfso_rest_fast_lane_requests_total counter")  # answered from the batch
+        out.append(f"tfso_rest_fast_lane_requests_total {self.lane.calls if self.lane else 0}")
 
     def close(self) -> None:
         """Close the scrape thread's connections (the event loop's are aiohttp's to close)."""
@@ -149,6 +153,7 @@ class RestApi:
         fast = _FastScrape(self.monitoring.path, self.page, self.cors) if self.monitoring.enable else None
         # Bodies are inflated in `_body`, under the size limit, never by the protocol.
         predict = _FastPredict(self) if fast_enabled() else None
+        self.lane = predict.lane if predict is not None else None
         server = _Server(
             self._serve, fast, None, predict, request_factory=request_factory, access_log=None,
             auto_decompress=False,
@@ -526,13 +531,36 @@ class _FastPredict:
     def __init__(self, api: RestApi) -> None:
         self.api = api
         self.extra = _CORS if api.cors else b""
+        self.lane = Lane(api.core, api.timeout_s, self.reply)
+        # What `_head` made of recent header blocks: a client sends the same one call after call.
+        self.heads: dict[bytes, tuple[re.Match[str], int, str | None, bool] | Literal[False]] = {}
 
     def parse(self, data: bytes) -> tuple[re.Match[str], bytes, str | None, bool] | None:
         """(path match, body, the request id given, close after) for one complete plain call."""
         end = data.find(b"\r\n\r\n")
         if end < 0:
             return None
+        head = data[:end]
+        heads = self.heads
+        known = heads.get(head)
+        if known is None:  # not seen yet (False: seen, and not a plain call)
+            known = self._head(head) or False
+            if end <= _HEAD_KEPT_BYTES:
+                if len(heads) >= _HEADS_MAX:
+                    heads.clear()
+                heads[head] = known
+        if known is False or len(data) - end - 4 != known[1]:  # more to come, or pipelined
+            return None
+        m, _length, given, close = known
+        return m, data[end + 4 :], given, close
+
+    def _head(self, data: bytes) -> tuple[re.Match[str], int, str | None, bool] | None:
+        """(path match, body length, the request id given, close after) for a plain header
+        block (request line included), else None."""
+        end = len(data)
         eol = data.find(b"\r\n")
+        if eol < 0:
+            eol = end
         line = data[:eol]
         if not line.endswith(b" HTTP/1.1"):
             return None
@@ -551,15 +579,15 @@ class _FastPredict:
         text = fields.get(b"content-length", b"")
         if not text.isdigit() or int(text) > self.api.max_body:
             return None
-        if len(data) - end - 4 != int(text):  # more to come, or a pipelined request follows
-            return None
-        return m, data[end + 4 :], *plain
+        return m, int(text), *plain
 
     def serve(
         self, handler: _Handler, m: re.Match[str], body: bytes, given: str | None, close: bool
     ) -> None:
         rid = request_id(given)
         self.api.fast_calls += 1
+        if self.lane.take(handler, m, body, rid, close):
+            return
         coro = self.api.infer(m, body, rid)
         try:
             step = coro.send(None)
@@ -622,6 +650,8 @@ def fast_enabled() -> bool:
     return os.environ.get("TFS_REST_FAST", "1").strip().lower() not in ("0", "false", "off")
 
 
+_HEADS_MAX = 256  # header blocks _FastPredict remembers (all forgotten when full)...
+_HEAD_KEPT_BYTES = 1024  # ...of at most this size
 _HOLD_MAX = 1 << 16  # bytes a client may send ahead of a pending fast predict's answer
 _REASONS = {s.value: s.phrase.encode() for s in http.HTTPStatus}
 _SERVER = SERVER_SOFTWARE.encode()
@@ -637,7 +667,7 @@ class _Handler(RequestHandler):
     scrapes: ScrapeThread | None = None
     fresh = True  # no byte received yet on this connection
     raw = True  # every byte so far went to a fast path: aiohttp's parser has seen none
-    pending: asyncio.Task | None = None  # a fast predict that went on in a task
+    pending: asyncio.Task | Answer | None = None  # a fast predict that went on (task or lane)
     held = b""  # what arrived while it was pending, taken once it has answered
     paused = False  # reading paused because `held` grew past _HOLD_MAX
     stopping = False
@@ -687,7 +717,7 @@ class _Handler(RequestHandler):
         self.raw = False
         super().data_received(data)
 
-    def hold(self, task: asyncio.Task) -> None:
+    def hold(self, task: asyncio.Task | Answer) -> None:
         """A fast predict goes on in `task`: keep what arrives meanwhile (`data_received`) and do
         not count the connection idle until it is answered. Reading pauses only when a client
         sends far ahead; pausing on every call cost two epoll changes a request."""
@@ -719,7 +749,7 @@ class _Handler(RequestHandler):
         self.stopping = True
         task = self.pending
         if task is not None and not task.done():
-            await asyncio.wait({task}, timeout=timeout)
+            await asyncio.wait({task if isinstance(task, asyncio.Task) else task.wait()}, timeout=timeout)
         await super().shutdown(timeout)
 
     def _hand_over(self, given: str | None) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import socket
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -49,8 +50,6 @@ def exchange(port: int, data: bytes, answers: int = 1) -> list[tuple[int, dict[s
 
 
 def counter(srv: ServerProcess, name: str) -> float:
-    import urllib.request
-
     page = urllib.request.urlopen(srv.rest_url + PROM, timeout=10).read().decode()
     m = re.search(rf"^{name} (\S+)$", page, re.MULTILINE)
     assert m, f"{name} not on the page"
@@ -160,9 +159,20 @@ def test_connection_close_is_honoured(servers) -> None:
         assert s.recv(100) == b"" and not buf  # closed by the server
 
 
-def test_calls_that_wait_for_a_batch_go_on_in_a_task(root: Path) -> None:
-    """With batching every run suspends: the fast path hands the call to a task and holds the
-    connection's later bytes until it has answered."""
+# A waiting call takes the batched lane (server/rest_lane.py) unless something about it needs the
+# general path, which goes on in a task: a signature_name does (the lane takes the default only).
+WAYS = {"lane": b'{"instances": [%s]}', "task": b'{"signature_name": "serving_default", "instances": [%s]}'}
+LANE = "tfso_rest_fast_lane_requests_total"
+
+
+def body(way: str, x: float) -> bytes:
+    return WAYS[way] % str(x).encode()
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_calls_that_wait_for_a_batch_are_answered_in_order(root: Path, way: str) -> None:
+    """With batching every run waits: the fast path answers from the batch (the lane) or hands
+    the call to a task, and holds the connection's later bytes until it has answered."""
     extra = ("--enable_batching", f"--batching_parameters_file={root / 'batching.config'}")
     with ServerProcess(args(root, *extra)) as srv:
         srv.wait_until_available("hpt", [1])
@@ -171,15 +181,16 @@ def test_calls_that_wait_for_a_batch_go_on_in_a_task(root: Path) -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
             buf = bytearray()
             for i in range(5):
-                s.sendall(call(port, "/v1/models/hpt:predict", b'{"instances": [%d.0]}' % i))
+                s.sendall(call(port, "/v1/models/hpt:predict", body(way, float(i))))
                 status, _, out = read_answer(s, buf)
                 assert status == 200 and str(0.5 * i + 2.0).encode() in out
             # The next request sent before the answer to this one: answered after it, in order.
-            s.sendall(call(port, "/v1/models/hpt:predict", b'{"instances": [8.0]}'))
-            s.sendall(call(port, "/v1/models/hpt:predict", b'{"instances": [10.0]}'))
+            s.sendall(call(port, "/v1/models/hpt:predict", body(way, 8.0)))
+            s.sendall(call(port, "/v1/models/hpt:predict", body(way, 10.0)))
             first, second = read_answer(s, buf), read_answer(s, buf)
             assert b"6.0" in first[2] and b"7.0" in second[2]
         assert counter(srv, "tfso_rest_fast_path_requests_total") - before >= 5
+        assert (counter(srv, LANE) >= 5) == (way == "lane")
 
 
 def waiting_batches(folder: Path, micros: int) -> tuple[str, str]:
@@ -190,18 +201,29 @@ def waiting_batches(folder: Path, micros: int) -> tuple[str, str]:
     return "--enable_batching", f"--batching_parameters_file={path}"
 
 
-def test_the_deadline_holds_on_the_fast_path(root: Path, tmp_path: Path) -> None:
-    """A call stuck in a batching queue past --rest_api_timeout_in_ms gets TF Serving's 504."""
+@pytest.mark.parametrize("way", WAYS)
+def test_the_deadline_holds_on_the_fast_path(root: Path, tmp_path: Path, way: str) -> None:
+    """A call stuck in a batching queue past --rest_api_timeout_in_ms gets TF Serving's 504; a
+    call that came later on another connection gets its own when its own deadline passes."""
     extra = (*waiting_batches(tmp_path, 5_000_000), "--rest_api_timeout_in_ms=300")
     with ServerProcess(args(root, *extra)) as srv:
         srv.wait_until_available("hpt", [1])
         port = srv.rest_port
-        [(status, _, out)] = exchange(port, call(port, "/v1/models/hpt:predict", b'{"instances": [1.0]}'))
-        assert (status, out) == (504, b'{\n    "error": "Deadline Exceeded"\n}')
-        assert counter(srv, "tfso_rest_fast_path_requests_total") == 1
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as first:
+            first.sendall(call(port, "/v1/models/hpt:predict", body(way, 1.0)))
+            [(status, _, out)] = exchange(port, call(port, "/v1/models/hpt:predict", body(way, 2.0)))
+            assert (status, out) == (504, b'{\n    "error": "Deadline Exceeded"\n}')
+            status, _, out = read_answer(first, bytearray())
+            assert (status, out) == (504, b'{\n    "error": "Deadline Exceeded"\n}')
+        assert counter(srv, "tfso_rest_fast_path_requests_total") == 2
+        assert counter(srv, LANE) == (2 if way == "lane" else 0)
+        page = urllib.request.urlopen(srv.rest_url + PROM, timeout=10).read().decode()
+        assert re.search(r'^:tensorflow:serving:request_count\{model_name="hpt",status="DEADLINE_EXCEEDED"\} 2$',
+                         page, re.MULTILINE), page  # fmt: skip
 
 
-def test_a_call_in_flight_is_answered_before_the_server_stops(root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("way", WAYS)
+def test_a_call_in_flight_is_answered_before_the_server_stops(root: Path, tmp_path: Path, way: str) -> None:
     """SIGTERM while a fast-path call waits for its batch: it still gets its answer, then the
     server exits cleanly (aiohttp's graceful stop waits for it like for its own requests)."""
     import signal
@@ -213,9 +235,10 @@ def test_a_call_in_flight_is_answered_before_the_server_stops(root: Path, tmp_pa
         srv.wait_until_available("hpt", [1])
         port = srv.rest_port
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-            s.sendall(call(port, "/v1/models/hpt:predict", b'{"instances": [4.0]}'))
+            s.sendall(call(port, "/v1/models/hpt:predict", body(way, 4.0)))
             wait_until(lambda: counter(srv, "tfso_rest_fast_path_requests_total") == 1,
                        timeout_s=30, what="the call to reach the server")  # fmt: skip
+            assert counter(srv, LANE) == (1 if way == "lane" else 0)
             assert srv.proc is not None
             srv.proc.send_signal(signal.SIGTERM)
             status, _, out = read_answer(s, bytearray())
@@ -223,7 +246,10 @@ def test_a_call_in_flight_is_answered_before_the_server_stops(root: Path, tmp_pa
         assert srv.proc.wait(60) == 0
 
 
-def test_a_request_sent_while_the_call_before_waits_is_answered_after_it(root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("way", WAYS)
+def test_a_request_sent_while_the_call_before_waits_is_answered_after_it(
+    root: Path, tmp_path: Path, way: str
+) -> None:
     """The second request arrives (in its own read) while the first waits 300 ms for its batch:
     it is kept, then taken by the fast path from inside the first call's task once that one has
     answered; both answers come in order, and neither meets the deadline's 504."""
@@ -234,14 +260,15 @@ def test_a_request_sent_while_the_call_before_waits_is_answered_after_it(root: P
         before = counter(srv, "tfso_rest_fast_path_requests_total")
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            s.sendall(call(port, "/v1/models/hpt:predict", b'{"instances": [2.0]}'))
+            s.sendall(call(port, "/v1/models/hpt:predict", body(way, 2.0)))
             s.settimeout(0.1)
             with pytest.raises(TimeoutError):  # the first call still waits for its batch
                 s.recv(1)
             s.settimeout(30)
-            s.sendall(call(port, "/v1/models/hpt:predict", b'{"instances": [4.0]}'))
+            s.sendall(call(port, "/v1/models/hpt:predict", body(way, 4.0)))
             buf = bytearray()
             first, second = read_answer(s, buf), read_answer(s, buf)
         assert (first[0], second[0]) == (200, 200)
         assert b"3.0" in first[2] and b"4.0" in second[2], (first, second)
         assert counter(srv, "tfso_rest_fast_path_requests_total") - before == 2
+        assert counter(srv, LANE) == (2 if way == "lane" else 0)

@@ -13,6 +13,8 @@ BODY = b'{"instances": [[1.0, 2.0]]}'
 class _Api:
     cors = False
     max_body = 1000
+    core = None
+    timeout_s = None
 
 
 def fast(cors: bool = False) -> _FastPredict:
@@ -86,6 +88,33 @@ def test_connection_close_and_keep_alive() -> None:
 )
 def test_anything_else_goes_to_aiohttp(data: bytes) -> None:
     assert fast().parse(data) is None
+
+
+def test_anything_else_stays_refused_once_its_head_is_remembered() -> None:
+    """The parser remembers what it made of a header block: the same bytes give the same answer
+    the second time, and a remembered plain head still checks its body's length."""
+    parser = fast()
+    for data in [request(), request(headers=b"Transfer-Encoding: chunked\r\n"), request()[:-1],
+                 request() + request(), request(b"/v1/models/m:explain")]:  # fmt: skip
+        first = parser.parse(data)
+        again = parser.parse(data)
+        assert (first is None) == (again is None)
+        if first is not None and again is not None:
+            assert first[0].groups() == again[0].groups() and first[1:] == again[1:]
+    assert parser.parse(request()) is not None
+    assert parser.parse(request()[:-1]) is None and parser.parse(request() + b"x") is None
+
+
+def test_the_remembered_heads_are_bounded() -> None:
+    from orchestrator.server import rest
+
+    parser = fast()
+    for i in range(rest._HEADS_MAX * 3):
+        assert parser.parse(request(headers=b"X-Request-Id: r-%d\r\n" % i)) is not None
+        assert len(parser.heads) <= rest._HEADS_MAX
+    big = request(headers=b"X-Pad: " + b"p" * rest._HEAD_KEPT_BYTES + b"\r\n")
+    assert parser.parse(big) is not None
+    assert all(len(h) <= rest._HEAD_KEPT_BYTES for h in parser.heads)
 
 
 def test_identity_encoding_is_plain() -> None:
