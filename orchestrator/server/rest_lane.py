@@ -1,18 +1,21 @@
-"""Batched REST predicts answered from the batch itself, with no task, future or timer per call.
+"""REST predicts answered without a task, future or timer per call: the REST fast path's lane.
 
-With batching on, a plain row-format predict (`{"instances": [...]}` of numbers for a
-single-input default signature) that the REST fast path has parsed joins its batch queue with
-an `Answer` as the queue's sink: when the batch has run, the queue hands each call its rows
-and the answer is written to the connection right there. The general path would drive a
-coroutine in a task, under its own timeout, and resume it through a future for every call, which
-was most of a small model's batched REST CPU (#17). Deadlines are kept by one timer for all
-calls (`Lane._expire`): the calls of a server share one timeout, so the oldest call's deadline
-is always the next one due.
+A plain row-format predict (`{"instances": [...]}` of numbers for a single-input default
+signature) that the REST fast path has parsed is served here in one of two ways:
+- with batching on, it joins its batch queue with an `Answer` as the queue's sink: when the batch
+  has run, the queue hands each call its rows and the answer is written to the connection right
+  there;
+- without (or when this call cannot batch), a run small enough for the event loop (the runner's
+  `inline` rule) runs at once and is answered before `take` returns.
+The general path drives a coroutine for every call, in a task under its own timeout and resumed
+through a future when it waits for a batch, which was most of a small model's batched REST CPU
+(#17). Deadlines are kept by one timer for all waiting calls (`Lane._expire`): the calls of a
+server share one timeout, so the oldest call's deadline is always the next one due.
 
 Anything else (other verbs, `signature_name`, the columnar `inputs` format, objects, strings,
-a payload log on the model, debug logging, a request the checks here refuse) goes the general
-way, which also writes every error answer: `take` returns False before it has changed anything.
-Answers, metrics and deadlines are those of `RestApi.infer`.
+a payload log on the model, debug logging, a run for the thread pool, a request the checks here
+refuse) goes the general way, which also writes those error answers: `take` returns False before
+it has changed anything. Answers, metrics and deadlines are those of `RestApi.infer`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 import orjson
 
 from orchestrator.server import json_tensor as jt
-from orchestrator.server.batching import BatchingRunner
+from orchestrator.server.batching import BatchingRunner, DirectRunner
 from orchestrator.server.core import Core
 from orchestrator.server.metrics import Call
 from orchestrator.server.status import ServingStatus
@@ -61,13 +64,16 @@ class Lane:
         self.calls = 0  # calls this lane took (a test reads it)
 
     def take(self, handler: Any, m: re.Match[str], body: bytes, rid: str, close: bool) -> bool:
-        """Queue the call and True, or False (nothing changed) for the general path."""
+        """True when the call is answered or queued here; False (nothing changed) for the
+        general path."""
         start = time.perf_counter()
         core = self.core
         runner = core.runner
+        batching = type(runner) is BatchingRunner
+        direct = runner.direct if batching else runner
         if (
             m.group(4).lower() != "predict"
-            or type(runner) is not BatchingRunner
+            or type(direct) is not DirectRunner
             or log.isEnabledFor(logging.DEBUG)
         ):
             return False
@@ -96,10 +102,21 @@ class Lane:
             plan, arrays = core.predict_plan(servable, "", {alias: array})
             answer = Answer(self, handler, servable, plan, Call(model, "predict", "rest", rid),
                              close, start)  # fmt: skip
-            if not runner.join(servable, plan.key, arrays, answer):
-                return False
+            queued = batching and runner.join(servable, plan.key, arrays, answer)
         except ServingStatus:
             return False
+        if not queued:  # no batching (or not for this call): a run small enough for the loop
+            if not direct.inline(servable, plan.key):
+                return False
+            self.calls += 1
+            answer.queued = time.perf_counter()
+            try:
+                outs = direct.run_inline(servable, plan.key, arrays)
+            except Exception as error:
+                answer.set_exception(error)
+            else:
+                answer.set_result(outs)
+            return True
         answer.queued = time.perf_counter()
         if self.timeout_s is not None:
             loop = asyncio.get_running_loop()
