@@ -6,14 +6,15 @@ both on the same pinned core as our server. Load comes from outside Python, pinn
 core: wrk for REST and h2load (Debian's nghttp2-client) for gRPC with a prebuilt Predict body.
 Ours and the ceiling alternate, round after round, in ONE run; the table shows medians and the
 ratio ours / ceiling (the issue's goal is >= 0.8), both of the medians and the median of each round's
-ratio (the ceiling's own rate moves between rounds). Our server runs twice side by side: with the
-default flags, and with batching whose timeout is 0 (by default `32 0 1`: a batch closes at the end
-of the event-loop round, so requests that arrive together share one session call). Both also run
-with TensorFlow's oneDNN kernels off (the spec's `onednn: false`, which `tfsctl tune` tries; skip
-with --no-onednn-off). Also prints the CPU time per request of our
+ratio (the ceiling's own rate moves between rounds). Our server runs side by side with the
+default flags and with batching, by default two settings: `32 0 1` (a batch closes at the end of
+the event-loop round, so requests read together share one session call: what suits REST) and
+`32 1000 1` (a batch waits up to 1 ms: what suits gRPC, whose calls grpc.aio hands the loop one a
+round). Each also runs with TensorFlow's oneDNN kernels off (the spec's `onednn: false`, which
+`tfsctl tune` tries; skip with --no-onednn-off). Also prints the CPU time per request of our
 server (from /proc), which is what sets the scaling with more worker processes.
 
-    .venv/bin/python bench/ceiling.py [--duration 5] [--rounds 3] [--connections 16] [--batching '32 0 1']
+    .venv/bin/python bench/ceiling.py [--duration 5] [--rounds 3] [--connections 16] [--batching '32 0 1' ...]
     .venv/bin/python bench/ceiling.py --profile DIR   # py-spy flame graphs of ours under load
 """
 
@@ -42,6 +43,9 @@ from tests.helpers import server as helpers  # noqa: E402
 from tests.helpers.server import ServerProcess, free_port, wait_until  # noqa: E402
 
 MODEL = "demo"
+# Batches closed at the end of the loop round (what suits REST, whose reads come many a round),
+# and after 1 ms (what suits gRPC: grpc.aio hands the loop one call a round).
+DEFAULT_BATCHING = ("32 0 1", "32 1000 1")
 SERVER_CORE, LOAD_CORE = "0", "1"
 ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -192,9 +196,10 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, float, float, float]
     base = export_demo(work / MODEL)
     helpers.SERVER_CMD = ["taskset", "-c", SERVER_CORE, *helpers.SERVER_CMD]
     variants: dict[str, list[str]] = {"": []}
-    if args.batching:
-        label, flags = common.batching_flags(work, args.batching)
-        variants[f", batching {label}"] = flags
+    for setting in args.batching or DEFAULT_BATCHING:
+        if setting.strip():
+            label, flags = common.batching_flags(work, setting)
+            variants[f", batching {label}"] = flags
     if args.onednn_off:  # what `tfsctl tune` may choose for a small model: TF's Eigen kernels
         for name, flags in list(variants.items()):
             variants[f"{name}, oneDNN off"] = flags
@@ -321,9 +326,10 @@ def main() -> int:
     ap.add_argument("--profile", default="", help="directory for py-spy flame graphs")
     ap.add_argument("--no-onednn-off", dest="onednn_off", action="store_false",
                     help="skip the rows of our server with TF_ENABLE_ONEDNN_OPTS=0")
-    ap.add_argument("--batching", default="32 0 1", metavar="'SIZE MICROS THREADS'",
+    ap.add_argument("--batching", action="append", metavar="'SIZE MICROS THREADS'",
                     help="also measure our server with --enable_batching and this batching file "
-                         "(max_batch_size, batch_timeout_micros, num_batch_threads); '' for none")
+                         "(max_batch_size, batch_timeout_micros, num_batch_threads); repeat for "
+                         f"several; '' for none (default: {' and '.join(DEFAULT_BATCHING)})")
     ap.add_argument(
         "--serve", nargs=3, metavar=("KIND", "PORT", "BODY_FILE"), help=argparse.SUPPRESS
     )
