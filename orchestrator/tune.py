@@ -1,9 +1,12 @@
 """Measure a few batching settings on the user's model with the real server; pick the best.
 
 Each setting starts our `tfs-model-server` on free loopback ports with the spec's model (newest
-version), sends one-row REST predicts from `clients` connections for `duration_s` with wrk (a
-load generator outside Python, so it does not compete for the interpreter), and keeps rows/s and
-p99. The best setting is the fastest whose p99 stays within the budget; no batching is one of the
+version), sends one-row predicts from `clients` connections for `duration_s` over the protocol
+the clients use: REST with wrk, or gRPC with h2load (Debian's nghttp2-client) posting a prebuilt
+Predict body. Both load generators are outside Python, so they do not compete for the
+interpreter. It keeps rows/s and p99. The protocol matters: REST reads arrive many a loop round,
+so batches that close at the end of the round pay; grpc.aio hands the server one call a round,
+so gRPC needs a batch window of a millisecond or two. The best setting is the fastest whose p99 stays within the budget; no batching is one of the
 candidates. The request is synthesized from the signature (zeros of each input's shape with the
 batch dimension 1) or taken from a file.
 
@@ -143,8 +146,9 @@ class _Server:
 
     def __init__(self, spec: Spec, setting: Setting, work: Path) -> None:
         self.port = _free_port()
+        self.grpc_port = _free_port()
         args = [
-            f"--port={_free_port()}", f"--rest_api_port={self.port}",
+            f"--port={self.grpc_port}", f"--rest_api_port={self.port}",
             f"--model_name={spec.name}", f"--model_base_path={Path(spec.base_path).resolve()}",
         ]  # fmt: skip
         if setting.max_batch_size:
@@ -222,6 +226,91 @@ def synthetic_request(url: str) -> str:
     return json.dumps({"instances": [one]})
 
 
+def grpc_request(url: str, name: str, data: str | None) -> tuple[bytes, int]:
+    """(a serialized PredictRequest for serving_default, its rows): from `data` (TF Serving REST
+    JSON, `instances` or `inputs`), else zeros of the signature's shapes with batch dimension 1."""
+    import numpy as np
+
+    from orchestrator.protocol import methods
+    from orchestrator.protocol.tensors import DataType, enum_to_numpy_dtype, to_tensor_proto
+
+    with urllib.request.urlopen(url + "/metadata", timeout=30) as r:
+        meta = json.load(r)
+    sig = meta["metadata"]["signature_def"]["signature_def"].get("serving_default")
+    if sig is None:
+        raise RuntimeFailure("the model has no serving_default signature",
+                            fix="serve a model with a serving_default signature")  # fmt: skip
+    kinds: dict[str, Any] = {}
+    for alias, info in sig["inputs"].items():
+        dtype = info.get("dtype", "")
+        if dtype not in _NUMERIC:
+            raise RuntimeFailure(
+                f"input {alias!r} is {dtype}: gRPC tuning builds numeric tensors only",
+                fix="tune over REST (--protocol rest) with --data FILE",
+            )
+        kinds[alias] = (enum_to_numpy_dtype(DataType.Value(dtype)), info)
+    values: dict[str, Any] = {}
+    if data is None:
+        for alias, (_, info) in kinds.items():
+            dims = [int(d.get("size", -1)) for d in info.get("tensor_shape", {}).get("dim", [])]
+            values[alias] = np.zeros([1, *(d if d > 0 else 1 for d in dims[1:])])
+    else:
+        doc = json.loads(data)
+        rows = doc.get("instances") if isinstance(doc, dict) else None
+        cols = doc.get("inputs") if isinstance(doc, dict) else None
+        if isinstance(rows, list) and rows and all(isinstance(x, dict) for x in rows):
+            values = {a: [x.get(a) for x in rows] for a in kinds}
+        elif isinstance(rows, list) and rows and len(kinds) == 1:
+            values = {next(iter(kinds)): rows}
+        elif isinstance(cols, dict):
+            values = {a: cols.get(a) for a in kinds}
+        elif cols is not None and len(kinds) == 1:
+            values = {next(iter(kinds)): cols}
+        else:
+            raise RuntimeFailure("--data is not a predict request this tool can turn into gRPC",
+                                fix='give {"instances": [...]} or {"inputs": ...} of numbers')  # fmt: skip
+    req = methods.PREDICT.request()
+    req.model_spec.name = name
+    req.model_spec.signature_name = "serving_default"
+    count = 1
+    for alias, value in values.items():
+        try:
+            arr = np.asarray(value, dtype=kinds[alias][0])
+        except (TypeError, ValueError) as e:
+            raise RuntimeFailure(f"input {alias!r} of --data is not numeric: {e}",
+                                fix="give numbers for every input in --data") from None  # fmt: skip
+        count = max(1, arr.shape[0]) if arr.ndim else 1
+        req.inputs[alias].CopyFrom(to_tensor_proto(arr))
+    return req.SerializeToString(), count
+
+
+def h2load(target: str, path: str, body: bytes, clients: int, duration_s: int,
+           work: Path) -> dict[str, float]:  # fmt: skip
+    """Unary gRPC calls from h2load, one in flight per connection: rps, p50 / p99 from its
+    per-request log, and calls that did not succeed."""
+    frame = work / "predict.grpc"
+    frame.write_bytes(b"\x00" + len(body).to_bytes(4, "big") + body)  # gRPC's length prefix
+    log = work / "h2load.log"
+    out = subprocess.run(
+        ["h2load", "-c", str(clients), "-m", "1", "-t", "1", "-D", str(duration_s),
+         "--warm-up-time=1", "-d", str(frame), "-H", "content-type: application/grpc",
+         "-H", "te: trailers", "--log-file", str(log), f"http://{target}{path}"],
+        capture_output=True, text=True, timeout=duration_s + 60, check=False,
+    ).stdout  # fmt: skip
+    rps = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    if rps is None or done is None:
+        raise RuntimeFailure(f"h2load gave no result:\n{out}", fix="run the same h2load command by hand")
+    latencies = sorted(
+        int(parts[2]) / 1000 for parts in (line.split() for line in log.read_text().splitlines())
+        if len(parts) >= 3 and parts[1] == "200"
+    )  # fmt: skip
+    pick = (lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]) if latencies \
+        else (lambda q: float("nan"))  # fmt: skip
+    return {"rps": float(rps.group(1)), "p50": pick(0.5), "p99": pick(0.99),
+            "errors": float(int(done.group(1)) - int(done.group(2)))}  # fmt: skip
+
+
 def _rows(body: str) -> int:
     try:
         doc = json.loads(body)
@@ -271,33 +360,42 @@ def tune(
     data: str | None = None,
     progress: Any = None,
     p99_budget_ms: float | None = None,
+    protocol: str = "rest",
 ) -> list[Result]:
     """Measure every candidate setting in turn, one server at a time; with `p99_budget_ms`, then
-    TensorFlow's CPU settings on the best batching setting within it (`tensorflow_candidates`)."""
-    if shutil.which("wrk") is None:
-        raise RuntimeFailure("wrk is not installed (the load generator)",
-                            fix="apt-get install wrk (or bash scripts/setup_system.sh)")  # fmt: skip
+    TensorFlow's CPU settings on the best batching setting within it (`tensorflow_candidates`).
+    `protocol`: "rest" (wrk) or "grpc" (h2load)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
+    tool, package = PROTOCOLS[protocol]
+    if shutil.which(tool) is None:
+        raise RuntimeFailure(f"{tool} is not installed (the {protocol} load generator)",
+                            fix=f"apt-get install {package} (or bash scripts/setup_system.sh)")  # fmt: skip
     newest_version(spec)
     results: list[Result] = []
     cpus = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="tfsctl-tune-") as tmp:
         work = Path(tmp)
-        for setting in candidates(clients, cpus):
-            results.append(_measure(spec, setting, work, clients, duration_s, data, progress))
+        # Batches as large as every client's request together (a task never splits).
+        rows = _rows(data) if data is not None else 1
+        for setting in candidates(clients * rows, cpus):
+            results.append(_measure(spec, setting, work, clients, duration_s, data, progress, protocol))
         chosen = best(results, p99_budget_ms) if p99_budget_ms is not None else None
         if chosen is not None:
             for setting in tensorflow_candidates(chosen.setting, cpus):
-                results.append(_measure(spec, setting, work, clients, duration_s, data, progress))
+                results.append(_measure(spec, setting, work, clients, duration_s, data, progress, protocol))
     return results
 
 
 def _measure(spec: Spec, setting: Setting, work: Path, clients: int, duration_s: int,
-             data: str | None, progress: Any) -> Result:  # fmt: skip
+             data: str | None, progress: Any, protocol: str = "rest") -> Result:  # fmt: skip
     if progress is not None:
         progress(setting)
     server = _Server(spec, setting, work)
     try:
         server.wait_available(spec.health.deadline_s)
+        if protocol == "grpc":
+            return _measure_grpc(spec, setting, server, work, clients, duration_s, data)
         body = data if data is not None else synthetic_request(server.url)
         req = urllib.request.Request(server.url + ":predict", data=body.encode(),
                                      headers={"Content-Type": "application/json"})  # fmt: skip
@@ -313,3 +411,26 @@ def _measure(spec: Spec, setting: Setting, work: Path, clients: int, duration_s:
         server.stop()
     return Result(setting, stats["rps"] * _rows(body), stats["p50"], stats["p99"],
                   int(stats["errors"]))  # fmt: skip
+
+
+PROTOCOLS = {"rest": ("wrk", "wrk"), "grpc": ("h2load", "nghttp2-client")}  # tool, Debian package
+
+
+def _measure_grpc(spec: Spec, setting: Setting, server: _Server, work: Path, clients: int,
+                  duration_s: int, data: str | None) -> Result:  # fmt: skip
+    import grpc
+
+    from orchestrator.protocol import methods
+
+    body, rows = grpc_request(server.url, spec.name, data)
+    target = f"127.0.0.1:{server.grpc_port}"
+    with grpc.insecure_channel(target) as channel:  # warm, and check it works
+        call = channel.unary_unary(methods.PREDICT.path, request_serializer=None,
+                                   response_deserializer=None)  # fmt: skip
+        try:
+            call(body, timeout=60)
+        except grpc.RpcError as e:
+            raise RuntimeFailure(f"the model refused the request: {e.code().name}: {e.details()}",
+                                 fix="pass a request the model takes with --data FILE") from None  # fmt: skip
+    stats = h2load(target, methods.PREDICT.path, body, clients, duration_s, work)
+    return Result(setting, stats["rps"] * rows, stats["p50"], stats["p99"], int(stats["errors"]))

@@ -63,3 +63,36 @@ def test_tune_refuses_a_model_it_cannot_make_a_request_for(tmp_path):
     assert r.returncode != 0
     assert "error: input" in r.stderr and "DT_STRING" in r.stderr, r.stderr
     assert "fix: pass one request as TF Serving's REST JSON with --data FILE" in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (apt nghttp2-client) loads gRPC")
+def test_tune_over_grpc_measures_predict_calls(tmp_path):
+    """--protocol grpc: h2load posts a Predict body built from the signature (or from --data); every
+    setting is measured with calls that succeed."""
+    import json
+
+    base = export_half_plus_two_tf1(tmp_path / "models" / "hpt", versions=(1,))
+    (tmp_path / "serving_configs").mkdir()
+    (tmp_path / "serving_configs" / "hpt.yaml").write_text(f"base_path: {base}\n")
+    r = tfsctl(tmp_path, "tune", "hpt", "--duration", "1", "--clients", "2", "--p99-ms", "60000",
+               "--protocol", "grpc", "--batching-only", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["protocol"] == "grpc" and doc["best"] is not None
+    for x in doc["results"]:
+        assert x["rows_per_s"] > 0 and x["errors"] == 0 and x["p50_ms"] <= x["p99_ms"], x
+    (tmp_path / "three.json").write_text('{"instances": [[1.0], [2.0], [3.0]]}')
+    r = tfsctl(tmp_path, "tune", "hpt", "--duration", "1", "--clients", "2", "--p99-ms", "60000",
+               "--protocol", "grpc", "--data", str(tmp_path / "three.json"))
+    assert r.returncode == 0, r.stderr
+    assert "hpt: grpc, 2 clients" in r.stdout and "In serving_configs/hpt.yaml:" in r.stdout, r.stdout
+
+
+def test_tune_over_grpc_refuses_a_model_it_cannot_build_tensors_for(tmp_path):
+    base = tmp_path / "models" / "strings"
+    export_strings_tf1(base)
+    (tmp_path / "serving_configs").mkdir()
+    (tmp_path / "serving_configs" / "strings.yaml").write_text(f"base_path: {base}\n")
+    r = tfsctl(tmp_path, "tune", "strings", "--duration", "1", "--protocol", "grpc")
+    assert r.returncode != 0
+    assert "gRPC tuning builds numeric tensors only" in r.stderr, r.stderr
