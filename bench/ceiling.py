@@ -7,10 +7,11 @@ core: wrk for REST and h2load (Debian's nghttp2-client) for gRPC with a prebuilt
 Ours and the ceiling alternate, round after round, in ONE run; the table shows medians and the
 ratio ours / ceiling (the issue's goal is >= 0.8), both of the medians and the median of each round's
 ratio (the ceiling's own rate moves between rounds). Our server runs side by side with the
-default flags and with batching, by default two settings: `32 0 1` (a batch closes at the end of
-the event-loop round, so requests read together share one session call: what suits REST) and
-`32 1000 1` (a batch waits up to 1 ms: what suits gRPC, whose calls grpc.aio hands the loop one a
-round). Each also runs with TensorFlow's oneDNN kernels off (the spec's `onednn: false`, which
+default flags and with batching, by default two settings with batches as large as the
+connections' requests together (16: a full batch closes at once): `16 0 1` (a batch closes at the
+end of the event-loop round, so requests read together share one session call: what suits REST)
+and `16 1000 1` (a batch waits up to 1 ms: what suits gRPC, whose calls grpc.aio hands the loop one
+a round). Each also runs with TensorFlow's oneDNN kernels off (the spec's `onednn: false`, which
 `tfsctl tune` tries; skip with --no-onednn-off). Also prints the CPU time per request of our
 server (from /proc), which is what sets the scaling with more worker processes.
 
@@ -43,9 +44,10 @@ from tests.helpers import server as helpers  # noqa: E402
 from tests.helpers.server import ServerProcess, free_port, wait_until  # noqa: E402
 
 MODEL = "demo"
-# Batches closed at the end of the loop round (what suits REST, whose reads come many a round),
-# and after 1 ms (what suits gRPC: grpc.aio hands the loop one call a round).
-DEFAULT_BATCHING = ("32 0 1", "32 1000 1")
+# Batches as large as the connections' requests together (a full batch closes at once), closed at
+# the end of the loop round (what suits REST, whose reads come many a round) or after 1 ms (what
+# suits gRPC: grpc.aio hands the loop one call a round). "{n}" is --connections.
+DEFAULT_BATCHING = ("{n} 0 1", "{n} 1000 1")
 SERVER_CORE, LOAD_CORE = "0", "1"
 ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -196,7 +198,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, float, float, float]
     base = export_demo(work / MODEL)
     helpers.SERVER_CMD = ["taskset", "-c", SERVER_CORE, *helpers.SERVER_CMD]
     variants: dict[str, list[str]] = {"": []}
-    for setting in args.batching or DEFAULT_BATCHING:
+    for setting in args.batching or [b.format(n=args.connections) for b in DEFAULT_BATCHING]:
         if setting.strip():
             label, flags = common.batching_flags(work, setting)
             variants[f", batching {label}"] = flags
@@ -329,7 +331,7 @@ def main() -> int:
     ap.add_argument("--batching", action="append", metavar="'SIZE MICROS THREADS'",
                     help="also measure our server with --enable_batching and this batching file "
                          "(max_batch_size, batch_timeout_micros, num_batch_threads); repeat for "
-                         f"several; '' for none (default: {' and '.join(DEFAULT_BATCHING)})")
+                         f"several; '' for none (default: {' and '.join(DEFAULT_BATCHING)}, n the connections)")
     ap.add_argument(
         "--serve", nargs=3, metavar=("KIND", "PORT", "BODY_FILE"), help=argparse.SUPPRESS
     )
