@@ -201,23 +201,30 @@ class _Server:
                 self.proc.wait(30)
 
 
-def synthetic_request(url: str) -> str:
-    """{"instances": [one row]} from serving_default's inputs: zeros, batch dimension 1."""
+def _numeric_inputs(url: str, why: str, fix: str) -> dict[str, tuple[str, list[int]]]:
+    """serving_default's inputs (the server's metadata): alias -> (dtype, dims); RuntimeFailure
+    with `why` and `fix` for an input that is not numeric."""
     with urllib.request.urlopen(url + "/metadata", timeout=30) as r:
         meta = json.load(r)
     sig = meta["metadata"]["signature_def"]["signature_def"].get("serving_default")
     if sig is None:
         raise RuntimeFailure("the model has no serving_default signature",
-                            fix="pass a request with --data FILE")  # fmt: skip
-    row: dict[str, Any] = {}
-    for name, info in sig["inputs"].items():
+                            fix="pass a REST request for another signature with --data FILE")  # fmt: skip
+    out = {}
+    for alias, info in sig["inputs"].items():
         dtype = info.get("dtype", "")
         if dtype not in _NUMERIC:
-            raise RuntimeFailure(
-                f"input {name!r} is {dtype}: no synthetic value for it",
-                fix="pass one request as TF Serving's REST JSON with --data FILE",
-            )
-        dims = [int(d.get("size", -1)) for d in info.get("tensor_shape", {}).get("dim", [])]
+            raise RuntimeFailure(f"input {alias!r} is {dtype}: {why}", fix=fix)
+        out[alias] = (dtype, [int(d.get("size", -1)) for d in info.get("tensor_shape", {}).get("dim", [])])
+    return out
+
+
+def synthetic_request(url: str) -> str:
+    """{"instances": [one row]} from serving_default's inputs: zeros, batch dimension 1."""
+    row: dict[str, Any] = {}
+    inputs = _numeric_inputs(url, "no synthetic value for it",
+                             "pass one request as TF Serving's REST JSON with --data FILE")  # fmt: skip
+    for name, (dtype, dims) in inputs.items():
         value: Any = _NUMERIC[dtype]
         for d in reversed(dims[1:]):
             value = [value] * (d if d > 0 else 1)
@@ -228,34 +235,30 @@ def synthetic_request(url: str) -> str:
 
 def grpc_request(url: str, name: str, data: str | None) -> tuple[bytes, int]:
     """(a serialized PredictRequest for serving_default, its rows): from `data` (TF Serving REST
-    JSON, `instances` or `inputs`), else zeros of the signature's shapes with batch dimension 1."""
+    JSON, `instances` or `inputs`), else zeros of the signature's shapes with batch dimension 1.
+    `data`'s values are cast to serving_default's input dtypes; another signature is refused."""
     import numpy as np
 
     from orchestrator.protocol import methods
     from orchestrator.protocol.tensors import DataType, enum_to_numpy_dtype, to_tensor_proto
 
-    with urllib.request.urlopen(url + "/metadata", timeout=30) as r:
-        meta = json.load(r)
-    sig = meta["metadata"]["signature_def"]["signature_def"].get("serving_default")
-    if sig is None:
-        raise RuntimeFailure("the model has no serving_default signature",
-                            fix="serve a model with a serving_default signature")  # fmt: skip
-    kinds: dict[str, Any] = {}
-    for alias, info in sig["inputs"].items():
-        dtype = info.get("dtype", "")
-        if dtype not in _NUMERIC:
-            raise RuntimeFailure(
-                f"input {alias!r} is {dtype}: gRPC tuning builds numeric tensors only",
-                fix="tune over REST (--protocol rest) with --data FILE",
-            )
-        kinds[alias] = (enum_to_numpy_dtype(DataType.Value(dtype)), info)
+    inputs = _numeric_inputs(url, "gRPC tuning builds numeric tensors only",
+                             "tune over REST (--protocol rest) with --data FILE")  # fmt: skip
+    kinds = {alias: (enum_to_numpy_dtype(DataType.Value(dtype)), dims)
+             for alias, (dtype, dims) in inputs.items()}  # fmt: skip
     values: dict[str, Any] = {}
     if data is None:
-        for alias, (_, info) in kinds.items():
-            dims = [int(d.get("size", -1)) for d in info.get("tensor_shape", {}).get("dim", [])]
+        for alias, (_, dims) in kinds.items():
             values[alias] = np.zeros([1, *(d if d > 0 else 1 for d in dims[1:])])
     else:
-        doc = json.loads(data)
+        try:
+            doc = json.loads(data)
+        except ValueError as e:
+            raise RuntimeFailure(f"--data is not JSON: {e}", fix="give one TF Serving REST request") from None
+        if isinstance(doc, dict) and doc.get("signature_name", "serving_default") not in ("", "serving_default"):
+            raise RuntimeFailure("gRPC tuning sends serving_default's inputs; --data names "
+                                 f"signature {doc['signature_name']!r}",
+                                 fix="tune that signature over REST (--protocol rest)")  # fmt: skip
         rows = doc.get("instances") if isinstance(doc, dict) else None
         cols = doc.get("inputs") if isinstance(doc, dict) else None
         if isinstance(rows, list) and rows and all(isinstance(x, dict) for x in rows):

@@ -96,3 +96,20 @@ def test_tune_over_grpc_refuses_a_model_it_cannot_build_tensors_for(tmp_path):
     r = tfsctl(tmp_path, "tune", "strings", "--duration", "1", "--protocol", "grpc")
     assert r.returncode != 0
     assert "gRPC tuning builds numeric tensors only" in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (apt nghttp2-client) loads gRPC")
+@pytest.mark.parametrize(("data", "message"), [
+    ('{"signature_name": "regress_x_to_y", "instances": [1.0]}', "--data names signature 'regress_x_to_y'"),
+    ('{"instances": [1.0', "--data is not JSON"),
+    ('{"examples": []}', "--data is not a predict request"),
+])  # fmt: skip
+def test_tune_over_grpc_refuses_data_it_cannot_send(tmp_path, data: str, message: str):
+    base = export_half_plus_two_tf1(tmp_path / "models" / "hpt", versions=(1,))
+    (tmp_path / "serving_configs").mkdir()
+    (tmp_path / "serving_configs" / "hpt.yaml").write_text(f"base_path: {base}\n")
+    (tmp_path / "req.json").write_text(data)
+    r = tfsctl(tmp_path, "tune", "hpt", "--duration", "1", "--protocol", "grpc", "--data",
+               str(tmp_path / "req.json"))  # fmt: skip
+    assert r.returncode != 0
+    assert message in r.stderr and "fix:" in r.stderr, r.stderr

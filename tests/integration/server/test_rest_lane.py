@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers.server import ServerProcess, export_half_plus_two_tf1
 from tests.integration.server.conftest import models_config
-from tests.integration.server.test_rest_fast import call, exchange, read_answer
+from tests.integration.server.test_rest_fast import call, exchange, read_answer, waiting_batches
 
 pytestmark = pytest.mark.integration
 PROM = "/monitoring/prometheus/metrics"
@@ -78,18 +78,14 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     (root / "models.config").write_text(config)
     (root / "monitoring.config").write_text(f'prometheus_config {{ enable: true path: "{PROM}" }}\n')
-    # Batches wait up to 300 ms for 64 rows, so calls sent together share one.
-    (root / "batching.config").write_text(
-        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 300000 }\n"
-        "num_batch_threads { value: 1 }\n"
-    )
     return root
 
 
 def flags(root: Path, *extra: str) -> list[str]:
+    """Batches wait up to 300 ms for 64 rows, so calls sent together share one."""
     return [f"--model_config_file={root / 'models.config'}",
-            f"--monitoring_config_file={root / 'monitoring.config'}", "--enable_batching",
-            f"--batching_parameters_file={root / 'batching.config'}", *extra]  # fmt: skip
+            f"--monitoring_config_file={root / 'monitoring.config'}",
+            *waiting_batches(root, 300_000), *extra]  # fmt: skip
 
 
 def page(srv: ServerProcess) -> str:
@@ -107,7 +103,7 @@ def servers(root: Path, request: pytest.FixtureRequest):
     """The same models twice, the fast path (and its lane) on and off: with batching, and
     without (where the lane runs a call right away; a loop-run limit no slow machine reaches
     keeps every run after a key's first on the loop, so the lane's counts are exact)."""
-    extra = flags(root) if request.param == "batching" else flags(root)[:2]
+    extra = flags(root) if request.param == "batching" else flags(root)[:2]  # models, monitoring
     loop = {"TFS_LOOP_RUN_MAX_US": "10000000"}
     with ServerProcess(extra, env=loop) as lane, ServerProcess(extra, env={**loop, "TFS_REST_FAST": "0"}) as normal:
         for srv in (lane, normal):
