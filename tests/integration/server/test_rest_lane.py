@@ -15,7 +15,13 @@ import pytest
 
 from tests.helpers.server import ServerProcess, export_half_plus_two_tf1
 from tests.integration.server.conftest import models_config
-from tests.integration.server.test_rest_fast import call, exchange, read_answer, waiting_batches
+from tests.integration.server.test_rest_fast import (
+    assert_same_answer,
+    call,
+    exchange,
+    read_answer,
+    waiting_batches,
+)
 
 pytestmark = pytest.mark.integration
 PROM = "/monitoring/prometheus/metrics"
@@ -144,16 +150,8 @@ def test_the_same_answer_as_aiohttps_path(servers, target: str, body: bytes, lan
     is not known yet), so the lane may take only the second."""
     fast, normal = servers
     before = counter(fast, LANE)
-    rid = "X-Request-Id: same-id\r\n"
     for _ in range(2):
-        [(status, headers, out)] = exchange(fast.rest_port, call(fast.rest_port, target, body, rid))
-        [(want_status, want_headers, want)] = exchange(
-            normal.rest_port, call(normal.rest_port, target, body, rid)
-        )
-        assert (status, out) == (want_status, want)
-        for h in ("date", "content-length"):
-            headers.pop(h), want_headers.pop(h)
-        assert headers == want_headers
+        assert_same_answer(fast, normal, target, body)
     taken = counter(fast, LANE) - before
     if not lane:
         assert taken == 0
