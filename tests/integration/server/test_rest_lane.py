@@ -5,6 +5,7 @@ payload log that keeps its calls off the lane. Requests are written on raw socke
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -12,6 +13,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.helpers.server import ServerProcess, export_half_plus_two_tf1
 from tests.integration.server.conftest import models_config
@@ -159,6 +162,24 @@ def test_the_same_answer_as_aiohttps_path(servers, target: str, body: bytes, lan
         assert taken == 2
     else:
         assert taken in (1, 2)
+
+
+@given(
+    rows=st.lists(
+        st.lists(st.one_of(st.floats(width=32, allow_nan=False, allow_infinity=False),
+                           st.integers(-(2**24), 2**24)), min_size=3, max_size=3),
+        min_size=1, max_size=4,
+    )
+)  # fmt: skip
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_rows_get_the_general_paths_answer(servers, rows: list[list[float]]) -> None:
+    """Rows of any finite float32 or int values (signs, zeros, extremes, subnormals) on the
+    two-output model: the lane's answer is the general path's, byte for byte."""
+    fast, normal = servers
+    before = counter(fast, LANE)
+    assert_same_answer(fast, normal, "/v1/models/two:predict", json.dumps({"instances": rows}).encode())
+    if "--enable_batching" in fast.args:  # without, a key's first run is the general path's
+        assert counter(fast, LANE) - before == 1
 
 
 def test_a_batch_answers_each_call_apart(servers) -> None:
