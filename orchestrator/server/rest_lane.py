@@ -1,7 +1,8 @@
 """REST predicts answered without a task, future or timer per call: the REST fast path's lane.
 
-A plain row-format predict (`{"instances": [...]}` of numbers for a single-input default
-signature) that the REST fast path has parsed is served here in one of two ways:
+A plain row-format predict (`{"instances": [...]}` of numbers, with or without a
+`signature_name`, for a signature with one floating-point input) that the REST fast path has
+parsed is served here in one of two ways:
 - with batching on, it joins its batch queue with an `Answer` as the queue's sink: when the batch
   has run, the queue hands each call its rows and the answer is written to the connection right
   there;
@@ -12,7 +13,7 @@ through a future when it waits for a batch, which was most of a small model's ba
 (#17). Deadlines are kept by one timer for all waiting calls (`Lane._expire`): the calls of a
 server share one timeout, so the oldest call's deadline is always the next one due.
 
-Anything else (other verbs, `signature_name`, the columnar `inputs` format, objects, strings,
+Anything else (other verbs, the columnar `inputs` format, objects, strings,
 a payload log on the model, debug logging, a run for the thread pool, a request the checks here
 refuse) goes the general way, which also writes those error answers: `take` returns False before
 it has changed anything. Answers, metrics and deadlines are those of `RestApi.infer`.
@@ -86,20 +87,23 @@ class Lane:
             doc = orjson.loads(body)
         except (ServingStatus, ValueError):  # orjson's JSONDecodeError is a ValueError
             return False
-        if type(doc) is not dict or len(doc) != 1:
+        if type(doc) is not dict:
             return False
         instances = doc.get("instances")
         if type(instances) is not list or not instances or type(instances[0]) is dict:
             return False
+        signature = doc.get("signature_name", "")
+        if type(signature) is not str or len(doc) != (2 if "signature_name" in doc else 1):
+            return False
         try:
-            inputs = core.predict_inputs(servable, "")
+            inputs = core.predict_inputs(servable, signature)
             if len(inputs) != 1:
                 return False
             ((alias, dtype),) = inputs.items()
             array = jt.row_instances(instances, dtype)
             if array is None:
                 return False
-            plan, arrays = core.predict_plan(servable, "", {alias: array})
+            plan, arrays = core.predict_plan(servable, signature, {alias: array})
             answer = Answer(self, handler, servable, plan, Call(model, "predict", "rest", rid),
                              close, start)  # fmt: skip
             queued = batching and runner.join(servable, plan.key, arrays, answer)

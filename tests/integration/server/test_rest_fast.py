@@ -165,8 +165,8 @@ def test_connection_close_is_honoured(servers) -> None:
 
 
 # A waiting call takes the batched lane (server/rest_lane.py) unless something about it needs the
-# general path, which goes on in a task: a signature_name does (the lane takes the default only).
-WAYS = {"lane": b'{"instances": [%s]}', "task": b'{"signature_name": "serving_default", "instances": [%s]}'}
+# general path, which goes on in a task: the columnar format does (the lane takes rows only).
+WAYS = {"lane": b'{"instances": [%s]}', "task": b'{"inputs": [%s]}'}
 LANE = "tfso_rest_fast_lane_requests_total"
 
 

@@ -133,7 +133,11 @@ CASES = [
     ("/v1/models/two:predict", b'{"instances": [[1, 2, 3, 4], [5, 6, 7, 8]]}', True),
     ("/v1/models/half_plus_two:predict", b'{"instances": [[[1.0]]]}', True),  # rank 3: TF's error
     ("/v1/models/two:predict", b'{"instances": [[1, 2, 3], [4, 5]]}', False),  # ragged
-    ("/v1/models/two:predict", b'{"signature_name": "serving_default", "instances": [[1, 2, 3]]}', False),
+    ("/v1/models/two:predict", b'{"signature_name": "serving_default", "instances": [[1, 2, 3]]}', True),
+    ("/v1/models/two:predict", b'{"instances": [[1, 2, 3]], "signature_name": ""}', True),
+    ("/v1/models/two:predict", b'{"signature_name": "nope", "instances": [[1, 2, 3]]}', False),
+    ("/v1/models/two:predict", b'{"signature_name": 7, "instances": [[1, 2, 3]]}', False),
+    ("/v1/models/two:predict", b'{"instances": [[1, 2, 3]], "extra": 1}', False),
     ("/v1/models/two:predict", b'{"inputs": [[1, 2, 3]]}', False),
     ("/v1/models/two:predict", b'{"instances": [{"x": [1, 2, 3]}]}', False),
     ("/v1/models/ints:predict", b'{"instances": [1, 2]}', False),
