@@ -8,10 +8,12 @@ A failed deploy or reload puts the previous config back, so what served before s
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import random
 import socket
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -138,8 +140,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     if low - _LOWEST >= 1024:
         for _ in range(64):
             port = _random.randrange(_LOWEST, low)
-            if not port_in_use(host, port):
-                return port
+            with _handed_lock:
+                # Nothing listens on a port just handed out yet: two calls in a row (a spec's
+                # grpc and rest ports) must not draw the same one.
+                if port in _handed_set:
+                    continue
+                if not port_in_use(host, port):
+                    if len(_handed) == _handed.maxlen:
+                        _handed_set.discard(_handed[0])
+                    _handed.append(port)
+                    _handed_set.add(port)
+                    return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
@@ -147,6 +158,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 _LOWEST = 20000  # above the ports services commonly own
 _random = random.SystemRandom()  # workers and parallel tests must not draw the same sequence
+_handed: collections.deque[int] = collections.deque(maxlen=2048)  # the latest ports handed out
+_handed_set: set[int] = set()
+_handed_lock = threading.Lock()
 
 
 def _ephemeral_low() -> int:
