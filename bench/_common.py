@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from orchestrator.protocol import wire  # noqa: E402
 from tests.helpers.server import ServerProcess, wait_until  # noqa: E402
 
 _PACKAGES = {"wrk": "wrk", "h2load": "nghttp2-client", "taskset": "util-linux"}
@@ -97,10 +98,7 @@ def wrk(
     }
 
 
-def grpc_frame(message: bytes) -> bytes:
-    """A gRPC length-prefixed message, as h2load sends it from a file."""
-    return b"\x00" + len(message).to_bytes(4, "big") + message
-
+grpc_frame = wire.grpc_frame  # the benches' h2load bodies
 
 def h2load(
     target: str,

@@ -36,8 +36,10 @@ from typing import Any
 from orchestrator.errors import RuntimeFailure
 from orchestrator.launch import start_server
 from orchestrator.plan import ONEDNN_ENV
+from orchestrator.protocol import wire
 from orchestrator.spec import Spec
 
+PROTOCOLS = {"rest": ("wrk", "wrk"), "grpc": ("h2load", "nghttp2-client")}  # tool, Debian package
 _NUMERIC = {
     "DT_FLOAT": 0.0, "DT_DOUBLE": 0.0, "DT_HALF": 0.0, "DT_BFLOAT16": 0.0,
     "DT_INT8": 0, "DT_INT16": 0, "DT_INT32": 0, "DT_INT64": 0,
@@ -292,7 +294,7 @@ def h2load(target: str, path: str, body: bytes, clients: int, duration_s: int,
     """Unary gRPC calls from h2load, one in flight per connection: rps, p50 / p99 from its
     per-request log, and calls that did not succeed."""
     frame = work / "predict.grpc"
-    frame.write_bytes(b"\x00" + len(body).to_bytes(4, "big") + body)  # gRPC's length prefix
+    frame.write_bytes(wire.grpc_frame(body))
     log = work / "h2load.log"
     out = subprocess.run(
         ["h2load", "-c", str(clients), "-m", "1", "-t", "1", "-D", str(duration_s),
@@ -415,8 +417,6 @@ def _measure(spec: Spec, setting: Setting, work: Path, clients: int, duration_s:
     return Result(setting, stats["rps"] * _rows(body), stats["p50"], stats["p99"],
                   int(stats["errors"]))  # fmt: skip
 
-
-PROTOCOLS = {"rest": ("wrk", "wrk"), "grpc": ("h2load", "nghttp2-client")}  # tool, Debian package
 
 
 def _measure_grpc(spec: Spec, setting: Setting, server: _Server, work: Path, clients: int,

@@ -90,6 +90,11 @@ def _len_field(number: int, payload_len: int) -> bytes:
     return tag + (bytes((payload_len,)) if payload_len < 0x80 else _varint(payload_len))
 
 
+def grpc_frame(message: bytes) -> bytes:
+    """A gRPC length-prefixed message (not compressed), as a load generator sends it from a file."""
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
 def varint(n: int) -> bytes:
     """A protobuf varint (negatives as 10-byte two's complement, as int64 fields write them)."""
     return _varint(n)

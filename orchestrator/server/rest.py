@@ -47,7 +47,7 @@ from orchestrator.server import scrapes
 from orchestrator.server.config import MonitoringOptions
 from orchestrator.server.core import Core
 from orchestrator.server.metrics import CURRENT_CALL
-from orchestrator.server.rest_lane import Answer, Lane
+from orchestrator.server.rest_lane import Answer, Lane, outcome
 from orchestrator.server.scrapes import ScrapeThread
 from orchestrator.server.status import ServingStatus, invalid
 
@@ -238,7 +238,7 @@ class RestApi:
             return self._response(e.http_status, jt.error_body(e.message))
         except Exception as e:  # a bug: answer like TF Serving would for an internal error
             log.exception("REST %s %s failed", method, path)
-            return self._response(500, jt.error_body(f"{type(e).__name__}: {e}"))
+            return self._response(*outcome(e)[:2])
         self.core.metrics.record_request(model, "", "REST", "OK", (time.perf_counter() - start) * 1e6)
         return self._response(200, out)
 
@@ -263,7 +263,7 @@ class RestApi:
             metrics.end(call, e.code, start)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("REST POST %s: %s %s", m.string, e.code, e.message)
-            return e.http_status, jt.error_body(e.message)
+            return outcome(e)[:2]
         except asyncio.TimeoutError:
             metrics.record_request(model, api, "REST", "DEADLINE_EXCEEDED", 0)
             metrics.end(call, "DEADLINE_EXCEEDED", start)
@@ -281,7 +281,7 @@ class RestApi:
         except Exception as e:  # a bug: answer like TF Serving would for an internal error
             log.exception("REST POST %s failed", m.string)
             metrics.end(call, "INTERNAL", start)
-            return 500, jt.error_body(f"{type(e).__name__}: {e}")
+            return outcome(e)[:2]
         metrics.record_request(model, api, "REST", "OK", (time.perf_counter() - start) * 1e6)
         metrics.end(call, "OK", start)
         if log.isEnabledFor(logging.DEBUG):
@@ -612,7 +612,7 @@ class _FastPredict:
             raise
         except Exception as error:  # infer() answers every Exception; this would be a bug here
             log.error("REST fast path failed: %r", error)
-            status, out = 500, jt.error_body(f"{type(error).__name__}: {error}")
+            status, out = outcome(error)[:2]
         handler.answer(self.reply(status, out, rid, close), close)
 
     def reply(self, status: int, body: bytes, rid: str, close: bool) -> bytes:

@@ -40,7 +40,8 @@ log = logging.getLogger("tfs.rest")
 
 
 def outcome(error: BaseException) -> tuple[int, bytes, str]:
-    """(HTTP status, body, status code) of a predict that failed, as RestApi.infer answers it."""
+    """(HTTP status, body, status code) of a REST call that failed: TF Serving's error JSON, and
+    for anything but a ServingStatus (a bug) an internal error naming the exception."""
     if isinstance(error, ServingStatus):
         return error.http_status, jt.error_body(error.message), error.code
     return 500, jt.error_body(f"{type(error).__name__}: {error}"), "INTERNAL"
@@ -109,11 +110,12 @@ class Lane:
             queued = batching and runner.join(servable, plan.key, arrays, answer)
         except ServingStatus:
             return False
-        if not queued:  # no batching (or not for this call): a run small enough for the loop
-            if not direct.inline(servable, plan.key):
-                return False
-            self.calls += 1
-            answer.queued = time.perf_counter()
+        # Not queued (no batching, or not for this call): only a run small enough for the loop.
+        if not queued and not direct.inline(servable, plan.key):
+            return False
+        self.calls += 1
+        answer.queued = time.perf_counter()
+        if not queued:
             try:
                 outs = direct.run_inline(servable, plan.key, arrays)
             except Exception as error:
@@ -121,13 +123,11 @@ class Lane:
             else:
                 answer.set_result(outs)
             return True
-        answer.queued = time.perf_counter()
         if self.timeout_s is not None:
             loop = asyncio.get_running_loop()
             self.pending[answer] = loop.time() + self.timeout_s
             if self.timer is None:
                 self.timer = loop.call_at(self.pending[answer], self._expire)
-        self.calls += 1
         handler.hold(answer)
         return True
 

@@ -31,42 +31,38 @@ PROM = "/monitoring/prometheus/metrics"
 LANE = "tfso_rest_fast_lane_requests_total"
 
 
-def export_two_outputs(base: Path) -> None:
+def export_tf1(base: Path, build) -> None:  # type: ignore[no-untyped-def]
+    """A TF1 SavedModel (version 1) whose serving_default predict maps `build(tf)`'s
+    (inputs, outputs), dicts of alias -> tensor."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default(), v1.Session(graph=graph) as sess:
+        inputs, outputs = build(tf)
+        info = v1.saved_model.utils.build_tensor_info
+        sig = v1.saved_model.signature_def_utils.build_signature_def(
+            {k: info(t) for k, t in inputs.items()}, {k: info(t) for k, t in outputs.items()},
+            "tensorflow/serving/predict",
+        )
+        builder = v1.saved_model.Builder(str(base / "1"))
+        builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map={"serving_default": sig})
+        builder.save()
+
+
+def two_outputs(tf):  # type: ignore[no-untyped-def]
     """x float [-1, 3] -> total [-1] (row sums) and double [-1, 3] (times [2, 2, 2], so a row of
     another width fails in TensorFlow: the placeholder's shape is not checked on a feed)."""
-    import tensorflow as tf
-
-    v1 = tf.compat.v1
-    graph = tf.Graph()
-    with graph.as_default(), v1.Session(graph=graph) as sess:
-        x = v1.placeholder(tf.float32, [None, 3], name="x")
-        total = tf.reduce_sum(x, axis=1, name="total")
-        double = tf.multiply(x, tf.constant([2.0, 2.0, 2.0]), name="double")
-        info = v1.saved_model.utils.build_tensor_info
-        sig = v1.saved_model.signature_def_utils.build_signature_def(
-            {"x": info(x)}, {"total": info(total), "double": info(double)}, "tensorflow/serving/predict"
-        )
-        builder = v1.saved_model.Builder(str(base / "1"))
-        builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map={"serving_default": sig})
-        builder.save()
+    x = tf.compat.v1.placeholder(tf.float32, [None, 3], name="x")
+    total = tf.reduce_sum(x, axis=1, name="total")
+    double = tf.multiply(x, tf.constant([2.0, 2.0, 2.0]), name="double")
+    return {"x": x}, {"total": total, "double": double}
 
 
-def export_int_input(base: Path) -> None:
+def int_input(tf):  # type: ignore[no-untyped-def]
     """n int32 [-1] -> n + 1: not a floating input, so never the lane's."""
-    import tensorflow as tf
-
-    v1 = tf.compat.v1
-    graph = tf.Graph()
-    with graph.as_default(), v1.Session(graph=graph) as sess:
-        n = v1.placeholder(tf.int32, [None], name="n")
-        out = tf.add(n, 1, name="out")
-        info = v1.saved_model.utils.build_tensor_info
-        sig = v1.saved_model.signature_def_utils.build_signature_def(
-            {"n": info(n)}, {"out": info(out)}, "tensorflow/serving/predict"
-        )
-        builder = v1.saved_model.Builder(str(base / "1"))
-        builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map={"serving_default": sig})
-        builder.save()
+    n = tf.compat.v1.placeholder(tf.int32, [None], name="n")
+    return {"n": n}, {"out": tf.add(n, 1, name="out")}
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +70,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("lane")
     export_half_plus_two_tf1(root / "half_plus_two", versions=(1,), b=2.0)
     export_half_plus_two_tf1(root / "half_plus_two", versions=(2,), b=3.0)
-    export_two_outputs(root / "two")
-    export_int_input(root / "ints")
+    export_tf1(root / "two", two_outputs)
+    export_tf1(root / "ints", int_input)
     (root / "strings").mkdir()
     (root / "mlp").mkdir()
     config = models_config(root).replace(
