@@ -108,10 +108,11 @@ def serve_grpc(port: int, body: bytes) -> None:
 
 
 class Fixed:
-    """A fixed-answer server process pinned to the server core."""
+    """A fixed-answer server process, pinned to the server core unless `pinned` is False."""
 
-    def __init__(self, kind: str, body: bytes) -> None:
+    def __init__(self, kind: str, body: bytes, *, pinned: bool = True) -> None:
         self.kind = kind
+        self.pinned = pinned
         self.port = free_port()
         fd, self._body = tempfile.mkstemp(prefix="ceiling-")
         os.write(fd, body)
@@ -119,18 +120,9 @@ class Fixed:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> Fixed:
+        pin = ["taskset", "-c", SERVER_CORE] if self.pinned else []
         self.proc = subprocess.Popen(
-            [
-                "taskset",
-                "-c",
-                SERVER_CORE,
-                sys.executable,
-                __file__,
-                "--serve",
-                self.kind,
-                str(self.port),
-                self._body,
-            ],
+            [*pin, sys.executable, __file__, "--serve", self.kind, str(self.port), self._body]
         )
         import socket
 
