@@ -33,7 +33,7 @@ import orjson
 from orchestrator.server import json_tensor as jt
 from orchestrator.server.batching import BatchingRunner, DirectRunner
 from orchestrator.server.core import Core
-from orchestrator.server.metrics import Call
+from orchestrator.server.metrics import CURRENT_CALL, Call
 from orchestrator.server.status import ServingStatus
 
 log = logging.getLogger("tfs.rest")
@@ -190,8 +190,17 @@ class Answer:
         if self.answered:
             return
         if not isinstance(error, ServingStatus):
-            log.error("REST POST predict of %s failed: %r", self.call.model, error)
+            self._log_error("REST POST predict of %s failed: %r", self.call.model, error)
         self.finish(*outcome(error))
+
+    def _log_error(self, message: str, *args: Any) -> None:
+        """Logged with this call's model, version and request id: the lane runs outside the
+        call's own context (a batch answers from whichever call closed it)."""
+        token = CURRENT_CALL.set(self.call)
+        try:
+            log.error(message, *args)
+        finally:
+            CURRENT_CALL.reset(token)
 
     def finish(self, status: int, body: bytes, code: str) -> None:
         self.answered = True
@@ -205,7 +214,7 @@ class Answer:
         try:
             self.handler.answer(lane.reply(status, body, call.request_id, self.close), self.close)
         except Exception as error:
-            log.error("REST fast lane could not answer: %r", error)
+            self._log_error("REST fast lane could not answer: %r", error)
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
