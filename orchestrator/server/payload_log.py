@@ -20,6 +20,7 @@ to its last whole record). LogMetadata has no request-id field: the request id g
 from __future__ import annotations
 
 import glob
+import itertools
 import logging
 import os
 import random
@@ -36,6 +37,14 @@ from orchestrator.server.config import ConfigError
 from orchestrator.server.metrics import CURRENT_CALL, PREFIX
 
 log = logging.getLogger("tfs.payload")
+
+
+class _Cut(Exception):
+    """A write the disk cut short: `kept` whole records made it to the file."""
+
+    def __init__(self, kept: int, error: OSError) -> None:
+        super().__init__(str(error))
+        self.kept, self.error = kept, error
 
 
 def queue_size() -> int:
@@ -385,21 +394,28 @@ class ModelLogger:
                 pass
             total -= size
 
-    def _append(self, parts: list) -> None:
-        """Write parts (whole framed records) to the current file with one write(); on a
-        failure, cut the file back to the records before them, so a reader never meets half
-        a record."""
+    def _append(self, parts: list, sizes: list[int]) -> int:
+        """Write parts (whole framed records of `sizes` bytes) to the current file with one
+        write(). On a failure (a full disk takes what fits, then refuses), keep the records
+        that were written whole and cut the file back to the end of the last one, so a reader
+        never meets half a record; raises _Cut with how many were kept. Returns the count."""
         assert self._fd is not None
         data = memoryview(b"".join(parts))
+        done = 0
         try:
-            while data:
-                data = data[os.write(self._fd, data) :]
-        except OSError:
+            while done < len(data):
+                done += os.write(self._fd, data[done:])
+        except OSError as error:
+            whole = [size for size in itertools.accumulate(sizes) if size <= done]
+            count, kept = len(whole), (whole[-1] if whole else 0)
             try:
-                os.ftruncate(self._fd, self._file_bytes)
+                os.ftruncate(self._fd, self._file_bytes + kept)
             except OSError:
-                pass
-            raise
+                kept, count = done, 0  # cannot cut: nothing of this write counts as written
+            self._file_bytes += kept
+            raise _Cut(count, error) from error
+        self._file_bytes += done
+        return len(sizes)
 
     def _write(self, items: list) -> None:
         written = 0
@@ -407,27 +423,27 @@ class ModelLogger:
             if self._fd is None:
                 self._open()
             parts: list = []
-            size = count = 0
+            sizes: list[int] = []
+            size = 0
             for item in items:
                 data = self._record(item)
                 framed = len(data) + tfrecord.OVERHEAD
                 if self._file_bytes + size + framed > self._file_cap and self._file_bytes + size:
                     if parts:
-                        self._append(parts)
-                        self._file_bytes += size
-                        written += count
-                        parts, size, count = [], 0, 0
+                        written += self._append(parts, sizes)
+                        parts, sizes, size = [], [], 0
                     self._close_file()
                     self._open()
                 head, tail = tfrecord.frame_parts(data)
                 parts += (head, data, tail)
+                sizes.append(framed)
                 size += framed
-                count += 1
             if parts:
-                self._append(parts)
-                self._file_bytes += size
-                written += count
+                written += self._append(parts, sizes)
         except Exception as e:  # disk full, read-only, gone: warn, count, go on
+            if isinstance(e, _Cut):
+                written += e.kept
+                e = e.error
             self._close_file()
             try:
                 if self._file and os.path.getsize(self._file) == 0:

@@ -11,6 +11,7 @@ import math
 import re
 import resource
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -173,17 +174,33 @@ def test_full_disk_keeps_serving(tmp_path: Path) -> None:
     with _FileSizeLimited(args) as srv:
         srv.wait_until_available("full")
         big = np.arange(2000, dtype=np.float32).reshape(-1, 1).tolist()
-        with requests.Session() as s:
-            for _ in range(60):  # ~16 KiB per record: the file hits 256 KiB after ~15
-                r = s.post(f"{srv.rest_url}/v1/models/full:predict", json={"instances": big},
-                           timeout=30)
-                assert r.status_code == 200
+
+        def send(_: int) -> int:
+            return requests.post(f"{srv.rest_url}/v1/models/full:predict",
+                                 json={"instances": big}, timeout=30).status_code
+
+        # ~16 KiB per record: the file hits 256 KiB after ~15. Eight clients at once, so the
+        # writer gathers more than fits into one write(), which the full disk cuts short.
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(send, range(60))) == {200}
         wait_until(lambda: _metric(srv, "tfso_prediction_log_dropped_total", model="full",
                                    reason="write_error") > 0,
                    timeout_s=30, what="write errors counted")
         assert any("cannot be written" in ln for ln in srv.logs().splitlines())
         assert _predict(srv, "full", 2.0, "after-full").json() == {"predictions": [[3.0]]}
+        wait_until(lambda: _metric(srv, "tfso_prediction_log_records_total", model="full")
+                   + _metric(srv, "tfso_prediction_log_dropped_total", model="full",
+                             reason="write_error") == 61,
+                   timeout_s=30, what="all 61 samples written or dropped")
+        written = _metric(srv, "tfso_prediction_log_records_total", model="full")
     # A write cut short by the limit is cut back to the last whole record: every file parses to
     # its end with TF's reader (a half record would raise DataLossError), checksums included.
+    # The records of a write that fitted before the disk filled are kept, and counted as written.
     records = _records(logs / "full")
     assert records and all(r.log_metadata.model_spec.name == "full" for r in records)
+    assert len(records) == written
+    # Each file a write outgrew holds every whole record that fitted: it is full to within one.
+    record = max(len(r.SerializeToString()) for r in records) + 16  # TFRecord framing
+    files = sorted(glob.glob(f"{logs}/full-*.tfrecord"))
+    assert all(Path(f).stat().st_size > 256 * 1024 - record for f in files[:-1])
+    assert len(files) >= 2
