@@ -13,10 +13,10 @@ through a future when it waits for a batch, which was most of a small model's ba
 (#17). Deadlines are kept by one timer for all waiting calls (`Lane._expire`): the calls of a
 server share one timeout, so the oldest call's deadline is always the next one due.
 
-Anything else (other verbs, the columnar `inputs` format, objects, strings,
-a payload log on the model, debug logging, a run for the thread pool, a request the checks here
-refuse) goes the general way, which also writes those error answers: `take` returns False before
-it has changed anything. Answers, metrics and deadlines are those of `RestApi.infer`.
+Anything else (other verbs, the columnar `inputs` format, objects, strings, debug logging, a run
+for the thread pool, a request the checks here refuse) goes the general way, which also writes
+those error answers: `take` returns False before it has changed anything. Answers, metrics,
+deadlines and payload-log records are those of `RestApi.infer`.
 """
 
 from __future__ import annotations
@@ -80,8 +80,6 @@ class Lane:
         ):
             return False
         model = m.group(1)
-        if core.payload.by_model.get(model) is not None:
-            return False
         text = m.group(2)
         try:
             servable = core.manager.resolve(model, None if text is None else int(text), m.group(3))
@@ -107,6 +105,9 @@ class Lane:
             plan, arrays = core.predict_plan(servable, signature, {alias: array})
             answer = Answer(self, handler, servable, plan, Call(model, "predict", "rest", rid),
                              close, start)  # fmt: skip
+            logger = core.payload.by_model.get(model)
+            if logger is not None:  # the payload log keeps what the general path would hand it
+                answer.logged = (logger, {alias: array})
             queued = batching and runner.join(servable, plan.key, arrays, answer)
         except ServingStatus:
             return False
@@ -153,6 +154,7 @@ class Answer:
         "close",
         "handler",
         "lane",
+        "logged",
         "plan",
         "queued",
         "servable",
@@ -169,6 +171,7 @@ class Answer:
         self.queued = start
         self.waiter: asyncio.Future | None = None
         self.answered = False
+        self.logged: tuple[Any, dict[str, Any]] | None = None  # (payload logger, inputs)
 
     def done(self) -> bool:
         return self.answered
@@ -180,11 +183,25 @@ class Answer:
         metrics = self.lane.core.metrics
         metrics.record_runtime(self.servable.name, "Predict", (time.perf_counter() - self.queued) * 1e6)
         try:
-            body = jt.predict_response(dict(zip(self.plan.output_aliases, outs, strict=False)), True)
+            outputs = dict(zip(self.plan.output_aliases, outs, strict=False))
+            if self.logged is not None:
+                self._log_payload(outputs)
+            body = jt.predict_response(outputs, True)
         except Exception as error:
             self.set_exception(error)
             return
         self.finish(200, body, "OK")
+
+    def _log_payload(self, outputs: dict[str, Any]) -> None:
+        """Sample this call into its model's payload log, as Core.predict does on the general
+        path (there the call's context gives the record its request id)."""
+        assert self.logged is not None
+        logger, inputs = self.logged
+        token = CURRENT_CALL.set(self.call)
+        try:
+            logger.maybe(self.servable.version, self.plan.signature_name, inputs, outputs)
+        finally:
+            CURRENT_CALL.reset(token)
 
     def set_exception(self, error: BaseException) -> None:
         if self.answered:

@@ -1,7 +1,7 @@
 """The REST fast path's batched lane (server/rest_lane.py) against real servers with batching on:
 byte for byte the answers of aiohttp's path (TFS_REST_FAST=0) for calls it takes and calls it
 leaves to the general path, a batch whose calls fail and succeed apart, the same metrics, and a
-payload log that keeps its calls off the lane. Requests are written on raw sockets."""
+payload log whose records are the general path's. Requests are written on raw sockets."""
 
 from __future__ import annotations
 
@@ -259,25 +259,44 @@ def _counts(srv: ServerProcess) -> list[tuple[str, float]]:
     return out
 
 
-def test_a_payload_log_keeps_the_calls_of_its_model_off_the_lane(root: Path, tmp_path: Path) -> None:
-    """The payload log writes what the general path hands it: those calls do not take the lane,
-    and every one of them is logged."""
+def test_a_payload_log_gets_the_general_paths_records_from_the_lane(root: Path, tmp_path: Path) -> None:
+    """A model with a payload log keeps the lane (a 1 % sample must not cost every call the
+    general path), and the records it writes hold what the general path's do: request,
+    response, model spec and request id, for the calls of one batch too."""
     from orchestrator.plan import model_config, models_config_text
     from orchestrator.spec import Spec
     from tests.helpers.server import wait_until
+    from tests.integration.server.test_payload_logging import _records
 
-    logs = tmp_path / "logs"
-    spec = Spec.model_validate({"name": "two", "base_path": str(root / "two"),
-                                "logging": {"sample": 1.0, "path": str(logs), "max_mb": 8}})  # fmt: skip
-    (tmp_path / "models.config").write_text(models_config_text([model_config(spec)]))
-    args = [f"--model_config_file={tmp_path / 'models.config'}",
-            *flags(root)[1:]]  # fmt: skip
-    with ServerProcess(args) as srv:
-        srv.wait_until_available("two")
-        port = srv.rest_port
-        for _ in range(3):
-            [(status, _, _)] = exchange(port, call(port, "/v1/models/two:predict", b'{"instances": [[1, 2, 3]]}'))
-            assert status == 200
-        assert counter(srv, LANE) == 0
-        assert counter(srv, "tfso_rest_fast_path_requests_total") == 3
-        wait_until(lambda: list(tmp_path.rglob("*.tfrecord")), timeout_s=30, what="the payload log's file")
+    bodies = [b'{"instances": [[1, 2, 3]]}', b'{"instances": [[4.5, 5, 6], [7, 8, 9]]}',
+              b'{"signature_name": "serving_default", "instances": [[0.25, 0, -1]]}']  # fmt: skip
+    records = {}
+    for way, env in (("lane", {}), ("general", {"TFS_REST_FAST": "0"})):
+        logs = tmp_path / way
+        spec = Spec.model_validate({"name": "two", "base_path": str(root / "two"),
+                                    "logging": {"sample": 1.0, "path": str(logs), "max_mb": 8}})  # fmt: skip
+        (tmp_path / f"{way}.config").write_text(models_config_text([model_config(spec)]))
+        args = [f"--model_config_file={tmp_path / f'{way}.config'}", *flags(root)[1:]]
+        with ServerProcess(args, env=env) as srv:
+            srv.wait_until_available("two")
+            port = srv.rest_port
+            socks = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in bodies]
+            try:  # sent together on their own connections: the calls share one batch
+                for i, (sock, body) in enumerate(zip(socks, bodies, strict=True)):
+                    sock.sendall(call(port, "/v1/models/two:predict", body,
+                                      f"X-Request-Id: r{i}\r\n"))  # fmt: skip
+                statuses = [read_answer(sock, bytearray())[0] for sock in socks]
+            finally:
+                for sock in socks:
+                    sock.close()
+            assert statuses == [200] * len(bodies)
+            assert counter(srv, LANE) == (len(bodies) if way == "lane" else 0)
+            line = f'tfso_prediction_log_records_total{{model="two"}} {len(bodies)}'
+            wait_until(lambda s=srv, line=line: line in page(s), timeout_s=30,
+                       what="every call's record written")  # fmt: skip
+        rows = _records(logs / "two")
+        for r in rows:
+            r.log_metadata.ClearField("timestamp_secs")  # when it was logged: differs
+        records[way] = sorted((r.log_metadata.request_origin, r.SerializeToString()) for r in rows)
+    assert [rid for rid, _ in records["lane"]] == ["r0", "r1", "r2"]
+    assert records["lane"] == records["general"]
