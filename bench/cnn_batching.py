@@ -73,19 +73,14 @@ def in_process(base: Path, batch: int, seconds: float) -> tuple[float, float]:
     x = np.random.default_rng(0).random((batch, 64, 64, 3), dtype=np.float32)
     for _ in range(3):
         servable.run(plan.key, [x])
-    n, t0, c0 = 0, time.perf_counter(), _own_cpu()
+    n, t0, c0 = 0, time.perf_counter(), common.cpu_seconds(os.getpid())
     while time.perf_counter() - t0 < seconds:
         servable.run(plan.key, [x])
         n += 1
     rate = n * batch / (time.perf_counter() - t0)
-    cpu_us = (_own_cpu() - c0) / (n * batch) * 1e6
+    cpu_us = (common.cpu_seconds(os.getpid()) - c0) / (n * batch) * 1e6
     servable.close()
     return rate, cpu_us
-
-
-def _own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 def _children_cpu() -> float:

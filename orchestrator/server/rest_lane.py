@@ -184,38 +184,30 @@ class Answer:
         metrics.record_runtime(self.servable.name, "Predict", (time.perf_counter() - self.queued) * 1e6)
         try:
             outputs = dict(zip(self.plan.output_aliases, outs, strict=False))
-            if self.logged is not None:
-                self._log_payload(outputs)
+            if self.logged is not None:  # sampled as Core.predict does on the general path
+                logger, inputs = self.logged
+                self._as_call(logger.maybe, self.servable.version, self.plan.signature_name,
+                              inputs, outputs)  # fmt: skip
             body = jt.predict_response(outputs, True)
         except Exception as error:
             self.set_exception(error)
             return
         self.finish(200, body, "OK")
 
-    def _log_payload(self, outputs: dict[str, Any]) -> None:
-        """Sample this call into its model's payload log, as Core.predict does on the general
-        path (there the call's context gives the record its request id)."""
-        assert self.logged is not None
-        logger, inputs = self.logged
-        token = CURRENT_CALL.set(self.call)
-        try:
-            logger.maybe(self.servable.version, self.plan.signature_name, inputs, outputs)
-        finally:
-            CURRENT_CALL.reset(token)
-
     def set_exception(self, error: BaseException) -> None:
         if self.answered:
             return
         if not isinstance(error, ServingStatus):
-            self._log_error("REST POST predict of %s failed: %r", self.call.model, error)
+            self._as_call(log.error, "REST POST predict of %s failed: %r", self.call.model, error)
         self.finish(*outcome(error))
 
-    def _log_error(self, message: str, *args: Any) -> None:
-        """Logged with this call's model, version and request id: the lane runs outside the
-        call's own context (a batch answers from whichever call closed it)."""
+    def _as_call(self, fn: Callable[..., None], *args: Any) -> None:
+        """fn(*args) in this call's context, so a payload record or log line gets this call's
+        model, version and request id: the lane runs outside the call's own context (a batch
+        answers from whichever call closed it)."""
         token = CURRENT_CALL.set(self.call)
         try:
-            log.error(message, *args)
+            fn(*args)
         finally:
             CURRENT_CALL.reset(token)
 
@@ -231,7 +223,7 @@ class Answer:
         try:
             self.handler.answer(lane.reply(status, body, call.request_id, self.close), self.close)
         except Exception as error:
-            self._log_error("REST fast lane could not answer: %r", error)
+            self._as_call(log.error, "REST fast lane could not answer: %r", error)
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
